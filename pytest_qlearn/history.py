@@ -1,0 +1,80 @@
+"""Per-test history: the stored facts agents build their states from (not Q-values)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PASSED = "P"
+FAILED = "F"
+SKIPPED = "S"
+
+#: How many recent verdicts a history keeps (most recent last).
+KEPT_VERDICTS = 16
+
+
+@dataclass
+class TestHistory:
+    """What one test did in earlier episodes of a project/environment.
+
+    ``verdicts`` holds the most recent verdicts as letters (``P``/``F``/``S``), oldest first.
+    Durations use Welford's running mean so the history stays small.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    test_id: str
+    runs: int = 0
+    failures: int = 0
+    flips: int = 0
+    verdicts: str = ""
+    last_failure_episode: int = -1
+    last_run_episode: int = -1
+    first_episode: int = -1
+    duration_mean: float = 0.0
+    duration_m2: float = 0.0
+    last_duration: float = 0.0
+
+    @property
+    def is_new(self) -> bool:
+        return self.runs == 0
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.runs if self.runs else 0.0
+
+    def runs_since_failure(self) -> int | None:
+        """Verdict-bearing runs since the last failure, or None if it never failed."""
+        if self.failures == 0:
+            return None
+        index = self.verdicts.rfind(FAILED)
+        if index >= 0:
+            return self.verdicts[index + 1 :].count(PASSED)
+        # The failure is older than the kept verdicts.
+        return len(self.verdicts)
+
+    def last_verdicts(self, k: int) -> str:
+        """The last ``k`` pass/fail verdicts, padded on the left with ``-`` for unknown."""
+        recent = self.verdicts.replace(SKIPPED, "")[-k:]
+        return recent.rjust(k, "-")
+
+    def record(self, verdict: str, duration: float, episode: int) -> TestHistory:
+        """A new history with one more episode's verdict; skipped runs keep only the episode."""
+        nxt = TestHistory(**self.__dict__)
+        if nxt.first_episode < 0:
+            nxt.first_episode = episode
+        nxt.last_run_episode = episode
+        if verdict == SKIPPED:
+            return nxt
+        previous = self.verdicts.replace(SKIPPED, "")[-1:]
+        if previous and previous != verdict:
+            nxt.flips += 1
+        nxt.verdicts = (self.verdicts + verdict)[-KEPT_VERDICTS:]
+        nxt.runs += 1
+        if verdict == FAILED:
+            nxt.failures += 1
+            nxt.last_failure_episode = episode
+        delta = duration - nxt.duration_mean
+        nxt.duration_mean += delta / nxt.runs
+        nxt.duration_m2 += delta * (duration - nxt.duration_mean)
+        nxt.last_duration = duration
+        return nxt

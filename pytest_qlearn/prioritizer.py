@@ -1,0 +1,180 @@
+"""The ``prioritizer`` agent: picks a priority tier per test, which sets the run order.
+
+Each test is one decision. Its state exists at two levels of detail, both in the agent's
+Q-table:
+
+* **per-test** — the test's identity plus its recent verdicts and runs since its last
+  failure: remembers what this very test does;
+* **shared** — the bucketed history features alone: what tests *like* it do, so new tests
+  and rare situations still get an informed estimate.
+
+Actions are tiers (``first``, ``middle``, ``last``). The step reward is position-aware
+(:meth:`RewardCalculator.prioritizer`): a failure in an early tier pays, a passing test in an
+early tier costs. After the run, the next state is the test's history *including* this run,
+and every tier's Q-value gets the Bellman update with the reward that tier would have earned
+(the verdict does not depend on the order, so all of them are known): no tier's value goes
+stale and the bootstrap term is identical across a state's tiers.
+
+Because the quadratic reward is a proper scoring rule, Q(s, first) − Q(s, last) is an
+exponentially weighted mean of ``4·failed − 2``; de-biased by the visit count it gives the
+test's failure probability, which orders tests within a tier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from .agents import Agent, AgentType
+from .history import FAILED, PASSED, TestHistory
+from .hyperparams import Hyperparameters
+from .qlearner import QLearner
+from .rewards import RewardCalculator
+from .state import Buckets, State, StateEncoder
+
+NAME = "prioritizer"
+TIERS = ("first", "middle", "last")
+SHARED_FEATURES = ("last", "since_fail", "fail_rate", "duration", "new")
+PER_TEST_FEATURES = ("test", "last", "since_fail")
+RECENT_VERDICTS = 3
+
+_SINCE_FAIL = Buckets((1, 2, 3, 6, 11, 21))
+_FAIL_RATE = Buckets((0.001, 0.05, 0.2, 0.5), integer=False)
+_DURATION = Buckets((0.1, 1.0, 10.0), integer=False)
+
+#: Pseudo-observations given to the history-based prior of a state never seen before.
+PRIOR_WEIGHT = 1.0
+#: The shared level counts as at most this many observations beside the per-test level.
+SHARED_WEIGHT_CAP = 3.0
+
+
+def agent_type(hyper: Hyperparameters | None = None) -> AgentType:
+    return AgentType(
+        name=NAME,
+        description="orders tests: a priority tier per test, failures found early pay",
+        actions=TIERS,
+        features=tuple(sorted({*SHARED_FEATURES, *PER_TEST_FEATURES})),
+        hyper=hyper or Hyperparameters(),
+    )
+
+
+def features(history: TestHistory) -> dict[str, str | int | bool]:
+    """The bucketed, shared features of a test's history."""
+    since = history.runs_since_failure()
+    return {
+        "last": history.last_verdicts(RECENT_VERDICTS),
+        "since_fail": "never" if since is None else _SINCE_FAIL.label(since),
+        "fail_rate": "0" if history.failures == 0 else _FAIL_RATE.label(history.failure_rate),
+        "duration": "?" if history.is_new else _DURATION.label(history.duration_mean),
+        "new": history.is_new,
+    }
+
+
+def prior_failure_probability(history: TestHistory) -> float:
+    """Where an unseen state's estimate starts: a new test is a coin flip; otherwise the
+    smoothed failure rate, pulled up when the last verdict was a failure."""
+    if history.is_new:
+        return 0.5
+    smoothed = (history.failures + 0.5) / (history.runs + 1.0)
+    last_failed = history.last_verdicts(1) == FAILED
+    return 0.5 * smoothed + (0.5 if last_failed else 0.0)
+
+
+@dataclass(frozen=True)
+class TestRef:
+    """A collected test as the engine sees it: id, fixture-locality groups, collection index."""
+
+    __test__ = False
+
+    test_id: str
+    module: str
+    cls: str | None
+    index: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the prioritizer chose for one test, and from which states."""
+
+    test_id: str
+    tier: int
+    explored: bool
+    p_fail: float
+    per_test: State
+    shared: State
+    known: bool  # True when a learned value (not only the prior) shaped the estimate
+
+
+class Prioritizer(Agent):
+    def __init__(self, learner: QLearner, rewards: RewardCalculator, agent: AgentType) -> None:
+        super().__init__(agent, learner, rewards)
+        self.per_test_encoder = StateEncoder(NAME + ":test", PER_TEST_FEATURES)
+        self.shared_encoder = StateEncoder(NAME + ":shared", SHARED_FEATURES)
+        self.n_tiers = agent.n_actions
+        self._tier_gap = self.rewards.prioritizer(0, self.n_tiers, True) - self.rewards.prioritizer(
+            self.n_tiers - 1, self.n_tiers, True
+        )
+
+    # -- states ------------------------------------------------------------------------
+    def states(self, history: TestHistory) -> tuple[State, State]:
+        shared = features(history)
+        per_test = {
+            "test": history.test_id,
+            "last": shared["last"],
+            "since_fail": shared["since_fail"],
+        }
+        return self.per_test_encoder.encode(per_test), self.shared_encoder.encode(shared)
+
+    def _estimate(self, state: State) -> tuple[float, float]:
+        """(failure probability, weight) from one state's Q-row; weight 0 if never updated."""
+        visits = self.learner.visits(state.key)[0]
+        if visits == 0:
+            return 0.0, 0.0
+        q = self.learner.values(state.key)
+        alpha = self.learner.hyper.alpha
+        debias = 1.0 - (1.0 - alpha) ** visits
+        mean_gap = (q[0] - q[-1]) / debias if debias > 0 else 0.0
+        # gap per observation is +tier_gap for a failure and -tier_gap for a pass
+        p = (mean_gap / self._tier_gap + 1.0) / 2.0
+        return min(1.0, max(0.0, p)), min(float(visits), 1.0 / alpha)
+
+    def failure_probability(self, history: TestHistory) -> tuple[float, bool, State, State]:
+        per_test, shared = self.states(history)
+        p_test, w_test = self._estimate(per_test)
+        p_shared, w_shared = self._estimate(shared)
+        w_shared = min(w_shared, SHARED_WEIGHT_CAP)
+        prior = prior_failure_probability(history)
+        total = w_test + w_shared + PRIOR_WEIGHT
+        p = (p_test * w_test + p_shared * w_shared + prior * PRIOR_WEIGHT) / total
+        return p, (w_test + w_shared) > 0, per_test, shared
+
+    # -- deciding ----------------------------------------------------------------------
+    def decide(
+        self, histories: Mapping[str, TestHistory], test_ids: Sequence[str]
+    ) -> list[Decision]:
+        """One ε-greedy tier per test. Tests are visited in sorted id order so the random
+        draws, and so the order, depend only on the seed and the set of tests."""
+        decisions = []
+        for test_id in sorted(test_ids):
+            history = histories.get(test_id) or TestHistory(test_id)
+            p, known, per_test, shared = self.failure_probability(history)
+            expected = [
+                self.rewards.expected_prioritizer(tier, self.n_tiers, p)
+                for tier in range(self.n_tiers)
+            ]
+            tier, explored = self.learner.choose(expected)
+            decisions.append(Decision(test_id, tier, explored, p, per_test, shared, known))
+        return decisions
+
+    # -- learning ----------------------------------------------------------------------
+    def learn(self, decision: Decision, verdict: str, next_history: TestHistory) -> float:
+        """Bellman-update both state levels with every tier's reward; returns the reward of
+        the tier actually chosen. Skipped tests (no verdict) teach nothing."""
+        if verdict not in (PASSED, FAILED):
+            return 0.0
+        failed = verdict == FAILED
+        rewards = [self.rewards.prioritizer(t, self.n_tiers, failed) for t in range(self.n_tiers)]
+        next_per_test, next_shared = self.states(next_history)
+        self.learner.update_all(decision.per_test.key, rewards, next_per_test.key, decision.tier)
+        self.learner.update_all(decision.shared.key, rewards, next_shared.key)
+        return rewards[decision.tier]

@@ -1,0 +1,254 @@
+"""The tabular Q-learner: Bellman updates, ε-greedy selection, batched deltas.
+
+The learner never talks to a store. It is loaded with a snapshot of stored values, learns
+locally, and hands out *deltas* (how much each Q-value and visit count changed) in batches
+of ``update_frequency`` updates. Stores add those deltas to whatever is stored at write time
+(``q = q + Δ``), so concurrent runs that learned from the same snapshot lose nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from .hyperparams import Hyperparameters
+
+# (state key, action) -> [Δq, Δvisits]
+DeltaBatch = dict[tuple[str, int], list[float]]
+
+
+@dataclass(frozen=True)
+class QEntry:
+    """One stored Q-value: the value and how many Bellman updates produced it."""
+
+    state: str
+    action: int
+    q: float
+    visits: int
+
+
+@dataclass(frozen=True)
+class LearnerStats:
+    agent: str
+    episodes: int
+    epsilon: float
+    q_table_size: int
+    states: int
+    updates: int
+    mean_reward: float
+    decisions: int
+    explored: int
+
+    @property
+    def exploration_share(self) -> float:
+        return self.explored / self.decisions if self.decisions else 0.0
+
+
+class QLearner:
+    """Q(s,a) ← Q(s,a) + α·[r + γ·max_a' Q(s',a') − Q(s,a)], one table per agent.
+
+    ``episodes`` is the number of episodes this agent completed before this run (stored per
+    agent), so ε keeps decaying across CI runs: ε = max(ε_min, ε₀·decay^episodes).
+    """
+
+    def __init__(
+        self,
+        agent: str,
+        n_actions: int,
+        hyper: Hyperparameters,
+        rng: random.Random,
+        *,
+        episodes: int = 0,
+        on_flush: Callable[[DeltaBatch], None] | None = None,
+    ) -> None:
+        if n_actions < 1:
+            raise ValueError("an agent needs at least one action")
+        self.agent = agent
+        self.n_actions = n_actions
+        self.hyper = hyper
+        self.rng = rng
+        self.episodes = episodes
+        self._q: dict[str, list[float]] = {}
+        self._visits: dict[str, list[int]] = {}
+        self._pending: DeltaBatch = {}
+        self._pending_updates = 0
+        self._outbox: DeltaBatch = {}
+        self._on_flush = on_flush
+        self.updates = 0
+        self.flushes = 0
+        self.decisions = 0
+        self.explored = 0
+        self._reward_sum = 0.0
+        self._rewarded = 0
+
+    # -- table access -------------------------------------------------------------------
+    def load(self, entries: Iterable[QEntry]) -> None:
+        """Warm start: take stored values as the starting point (replacing local ones)."""
+        for entry in entries:
+            if not 0 <= entry.action < self.n_actions:
+                continue  # an action this version of the agent no longer has
+            self._row(entry.state)[entry.action] = float(entry.q)
+            self._visits[entry.state][entry.action] = int(entry.visits)
+
+    def _row(self, state: str) -> list[float]:
+        row = self._q.get(state)
+        if row is None:
+            row = self._q[state] = [0.0] * self.n_actions
+            self._visits[state] = [0] * self.n_actions
+        return row
+
+    def knows(self, state: str) -> bool:
+        return state in self._q
+
+    def values(self, state: str) -> list[float]:
+        """A copy of Q(s,·); zeros for a state never seen."""
+        row = self._q.get(state)
+        return list(row) if row is not None else [0.0] * self.n_actions
+
+    def visits(self, state: str) -> list[int]:
+        row = self._visits.get(state)
+        return list(row) if row is not None else [0] * self.n_actions
+
+    def max_q(self, state: str | None) -> float:
+        if state is None:
+            return 0.0
+        row = self._q.get(state)
+        return max(row) if row is not None else 0.0
+
+    def entries(self) -> list[QEntry]:
+        return [
+            QEntry(state, action, row[action], self._visits[state][action])
+            for state, row in self._q.items()
+            for action in range(self.n_actions)
+        ]
+
+    # -- acting -------------------------------------------------------------------------
+    @property
+    def epsilon(self) -> float:
+        return self.hyper.epsilon_after(self.episodes)
+
+    def greedy(self, scores: Sequence[float]) -> int:
+        """The best action; ties go to the lowest action number (deterministic)."""
+        best = 0
+        for action in range(1, len(scores)):
+            if scores[action] > scores[best]:
+                best = action
+        return best
+
+    def choose(self, scores: Sequence[float]) -> tuple[int, bool]:
+        """ε-greedy over action scores (Q-values, or an agent's estimate of them).
+
+        Returns the action and whether it was an exploratory (random) choice. All
+        randomness comes from the learner's one seeded RNG.
+        """
+        self.decisions += 1
+        if self.rng.random() < self.epsilon:
+            self.explored += 1
+            return self.rng.randrange(self.n_actions), True
+        return self.greedy(scores), False
+
+    # -- learning -----------------------------------------------------------------------
+    def update(self, state: str, action: int, reward: float, next_state: str | None) -> float:
+        """One Bellman update; ``next_state`` None means terminal. Returns the TD error."""
+        target = reward + self.hyper.gamma * self.max_q(next_state)
+        row = self._row(state)
+        td_error = target - row[action]
+        change = self.hyper.alpha * td_error
+        row[action] += change
+        self._visits[state][action] += 1
+        pending = self._pending.get((state, action))
+        if pending is None:
+            self._pending[(state, action)] = [change, 1.0]
+        else:
+            pending[0] += change
+            pending[1] += 1.0
+        self.updates += 1
+        self._pending_updates += 1
+        if self._pending_updates >= self.hyper.update_frequency:
+            self.flush()
+        return td_error
+
+    def update_all(
+        self,
+        state: str,
+        rewards: Sequence[float],
+        next_state: str | None,
+        chosen: int | None = None,
+    ) -> None:
+        """Bellman-update every action of ``state`` with the reward it would have earned.
+
+        Used when the reward of every action is known after the fact (ordering does not
+        change whether a test fails), so no action's value goes stale. The bootstrap term is
+        computed once, before any action of the row changes.
+        """
+        if len(rewards) != self.n_actions:
+            raise ValueError(f"expected {self.n_actions} rewards, got {len(rewards)}")
+        bootstrap = self.max_q(next_state) if next_state != state else max(self._row(state))
+        gamma = self.hyper.gamma
+        alpha = self.hyper.alpha
+        row = self._row(state)
+        visits = self._visits[state]
+        for action, reward in enumerate(rewards):
+            change = alpha * (reward + gamma * bootstrap - row[action])
+            row[action] += change
+            visits[action] += 1
+            pending = self._pending.get((state, action))
+            if pending is None:
+                self._pending[(state, action)] = [change, 1.0]
+            else:
+                pending[0] += change
+                pending[1] += 1.0
+        if chosen is not None:
+            self.record_reward(rewards[chosen])
+        self.updates += self.n_actions
+        self._pending_updates += self.n_actions
+        if self._pending_updates >= self.hyper.update_frequency:
+            self.flush()
+
+    def record_reward(self, reward: float) -> None:
+        """Count a reward the agent actually received (for the mean-reward statistic)."""
+        self._reward_sum += reward
+        self._rewarded += 1
+
+    def flush(self) -> None:
+        """Hand the pending deltas on: to ``on_flush`` if given, else to the outbox."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        self._pending_updates = 0
+        self.flushes += 1
+        if self._on_flush is not None:
+            self._on_flush(batch)
+            return
+        for key, (dq, dn) in batch.items():
+            held = self._outbox.get(key)
+            if held is None:
+                self._outbox[key] = [dq, dn]
+            else:
+                held[0] += dq
+                held[1] += dn
+
+    def end_episode(self) -> None:
+        """Close an episode: flush what is pending and decay ε once."""
+        self.flush()
+        self.episodes += 1
+
+    def take_deltas(self) -> DeltaBatch:
+        """Everything flushed to the outbox so far; the outbox is emptied."""
+        self.flush()
+        out, self._outbox = self._outbox, {}
+        return out
+
+    def statistics(self) -> LearnerStats:
+        return LearnerStats(
+            agent=self.agent,
+            episodes=self.episodes,
+            epsilon=self.epsilon,
+            q_table_size=len(self._q) * self.n_actions,
+            states=len(self._q),
+            updates=self.updates,
+            mean_reward=self._reward_sum / self._rewarded if self._rewarded else 0.0,
+            decisions=self.decisions,
+            explored=self.explored,
+        )

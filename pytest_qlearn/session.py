@@ -1,0 +1,290 @@
+"""One learning episode, end to end, without pytest: rank the tests, take the results, learn,
+and produce the one write the store applies.
+
+The pytest plugin drives this class from its hooks; the replay harness and the CLI drive the
+very same class, so what they measure is what users run.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import metrics
+from . import prioritizer as prio
+from .agents import AgentRegistry, AgentType
+from .history import FAILED, PASSED, SKIPPED, TestHistory
+from .hyperparams import Hyperparameters
+from .ordering import locality_order
+from .qlearner import LearnerStats, QLearner
+from .rewards import EpisodeFacts, EpisodeReward, RewardCalculator
+from .store.base import (
+    AgentProgress,
+    EpisodeWrite,
+    Observation,
+    PatternDelta,
+    QDelta,
+    RewardEvent,
+    SessionRecord,
+    Snapshot,
+    TrajectoryStep,
+)
+
+VERDICTS = (PASSED, FAILED, SKIPPED)
+
+
+def default_registry(hyper: Hyperparameters | None = None) -> AgentRegistry:
+    registry = AgentRegistry()
+    registry.register(prio.agent_type(hyper))
+    return registry
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """One test's folded result. ``position`` is where it ran (0-based, run order),
+    ``index`` where it was collected; ``tier``/``explored`` are the prioritizer's decision
+    when one was made."""
+
+    __test__ = False
+
+    test_id: str
+    verdict: str
+    duration: float
+    index: int
+    position: int
+    tier: int | None = None
+    explored: bool = False
+
+
+@dataclass(frozen=True)
+class Risk:
+    test_id: str
+    p_fail: float
+    runs: int
+    failures: int
+
+
+@dataclass
+class EpisodeSummary:
+    """What the run did and learned, for the terminal report and report files."""
+
+    session: SessionRecord
+    reward: EpisodeReward
+    stats: LearnerStats
+    run_ttff: float | None
+    collection_ttff: float | None
+    riskiest: list[Risk] = field(default_factory=list)
+    failures_first: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Ranking:
+    order: list[prio.TestRef]
+    decisions: dict[str, prio.Decision]
+
+
+class LearningSession:
+    """Everything one episode needs: the snapshot it starts from, the seeded RNG, the agents."""
+
+    def __init__(
+        self,
+        snapshot: Snapshot,
+        *,
+        seed: int,
+        hyper: Hyperparameters | None = None,
+        rewards: RewardCalculator | None = None,
+        registry: AgentRegistry | None = None,
+        mode: str = "reorder",
+        session_id: str | None = None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.seed = seed
+        self.mode = mode
+        self.session_id = session_id or uuid.uuid4().hex
+        self.rewards = rewards or RewardCalculator()
+        self.registry = registry or default_registry(hyper)
+        agent_type = self.registry.get(prio.NAME)
+        state = snapshot.agent_states.get(prio.NAME)
+        self.learner = QLearner(
+            prio.NAME,
+            agent_type.n_actions,
+            agent_type.hyper,
+            random.Random(seed),
+            episodes=state.episodes if state else 0,
+        )
+        self.learner.load(snapshot.q_entries.get(prio.NAME, ()))
+        self.epsilon = self.learner.epsilon
+        self.prioritizer = prio.Prioritizer(self.learner, self.rewards, agent_type)
+        self.episode = snapshot.episodes + 1
+
+    @property
+    def agent_types(self) -> list[AgentType]:
+        return self.registry.types()
+
+    # -- ranking ---------------------------------------------------------------------------
+    def rank(self, refs: Sequence[prio.TestRef], scope: str = "module") -> Ranking:
+        decisions = {
+            d.test_id: d
+            for d in self.prioritizer.decide(self.snapshot.histories, [r.test_id for r in refs])
+        }
+
+        def key(ref: prio.TestRef) -> tuple[float, ...]:
+            decision = decisions[ref.test_id]
+            return (decision.tier, -decision.p_fail, ref.index)
+
+        return Ranking(locality_order(refs, key, scope), decisions)
+
+    # -- learning --------------------------------------------------------------------------
+    def finish(
+        self,
+        results: Sequence[TestResult],
+        *,
+        started_at: float,
+        duration: float,
+        exit_status: int,
+        session_failed: bool = False,
+    ) -> tuple[EpisodeWrite, EpisodeSummary]:
+        """Learn from the results and build the store write and the report summary."""
+        histories = self.snapshot.histories
+        by_id = {r.test_id: r for r in results}
+        ordered_ids = sorted(by_id)  # deterministic update order
+        trajectories: list[TrajectoryStep] = []
+        pattern_seen: Counter[str] = Counter()
+        pattern_hits: Counter[str] = Counter()
+        readable: dict[str, str] = {}
+        observations: list[Observation] = []
+        exploited = exploited_paid = 0
+        next_histories: dict[str, TestHistory] = {}
+        for step, test_id in enumerate(ordered_ids):
+            result = by_id[test_id]
+            if result.verdict not in VERDICTS:
+                raise ValueError(f"unknown verdict {result.verdict!r} for {test_id!r}")
+            observations.append(Observation(test_id, result.verdict, result.duration))
+            history = histories.get(test_id) or TestHistory(test_id)
+            nxt = history.record(result.verdict, result.duration, self.episode)
+            next_histories[test_id] = nxt
+            if result.verdict == SKIPPED or result.tier is None:
+                continue
+            per_test, shared = self.prioritizer.states(history)
+            # per-test states are unique to a test, so this still reads the snapshot's count
+            known = self.learner.visits(per_test.key)[0] > 0
+            decision = prio.Decision(
+                test_id, result.tier, result.explored, 0.0, per_test, shared, known
+            )
+            step_reward = self.prioritizer.learn(decision, result.verdict, nxt)
+            next_per_test, next_shared = self.prioritizer.states(nxt)
+            for state in (per_test, shared, next_per_test, next_shared):
+                readable[state.key] = state.readable
+            trajectories.append(
+                TrajectoryStep(
+                    prio.NAME,
+                    step,
+                    test_id,
+                    per_test.key,
+                    per_test.readable,
+                    result.tier,
+                    result.explored,
+                    step_reward,
+                    next_per_test.key,
+                )
+            )
+            pattern_seen[shared.key] += 1
+            if result.verdict == FAILED:
+                pattern_hits[shared.key] += 1
+            if known and not result.explored:
+                exploited += 1
+                exploited_paid += step_reward > 0
+        self.learner.end_episode()
+        stats = self.learner.statistics()
+
+        ran = [r for r in results if r.verdict in (PASSED, FAILED)]
+        run_order = sorted(ran, key=lambda r: r.position)
+        collection_order = sorted(ran, key=lambda r: r.index)
+        failures = sum(r.verdict == FAILED for r in ran)
+
+        def flags(rs: list[TestResult]) -> list[bool]:
+            return [r.verdict == FAILED for r in rs]
+
+        def times(rs: list[TestResult]) -> list[float]:
+            return [r.duration for r in rs]
+
+        apfd = metrics.apfd(flags(run_order))
+        collection_apfd = metrics.apfd(flags(collection_order))
+        run_ttff = metrics.time_to_first_failure(flags(run_order), times(run_order))
+        collection_ttff = metrics.time_to_first_failure(
+            flags(collection_order), times(collection_order)
+        )
+        reward = self.rewards.episode(
+            EpisodeFacts(
+                tests=len(ran),
+                failures=failures,
+                apfd=apfd,
+                duration=sum(times(ran)),
+                time_to_first_failure=run_ttff,
+                previous_durations=tuple(s.duration for s in self.snapshot.recent_sessions),
+                exploited=exploited,
+                exploited_paid_off=exploited_paid,
+                session_failed=session_failed,
+            )
+        )
+        session = SessionRecord(
+            session_id=self.session_id,
+            started_at=started_at,
+            duration=duration,
+            tests=len(results),
+            failures=failures,
+            seed=self.seed,
+            epsilon=self.epsilon,
+            q_table_size=stats.q_table_size,
+            apfd=apfd,
+            collection_apfd=collection_apfd,
+            reward=reward.total,
+            exit_status=exit_status,
+            mode=self.mode,
+            episode=self.episode,
+        )
+        deltas = [
+            QDelta(state, readable.get(state, ""), action, dq, int(dn))
+            for (state, action), (dq, dn) in self.learner.take_deltas().items()
+        ]
+        write = EpisodeWrite(
+            partition=self.snapshot.partition,
+            session=session,
+            agent_types=self.agent_types,
+            observations=observations,
+            q_deltas={prio.NAME: deltas},
+            trajectories=trajectories,
+            rewards=[
+                RewardEvent(name, value, reward.weights[name])
+                for name, value in reward.components.items()
+            ]
+            + [RewardEvent("total", reward.total, 1.0)],
+            patterns=[
+                PatternDelta(prio.NAME, key, readable[key], seen, pattern_hits[key])
+                for key, seen in sorted(pattern_seen.items())
+            ],
+            agents=[AgentProgress(prio.NAME, 1, self.learner.epsilon, stats.mean_reward, 1)],
+        )
+        summary = EpisodeSummary(
+            session=session,
+            reward=reward,
+            stats=stats,
+            run_ttff=run_ttff,
+            collection_ttff=collection_ttff,
+            riskiest=self._riskiest(next_histories),
+            failures_first=[r.test_id for r in run_order if r.verdict == FAILED][:5],
+        )
+        return write, summary
+
+    def _riskiest(self, histories: dict[str, TestHistory], top: int = 5) -> list[Risk]:
+        risks = []
+        for test_id, history in histories.items():
+            if history.is_new:
+                continue
+            p = self.prioritizer.failure_probability(history)[0]
+            risks.append(Risk(test_id, p, history.runs, history.failures))
+        risks.sort(key=lambda r: (-r.p_fail, r.test_id))
+        return risks[:top]

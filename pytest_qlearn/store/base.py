@@ -1,0 +1,236 @@
+"""The one ``Store`` interface and the records that cross it.
+
+A run reads one :class:`Snapshot` at start and writes one :class:`EpisodeWrite` at the end,
+in one transaction. Q-values, visit counts, episode counters and pattern counts travel as
+deltas that the store *adds* to what it holds, and test histories as observations that it
+applies to the stored history, so concurrent writers never lose each other's learning.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..agents import AgentType
+from ..history import TestHistory
+from ..qlearner import QEntry
+
+#: Schema version this code writes; a store with a higher one is refused.
+SCHEMA_VERSION = 1
+DEFAULT_TTL_DAYS = 30
+SECONDS_PER_DAY = 86_400.0
+#: Automatic TTL cleanup runs at most this often per project.
+CLEANUP_INTERVAL = SECONDS_PER_DAY
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (unreachable, corrupt, unwritable...)."""
+
+
+class SchemaTooNewError(StoreError):
+    def __init__(self, found: int, known: int, where: str) -> None:
+        super().__init__(
+            f"the qlearn store at {where} has schema version {found}, newer than the "
+            f"{known} this pytest-qlearn knows; upgrade pytest-qlearn (nothing was written)"
+        )
+        self.found = found
+        self.known = known
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Everything is stored per project and environment (e.g. a CI matrix cell)."""
+
+    project: str
+    environment: str
+
+
+@dataclass(frozen=True)
+class AgentState:
+    agent: str
+    episodes: int = 0
+    epsilon: float | None = None
+    reward_sum: float = 0.0
+    rewards: int = 0
+    last_active: float | None = None
+
+    @property
+    def mean_reward(self) -> float:
+        return self.reward_sum / self.rewards if self.rewards else 0.0
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """One episode (a pytest session) as stored in ``sessions``."""
+
+    session_id: str
+    started_at: float
+    duration: float
+    tests: int
+    failures: int
+    seed: int
+    epsilon: float
+    q_table_size: int
+    apfd: float | None
+    collection_apfd: float | None
+    reward: float
+    exit_status: int
+    mode: str  # "reorder" or "observe"
+    episode: int = 0
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One test's verdict in this run (``P``/``F``/``S``) and its duration."""
+
+    test_id: str
+    verdict: str
+    duration: float
+
+
+@dataclass(frozen=True)
+class TrajectoryStep:
+    agent: str
+    step: int
+    test_id: str
+    state: str
+    state_text: str
+    action: int
+    explored: bool
+    reward: float
+    next_state: str | None
+
+
+@dataclass(frozen=True)
+class QDelta:
+    state: str
+    state_text: str
+    action: int
+    dq: float
+    dvisits: int
+
+
+@dataclass(frozen=True)
+class PatternDelta:
+    """A learned pattern (a shared state): how often it was seen and how often it failed."""
+
+    agent: str
+    pattern: str
+    description: str
+    occurrences: int
+    hits: int
+
+
+@dataclass(frozen=True)
+class RewardEvent:
+    component: str
+    value: float | None
+    weight: float
+
+
+@dataclass(frozen=True)
+class AgentProgress:
+    agent: str
+    episodes: int
+    epsilon: float
+    reward_sum: float
+    rewards: int
+
+
+@dataclass
+class EpisodeWrite:
+    partition: Partition
+    session: SessionRecord
+    agent_types: list[AgentType]
+    observations: list[Observation] = field(default_factory=list)
+    q_deltas: dict[str, list[QDelta]] = field(default_factory=dict)
+    trajectories: list[TrajectoryStep] = field(default_factory=list)
+    rewards: list[RewardEvent] = field(default_factory=list)
+    patterns: list[PatternDelta] = field(default_factory=list)
+    agents: list[AgentProgress] = field(default_factory=list)
+
+
+@dataclass
+class Snapshot:
+    """What a run starts from: everything learned so far in one partition."""
+
+    partition: Partition
+    histories: dict[str, TestHistory] = field(default_factory=dict)
+    q_entries: dict[str, list[QEntry]] = field(default_factory=dict)
+    agent_states: dict[str, AgentState] = field(default_factory=dict)
+    recent_sessions: list[SessionRecord] = field(default_factory=list)  # newest first
+    episodes: int = 0
+
+    def to_json(self) -> str:
+        """Serialised for pytest-xdist workers, which must not open the store."""
+        return json.dumps(
+            {
+                "partition": asdict(self.partition),
+                "histories": [asdict(h) for h in self.histories.values()],
+                "q": {
+                    agent: [[e.state, e.action, e.q, e.visits] for e in entries]
+                    for agent, entries in self.q_entries.items()
+                },
+                "agents": [asdict(s) for s in self.agent_states.values()],
+                "sessions": [asdict(s) for s in self.recent_sessions],
+                "episodes": self.episodes,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> Snapshot:
+        data: dict[str, Any] = json.loads(text)
+        return cls(
+            partition=Partition(**data["partition"]),
+            histories={h["test_id"]: TestHistory(**h) for h in data["histories"]},
+            q_entries={
+                agent: [QEntry(s, int(a), float(q), int(n)) for s, a, q, n in rows]
+                for agent, rows in data["q"].items()
+            },
+            agent_states={s["agent"]: AgentState(**s) for s in data["agents"]},
+            recent_sessions=[SessionRecord(**s) for s in data["sessions"]],
+            episodes=int(data["episodes"]),
+        )
+
+
+class Store(ABC):
+    """Where learning persists. Implementations: SQLite (default), PostgreSQL (later)."""
+
+    #: The location for people: never contains a password.
+    display_url: str
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect and apply pending schema migrations (forward only, idempotent)."""
+
+    @abstractmethod
+    def load_snapshot(self, partition: Partition, agents: Sequence[str]) -> Snapshot:
+        """Everything learned so far in ``partition`` for these agents."""
+
+    @abstractmethod
+    def write_episode(self, write: EpisodeWrite, ttl_days: float = DEFAULT_TTL_DAYS) -> bool:
+        """Apply one episode in one transaction. Returns False (and changes nothing) when a
+        session with that id is already stored, so replaying a spooled episode is safe."""
+
+    @abstractmethod
+    def cleanup(self, project: str, ttl_days: float, now: float | None = None) -> int:
+        """Delete rows of ``project`` unused for ``ttl_days``; returns how many went."""
+
+    @abstractmethod
+    def maybe_cleanup(self, project: str, ttl_days: float, now: float | None = None) -> int:
+        """:meth:`cleanup`, at most once per :data:`CLEANUP_INTERVAL` per project."""
+
+    @abstractmethod
+    def recent_sessions(self, partition: Partition, limit: int = 20) -> list[SessionRecord]:
+        """The newest sessions of a partition, newest first."""
+
+    @abstractmethod
+    def schema_version(self) -> int:
+        """The schema version the store is at."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection; safe to call twice."""

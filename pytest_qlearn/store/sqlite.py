@@ -1,0 +1,523 @@
+"""The embedded default store: one SQLite file (WAL mode), plain SQL, parameters only."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from ..history import TestHistory
+from ..qlearner import QEntry
+from .base import (
+    CLEANUP_INTERVAL,
+    DEFAULT_TTL_DAYS,
+    SCHEMA_VERSION,
+    SECONDS_PER_DAY,
+    AgentState,
+    EpisodeWrite,
+    Partition,
+    SchemaTooNewError,
+    SessionRecord,
+    Snapshot,
+    Store,
+    StoreError,
+)
+
+# Forward-only migrations: version -> statements. Each runs once, in one transaction, and
+# every statement is written to be safe to re-apply.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE IF NOT EXISTS agent_types (
+            name TEXT PRIMARY KEY,
+            description TEXT NOT NULL,
+            actions TEXT NOT NULL,
+            features TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            hyperparameters TEXT NOT NULL,
+            registered_at REAL NOT NULL,
+            updated_at REAL NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS q_values (
+            project TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            state_hash TEXT NOT NULL,
+            action INTEGER NOT NULL,
+            state_text TEXT NOT NULL,
+            q REAL NOT NULL,
+            visits INTEGER NOT NULL,
+            updated_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (project, environment, agent, state_hash, action)) WITHOUT ROWID""",
+        """CREATE INDEX IF NOT EXISTS q_values_expiry ON q_values (project, expires_at)""",
+        """CREATE TABLE IF NOT EXISTS sessions (
+            session_id TEXT PRIMARY KEY,
+            project TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            episode INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            duration REAL NOT NULL,
+            tests INTEGER NOT NULL,
+            failures INTEGER NOT NULL,
+            seed INTEGER NOT NULL,
+            epsilon REAL NOT NULL,
+            q_table_size INTEGER NOT NULL,
+            apfd REAL,
+            collection_apfd REAL,
+            reward REAL NOT NULL,
+            exit_status INTEGER NOT NULL,
+            mode TEXT NOT NULL)""",
+        """CREATE INDEX IF NOT EXISTS sessions_partition
+            ON sessions (project, environment, started_at)""",
+        """CREATE TABLE IF NOT EXISTS trajectories (
+            session_id TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            step INTEGER NOT NULL,
+            test_id TEXT NOT NULL,
+            state_hash TEXT NOT NULL,
+            state_text TEXT NOT NULL,
+            action INTEGER NOT NULL,
+            explored INTEGER NOT NULL,
+            reward REAL NOT NULL,
+            next_state_hash TEXT,
+            PRIMARY KEY (session_id, agent, step)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS rewards (
+            session_id TEXT NOT NULL,
+            component TEXT NOT NULL,
+            value REAL,
+            weight REAL NOT NULL,
+            PRIMARY KEY (session_id, component)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS patterns (
+            project TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            pattern_hash TEXT NOT NULL,
+            description TEXT NOT NULL,
+            occurrences INTEGER NOT NULL,
+            hits INTEGER NOT NULL,
+            updated_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (project, environment, agent, pattern_hash)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS agent_states (
+            project TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            episodes INTEGER NOT NULL,
+            epsilon REAL,
+            reward_sum REAL NOT NULL,
+            rewards INTEGER NOT NULL,
+            last_active REAL NOT NULL,
+            PRIMARY KEY (project, environment, agent)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS test_history (
+            project TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            test_id TEXT NOT NULL,
+            runs INTEGER NOT NULL,
+            failures INTEGER NOT NULL,
+            flips INTEGER NOT NULL,
+            verdicts TEXT NOT NULL,
+            last_failure_episode INTEGER NOT NULL,
+            last_run_episode INTEGER NOT NULL,
+            first_episode INTEGER NOT NULL,
+            duration_mean REAL NOT NULL,
+            duration_m2 REAL NOT NULL,
+            last_duration REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (project, environment, test_id)) WITHOUT ROWID""",
+        """CREATE TABLE IF NOT EXISTS maintenance (
+            project TEXT PRIMARY KEY,
+            last_cleanup REAL NOT NULL)""",
+    ),
+}
+
+_HISTORY_FIELDS = tuple(f.name for f in fields(TestHistory))
+_SESSION_FIELDS = tuple(f.name for f in fields(SessionRecord))
+
+
+class SqliteStore(Store):
+    """The default store. ``path`` may be ``:memory:`` for tests and the replay harness."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 30.0,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.display_url = f"sqlite:///{self.path}"
+        self.timeout = timeout
+        self._on_warning = on_warning
+        self._conn: sqlite3.Connection | None = None
+
+    # -- connection ----------------------------------------------------------------------
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the store is not open")
+        return self._conn
+
+    def open(self) -> None:
+        if self._conn is not None:
+            return
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = self._connect_checked()
+            self._migrate()
+        except SchemaTooNewError:
+            self.close()
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise StoreError(f"cannot open the qlearn store {self.display_url}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        return conn
+
+    def _connect_checked(self) -> sqlite3.Connection:
+        """Connect; a corrupt file or someone else's database is moved aside, not used."""
+        conn = self._connect()
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            if tables and "qlearn_schema" not in tables:
+                conn.close()
+                return self._move_aside("is not a pytest-qlearn store")
+            if self.path != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            return conn
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise
+            return self._move_aside(f"is corrupt ({exc})")
+
+    def _move_aside(self, why: str) -> sqlite3.Connection:
+        if self.path == ":memory:":
+            raise StoreError(f"in-memory store {why}")
+        aside = f"{self.path}.{time.strftime('%Y%m%d-%H%M%S')}.unusable"
+        os.replace(self.path, aside)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.replace(self.path + suffix, aside + suffix)
+        self._warn(f"{self.path} {why}; moved it to {aside} and started a fresh store")
+        conn = self._connect()
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    def _warn(self, message: str) -> None:
+        if self._on_warning is not None:
+            self._on_warning(message)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- schema ----------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        conn = self.conn
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS qlearn_schema ("
+            "version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        current = self.schema_version()
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNewError(current, SCHEMA_VERSION, self.display_url)
+        if current == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: a concurrent run may have migrated meanwhile.
+            current = self.schema_version()
+            for version in sorted(v for v in MIGRATIONS if v > current):
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO qlearn_schema (version, applied_at) VALUES (?, ?)",
+                    (version, time.time()),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def schema_version(self) -> int:
+        row = self.conn.execute("SELECT MAX(version) FROM qlearn_schema").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # -- reading ---------------------------------------------------------------------------
+    def load_snapshot(self, partition: Partition, agents: Sequence[str]) -> Snapshot:
+        conn = self.conn
+        key = (partition.project, partition.environment)
+        try:
+            histories = {
+                row[0]: TestHistory(*row)
+                for row in conn.execute(
+                    f"SELECT {', '.join(_HISTORY_FIELDS)} FROM test_history "
+                    "WHERE project = ? AND environment = ?",
+                    key,
+                )
+            }
+            q_entries: dict[str, list[QEntry]] = {}
+            for agent in agents:
+                q_entries[agent] = [
+                    QEntry(state, int(action), float(q), int(visits))
+                    for state, action, q, visits in conn.execute(
+                        "SELECT state_hash, action, q, visits FROM q_values "
+                        "WHERE project = ? AND environment = ? AND agent = ?",
+                        (*key, agent),
+                    )
+                ]
+            states = {
+                row[0]: AgentState(row[0], int(row[1]), row[2], float(row[3]), int(row[4]), row[5])
+                for row in conn.execute(
+                    "SELECT agent, episodes, epsilon, reward_sum, rewards, last_active "
+                    "FROM agent_states WHERE project = ? AND environment = ?",
+                    key,
+                )
+            }
+            (episodes,) = conn.execute(
+                "SELECT COUNT(*) FROM sessions WHERE project = ? AND environment = ?", key
+            ).fetchone()
+            return Snapshot(
+                partition=partition,
+                histories=histories,
+                q_entries=q_entries,
+                agent_states=states,
+                recent_sessions=self.recent_sessions(partition),
+                episodes=int(episodes),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the qlearn store {self.display_url}: {exc}") from exc
+
+    def recent_sessions(self, partition: Partition, limit: int = 20) -> list[SessionRecord]:
+        rows = self.conn.execute(
+            f"SELECT {', '.join(_SESSION_FIELDS)} FROM sessions "
+            "WHERE project = ? AND environment = ? ORDER BY started_at DESC, rowid DESC LIMIT ?",
+            (partition.project, partition.environment, limit),
+        ).fetchall()
+        return [SessionRecord(*row) for row in rows]
+
+    # -- writing ---------------------------------------------------------------------------
+    def write_episode(self, write: EpisodeWrite, ttl_days: float = DEFAULT_TTL_DAYS) -> bool:
+        conn = self.conn
+        now = time.time()
+        expires = now + ttl_days * SECONDS_PER_DAY
+        project, environment = write.partition.project, write.partition.environment
+        session = write.session
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write to the qlearn store {self.display_url}: {exc}") from exc
+        try:
+            exists = conn.execute(
+                "SELECT 1 FROM sessions WHERE session_id = ?", (session.session_id,)
+            ).fetchone()
+            if exists:
+                conn.execute("ROLLBACK")
+                return False
+            record = asdict(session)
+            conn.execute(
+                f"INSERT INTO sessions (project, environment, {', '.join(_SESSION_FIELDS)}) "
+                f"VALUES (?, ?, {', '.join('?' * len(_SESSION_FIELDS))})",
+                (project, environment, *(record[name] for name in _SESSION_FIELDS)),
+            )
+            conn.executemany(
+                "INSERT INTO agent_types (name, description, actions, features, version, "
+                "hyperparameters, registered_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET description = excluded.description, "
+                "actions = excluded.actions, features = excluded.features, "
+                "version = excluded.version, hyperparameters = excluded.hyperparameters, "
+                "updated_at = excluded.updated_at",
+                [
+                    (
+                        t.name,
+                        t.description,
+                        json.dumps(list(t.actions)),
+                        json.dumps(list(t.features)),
+                        t.version,
+                        json.dumps(asdict(t.hyper), sort_keys=True),
+                        now,
+                        now,
+                    )
+                    for t in write.agent_types
+                ],
+            )
+            for agent, deltas in write.q_deltas.items():
+                conn.executemany(
+                    "INSERT INTO q_values (project, environment, agent, state_hash, action, "
+                    "state_text, q, visits, updated_at, expires_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (project, environment, agent, state_hash, action) DO UPDATE SET "
+                    "q = q + excluded.q, visits = visits + excluded.visits, "
+                    "updated_at = excluded.updated_at, expires_at = excluded.expires_at",
+                    [
+                        (
+                            project,
+                            environment,
+                            agent,
+                            d.state,
+                            d.action,
+                            d.state_text,
+                            d.dq,
+                            d.dvisits,
+                            now,
+                            expires,
+                        )
+                        for d in deltas
+                    ],
+                )
+            conn.executemany(
+                "INSERT INTO trajectories (session_id, agent, step, test_id, state_hash, "
+                "state_text, action, explored, reward, next_state_hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        session.session_id,
+                        t.agent,
+                        t.step,
+                        t.test_id,
+                        t.state,
+                        t.state_text,
+                        t.action,
+                        int(t.explored),
+                        t.reward,
+                        t.next_state,
+                    )
+                    for t in write.trajectories
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO rewards (session_id, component, value, weight) VALUES (?, ?, ?, ?)",
+                [(session.session_id, r.component, r.value, r.weight) for r in write.rewards],
+            )
+            conn.executemany(
+                "INSERT INTO patterns (project, environment, agent, pattern_hash, description, "
+                "occurrences, hits, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (project, environment, agent, pattern_hash) DO UPDATE SET "
+                "occurrences = occurrences + excluded.occurrences, hits = hits + excluded.hits, "
+                "updated_at = excluded.updated_at, expires_at = excluded.expires_at",
+                [
+                    (
+                        project,
+                        environment,
+                        p.agent,
+                        p.pattern,
+                        p.description,
+                        p.occurrences,
+                        p.hits,
+                        now,
+                        expires,
+                    )
+                    for p in write.patterns
+                ],
+            )
+            conn.executemany(
+                "INSERT INTO agent_states (project, environment, agent, episodes, epsilon, "
+                "reward_sum, rewards, last_active) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (project, environment, agent) DO UPDATE SET "
+                "episodes = episodes + excluded.episodes, "
+                "epsilon = MIN(COALESCE(epsilon, excluded.epsilon), excluded.epsilon), "
+                "reward_sum = reward_sum + excluded.reward_sum, "
+                "rewards = rewards + excluded.rewards, last_active = excluded.last_active",
+                [
+                    (
+                        project,
+                        environment,
+                        a.agent,
+                        a.episodes,
+                        a.epsilon,
+                        a.reward_sum,
+                        a.rewards,
+                        now,
+                    )
+                    for a in write.agents
+                ],
+            )
+            self._merge_histories(write, now, expires)
+            conn.execute("COMMIT")
+            return True
+        except BaseException as exc:
+            conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(
+                    f"cannot write to the qlearn store {self.display_url}: {exc}"
+                ) from exc
+            raise
+
+    def _merge_histories(self, write: EpisodeWrite, now: float, expires: float) -> None:
+        """Apply this run's verdicts to the histories as stored *now* (under the write lock),
+        so a concurrent run's verdicts are kept, not overwritten."""
+        if not write.observations:
+            return
+        key = (write.partition.project, write.partition.environment)
+        stored = {
+            row[0]: TestHistory(*row)
+            for row in self.conn.execute(
+                f"SELECT {', '.join(_HISTORY_FIELDS)} FROM test_history "
+                "WHERE project = ? AND environment = ?",
+                key,
+            )
+        }
+        rows = []
+        for obs in write.observations:
+            history = stored.get(obs.test_id) or TestHistory(obs.test_id)
+            updated = history.record(obs.verdict, obs.duration, write.session.episode)
+            stored[obs.test_id] = updated
+            values = asdict(updated)
+            rows.append((*key, *(values[name] for name in _HISTORY_FIELDS), now, expires))
+        self.conn.executemany(
+            f"INSERT OR REPLACE INTO test_history (project, environment, "
+            f"{', '.join(_HISTORY_FIELDS)}, updated_at, expires_at) "
+            f"VALUES ({', '.join('?' * (len(_HISTORY_FIELDS) + 4))})",
+            rows,
+        )
+
+    # -- maintenance -------------------------------------------------------------------------
+    def cleanup(self, project: str, ttl_days: float, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        cutoff = now - ttl_days * SECONDS_PER_DAY
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            removed = 0
+            for table in ("q_values", "patterns", "test_history"):
+                removed += conn.execute(
+                    f"DELETE FROM {table} WHERE project = ? AND (expires_at < ? OR updated_at < ?)",
+                    (project, now, cutoff),
+                ).rowcount
+            # Trajectories are the bulky per-step log; sessions and rewards (the learning
+            # curve) are kept.
+            removed += conn.execute(
+                "DELETE FROM trajectories WHERE session_id IN (SELECT session_id FROM sessions "
+                "WHERE project = ? AND started_at < ?)",
+                (project, cutoff),
+            ).rowcount
+            conn.execute(
+                "INSERT INTO maintenance (project, last_cleanup) VALUES (?, ?) "
+                "ON CONFLICT (project) DO UPDATE SET last_cleanup = excluded.last_cleanup",
+                (project, now),
+            )
+            conn.execute("COMMIT")
+            return removed
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def maybe_cleanup(self, project: str, ttl_days: float, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        row = self.conn.execute(
+            "SELECT last_cleanup FROM maintenance WHERE project = ?", (project,)
+        ).fetchone()
+        if row is not None and now - float(row[0]) < CLEANUP_INTERVAL:
+            return 0
+        return self.cleanup(project, ttl_days, now)
