@@ -36,7 +36,8 @@ class TestHistory:
 
     @property
     def is_new(self) -> bool:
-        return self.runs == 0
+        """Never seen in an earlier episode (a test that only ever skipped is not new)."""
+        return self.first_episode < 0
 
     @property
     def failure_rate(self) -> float:

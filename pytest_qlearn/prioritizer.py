@@ -65,7 +65,7 @@ def features(history: TestHistory) -> dict[str, str | int | bool]:
         "last": history.last_verdicts(RECENT_VERDICTS),
         "since_fail": "never" if since is None else _SINCE_FAIL.label(since),
         "fail_rate": "0" if history.failures == 0 else _FAIL_RATE.label(history.failure_rate),
-        "duration": "?" if history.is_new else _DURATION.label(history.duration_mean),
+        "duration": "?" if history.runs == 0 else _DURATION.label(history.duration_mean),
         "new": history.is_new,
     }
 
@@ -75,6 +75,8 @@ def prior_failure_probability(history: TestHistory) -> float:
     smoothed failure rate, pulled up when the last verdict was a failure."""
     if history.is_new:
         return 0.5
+    if history.runs == 0:  # seen, but only ever skipped
+        return 0.25
     smoothed = (history.failures + 0.5) / (history.runs + 1.0)
     last_failed = history.last_verdicts(1) == FAILED
     return 0.5 * smoothed + (0.5 if last_failed else 0.0)

@@ -1,0 +1,23 @@
+"""Hooks pytest-qlearn publishes for other plugins and conftest files (``pytest_qlearn_*``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from .agents import AgentRegistry
+    from .prioritizer import Decision
+
+
+@pytest.hookspec(historic=True)
+def pytest_qlearn_register_agents(registry: AgentRegistry) -> None:
+    """Register additional agent types (they are recorded in the store's ``agent_types``)."""
+
+
+@pytest.hookspec
+def pytest_qlearn_ranking(
+    config: pytest.Config, order: list[str], decisions: dict[str, Decision]
+) -> None:
+    """Observe the order qlearn chose (test ids in run order) and the per-test decisions."""

@@ -1,0 +1,142 @@
+"""pytest options and ini keys of the plugin, and their translation into :class:`Settings`."""
+
+from __future__ import annotations
+
+import pytest
+
+from .hyperparams import RANGES, ConfigError, Hyperparameters
+from .ordering import SCOPES
+from .settings import DATABASE_URL_ENV, RawOptions, Settings, resolve
+
+_DEFAULTS = Hyperparameters()
+_HYPER_HELP = {
+    "learning_rate": f"Q-learning rate α in (0, 1] (default {_DEFAULTS.alpha})",
+    "discount_factor": f"discount γ in [0, 1] (default {_DEFAULTS.gamma})",
+    "exploration_rate": f"initial exploration ε in [0, 1] (default {_DEFAULTS.epsilon})",
+    "exploration_decay": f"ε decay per episode in [0.9, 1] (default {_DEFAULTS.epsilon_decay})",
+    "min_exploration_rate": f"ε floor in [0, 0.1] (default {_DEFAULTS.epsilon_min})",
+    "update_frequency": (
+        f"Q-updates batched between store syncs, 1-100000 (default {_DEFAULTS.update_frequency})"
+    ),
+}
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("qlearn", "pytest-qlearn: learn the test order across runs")
+    group.addoption(
+        "--qlearn",
+        action="store_true",
+        dest="qlearn",
+        default=None,
+        help="enable pytest-qlearn for this run (ini: qlearn = true)",
+    )
+    group.addoption(
+        "--no-qlearn",
+        action="store_false",
+        dest="qlearn",
+        help="disable pytest-qlearn for this run, even if the ini enables it",
+    )
+    group.addoption(
+        "--qlearn-db",
+        metavar="URL",
+        default=None,
+        help=f"store URL, e.g. sqlite:///path/qlearn.db (env {DATABASE_URL_ENV}, ini qlearn_db; "
+        "default: a file under pytest's cache directory)",
+    )
+    group.addoption(
+        "--qlearn-env",
+        metavar="NAME",
+        default=None,
+        help="environment partition, e.g. a CI matrix cell such as py311 (ini qlearn_env)",
+    )
+    group.addoption(
+        "--qlearn-seed",
+        metavar="N|last",
+        default=None,
+        help="seed of all exploration randomness; 'last' reuses the previous run's seed",
+    )
+    group.addoption(
+        "--qlearn-observe",
+        action="store_true",
+        default=False,
+        help="learn and report the order qlearn would use, without reordering",
+    )
+    group.addoption(
+        "--qlearn-strict",
+        action="store_true",
+        default=False,
+        help="make store errors fail the run instead of warning",
+    )
+    group.addoption(
+        "--qlearn-report",
+        metavar="PATH.json",
+        nargs="?",
+        const="",
+        action="append",
+        default=None,
+        help="print a detailed qlearn report; with =PATH.json also write it (repeatable)",
+    )
+    parser.addini("qlearn", type="bool", default=False, help="enable pytest-qlearn")
+    parser.addini("qlearn_db", type="string", default="", help="store URL (see --qlearn-db)")
+    parser.addini("qlearn_env", type="string", default="", help="environment partition")
+    parser.addini(
+        "qlearn_project",
+        type="string",
+        default="",
+        help="project partition (default: git remote name or root directory name)",
+    )
+    parser.addini(
+        "qlearn_order_scope",
+        type="string",
+        default="module",
+        help=f"fixture locality kept when reordering: {'|'.join(SCOPES)} (default module)",
+    )
+    for suffix in RANGES:
+        parser.addini(f"qlearn_{suffix}", type="string", default="", help=_HYPER_HELP[suffix])
+    parser.addini(
+        "qlearn_agent_hyperparameters",
+        type="linelist",
+        default=[],
+        help="per-agent overrides, lines 'AGENT: learning_rate=0.2 discount_factor=0.9'",
+    )
+    parser.addini(
+        "qlearn_reward_weights",
+        type="string",
+        default="",
+        help="episode reward weights, e.g. 'quality=0.4 time_efficiency=0.3'",
+    )
+    parser.addini(
+        "qlearn_ttl_days", type="string", default="", help="days before unused rows expire (30)"
+    )
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    """Resolve and validate; a bad value is a ``pytest.UsageError`` naming key, value, range."""
+
+    def ini(name: str) -> str | None:
+        value = config.getini(name)
+        return str(value) if value not in ("", None) else None
+
+    raw = RawOptions(
+        cli_enabled=config.getoption("qlearn"),
+        ini_enabled=bool(config.getini("qlearn")),
+        cli_db=config.getoption("qlearn_db"),
+        ini_db=ini("qlearn_db"),
+        cli_env=config.getoption("qlearn_env"),
+        ini_env=ini("qlearn_env"),
+        cli_seed=config.getoption("qlearn_seed"),
+        observe=bool(config.getoption("qlearn_observe")),
+        strict=bool(config.getoption("qlearn_strict")),
+        reports=config.getoption("qlearn_report"),
+        ini_project=ini("qlearn_project"),
+        ini_scope=ini("qlearn_order_scope"),
+        ini_hyper={suffix: ini(f"qlearn_{suffix}") for suffix in RANGES},
+        ini_agent_hyper=list(config.getini("qlearn_agent_hyperparameters")),
+        ini_weights=ini("qlearn_reward_weights"),
+        ini_ttl_days=ini("qlearn_ttl_days"),
+        rootpath=config.rootpath,
+    )
+    try:
+        return resolve(raw)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"pytest-qlearn: {exc}") from None

@@ -1,0 +1,393 @@
+"""The pytest hooks of pytest-qlearn: a thin translator between pytest and the engine.
+
+Lifecycle (modelled on pytest's junitxml and cacheprovider plugins): ``pytest_configure``
+validates the options and registers one :class:`QLearnPlugin`, which loads the store's
+snapshot once; ``pytest_unconfigure`` closes and unregisters it. Under pytest-xdist only the
+controller opens the store: it hands the snapshot and the seed to the workers, which compute
+the identical order, and it learns from the reports the workers send back.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import hookspecs, report
+from . import prioritizer as prio
+from .agents import AgentRegistry
+from .history import FAILED, PASSED, SKIPPED
+from .options import add_options, read_settings
+from .rewards import RewardCalculator
+from .session import EpisodeSummary, LearningSession, Ranking, TestResult, default_registry
+from .settings import Settings
+from .store import SchemaTooNewError, Snapshot, Store, StoreError, open_store
+from .store.base import Partition
+from .store.url import StoreUrl, redact
+
+PLUGIN_NAME = "qlearn-plugin"
+WORKERINPUT_KEY = "qlearn"
+plugin_key = pytest.StashKey["QLearnPlugin"]()
+_FAILED_SESSION = (
+    pytest.ExitCode.INTERRUPTED,
+    pytest.ExitCode.INTERNAL_ERROR,
+    pytest.ExitCode.USAGE_ERROR,
+)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+@pytest.hookimpl(trylast=True)  # after cacheprovider has set up config.cache
+def pytest_configure(config: pytest.Config) -> None:
+    settings = read_settings(config)
+    if not settings.enabled:
+        return
+    plugin = QLearnPlugin(config, settings)
+    config.stash[plugin_key] = plugin
+    config.pluginmanager.register(plugin, PLUGIN_NAME)
+    plugin.start()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.stash.get(plugin_key, None)
+    if plugin is None:
+        return
+    plugin.close()
+    config.pluginmanager.unregister(plugin, PLUGIN_NAME)
+    del config.stash[plugin_key]
+
+
+@dataclass
+class _Fold:
+    """setup + call + teardown of one test, folded into one record."""
+
+    index: int
+    position: int
+    tier: int | None
+    explored: bool
+    verdict: str | None = None
+    duration: float = 0.0
+
+
+def default_store_path(config: pytest.Config) -> Path:
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir("qlearn")) / "qlearn.db"
+    return config.rootpath / ".pytest_cache" / "d" / "qlearn" / "qlearn.db"
+
+
+class QLearnPlugin:
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.is_worker = hasattr(config, "workerinput")
+        self.mode = "observe" if settings.observe else "reorder"
+        self.store: Store | None = None
+        self.store_display = ""
+        self.store_status = "not opened"
+        self.messages: list[str] = []
+        self.learning: LearningSession | None = None
+        self.ranking: Ranking | None = None
+        self.positions: dict[str, int] = {}
+        self.indexes: dict[str, int] = {}
+        self.folds: dict[str, _Fold] = {}
+        self.summary: EpisodeSummary | None = None
+        self.strict_error: str | None = None
+        self.started_at = time.time()
+        self.started = time.perf_counter()
+        self.first_failure_after: float | None = None
+        self._snapshot_dir: Path | None = None
+
+    # -- start and stop ------------------------------------------------------------------
+    def start(self) -> None:
+        if self.is_worker:
+            self._start_worker()
+        else:
+            self._start_controller()
+
+    def _start_worker(self) -> None:
+        workerinput: dict[str, Any] = getattr(self.config, "workerinput", {})
+        data = workerinput.get(WORKERINPUT_KEY)
+        if not data:
+            return  # the controller has no snapshot (store unavailable): collection order
+        snapshot = Snapshot.from_json(Path(data["snapshot"]).read_text(encoding="utf-8"))
+        self.learning = self._learning_session(snapshot, int(data["seed"]), data["session_id"])
+
+    def _start_controller(self) -> None:
+        url = self.settings.store_url
+        try:
+            if url is None:
+                url = StoreUrl("sqlite", str(default_store_path(self.config)), "")
+                self.store_display = f"sqlite:///{url.path}"
+            else:
+                self.store_display = url.display
+            self.store = open_store(url, on_warning=self._warn)
+            self.store.open()
+            snapshot = self.store.load_snapshot(
+                Partition(self.settings.project, self.settings.environment), [prio.NAME]
+            )
+        except (StoreError, OSError) as exc:
+            self._store_failed(exc, "open")
+            if self.store is not None:
+                self.store.close()
+                self.store = None
+            return
+        self.store_status = f"loaded {len(snapshot.histories)} test histories"
+        seed = self._seed(snapshot)
+        self.learning = self._learning_session(snapshot, seed, None)
+
+    def _seed(self, snapshot: Snapshot) -> int:
+        if self.settings.seed is not None:
+            return self.settings.seed
+        if self.settings.seed_last:
+            if snapshot.recent_sessions:
+                return snapshot.recent_sessions[0].seed
+            self._warn("--qlearn-seed last: no earlier run is stored, using a fresh seed")
+        return random.SystemRandom().randrange(2**32)
+
+    def _learning_session(
+        self, snapshot: Snapshot, seed: int, session_id: str | None
+    ) -> LearningSession:
+        registry = self._registry()
+        return LearningSession(
+            snapshot,
+            seed=seed,
+            rewards=RewardCalculator(self.settings.reward_weights),
+            registry=registry,
+            mode=self.mode,
+            session_id=session_id,
+        )
+
+    def _registry(self) -> AgentRegistry:
+        registry = default_registry(self.settings.hyper)
+        for name, hyper in self.settings.agent_hyper.items():
+            if name in registry:
+                registry.with_hyper(name, hyper)
+        self.config.hook.pytest_qlearn_register_agents.call_historic(kwargs={"registry": registry})
+        unknown = sorted(set(self.settings.agent_hyper) - {t.name for t in registry.types()})
+        if unknown:
+            raise pytest.UsageError(
+                f"pytest-qlearn: qlearn_agent_hyperparameters names unknown agents {unknown}; "
+                f"known agents: {', '.join(t.name for t in registry.types())}"
+            )
+        return registry
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        if self._snapshot_dir is not None:
+            shutil.rmtree(self._snapshot_dir, ignore_errors=True)
+            self._snapshot_dir = None
+
+    def _warn(self, message: str) -> None:
+        self.messages.append(redact(message))
+
+    def _store_failed(self, exc: BaseException, during: str) -> None:
+        text = redact(str(exc))
+        if isinstance(exc, SchemaTooNewError):
+            self.store_status = "refused: schema newer than this pytest-qlearn"
+        else:
+            self.store_status = f"unavailable ({during})"
+        if during == "open":
+            message = f"{text}; running the tests in collection order, nothing will be learned"
+        else:
+            message = f"{text}; this run's learning could not be saved"
+        if self.settings.strict:
+            self.strict_error = message
+            if during == "open":
+                raise pytest.UsageError(f"pytest-qlearn (--qlearn-strict): {message}")
+        self._warn(message)
+
+    # -- pytest-xdist ------------------------------------------------------------------------
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """Controller: hand each worker the snapshot file and the seed (workers must never
+        open the store, and must all compute the same order)."""
+        if self.learning is None:
+            return
+        if self._snapshot_dir is None:
+            self._snapshot_dir = Path(tempfile.mkdtemp(prefix="qlearn-"))
+            (self._snapshot_dir / "snapshot.json").write_text(
+                self.learning.snapshot.to_json(), encoding="utf-8"
+            )
+        node.workerinput[WORKERINPUT_KEY] = {
+            "snapshot": str(self._snapshot_dir / "snapshot.json"),
+            "seed": self.learning.seed,
+            "session_id": self.learning.session_id,
+        }
+
+    # -- reporting at start ----------------------------------------------------------------
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        if self.is_worker:
+            return []
+        if self.learning is None:
+            return [f"qlearn: store {self.store_display} {self.store_status}; collection order"]
+        return [
+            report.header_line(
+                prio.NAME, self.learning.seed, self.learning.epsilon, self.store_display, self.mode
+            )
+        ]
+
+    # -- ordering ----------------------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)  # so --lf/--ff/--nf/--sw and pytest-order still win
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        if self.learning is None or not items:
+            return
+        refs = [
+            prio.TestRef(item.nodeid, *_groups(item), index) for index, item in enumerate(items)
+        ]
+        ranking = self.learning.rank(refs, self.settings.order_scope)
+        self.ranking = ranking
+        self.indexes = {ref.test_id: ref.index for ref in refs}
+        if self.mode == "reorder":
+            original = list(items)
+            items[:] = [original[ref.index] for ref in ranking.order]
+        else:
+            self.positions = {ref.test_id: pos for pos, ref in enumerate(ranking.order)}
+        config.hook.pytest_qlearn_ranking(
+            config=config,
+            order=[ref.test_id for ref in ranking.order],
+            decisions=ranking.decisions,
+        )
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        if self.mode == "reorder":
+            # the order actually used, after --ff, pytest-order & co. had their say
+            self.positions = {item.nodeid: pos for pos, item in enumerate(session.items)}
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        rep = yield
+        ranking = self.ranking
+        if ranking is not None:
+            decision = ranking.decisions.get(item.nodeid)
+            # rides on the report so an xdist controller learns what the worker decided
+            rep.qlearn = [  # type: ignore[attr-defined]
+                self.indexes.get(item.nodeid, -1),
+                self.positions.get(item.nodeid, -1),
+                None if decision is None else decision.tier,
+                False if decision is None else decision.explored,
+            ]
+        return rep
+
+    # -- results -----------------------------------------------------------------------------
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # pytest-rerunfailures reports earlier attempts as "rerun"; the last attempt decides
+        if self.is_worker or self.learning is None or str(report.outcome) == "rerun":
+            return
+        fold = self.folds.get(report.nodeid)
+        if fold is None:
+            info = getattr(report, "qlearn", None) or [-1, -1, None, False]
+            arrival = len(self.folds)
+            fold = _Fold(
+                index=info[0] if info[0] >= 0 else arrival,
+                position=info[1] if info[1] >= 0 else arrival,
+                tier=info[2],
+                explored=bool(info[3]),
+            )
+            self.folds[report.nodeid] = fold
+        fold.duration += report.duration
+        if report.failed:
+            fold.verdict = FAILED
+            if self.first_failure_after is None:
+                self.first_failure_after = time.perf_counter() - self.started
+        elif report.skipped:
+            if fold.verdict is None and report.when in ("setup", "call"):
+                fold.verdict = SKIPPED
+        elif report.when == "call" and fold.verdict is None:
+            fold.verdict = PASSED
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.is_worker or self.learning is None:
+            return
+        results = [
+            TestResult(
+                test_id,
+                fold.verdict,
+                fold.duration,
+                fold.index,
+                fold.position,
+                fold.tier,
+                fold.explored,
+            )
+            for test_id, fold in self.folds.items()
+            if fold.verdict is not None
+        ]
+        if not results:
+            self.store_status = "nothing ran, nothing learned"
+            return
+        write, summary = self.learning.finish(
+            results,
+            started_at=self.started_at,
+            duration=time.perf_counter() - self.started,
+            exit_status=int(exitstatus),
+            session_failed=exitstatus in _FAILED_SESSION,
+        )
+        self.summary = summary
+        if self.store is not None:
+            try:
+                self.store.write_episode(write, self.settings.ttl_days)
+                self.store_status = f"saved to {self.store_display}"
+                removed = self.store.maybe_cleanup(self.settings.project, self.settings.ttl_days)
+                if removed:
+                    self.store_status += f" (expired {removed} rows unused for "
+                    self.store_status += f"{self.settings.ttl_days:g} days)"
+            except StoreError as exc:
+                self._store_failed(exc, "write")
+        for path in self.settings.report_paths:
+            try:
+                report.write_json(
+                    path, report.json_report(summary, self.store_status, self.store_display)
+                )
+            except OSError as exc:
+                self._warn(f"cannot write the qlearn report {path}: {exc}")
+        if self.strict_error is not None:
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+
+    def pytest_terminal_summary(
+        self, terminalreporter: Any, exitstatus: int, config: pytest.Config
+    ) -> None:
+        if self.is_worker:
+            return
+        for message in self.messages:
+            terminalreporter.write_line(f"qlearn: warning: {message}", yellow=True)
+        summary = self.summary
+        if summary is None:
+            return
+        verbosity = config.get_verbosity()
+        if self.settings.report_terminal or verbosity > 0:
+            terminalreporter.write_sep("-", "qlearn report")
+            for line in report.detail_lines(summary, self.store_status):
+                terminalreporter.write_line(line)
+            if self.first_failure_after is not None:
+                terminalreporter.write_line(
+                    f"first failure reported after {self.first_failure_after:.2f}s of wall time"
+                )
+        elif verbosity >= 0:
+            terminalreporter.write_line(report.summary_line(summary, self.store_status))
+
+
+def _groups(item: pytest.Item) -> tuple[str, str | None]:
+    """The module and class a test belongs to, for fixture locality."""
+    module = item.getparent(pytest.Module)
+    cls = item.getparent(pytest.Class)
+    module_id = module.nodeid if module is not None else item.nodeid.split("::", 1)[0]
+    return module_id, cls.nodeid if cls is not None else None

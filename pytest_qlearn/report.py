@@ -1,0 +1,120 @@
+"""What the plugin tells people: the header line, the summary line, the detailed report and
+the JSON report file. Pure text building; the plugin only writes it out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .session import EpisodeSummary
+
+JSON_SCHEMA_VERSION = 1
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a (no failure)" if value is None else f"{value:.2f}s"
+
+
+def header_line(agent: str, seed: int, epsilon: float, store: str, mode: str) -> str:
+    return f"qlearn: agent {agent}, seed {seed}, ε {epsilon:.3f}, store {store} ({mode})"
+
+
+def summary_line(summary: EpisodeSummary, store_status: str) -> str:
+    s = summary.session
+    if s.failures:
+        result = (
+            f"{s.failures} failed; APFD {_fmt(s.apfd)} (collection order {_fmt(s.collection_apfd)})"
+        )
+    else:
+        result = "no failures"
+    verb = "would reorder" if s.mode == "observe" else "learned from"
+    return (
+        f"qlearn: {verb} {s.tests} tests, {result}; ε {s.epsilon:.3f}, "
+        f"episode {s.episode}; {store_status}"
+    )
+
+
+def detail_lines(summary: EpisodeSummary, store_status: str) -> list[str]:
+    s = summary.session
+    stats = summary.stats
+    order_name = "qlearn order (not used: observe)" if s.mode == "observe" else "qlearn order"
+    lines = [
+        f"episode {s.episode} of this project/environment, session {s.session_id}",
+        f"seed {s.seed}, ε {s.epsilon:.4f} (next run {stats.epsilon:.4f}), "
+        f"exploration share {stats.exploration_share:.1%} of {stats.decisions} decisions",
+        f"Q-table: {stats.q_table_size} entries ({stats.states} states), "
+        f"{stats.updates} updates this run, mean step reward {stats.mean_reward:+.3f}",
+        f"tests: {s.tests}, failed: {s.failures}",
+        f"APFD: {order_name} {_fmt(s.apfd)}, collection order {_fmt(s.collection_apfd)}",
+        f"time to first failure: {order_name} {_seconds(summary.run_ttff)}, "
+        f"collection order {_seconds(summary.collection_ttff)} (from test durations)",
+        f"episode reward {summary.reward.total:+.2f} "
+        f"(bonus {summary.reward.bonus:+.1f}, penalty {-summary.reward.penalty:+.1f}):",
+    ]
+    for name, value in summary.reward.components.items():
+        weight = summary.reward.weights[name]
+        shown = f"{value:6.1f}" if value is not None else "   n/a"
+        note = summary.reward.notes.get(name)
+        lines.append(f"  {name:<16} {shown} × {weight:.2f}" + (f"  ({note})" if note else ""))
+    if summary.riskiest:
+        lines.append("riskiest tests (learned failure probability):")
+        for risk in summary.riskiest:
+            lines.append(
+                f"  {risk.p_fail:5.1%}  {risk.test_id}  ({risk.failures}/{risk.runs} failed)"
+            )
+    lines.append(f"store: {store_status}")
+    return lines
+
+
+def json_report(summary: EpisodeSummary, store_status: str, store_url: str) -> dict[str, Any]:
+    """The machine-readable report (schema version :data:`JSON_SCHEMA_VERSION`)."""
+    stats = summary.stats
+    return {
+        "schema_version": JSON_SCHEMA_VERSION,
+        "session": asdict(summary.session),
+        "store": {"url": store_url, "status": store_status},
+        "learner": {
+            "agent": stats.agent,
+            "episodes": stats.episodes,
+            "epsilon_next": stats.epsilon,
+            "q_table_size": stats.q_table_size,
+            "states": stats.states,
+            "updates": stats.updates,
+            "mean_step_reward": stats.mean_reward,
+            "decisions": stats.decisions,
+            "explored": stats.explored,
+            "exploration_share": stats.exploration_share,
+        },
+        "time_to_first_failure": {
+            "qlearn_order": summary.run_ttff,
+            "collection_order": summary.collection_ttff,
+        },
+        "episode_reward": {
+            "total": summary.reward.total,
+            "bonus": summary.reward.bonus,
+            "penalty": summary.reward.penalty,
+            "components": {
+                name: {
+                    "value": value,
+                    "weight": summary.reward.weights[name],
+                    "note": summary.reward.notes.get(name),
+                }
+                for name, value in summary.reward.components.items()
+            },
+        },
+        "riskiest": [asdict(r) for r in summary.riskiest],
+        "failures_first": summary.failures_first,
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,195 @@
+"""Resolved plugin settings, validated once, with the precedence CLI > environment > ini >
+default. Pure Python (the CLI reuses it); ``options.py`` feeds it from pytest."""
+
+from __future__ import annotations
+
+import configparser
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .hyperparams import RANGES, ConfigError, Hyperparameters, parse_hyperparameter
+from .ordering import SCOPES
+from .rewards import DEFAULT_WEIGHTS, parse_weights
+from .store.base import DEFAULT_TTL_DAYS
+from .store.url import StoreUrl, parse_store_url
+
+DATABASE_URL_ENV = "QLEARN_DATABASE_URL"
+DEFAULT_ENVIRONMENT = "default"
+MAX_NAME_LENGTH = 200
+MAX_SEED = 2**63 - 1
+REPORT_EXTENSIONS = (".json",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    enabled: bool
+    store_url: StoreUrl | None  # None: the default file under pytest's cache directory
+    store_url_source: str
+    project: str
+    environment: str
+    seed: int | None  # None: a fresh random seed each run
+    seed_last: bool
+    observe: bool
+    strict: bool
+    report_terminal: bool
+    report_paths: tuple[Path, ...]
+    order_scope: str
+    hyper: Hyperparameters
+    agent_hyper: Mapping[str, Hyperparameters] = field(default_factory=dict)
+    reward_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    ttl_days: float = DEFAULT_TTL_DAYS
+
+
+@dataclass(frozen=True)
+class RawOptions:
+    """Option values as pytest hands them over: CLI values (None when not given) and ini
+    values (as text, None when not set)."""
+
+    cli_enabled: bool | None = None
+    ini_enabled: bool = False
+    cli_db: str | None = None
+    ini_db: str | None = None
+    cli_env: str | None = None
+    ini_env: str | None = None
+    cli_seed: str | None = None
+    observe: bool = False
+    strict: bool = False
+    reports: Sequence[str] | None = None
+    ini_project: str | None = None
+    ini_scope: str | None = None
+    ini_hyper: Mapping[str, str | None] = field(default_factory=dict)
+    ini_agent_hyper: Sequence[str] = ()
+    ini_weights: str | None = None
+    ini_ttl_days: str | None = None
+    rootpath: Path = Path()
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+def resolve(raw: RawOptions) -> Settings:
+    """Validate every value; the first bad one raises :class:`ConfigError`."""
+    enabled = raw.ini_enabled if raw.cli_enabled is None else raw.cli_enabled
+
+    store_url: StoreUrl | None = None
+    source = "default"
+    for key, value in (
+        ("--qlearn-db", raw.cli_db),
+        (DATABASE_URL_ENV, raw.environ.get(DATABASE_URL_ENV)),
+        ("qlearn_db", raw.ini_db),
+    ):
+        if value is not None and value.strip():
+            store_url = parse_store_url(value, key)
+            source = key
+            break
+
+    seed: int | None = None
+    seed_last = False
+    if raw.cli_seed is not None:
+        text = raw.cli_seed.strip()
+        if text == "last":
+            seed_last = True
+        else:
+            try:
+                seed = int(text)
+            except ValueError:
+                seed = -1
+            if not 0 <= seed <= MAX_SEED:
+                raise ConfigError("--qlearn-seed", raw.cli_seed, f"'last' or 0..{MAX_SEED}")
+
+    scope: str = (raw.ini_scope or "module").strip()
+    if scope not in SCOPES:
+        raise ConfigError("qlearn_order_scope", raw.ini_scope, "one of " + ", ".join(SCOPES))
+
+    changes: dict[str, float | int] = {}
+    for suffix, ini_text in raw.ini_hyper.items():
+        if ini_text is not None and ini_text.strip():
+            changes[RANGES[suffix][0]] = parse_hyperparameter(f"qlearn_{suffix}", suffix, ini_text)
+    hyper = Hyperparameters(**changes)  # type: ignore[arg-type]
+
+    agent_hyper: dict[str, Hyperparameters] = {}
+    for line in raw.ini_agent_hyper:
+        agent, sep, rest = line.partition(":")
+        allowed = "lines 'AGENT: key=value ...' with keys " + ", ".join(RANGES)
+        if not sep or not agent.strip():
+            raise ConfigError("qlearn_agent_hyperparameters", line, allowed)
+        pairs: dict[str, float] = {}
+        for part in rest.split():
+            key, eq, value = part.partition("=")
+            if not eq or key not in RANGES:
+                raise ConfigError("qlearn_agent_hyperparameters", line, allowed)
+            pairs[key] = value  # type: ignore[assignment]  # validated by overridden()
+        base = agent_hyper.get(agent.strip(), hyper)
+        agent_hyper[agent.strip()] = base.overridden(**pairs)
+
+    ttl = float(DEFAULT_TTL_DAYS)
+    if raw.ini_ttl_days is not None and raw.ini_ttl_days.strip():
+        try:
+            ttl = float(raw.ini_ttl_days)
+        except ValueError:
+            ttl = -1.0
+        if not 0 < ttl <= 3650:
+            raise ConfigError("qlearn_ttl_days", raw.ini_ttl_days, "a number of days in (0, 3650]")
+
+    report_terminal = False
+    report_paths: list[Path] = []
+    for value in raw.reports or ():
+        if not value:
+            report_terminal = True
+            continue
+        path = Path(value)
+        if path.suffix.lower() not in REPORT_EXTENSIONS:
+            raise ConfigError(
+                "--qlearn-report", value, "a path ending in " + ", ".join(REPORT_EXTENSIONS)
+            )
+        report_paths.append(path if path.is_absolute() else raw.rootpath / path)
+
+    return Settings(
+        enabled=enabled,
+        store_url=store_url,
+        store_url_source=source,
+        project=_name("qlearn_project", raw.ini_project) or default_project(raw.rootpath),
+        environment=_name("--qlearn-env", raw.cli_env)
+        or _name("qlearn_env", raw.ini_env)
+        or DEFAULT_ENVIRONMENT,
+        seed=seed,
+        seed_last=seed_last,
+        observe=raw.observe,
+        strict=raw.strict,
+        report_terminal=report_terminal,
+        report_paths=tuple(report_paths),
+        order_scope=scope,
+        hyper=hyper,
+        agent_hyper=agent_hyper,
+        reward_weights=parse_weights(raw.ini_weights or ""),
+        ttl_days=ttl,
+    )
+
+
+def _name(key: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if not text or len(text) > MAX_NAME_LENGTH or any(ch in text for ch in "\n\r\0"):
+        raise ConfigError(
+            key, value, f"a non-empty single-line name of at most {MAX_NAME_LENGTH} characters"
+        )
+    return text
+
+
+def default_project(rootpath: Path) -> str:
+    """The repository name from the git remote ``origin`` if there is one, else the root
+    directory's name. Reads ``.git/config`` directly: no subprocess on the start-up path."""
+    git_config = rootpath / ".git" / "config"
+    if git_config.is_file():
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        try:
+            parser.read(git_config, encoding="utf-8")
+            url = parser.get('remote "origin"', "url", fallback="")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            url = ""
+        name = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        name = name.removesuffix(".git")
+        if name:
+            return name[:MAX_NAME_LENGTH]
+    return (rootpath.resolve().name or "project")[:MAX_NAME_LENGTH]
