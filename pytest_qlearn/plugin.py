@@ -222,7 +222,7 @@ class QLearnPlugin:
         if self._snapshot_dir is None:
             self._snapshot_dir = Path(tempfile.mkdtemp(prefix="qlearn-"))
             (self._snapshot_dir / "snapshot.json").write_text(
-                self.learning.snapshot.to_json(), encoding="utf-8"
+                self.learning.snapshot_json(), encoding="utf-8"
             )
         node.workerinput[WORKERINPUT_KEY] = {
             "snapshot": str(self._snapshot_dir / "snapshot.json"),
@@ -352,6 +352,10 @@ class QLearnPlugin:
                     self.store_status += f"{self.settings.ttl_days:g} days)"
             except StoreError as exc:
                 self._store_failed(exc, "write")
+        # the run's learning is done: let its tables go before pytest's final gc.collect()
+        self.learning = None
+        self.ranking = None
+        self.folds.clear()
         for path in self.settings.report_paths:
             try:
                 report.write_json(
@@ -386,8 +390,8 @@ class QLearnPlugin:
 
 
 def _groups(item: pytest.Item) -> tuple[str, str | None]:
-    """The module and class a test belongs to, for fixture locality."""
-    module = item.getparent(pytest.Module)
-    cls = item.getparent(pytest.Class)
-    module_id = module.nodeid if module is not None else item.nodeid.split("::", 1)[0]
-    return module_id, cls.nodeid if cls is not None else None
+    """The module and class a test belongs to, for fixture locality, read off the node id
+    (``path::Class::test[params]``; parameters may contain anything, so they are cut off
+    first). Cheaper than walking each item's parents."""
+    parts = item.nodeid.split("[", 1)[0].split("::")
+    return parts[0], "::".join(parts[:-1]) if len(parts) > 2 else None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .agents import Agent, AgentType
 from .history import FAILED, PASSED, TestHistory
@@ -94,8 +95,7 @@ class TestRef:
     index: int
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """What the prioritizer chose for one test, and from which states."""
 
     test_id: str
@@ -110,12 +110,15 @@ class Decision:
 class Prioritizer(Agent):
     def __init__(self, learner: QLearner, rewards: RewardCalculator, agent: AgentType) -> None:
         super().__init__(agent, learner, rewards)
-        self.per_test_encoder = StateEncoder(NAME + ":test", PER_TEST_FEATURES)
+        self.per_test_encoder = StateEncoder(NAME + ":test", PER_TEST_FEATURES, memoise=False)
         self.shared_encoder = StateEncoder(NAME + ":shared", SHARED_FEATURES)
         self.n_tiers = agent.n_actions
-        self._tier_gap = self.rewards.prioritizer(0, self.n_tiers, True) - self.rewards.prioritizer(
-            self.n_tiers - 1, self.n_tiers, True
-        )
+        # the reward of every tier, for a failing and for a passing test
+        self._tier_rewards = {
+            failed: [self.rewards.prioritizer(t, self.n_tiers, failed) for t in range(self.n_tiers)]
+            for failed in (True, False)
+        }
+        self._tier_gap = self._tier_rewards[True][0] - self._tier_rewards[True][-1]
 
     # -- states ------------------------------------------------------------------------
     def states(self, history: TestHistory) -> tuple[State, State]:
@@ -126,6 +129,16 @@ class Prioritizer(Agent):
             "since_fail": shared["since_fail"],
         }
         return self.per_test_encoder.encode(per_test), self.shared_encoder.encode(shared)
+
+    def estimate(self, history: TestHistory, states: tuple[State, State]) -> float:
+        """The failure probability of a test in these (per-test, shared) states: the
+        visit-weighted blend of both levels' learned estimates and the history prior."""
+        p_test, w_test = self._estimate(states[0])
+        p_shared, w_shared = self._estimate(states[1])
+        w_shared = min(w_shared, SHARED_WEIGHT_CAP)
+        prior = prior_failure_probability(history)
+        total = w_test + w_shared + PRIOR_WEIGHT
+        return (p_test * w_test + p_shared * w_shared + prior * PRIOR_WEIGHT) / total
 
     def _estimate(self, state: State) -> tuple[float, float]:
         """(failure probability, weight) from one state's Q-row; weight 0 if never updated."""
@@ -141,14 +154,11 @@ class Prioritizer(Agent):
         return min(1.0, max(0.0, p)), min(float(visits), 1.0 / alpha)
 
     def failure_probability(self, history: TestHistory) -> tuple[float, bool, State, State]:
+        """(failure probability, whether learned values shaped it, per-test, shared state)."""
         per_test, shared = self.states(history)
-        p_test, w_test = self._estimate(per_test)
-        p_shared, w_shared = self._estimate(shared)
-        w_shared = min(w_shared, SHARED_WEIGHT_CAP)
-        prior = prior_failure_probability(history)
-        total = w_test + w_shared + PRIOR_WEIGHT
-        p = (p_test * w_test + p_shared * w_shared + prior * PRIOR_WEIGHT) / total
-        return p, (w_test + w_shared) > 0, per_test, shared
+        p = self.estimate(history, (per_test, shared))
+        known = self.learner.knows(per_test.key) or self.learner.knows(shared.key)
+        return p, known, per_test, shared
 
     # -- deciding ----------------------------------------------------------------------
     def decide(
@@ -169,14 +179,13 @@ class Prioritizer(Agent):
         return decisions
 
     # -- learning ----------------------------------------------------------------------
-    def learn(self, decision: Decision, verdict: str, next_history: TestHistory) -> float:
-        """Bellman-update both state levels with every tier's reward; returns the reward of
-        the tier actually chosen. Skipped tests (no verdict) teach nothing."""
+    def learn(self, decision: Decision, verdict: str, next_states: tuple[State, State]) -> float:
+        """Bellman-update both state levels with every tier's reward, towards the states of
+        the test's history after this run; returns the reward of the tier actually chosen.
+        Skipped tests (no verdict) teach nothing."""
         if verdict not in (PASSED, FAILED):
             return 0.0
-        failed = verdict == FAILED
-        rewards = [self.rewards.prioritizer(t, self.n_tiers, failed) for t in range(self.n_tiers)]
-        next_per_test, next_shared = self.states(next_history)
-        self.learner.update_all(decision.per_test.key, rewards, next_per_test.key, decision.tier)
-        self.learner.update_all(decision.shared.key, rewards, next_shared.key)
+        rewards = self._tier_rewards[verdict == FAILED]
+        self.learner.update_all(decision.per_test.key, rewards, next_states[0].key, decision.tier)
+        self.learner.update_all(decision.shared.key, rewards, next_states[1].key)
         return rewards[decision.tier]

@@ -9,8 +9,10 @@ of ``update_frequency`` updates. Stores add those deltas to whatever is stored a
 from __future__ import annotations
 
 import random
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .hyperparams import Hyperparameters
 
@@ -18,8 +20,7 @@ from .hyperparams import Hyperparameters
 DeltaBatch = dict[tuple[str, int], list[float]]
 
 
-@dataclass(frozen=True)
-class QEntry:
+class QEntry(NamedTuple):
     """One stored Q-value: the value and how many Bellman updates produced it."""
 
     state: str
@@ -69,8 +70,12 @@ class QLearner:
         self.hyper = hyper
         self.rng = rng
         self.episodes = episodes
-        self._q: dict[str, list[float]] = {}
-        self._visits: dict[str, list[int]] = {}
+        # arrays, not lists: compact, and invisible to the cyclic garbage collector, which
+        # otherwise walks every row of a large table on each full collection
+        self._q: dict[str, array[float]] = {}
+        self._visits: dict[str, array[int]] = {}
+        self._zeros = array("d", [0.0] * n_actions)
+        self._zero_visits = array("q", [0] * n_actions)
         self._pending: DeltaBatch = {}
         self._pending_updates = 0
         self._outbox: DeltaBatch = {}
@@ -85,17 +90,23 @@ class QLearner:
     # -- table access -------------------------------------------------------------------
     def load(self, entries: Iterable[QEntry]) -> None:
         """Warm start: take stored values as the starting point (replacing local ones)."""
-        for entry in entries:
-            if not 0 <= entry.action < self.n_actions:
+        n_actions = self.n_actions
+        table, visit_table = self._q, self._visits
+        for state, action, q, visits in entries:
+            if not 0 <= action < n_actions:
                 continue  # an action this version of the agent no longer has
-            self._row(entry.state)[entry.action] = float(entry.q)
-            self._visits[entry.state][entry.action] = int(entry.visits)
+            row = table.get(state)
+            if row is None:
+                row = table[state] = array("d", self._zeros)
+                visit_table[state] = array("q", self._zero_visits)
+            row[action] = float(q)
+            visit_table[state][action] = int(visits)
 
-    def _row(self, state: str) -> list[float]:
+    def _row(self, state: str) -> array[float]:
         row = self._q.get(state)
         if row is None:
-            row = self._q[state] = [0.0] * self.n_actions
-            self._visits[state] = [0] * self.n_actions
+            row = self._q[state] = array("d", self._zeros)
+            self._visits[state] = array("q", self._zero_visits)
         return row
 
     def knows(self, state: str) -> bool:
@@ -104,11 +115,11 @@ class QLearner:
     def values(self, state: str) -> list[float]:
         """A copy of Q(s,·); zeros for a state never seen."""
         row = self._q.get(state)
-        return list(row) if row is not None else [0.0] * self.n_actions
+        return row.tolist() if row is not None else [0.0] * self.n_actions
 
     def visits(self, state: str) -> list[int]:
         row = self._visits.get(state)
-        return list(row) if row is not None else [0] * self.n_actions
+        return row.tolist() if row is not None else [0] * self.n_actions
 
     def max_q(self, state: str | None) -> float:
         if state is None:
@@ -184,7 +195,7 @@ class QLearner:
         """
         if len(rewards) != self.n_actions:
             raise ValueError(f"expected {self.n_actions} rewards, got {len(rewards)}")
-        bootstrap = self.max_q(next_state) if next_state != state else max(self._row(state))
+        bootstrap = self.max_q(next_state)
         gamma = self.hyper.gamma
         alpha = self.hyper.alpha
         row = self._row(state)

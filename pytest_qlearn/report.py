@@ -108,7 +108,7 @@ def json_report(summary: EpisodeSummary, store_status: str, store_url: str) -> d
                 for name, value in summary.reward.components.items()
             },
         },
-        "riskiest": [asdict(r) for r in summary.riskiest],
+        "riskiest": [r._asdict() for r in summary.riskiest],
         "failures_first": summary.failures_first,
     }
 

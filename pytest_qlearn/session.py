@@ -12,6 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from . import metrics
 from . import prioritizer as prio
@@ -21,6 +22,7 @@ from .hyperparams import Hyperparameters
 from .ordering import locality_order
 from .qlearner import LearnerStats, QLearner
 from .rewards import EpisodeFacts, EpisodeReward, RewardCalculator
+from .state import State
 from .store.base import (
     AgentProgress,
     EpisodeWrite,
@@ -42,25 +44,24 @@ def default_registry(hyper: Hyperparameters | None = None) -> AgentRegistry:
     return registry
 
 
-@dataclass(frozen=True)
-class TestResult:
+class TestResult(NamedTuple):
     """One test's folded result. ``position`` is where it ran (0-based, run order),
-    ``index`` where it was collected; ``tier``/``explored`` are the prioritizer's decision
-    when one was made."""
-
-    __test__ = False
+    ``collected_at`` where it was collected; ``tier``/``explored`` are the prioritizer's
+    decision when one was made."""
 
     test_id: str
     verdict: str
     duration: float
-    index: int
+    collected_at: int
     position: int
     tier: int | None = None
     explored: bool = False
 
 
-@dataclass(frozen=True)
-class Risk:
+TestResult.__test__ = False  # type: ignore[attr-defined]  # not a test class for pytest
+
+
+class Risk(NamedTuple):
     test_id: str
     p_fail: float
     runs: int
@@ -116,9 +117,25 @@ class LearningSession:
             episodes=state.episodes if state else 0,
         )
         self.learner.load(snapshot.q_entries.get(prio.NAME, ()))
+        # the learner now holds the Q-table; do not keep a second copy alive
+        snapshot.q_entries = {}
         self.epsilon = self.learner.epsilon
         self.prioritizer = prio.Prioritizer(self.learner, self.rewards, agent_type)
         self.episode = snapshot.episodes + 1
+        self._decisions: dict[str, prio.Decision] = {}
+
+    def snapshot_json(self) -> str:
+        """The snapshot this episode started from, for pytest-xdist workers (call it before
+        learning: it takes the Q-table from the learner)."""
+        full = Snapshot(
+            partition=self.snapshot.partition,
+            histories=self.snapshot.histories,
+            q_entries={prio.NAME: self.learner.entries()},
+            agent_states=self.snapshot.agent_states,
+            recent_sessions=self.snapshot.recent_sessions,
+            episodes=self.snapshot.episodes,
+        )
+        return full.to_json()
 
     @property
     def agent_types(self) -> list[AgentType]:
@@ -135,6 +152,7 @@ class LearningSession:
             decision = decisions[ref.test_id]
             return (decision.tier, -decision.p_fail, ref.index)
 
+        self._decisions = decisions
         return Ranking(locality_order(refs, key, scope), decisions)
 
     # -- learning --------------------------------------------------------------------------
@@ -157,7 +175,8 @@ class LearningSession:
         readable: dict[str, str] = {}
         observations: list[Observation] = []
         exploited = exploited_paid = 0
-        next_histories: dict[str, TestHistory] = {}
+        next_states: dict[str, tuple[TestHistory, tuple[State, State]]] = {}
+        next_histories: list[TestHistory] = []
         for step, test_id in enumerate(ordered_ids):
             result = by_id[test_id]
             if result.verdict not in VERDICTS:
@@ -165,17 +184,22 @@ class LearningSession:
             observations.append(Observation(test_id, result.verdict, result.duration))
             history = histories.get(test_id) or TestHistory(test_id)
             nxt = history.record(result.verdict, result.duration, self.episode)
-            next_histories[test_id] = nxt
+            next_histories.append(nxt)
             if result.verdict == SKIPPED or result.tier is None:
                 continue
-            per_test, shared = self.prioritizer.states(history)
-            # per-test states are unique to a test, so this still reads the snapshot's count
-            known = self.learner.visits(per_test.key)[0] > 0
-            decision = prio.Decision(
-                test_id, result.tier, result.explored, 0.0, per_test, shared, known
-            )
-            step_reward = self.prioritizer.learn(decision, result.verdict, nxt)
+            decision = self._decisions.get(test_id)
+            if decision is None or decision.tier != result.tier:
+                # an xdist controller did not rank: rebuild the worker's decision
+                p, known, per_test, shared = self.prioritizer.failure_probability(history)
+                decision = prio.Decision(
+                    test_id, result.tier, result.explored, p, per_test, shared, known
+                )
+            per_test, shared, known = decision.per_test, decision.shared, decision.known
             next_per_test, next_shared = self.prioritizer.states(nxt)
+            next_states[test_id] = (nxt, (next_per_test, next_shared))
+            step_reward = self.prioritizer.learn(
+                decision, result.verdict, (next_per_test, next_shared)
+            )
             for state in (per_test, shared, next_per_test, next_shared):
                 readable[state.key] = state.readable
             trajectories.append(
@@ -184,7 +208,6 @@ class LearningSession:
                     step,
                     test_id,
                     per_test.key,
-                    per_test.readable,
                     result.tier,
                     result.explored,
                     step_reward,
@@ -202,7 +225,7 @@ class LearningSession:
 
         ran = [r for r in results if r.verdict in (PASSED, FAILED)]
         run_order = sorted(ran, key=lambda r: r.position)
-        collection_order = sorted(ran, key=lambda r: r.index)
+        collection_order = sorted(ran, key=lambda r: r.collected_at)
         failures = sum(r.verdict == FAILED for r in ran)
 
         def flags(rs: list[TestResult]) -> list[bool]:
@@ -255,6 +278,8 @@ class LearningSession:
             session=session,
             agent_types=self.agent_types,
             observations=observations,
+            base_episodes=self.snapshot.episodes,
+            next_histories=next_histories,
             q_deltas={prio.NAME: deltas},
             trajectories=trajectories,
             rewards=[
@@ -274,17 +299,20 @@ class LearningSession:
             stats=stats,
             run_ttff=run_ttff,
             collection_ttff=collection_ttff,
-            riskiest=self._riskiest(next_histories),
+            riskiest=self._riskiest(next_states),
             failures_first=[r.test_id for r in run_order if r.verdict == FAILED][:5],
         )
         return write, summary
 
-    def _riskiest(self, histories: dict[str, TestHistory], top: int = 5) -> list[Risk]:
-        risks = []
-        for test_id, history in histories.items():
-            if history.is_new:
-                continue
-            p = self.prioritizer.failure_probability(history)[0]
-            risks.append(Risk(test_id, p, history.runs, history.failures))
+    def _riskiest(
+        self, after: dict[str, tuple[TestHistory, tuple[State, State]]], top: int = 5
+    ) -> list[Risk]:
+        """The tests most likely to fail next run, by what was just learned."""
+        risks = [
+            Risk(
+                test_id, self.prioritizer.estimate(history, states), history.runs, history.failures
+            )
+            for test_id, (history, states) in after.items()
+        ]
         risks.sort(key=lambda r: (-r.p_fail, r.test_id))
         return risks[:top]

@@ -67,26 +67,35 @@ def readable(features: Mapping[str, FeatureValue]) -> str:
 
 
 class StateEncoder:
-    """Encodes an agent's feature mapping into a :class:`State`.
+    """Encodes an agent's features (exactly ``feature_names``) into a :class:`State`.
 
-    Encodings are memoised because many tests share the same bucketed features.
+    With ``memoise`` (for states many tests share) encodings are cached; states unique to
+    one test are not worth caching.
     """
 
-    def __init__(self, agent: str, feature_names: Sequence[str]) -> None:
+    def __init__(self, agent: str, feature_names: Sequence[str], *, memoise: bool = True) -> None:
         self.agent = agent
-        self.feature_names = tuple(feature_names)
-        self._cache: dict[tuple[FeatureValue, ...], State] = {}
+        self.feature_names = tuple(sorted(feature_names))
+        self._cache: dict[tuple[FeatureValue, ...], State] | None = {} if memoise else None
 
     def encode(self, features: Mapping[str, FeatureValue]) -> State:
-        missing = [name for name in self.feature_names if name not in features]
-        if missing:
-            raise KeyError(f"state of agent {self.agent!r} lacks features {missing}")
-        values = tuple(features[name] for name in sorted(features))
-        cache_key = (*sorted(features), *values)
-        state = self._cache.get(cache_key)
-        if state is None:
-            text = canonical(self.agent, features)
-            state = State(hashlib.sha256(text.encode("utf-8")).hexdigest(), readable(features))
-            if len(self._cache) < 200_000:
-                self._cache[cache_key] = state
+        if len(features) != len(self.feature_names):
+            extra = sorted(set(features) - set(self.feature_names))
+            missing = sorted(set(self.feature_names) - set(features))
+            raise KeyError(
+                f"state of agent {self.agent!r}: missing features {missing}, unknown {extra}"
+            )
+        try:
+            values = tuple([features[name] for name in self.feature_names])
+        except KeyError as exc:
+            raise KeyError(f"state of agent {self.agent!r} lacks feature {exc}") from None
+        cache = self._cache
+        if cache is not None:
+            state = cache.get(values)
+            if state is not None:
+                return state
+        text = canonical(self.agent, features)
+        state = State(hashlib.sha256(text.encode("utf-8")).hexdigest(), readable(features))
+        if cache is not None and len(cache) < 100_000:
+            cache[values] = state
         return state

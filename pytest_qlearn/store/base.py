@@ -12,7 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..agents import AgentType
 from ..history import TestHistory
@@ -82,8 +82,7 @@ class SessionRecord:
     episode: int = 0
 
 
-@dataclass(frozen=True)
-class Observation:
+class Observation(NamedTuple):
     """One test's verdict in this run (``P``/``F``/``S``) and its duration."""
 
     test_id: str
@@ -91,21 +90,18 @@ class Observation:
     duration: float
 
 
-@dataclass(frozen=True)
-class TrajectoryStep:
+class TrajectoryStep(NamedTuple):
     agent: str
     step: int
     test_id: str
     state: str
-    state_text: str
     action: int
     explored: bool
     reward: float
     next_state: str | None
 
 
-@dataclass(frozen=True)
-class QDelta:
+class QDelta(NamedTuple):
     state: str
     state_text: str
     action: int
@@ -113,8 +109,7 @@ class QDelta:
     dvisits: int
 
 
-@dataclass(frozen=True)
-class PatternDelta:
+class PatternDelta(NamedTuple):
     """A learned pattern (a shared state): how often it was seen and how often it failed."""
 
     agent: str
@@ -124,8 +119,7 @@ class PatternDelta:
     hits: int
 
 
-@dataclass(frozen=True)
-class RewardEvent:
+class RewardEvent(NamedTuple):
     component: str
     value: float | None
     weight: float
@@ -151,6 +145,11 @@ class EpisodeWrite:
     rewards: list[RewardEvent] = field(default_factory=list)
     patterns: list[PatternDelta] = field(default_factory=list)
     agents: list[AgentProgress] = field(default_factory=list)
+    #: The sessions count of the snapshot the run learned from, and the histories it
+    #: computed from it: when nobody wrote since, the store takes them as they are instead
+    #: of re-applying the observations to freshly read rows.
+    base_episodes: int | None = None
+    next_histories: list[TestHistory] = field(default_factory=list)
 
 
 @dataclass

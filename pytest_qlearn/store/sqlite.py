@@ -78,7 +78,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             step INTEGER NOT NULL,
             test_id TEXT NOT NULL,
             state_hash TEXT NOT NULL,
-            state_text TEXT NOT NULL,
             action INTEGER NOT NULL,
             explored INTEGER NOT NULL,
             reward REAL NOT NULL,
@@ -270,8 +269,8 @@ class SqliteStore(Store):
             q_entries: dict[str, list[QEntry]] = {}
             for agent in agents:
                 q_entries[agent] = [
-                    QEntry(state, int(action), float(q), int(visits))
-                    for state, action, q, visits in conn.execute(
+                    QEntry._make(row)
+                    for row in conn.execute(
                         "SELECT state_hash, action, q, visits FROM q_values "
                         "WHERE project = ? AND environment = ? AND agent = ?",
                         (*key, agent),
@@ -373,13 +372,14 @@ class SqliteStore(Store):
                             now,
                             expires,
                         )
-                        for d in deltas
+                        # key order: B-tree pages are visited once, in sequence
+                        for d in sorted(deltas, key=lambda d: (d.state, d.action))
                     ],
                 )
             conn.executemany(
                 "INSERT INTO trajectories (session_id, agent, step, test_id, state_hash, "
-                "state_text, action, explored, reward, next_state_hash) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "action, explored, reward, next_state_hash) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         session.session_id,
@@ -387,7 +387,6 @@ class SqliteStore(Store):
                         t.step,
                         t.test_id,
                         t.state,
-                        t.state_text,
                         t.action,
                         int(t.explored),
                         t.reward,
@@ -460,6 +459,17 @@ class SqliteStore(Store):
         if not write.observations:
             return
         key = (write.partition.project, write.partition.environment)
+        (episodes,) = self.conn.execute(
+            "SELECT COUNT(*) FROM sessions WHERE project = ? AND environment = ?", key
+        ).fetchone()
+        # this run's session row is already inserted, hence the + 1
+        if write.base_episodes is not None and episodes == write.base_episodes + 1:
+            rows = [
+                (*key, *(h.__dict__[name] for name in _HISTORY_FIELDS), now, expires)
+                for h in write.next_histories
+            ]
+            self._upsert_histories(rows)
+            return
         stored = {
             row[0]: TestHistory(*row)
             for row in self.conn.execute(
@@ -473,8 +483,10 @@ class SqliteStore(Store):
             history = stored.get(obs.test_id) or TestHistory(obs.test_id)
             updated = history.record(obs.verdict, obs.duration, write.session.episode)
             stored[obs.test_id] = updated
-            values = asdict(updated)
-            rows.append((*key, *(values[name] for name in _HISTORY_FIELDS), now, expires))
+            rows.append((*key, *(updated.__dict__[name] for name in _HISTORY_FIELDS), now, expires))
+        self._upsert_histories(rows)
+
+    def _upsert_histories(self, rows: list[tuple[object, ...]]) -> None:
         self.conn.executemany(
             f"INSERT OR REPLACE INTO test_history (project, environment, "
             f"{', '.join(_HISTORY_FIELDS)}, updated_at, expires_at) "

@@ -1,0 +1,161 @@
+"""TestHistory: recording verdicts, flips, the kept window, Welford durations."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+
+from pytest_qlearn.history import FAILED, KEPT_VERDICTS, PASSED, SKIPPED, TestHistory
+
+
+def replay(verdicts: str, durations: list[float] | None = None) -> TestHistory:
+    history = TestHistory("m.py::test_x")
+    durations = durations or [1.0] * len(verdicts)
+    for episode, (verdict, duration) in enumerate(zip(verdicts, durations, strict=True), 1):
+        history = history.record(verdict, duration, episode)
+    return history
+
+
+def test_new_history() -> None:
+    history = TestHistory("t")
+    assert history.is_new
+    assert history.failure_rate == 0.0
+    assert history.runs_since_failure() is None
+    assert history.last_verdicts(3) == "---"
+
+
+def test_record_counts_runs_failures_and_episodes() -> None:
+    history = replay("PFPF")
+    assert history.runs == 4
+    assert history.failures == 2
+    assert history.verdicts == "PFPF"
+    assert history.first_episode == 1
+    assert history.last_run_episode == 4
+    assert history.last_failure_episode == 4
+    assert history.failure_rate == 0.5
+    assert not history.is_new
+
+
+def test_record_returns_a_new_history_and_keeps_the_old_one() -> None:
+    old = TestHistory("t")
+    new = old.record(FAILED, 2.0, 7)
+    assert old.runs == 0
+    assert old.verdicts == ""
+    assert new.runs == 1
+    assert new.test_id == "t"
+    assert new.last_failure_episode == 7
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "flips"),
+    [("", 0), ("P", 0), ("PP", 0), ("PF", 1), ("PFP", 2), ("FFPPF", 2), ("PFPFPF", 5)],
+)
+def test_flips_count_verdict_changes(verdicts: str, flips: int) -> None:
+    assert replay(verdicts).flips == flips
+
+
+def test_skipped_run_between_verdicts_does_not_hide_a_flip() -> None:
+    history = replay("PSF")
+    assert history.flips == 1
+    assert history.verdicts == "PF"
+
+
+def test_skipped_run_counts_no_verdict_but_updates_episodes() -> None:
+    history = TestHistory("t").record(SKIPPED, 5.0, 3)
+    assert history.runs == 0
+    assert history.verdicts == ""
+    assert not history.is_new  # seen in an episode, even though it only skipped
+    assert history.failure_rate == 0.0
+    assert history.runs_since_failure() is None
+    assert history.first_episode == 3
+    assert history.last_run_episode == 3
+    assert history.duration_mean == 0.0
+    assert history.last_duration == 0.0
+
+    history = history.record(PASSED, 2.0, 4).record(SKIPPED, 100.0, 5)
+    assert history.runs == 1
+    assert history.verdicts == "P"
+    assert history.first_episode == 3
+    assert history.last_run_episode == 5
+    assert history.duration_mean == 2.0  # the skipped run's duration is not averaged in
+    assert history.last_duration == 2.0
+
+
+def test_verdict_window_keeps_the_most_recent() -> None:
+    verdicts = "F" + "P" * KEPT_VERDICTS  # 17 verdicts; the failure falls out of the window
+    history = replay(verdicts)
+    assert len(history.verdicts) == KEPT_VERDICTS
+    assert history.verdicts == "P" * KEPT_VERDICTS
+    # counters are not windowed
+    assert history.runs == KEPT_VERDICTS + 1
+    assert history.failures == 1
+    assert history.flips == 1
+
+
+def test_verdict_window_order_is_oldest_first() -> None:
+    verdicts = "PPFPFFPPPPPPPPPPFP"  # 18 verdicts
+    assert replay(verdicts).verdicts == verdicts[-KEPT_VERDICTS:]
+    assert replay(verdicts).verdicts.endswith("FP")
+
+
+def test_welford_mean_and_m2() -> None:
+    durations = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]
+    history = replay("P" * len(durations), durations)
+    # mean = 40/8 = 5; squared deviations 9+1+1+1+0+0+4+16 = 32
+    assert history.duration_mean == pytest.approx(5.0)
+    assert history.duration_m2 == pytest.approx(32.0)
+    assert history.duration_m2 / (history.runs - 1) == pytest.approx(
+        statistics.variance(durations)
+    )
+    assert history.last_duration == 9.0
+
+
+def test_welford_first_value() -> None:
+    history = TestHistory("t").record(FAILED, 0.25, 1)
+    assert history.duration_mean == 0.25
+    assert history.duration_m2 == 0.0
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "since"),
+    [
+        ("PPP", None),  # never failed
+        ("F", 0),
+        ("PF", 0),
+        ("FP", 1),
+        ("FPP", 2),
+        ("FPFPPP", 3),
+        ("FPSP", 2),  # skips are not verdicts
+    ],
+)
+def test_runs_since_failure(verdicts: str, since: int | None) -> None:
+    assert replay(verdicts).runs_since_failure() == since
+
+
+def test_runs_since_failure_older_than_the_window() -> None:
+    history = replay("F" + "P" * (KEPT_VERDICTS + 4))
+    # at least the whole window passed since the failure
+    assert history.runs_since_failure() == KEPT_VERDICTS
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "k", "expected"),
+    [
+        ("", 3, "---"),
+        ("P", 3, "--P"),
+        ("FP", 3, "-FP"),
+        ("PFPPF", 3, "PPF"),
+        ("PFPPF", 1, "F"),
+        ("PFPPF", 5, "PFPPF"),
+        ("PFPPF", 7, "--PFPPF"),
+        ("PSFSP", 3, "PFP"),
+    ],
+)
+def test_last_verdicts_padding(verdicts: str, k: int, expected: str) -> None:
+    assert replay(verdicts).last_verdicts(k) == expected
+
+
+def test_last_zero_verdicts_is_empty() -> None:
+    # "the last k verdicts" with k = 0 is nothing, not the whole window
+    assert replay("PFP").last_verdicts(0) == ""

@@ -1,0 +1,335 @@
+"""The prioritizer agent: features, prior, the estimate read from Q-rows, and learning to
+rank over episodes through LearningSession and an in-memory SQLite store."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping
+
+import pytest
+
+from pytest_qlearn import prioritizer as prio
+from pytest_qlearn.history import FAILED, KEPT_VERDICTS, PASSED, TestHistory
+from pytest_qlearn.hyperparams import Hyperparameters
+from pytest_qlearn.qlearner import QEntry, QLearner
+from pytest_qlearn.rewards import RewardCalculator
+from pytest_qlearn.session import LearningSession, Ranking, TestResult
+from pytest_qlearn.store.base import Partition
+from pytest_qlearn.store.sqlite import SqliteStore
+
+GREEDY = Hyperparameters(epsilon=0.0, epsilon_min=0.0)
+
+
+def make_prioritizer(hyper: Hyperparameters = GREEDY, seed: int = 0) -> prio.Prioritizer:
+    learner = QLearner(prio.NAME, len(prio.TIERS), hyper, random.Random(seed))
+    return prio.Prioritizer(learner, RewardCalculator(), prio.agent_type(hyper))
+
+
+def history(test_id: str, verdicts: str, duration: float = 0.5) -> TestHistory:
+    h = TestHistory(test_id)
+    for episode, verdict in enumerate(verdicts, 1):
+        h = h.record(verdict, duration, episode)
+    return h
+
+
+# -- features and prior -------------------------------------------------------------------
+
+
+def test_agent_type() -> None:
+    agent = prio.agent_type()
+    assert agent.name == "prioritizer"
+    assert agent.actions == ("first", "middle", "last")
+    assert agent.n_actions == 3
+    assert set(agent.features) == {*prio.SHARED_FEATURES, *prio.PER_TEST_FEATURES}
+
+
+def test_features_of_a_new_test() -> None:
+    assert prio.features(TestHistory("t")) == {
+        "last": "---",
+        "since_fail": "never",
+        "fail_rate": "0",
+        "duration": "?",
+        "new": True,
+    }
+
+
+def test_features_of_a_known_test() -> None:
+    # P F P P: last three F P P, two passes since the failure, failure rate 1/4
+    assert prio.features(history("t", "PFPP", 0.5)) == {
+        "last": "FPP",
+        "since_fail": "2",
+        "fail_rate": "0.2-0.5",
+        "duration": "0.1-1",
+        "new": False,
+    }
+
+
+def test_features_bucket_long_gaps_and_high_failure_rates() -> None:
+    old_failure = history("t", "F" + "P" * (KEPT_VERDICTS + 3), 20.0)
+    assert prio.features(old_failure)["since_fail"] == "11-20"
+    assert prio.features(old_failure)["duration"] == "10+"
+    assert prio.features(old_failure)["fail_rate"] == "0.05-0.2"  # 1/20
+    flaky = history("t", "FFPF", 0.01)
+    assert prio.features(flaky)["fail_rate"] == "0.5+"
+    assert prio.features(flaky)["since_fail"] == "<1"
+    assert prio.features(flaky)["duration"] == "<0.1"
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "prior"),
+    [
+        ("", 0.5),  # new test: a coin flip
+        ("PFPP", 0.15),  # 0.5 * (1 + 0.5) / (4 + 1)
+        ("PPPF", 0.65),  # 0.5 * 0.3 + 0.5: the last run failed
+        ("PPPPPPPPP", 0.025),  # 0.5 * 0.5 / 10
+        ("FFFF", 0.95),  # 0.5 * 4.5 / 5 + 0.5
+    ],
+)
+def test_prior_failure_probability(verdicts: str, prior: float) -> None:
+    assert prio.prior_failure_probability(history("t", verdicts)) == pytest.approx(prior)
+
+
+def test_states_per_test_is_per_identity_shared_is_not() -> None:
+    p = make_prioritizer()
+    per_a, shared_a = p.states(history("m.py::test_a", "PFP"))
+    per_b, shared_b = p.states(history("m.py::test_b", "PFP"))
+    assert per_a.key != per_b.key
+    assert shared_a == shared_b
+    assert "test=m.py::test_a" in per_a.readable
+    per_a2, _ = p.states(history("m.py::test_a", "PPP"))
+    assert per_a2.key != per_a.key
+
+
+def test_new_tests_are_a_coin_flip_in_the_middle_tier() -> None:
+    p = make_prioritizer()
+    decisions = p.decide({}, ["b", "a"])
+    assert [d.test_id for d in decisions] == ["a", "b"]
+    for d in decisions:
+        assert d.p_fail == 0.5
+        assert d.tier == 1
+        assert not d.known
+        assert not d.explored
+
+
+# -- the estimate read from Q-rows --------------------------------------------------------
+
+
+def _train(p: prio.Prioritizer, state_key: str, verdicts: str, next_key: str | None) -> None:
+    rewards = RewardCalculator()
+    for verdict in verdicts:
+        failed = verdict == FAILED
+        tier_rewards = [rewards.prioritizer(t, 3, failed) for t in range(3)]
+        p.learner.update_all(state_key, tier_rewards, next_key)
+
+
+def test_estimate_is_the_exponentially_weighted_failure_share() -> None:
+    hyper = Hyperparameters(alpha=0.5, gamma=0.9, epsilon=0.0, epsilon_min=0.0)
+    p = make_prioritizer(hyper)
+    new = TestHistory("m.py::test_a")
+    per_test, shared = p.states(new)
+    # a next state with large values: the bootstrap is the same for every tier, so it
+    # must not leak into the estimate
+    p.learner.load([QEntry("next", 0, 3.0, 1), QEntry("next", 1, 1.0, 1)])
+    _train(p, per_test.key, "FPF", "next")
+    # Q(first) - Q(last) per update moves towards +2 (failure) or -2 (pass):
+    # D1 = 0.5 * 2 = 1, D2 = 1 + 0.5 * (-2 - 1) = -0.5, D3 = -0.5 + 0.5 * (2 + 0.5) = 0.75
+    values = p.learner.values(per_test.key)
+    assert values[0] - values[2] == pytest.approx(0.75)
+    # de-biased: 0.75 / (1 - 0.5**3) = 6/7; p = (6/7 / 2 + 1) / 2 = 5/7
+    # exponentially weighted failure share, weights 0.5**(n-k): (0.25*1 + 0.5*0 + 1*1) / 1.75
+    assert p._estimate(per_test) == (pytest.approx(5 / 7), 2.0)  # weight min(3, 1/α)
+    assert p._estimate(shared) == (0.0, 0.0)  # never updated
+    # blended with the prior of a new test (0.5, weight 1): (5/7 * 2 + 0.5) / 3 = 9/14
+    probability, known, _, _ = p.failure_probability(new)
+    assert probability == pytest.approx(9 / 14)
+    assert known
+
+
+def test_estimate_four_updates() -> None:
+    hyper = Hyperparameters(alpha=0.25, gamma=0.5, epsilon=0.0, epsilon_min=0.0)
+    p = make_prioritizer(hyper)
+    per_test, _ = p.states(TestHistory("t"))
+    _train(p, per_test.key, "PPFF", per_test.key)  # a self-loop: bootstrap from its own row
+    # weights 0.75**3, 0.75**2, 0.75, 1 = 0.421875, 0.5625, 0.75, 1 (sum 2.734375)
+    # failures weigh 0.75 + 1 = 1.75 -> 1.75 / 2.734375 = 0.64
+    assert p._estimate(per_test) == (pytest.approx(0.64), 4.0)
+
+
+@pytest.mark.parametrize(("verdict", "expected"), [(FAILED, 1.0), (PASSED, 0.0)])
+def test_estimate_of_a_constant_outcome(verdict: str, expected: float) -> None:
+    p = make_prioritizer(Hyperparameters(alpha=0.1, epsilon=0.0, epsilon_min=0.0))
+    per_test, _ = p.states(TestHistory("t"))
+    _train(p, per_test.key, verdict * 30, None)
+    estimate, weight = p._estimate(per_test)
+    assert estimate == pytest.approx(expected)
+    assert weight == pytest.approx(10.0)  # capped at 1/α
+
+
+def test_shared_level_weight_is_capped() -> None:
+    p = make_prioritizer(Hyperparameters(alpha=0.1, epsilon=0.0, epsilon_min=0.0))
+    h = TestHistory("t")
+    _, shared = p.states(h)
+    _train(p, shared.key, "F" * 50, None)
+    # p_shared = 1 with weight min(50, 10, 3) = 3; prior 0.5 with weight 1 -> 3.5 / 4
+    assert p.failure_probability(h)[0] == pytest.approx(0.875)
+
+
+# -- determinism --------------------------------------------------------------------------
+
+IDS = [f"m{i % 3}.py::test_{i:02d}" for i in range(30)]
+HISTORIES = {tid: history(tid, "PPF"[i % 3 :] + "P" * (i % 4)) for i, tid in enumerate(IDS)}
+EXPLORING = Hyperparameters(epsilon=0.5, epsilon_min=0.0)
+
+
+def _decide(seed: int, ids: list[str]) -> list[prio.Decision]:
+    return make_prioritizer(EXPLORING, seed).decide(HISTORIES, ids)
+
+
+def test_decisions_depend_on_the_set_of_tests_not_their_order() -> None:
+    shuffled = list(IDS)
+    random.Random(4).shuffle(shuffled)
+    assert shuffled != IDS
+    assert _decide(1, shuffled) == _decide(1, IDS)
+    assert _decide(1, list(reversed(IDS))) == _decide(1, IDS)
+
+
+def test_same_seed_same_decisions_other_seed_other_decisions() -> None:
+    first = _decide(7, IDS)
+    assert first == _decide(7, IDS)
+    assert any(d.explored for d in first)
+    assert any(not d.explored for d in first)
+    other = _decide(8, IDS)
+    assert [(d.tier, d.explored) for d in other] != [(d.tier, d.explored) for d in first]
+
+
+def _refs(ids: list[str]) -> list[prio.TestRef]:
+    return [prio.TestRef(tid, tid.split("::")[0], None, i) for i, tid in enumerate(ids)]
+
+
+def _rank(seed: int, refs: list[prio.TestRef]) -> Ranking:
+    from pytest_qlearn.store.base import Snapshot
+
+    snapshot = Snapshot(PART, histories=dict(HISTORIES))
+    return LearningSession(snapshot, seed=seed, hyper=EXPLORING).rank(refs, "module")
+
+
+def test_session_order_is_independent_of_input_order_and_reproducible() -> None:
+    refs = _refs(IDS)
+    shuffled = list(refs)
+    random.Random(9).shuffle(shuffled)
+    base = _rank(3, refs)
+    assert [r.test_id for r in _rank(3, shuffled).order] == [r.test_id for r in base.order]
+    assert [r.test_id for r in _rank(3, refs).order] == [r.test_id for r in base.order]
+    assert [r.test_id for r in _rank(4, refs).order] != [r.test_id for r in base.order]
+    assert sorted(r.test_id for r in base.order) == sorted(IDS)
+
+
+# -- learning over episodes through the session and a store -------------------------------
+
+PART = Partition("proj", "env")
+
+
+@pytest.fixture
+def store() -> Iterator[SqliteStore]:
+    s = SqliteStore(":memory:")
+    s.open()
+    yield s
+    s.close()
+
+
+def run_episode(
+    store: SqliteStore,
+    hyper: Hyperparameters,
+    refs: list[prio.TestRef],
+    outcomes: Mapping[str, str],
+    number: int,
+    *,
+    histories: Mapping[str, TestHistory] | None = None,
+) -> tuple[Ranking, LearningSession]:
+    """Rank, "run" the tests with the given verdicts, learn, and write the episode."""
+    snapshot = store.load_snapshot(PART, [prio.NAME])
+    if histories is not None:
+        snapshot.histories = dict(histories)
+    session = LearningSession(snapshot, seed=number, hyper=hyper, session_id=f"session-{number}")
+    ranking = session.rank(refs, "test")
+    results = []
+    for position, ref in enumerate(ranking.order):
+        decision = ranking.decisions[ref.test_id]
+        verdict = outcomes[ref.test_id]
+        results.append(
+            TestResult(
+                ref.test_id, verdict, 0.01, ref.index, position, decision.tier, decision.explored
+            )
+        )
+    failed = any(v == FAILED for v in outcomes.values())
+    write, _ = session.finish(
+        results, started_at=1000.0 + number, duration=1.0, exit_status=int(failed)
+    )
+    assert store.write_episode(write)
+    return ranking, session
+
+
+def test_always_failing_test_is_ranked_before_an_always_passing_one(store: SqliteStore) -> None:
+    refs = [
+        prio.TestRef("m.py::test_pass", "m.py", None, 0),
+        prio.TestRef("m.py::test_fail", "m.py", None, 1),
+    ]
+    outcomes = {"m.py::test_pass": PASSED, "m.py::test_fail": FAILED}
+    first, _ = run_episode(store, GREEDY, refs, outcomes, 1)
+    # nothing known yet: both are coin flips, collection order
+    assert [r.test_id for r in first.order] == ["m.py::test_pass", "m.py::test_fail"]
+    for number in range(2, 6):
+        run_episode(store, GREEDY, refs, outcomes, number)
+    ranking, session = run_episode(store, GREEDY, refs, outcomes, 6)
+    assert [r.test_id for r in ranking.order] == ["m.py::test_fail", "m.py::test_pass"]
+    failing = ranking.decisions["m.py::test_fail"]
+    passing = ranking.decisions["m.py::test_pass"]
+    assert failing.tier == 0
+    assert passing.tier == 2
+    assert failing.p_fail > 0.9
+    assert passing.p_fail < 0.1
+    assert failing.known and passing.known
+    assert not failing.explored and not passing.explored
+    assert session.epsilon == 0.0
+    assert len(store.recent_sessions(PART)) == 6
+
+
+def test_per_test_identity_separates_tests_with_identical_histories(store: SqliteStore) -> None:
+    # Both tests show the learner the very same history every episode (so the shared state
+    # and the prior are identical); only their identity differs. test_a always passes,
+    # test_b fails every 3rd episode.
+    hyper = Hyperparameters(alpha=0.5, epsilon=0.0, epsilon_min=0.0)
+    a, b = "m.py::test_a", "m.py::test_b"
+    refs = [prio.TestRef(a, "m.py", None, 0), prio.TestRef(b, "m.py", None, 1)]
+
+    def frozen() -> dict[str, TestHistory]:
+        return {tid: history(tid, "PPP", 0.01) for tid in (a, b)}
+
+    for number in range(1, 7):
+        outcomes = {a: PASSED, b: FAILED if number % 3 == 0 else PASSED}
+        run_episode(store, hyper, refs, outcomes, number, histories=frozen())
+
+    # episode 7: rank from what the store holds now (no learning yet)
+    snapshot = store.load_snapshot(PART, [prio.NAME])
+    snapshot.histories = frozen()
+    session = LearningSession(snapshot, seed=7, hyper=hyper)
+    ranking = session.rank(refs, "test")
+    p_a = session.prioritizer.failure_probability(frozen()[a])[0]
+    p_b = session.prioritizer.failure_probability(frozen()[b])[0]
+    # Hand computation, α = 0.5 (weights 0.5**(n-k), see the estimate tests):
+    #   per-test a: passes only                                   -> 0, weight min(6, 2) = 2
+    #   per-test b: P P F P P F -> (1/8 + 1) / (63/32) = 4/7,        weight 2
+    #   shared: 12 updates a,b per episode, failures at updates 6 and 12
+    #           -> (1/64 + 1) / (4095/2048) = 32/63,                 weight min(12, 2, 3) = 2
+    #   prior of P P P: 0.5 * 0.5 / 4 = 1/16,                       weight 1
+    expected_a = (0.0 * 2 + 32 / 63 * 2 + 1 / 16) / 5
+    expected_b = (4 / 7 * 2 + 32 / 63 * 2 + 1 / 16) / 5
+    assert p_a == pytest.approx(expected_a)
+    assert p_b == pytest.approx(expected_b)
+    assert p_b - p_a == pytest.approx(8 / 35)
+    # the ranking of episode 7 uses exactly these estimates
+    assert ranking.decisions[a].p_fail == pytest.approx(expected_a)
+    assert ranking.decisions[b].p_fail == pytest.approx(expected_b)
+    assert ranking.decisions[b].tier == 1  # p_b = 0.444 is nearest to 0.5
+    assert ranking.decisions[a].tier == 2  # p_a = 0.216 is nearest to 0
+    assert [r.test_id for r in ranking.order] == [b, a]

@@ -1,0 +1,535 @@
+"""The store conformance suite: every backend must pass it unchanged.
+
+Only the public :class:`Store` interface is used here (``open``, ``load_snapshot``,
+``write_episode``, ``cleanup``, ``maybe_cleanup``, ``recent_sessions``, ``schema_version``,
+``close``). Backend-specific checks (raw rows, journal modes, files) live in
+``test_store_<backend>.py``.
+
+To add a backend, add one entry to :data:`STORE_FACTORIES`: a context manager that yields a
+fresh, *unopened* store over empty storage and removes that storage afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pytest_qlearn import prioritizer as prio
+from pytest_qlearn.history import FAILED, PASSED, SKIPPED, TestHistory
+from pytest_qlearn.prioritizer import TestRef
+from pytest_qlearn.qlearner import QEntry
+from pytest_qlearn.session import LearningSession, TestResult
+from pytest_qlearn.store import SqliteStore, Store
+from pytest_qlearn.store.base import (
+    SCHEMA_VERSION,
+    SECONDS_PER_DAY,
+    AgentProgress,
+    EpisodeWrite,
+    Observation,
+    Partition,
+    PatternDelta,
+    QDelta,
+    SessionRecord,
+    Snapshot,
+)
+
+AGENT = prio.NAME
+OTHER_AGENT = "other-agent"
+DAY = SECONDS_PER_DAY
+
+
+# -- backends ------------------------------------------------------------------------------
+@contextmanager
+def _sqlite_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    yield SqliteStore(tmp_path / "qlearn.sqlite3")
+
+
+#: backend name -> factory of a fresh, unopened store over empty storage.
+STORE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], AbstractContextManager[Store]]] = {
+    "sqlite": _sqlite_store,
+}
+
+
+@pytest.fixture(params=list(STORE_FACTORIES), ids=list(STORE_FACTORIES))
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    with STORE_FACTORIES[request.param](request) as fresh:
+        fresh.open()
+        try:
+            yield fresh
+        finally:
+            fresh.close()
+
+
+# -- building writes by hand -----------------------------------------------------------------
+PARTITION = Partition("project", "py3.11")
+
+
+def session_record(
+    session_id: str, *, started_at: float = 1_000.0, episode: int = 1
+) -> SessionRecord:
+    return SessionRecord(
+        session_id=session_id,
+        started_at=started_at,
+        duration=12.5,
+        tests=3,
+        failures=1,
+        seed=424242,
+        epsilon=0.25,
+        q_table_size=9,
+        apfd=0.75,
+        collection_apfd=None,
+        reward=61.5,
+        exit_status=1,
+        mode="reorder",
+        episode=episode,
+    )
+
+
+def episode_write(
+    session_id: str,
+    *,
+    partition: Partition = PARTITION,
+    started_at: float = 1_000.0,
+    episode: int = 1,
+    observations: Sequence[tuple[str, str, float]] = (),
+    q: Sequence[tuple[str, int, float, int]] = (),
+    agent: str = AGENT,
+    agents: Sequence[AgentProgress] = (),
+    patterns: Sequence[PatternDelta] = (),
+) -> EpisodeWrite:
+    """A write; ``q`` rows are ``(state, action, dq, dvisits)`` for ``agent``."""
+    return EpisodeWrite(
+        partition=partition,
+        session=session_record(session_id, started_at=started_at, episode=episode),
+        agent_types=[prio.agent_type()],
+        observations=[Observation(t, v, d) for t, v, d in observations],
+        q_deltas={agent: [QDelta(s, f"text of {s}", a, dq, n) for s, a, dq, n in q]} if q else {},
+        agents=list(agents),
+        patterns=list(patterns),
+    )
+
+
+def q_table(snapshot: Snapshot, agent: str = AGENT) -> dict[tuple[str, int], tuple[float, int]]:
+    return {(e.state, e.action): (e.q, e.visits) for e in snapshot.q_entries.get(agent, [])}
+
+
+def write(store: Store, w: EpisodeWrite, ttl_days: float = 30.0) -> None:
+    assert store.write_episode(w, ttl_days=ttl_days) is True
+
+
+# -- snapshots -------------------------------------------------------------------------------
+def test_fresh_store_has_the_current_schema_and_an_empty_snapshot(store: Store) -> None:
+    assert store.schema_version() == SCHEMA_VERSION
+    snapshot = store.load_snapshot(PARTITION, [AGENT, OTHER_AGENT])
+    assert snapshot.partition == PARTITION
+    assert snapshot.histories == {}
+    assert all(entries == [] for entries in snapshot.q_entries.values())
+    assert snapshot.agent_states == {}
+    assert snapshot.recent_sessions == []
+    assert snapshot.episodes == 0
+    assert store.recent_sessions(PARTITION) == []
+
+
+def test_write_then_load_round_trips(store: Store) -> None:
+    w = episode_write(
+        "s1",
+        episode=7,
+        observations=[
+            ("t.py::test_pass", PASSED, 0.5),
+            ("t.py::test_fail", FAILED, 1.25),
+            ("t.py::test_skip", SKIPPED, 0.0),
+        ],
+        q=[("state-a", 0, 0.1 + 0.2, 1), ("state-a", 2, -3.0, 2), ("state-b", 1, 1e-300, 5)],
+        agents=[AgentProgress(AGENT, 1, 0.199, 0.125, 1)],
+    )
+    write(store, w)
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+
+    assert snapshot.histories == {
+        "t.py::test_pass": TestHistory("t.py::test_pass").record(PASSED, 0.5, 7),
+        "t.py::test_fail": TestHistory("t.py::test_fail").record(FAILED, 1.25, 7),
+        "t.py::test_skip": TestHistory("t.py::test_skip").record(SKIPPED, 0.0, 7),
+    }
+    assert sorted(snapshot.q_entries[AGENT], key=lambda e: (e.state, e.action)) == [
+        QEntry("state-a", 0, 0.1 + 0.2, 1),
+        QEntry("state-a", 2, -3.0, 2),
+        QEntry("state-b", 1, 1e-300, 5),
+    ]
+    for entry in snapshot.q_entries[AGENT]:
+        assert type(entry.q) is float  # never Decimal, never int
+        assert type(entry.visits) is int
+
+    state = snapshot.agent_states[AGENT]
+    assert (state.episodes, state.epsilon, state.reward_sum, state.rewards) == (1, 0.199, 0.125, 1)
+    assert type(state.epsilon) is float
+    assert type(state.reward_sum) is float
+    assert isinstance(state.last_active, float)
+
+    assert snapshot.recent_sessions == [w.session]
+    session = snapshot.recent_sessions[0]
+    for name in ("started_at", "duration", "epsilon", "apfd", "reward"):
+        assert type(getattr(session, name)) is float, name
+    assert session.collection_apfd is None
+    assert snapshot.episodes == 1
+
+
+def test_snapshot_holds_q_entries_of_the_requested_agents_only(store: Store) -> None:
+    write(store, episode_write("s1", q=[("mine", 0, 1.0, 1)]))
+    write(store, episode_write("s2", q=[("theirs", 0, 2.0, 1)], agent=OTHER_AGENT))
+
+    only_other = store.load_snapshot(PARTITION, [OTHER_AGENT])
+    assert only_other.q_entries.get(AGENT, []) == []
+    assert only_other.q_entries[OTHER_AGENT] == [QEntry("theirs", 0, 2.0, 1)]
+    both = store.load_snapshot(PARTITION, [AGENT, OTHER_AGENT])
+    assert both.q_entries[AGENT] == [QEntry("mine", 0, 1.0, 1)]
+    assert both.q_entries[OTHER_AGENT] == [QEntry("theirs", 0, 2.0, 1)]
+
+
+def test_sessions_come_newest_first(store: Store) -> None:
+    for session_id, started_at in (("old", 100.0), ("newest", 300.0), ("middle", 200.0)):
+        write(store, episode_write(session_id, started_at=started_at))
+
+    assert [s.session_id for s in store.recent_sessions(PARTITION)] == [
+        "newest",
+        "middle",
+        "old",
+    ]
+    assert [s.session_id for s in store.recent_sessions(PARTITION, limit=2)] == [
+        "newest",
+        "middle",
+    ]
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    assert [s.session_id for s in snapshot.recent_sessions] == ["newest", "middle", "old"]
+    assert snapshot.episodes == 3
+
+
+def test_agent_states_add_up_and_epsilon_only_decays(store: Store) -> None:
+    write(store, episode_write("s1", agents=[AgentProgress(AGENT, 1, 0.3, 2.0, 1)]))
+    write(store, episode_write("s2", agents=[AgentProgress(AGENT, 2, 0.2, 4.5, 3)]))
+    state = store.load_snapshot(PARTITION, [AGENT]).agent_states[AGENT]
+    assert (state.episodes, state.epsilon, state.reward_sum, state.rewards) == (3, 0.2, 6.5, 4)
+    assert state.mean_reward == pytest.approx(6.5 / 4)
+
+    # A concurrent run that started from an older snapshot does not raise ε again.
+    write(store, episode_write("s3", agents=[AgentProgress(AGENT, 1, 0.25, 0.5, 1)]))
+    state = store.load_snapshot(PARTITION, [AGENT]).agent_states[AGENT]
+    assert (state.episodes, state.epsilon, state.reward_sum, state.rewards) == (4, 0.2, 7.0, 5)
+
+
+# -- no lost updates -------------------------------------------------------------------------
+def test_q_deltas_are_added_two_concurrent_runs_lose_nothing(store: Store) -> None:
+    write(store, episode_write("base", q=[("s", 0, 1.0, 2), ("s", 1, -1.0, 1)]))
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    assert q_table(snapshot) == {("s", 0): (1.0, 2), ("s", 1): (-1.0, 1)}
+
+    # Two runs learned from that same snapshot; each writes only its own change.
+    run_a = episode_write("run-a", episode=2, q=[("s", 0, 0.5, 3), ("only-a", 2, 4.0, 1)])
+    run_b = episode_write("run-b", episode=2, q=[("s", 0, -2.25, 1), ("s", 1, 0.75, 2)])
+    write(store, run_a)
+    write(store, run_b)
+
+    assert q_table(store.load_snapshot(PARTITION, [AGENT])) == {
+        ("s", 0): (1.0 + 0.5 - 2.25, 2 + 3 + 1),
+        ("s", 1): (-1.0 + 0.75, 1 + 2),
+        ("only-a", 2): (4.0, 1),
+    }
+
+
+def test_test_histories_of_two_concurrent_runs_are_both_applied(store: Store) -> None:
+    test_id = "tests/test_x.py::test_flaky"
+    write(store, episode_write("run-a", observations=[(test_id, PASSED, 1.0)]))
+    write(store, episode_write("run-b", observations=[(test_id, FAILED, 3.0)]))
+
+    history = store.load_snapshot(PARTITION, [AGENT]).histories[test_id]
+    assert history == TestHistory(test_id).record(PASSED, 1.0, 1).record(FAILED, 3.0, 1)
+    assert (history.runs, history.failures, history.flips, history.verdicts) == (2, 1, 1, "PF")
+    assert history.duration_mean == pytest.approx(2.0)
+
+
+def _results(
+    session: LearningSession, verdicts: dict[str, str], durations: dict[str, float]
+) -> list[TestResult]:
+    refs = [TestRef(test_id, test_id.split("::")[0], None, i) for i, test_id in enumerate(verdicts)]
+    ranking = session.rank(refs)
+    return [
+        TestResult(
+            ref.test_id,
+            verdicts[ref.test_id],
+            durations[ref.test_id],
+            ref.index,
+            position,
+            ranking.decisions[ref.test_id].tier,
+            ranking.decisions[ref.test_id].explored,
+        )
+        for position, ref in enumerate(ranking.order)
+    ]
+
+
+def test_realistic_concurrent_learning_sessions_lose_nothing(store: Store) -> None:
+    ids = [f"tests/test_mod{i % 2}.py::test_{i}" for i in range(6)]
+    durations = {t: 0.1 * (i + 1) for i, t in enumerate(ids)}
+
+    first = LearningSession(store.load_snapshot(PARTITION, [AGENT]), seed=1, session_id="first")
+    write_1, _ = first.finish(
+        _results(first, dict.fromkeys(ids, PASSED) | {ids[1]: FAILED}, durations),
+        started_at=1_000.0,
+        duration=3.0,
+        exit_status=1,
+    )
+    write(store, write_1)
+    base = store.load_snapshot(PARTITION, [AGENT])
+
+    writes = []
+    for seed, failing in ((2, ids[1]), (3, ids[4])):
+        run = LearningSession(base, seed=seed, session_id=f"concurrent-{seed}")
+        w, _ = run.finish(
+            _results(run, dict.fromkeys(ids, PASSED) | {failing: FAILED}, durations),
+            started_at=2_000.0 + seed,
+            duration=3.0,
+            exit_status=1,
+        )
+        writes.append(w)
+    for w in writes:
+        write(store, w)
+
+    final = store.load_snapshot(PARTITION, [AGENT])
+    expected = {key: list(value) for key, value in q_table(base).items()}
+    for w in writes:
+        for d in w.q_deltas[AGENT]:
+            held = expected.setdefault((d.state, d.action), [0.0, 0])
+            held[0] += d.dq
+            held[1] += d.dvisits
+    got = q_table(final)
+    assert set(got) == set(expected)
+    for key, (q, visits) in expected.items():
+        assert got[key][0] == pytest.approx(q, rel=1e-12, abs=1e-15), key
+        assert got[key][1] == visits, key
+    assert final.episodes == 3
+    assert final.agent_states[AGENT].episodes == 3
+    assert {h.runs for h in final.histories.values()} == {3}
+    assert final.histories[ids[1]].failures == 2
+    assert final.histories[ids[4]].failures == 1
+
+
+def test_a_stored_session_id_is_not_written_again(store: Store) -> None:
+    other = Partition("other-project", "py3.12")
+    original = episode_write(
+        "s1",
+        observations=[("t::a", PASSED, 1.0)],
+        q=[("s", 0, 1.0, 1)],
+        agents=[AgentProgress(AGENT, 1, 0.2, 1.0, 1)],
+    )
+    write(store, original)
+    before = store.load_snapshot(PARTITION, [AGENT])
+    before_other = store.load_snapshot(other, [AGENT])
+
+    # A replay of the very same (spooled) episode...
+    assert store.write_episode(original) is False
+    # ...and a different episode under the same id, even in another partition.
+    clash = episode_write(
+        "s1",
+        started_at=5_000.0,
+        observations=[("t::a", FAILED, 2.0), ("t::b", PASSED, 1.0)],
+        q=[("s", 0, 5.0, 3), ("t", 1, 1.0, 1)],
+        agents=[AgentProgress(AGENT, 1, 0.1, 9.0, 1)],
+    )
+    assert store.write_episode(clash) is False
+    assert store.write_episode(replace(clash, partition=other)) is False
+
+    assert store.load_snapshot(PARTITION, [AGENT]) == before
+    assert store.load_snapshot(other, [AGENT]) == before_other
+    assert before_other.episodes == 0
+
+
+# -- partitions and awkward names ------------------------------------------------------------
+def test_partitions_never_see_each_other(store: Store) -> None:
+    partitions = [
+        Partition("proj", "py3.11"),
+        Partition("proj", "py3.12"),
+        Partition("other", "py3.11"),
+        Partition("a:b", "c"),  # must not collide with ("a", "b:c") however keys are built
+        Partition("a", "b:c"),
+        Partition("a", "b"),
+    ]
+    for i, partition in enumerate(partitions):
+        write(
+            store,
+            episode_write(
+                f"session-{i}",
+                partition=partition,
+                started_at=100.0 + i,
+                observations=[("t::shared", FAILED if i % 2 else PASSED, float(i))],
+                q=[("shared-state", 0, float(i + 1), i + 1)],
+                agents=[AgentProgress(AGENT, i + 1, 0.5, float(i), 1)],
+            ),
+        )
+
+    for i, partition in enumerate(partitions):
+        snapshot = store.load_snapshot(partition, [AGENT])
+        assert snapshot.episodes == 1
+        assert [s.session_id for s in snapshot.recent_sessions] == [f"session-{i}"]
+        assert [s.session_id for s in store.recent_sessions(partition)] == [f"session-{i}"]
+        assert q_table(snapshot) == {("shared-state", 0): (float(i + 1), i + 1)}
+        history = snapshot.histories["t::shared"]
+        assert (history.runs, history.last_duration) == (1, float(i))
+        assert snapshot.agent_states[AGENT].episodes == i + 1
+
+    empty = store.load_snapshot(Partition("proj", "py3.1"), [AGENT])
+    assert (empty.histories, q_table(empty), empty.agent_states, empty.episodes) == ({}, {}, {}, 0)
+
+
+AWKWARD = {
+    "unicode": "tests/tëst_ünïcode.py::test_π[∞-🐍-日本語]",
+    "brackets": "tests/test_x.py::TestC::test_y[[a]-{b}-(c)]",
+    "quotes": "tests/test_x.py::test_q[\"double\"-'single'-`back`]",
+    "semicolons": "test_sql[x'; DROP TABLE q_values; --]",
+    "newlines": "tests/test_x.py::test_n[line1\nline2\r\n\tend]",
+    "wildcards": "test_like[%_*?\\]",
+    "long_ascii": "tests/test_long.py::test_p[" + "x" * 10_000 + "]",
+    "long_unicode": "tests/test_long.py::test_u[" + "ä[;'\"\n]€" * 1_250 + "]",
+}
+
+
+@pytest.mark.parametrize("name", list(AWKWARD), ids=list(AWKWARD))
+def test_awkward_test_ids_and_project_names_round_trip(store: Store, name: str) -> None:
+    text = AWKWARD[name]
+    partition = Partition(text, text)
+    w = episode_write(
+        "awkward",
+        partition=partition,
+        observations=[(text, FAILED, 1.0), (text + "2", PASSED, 2.0)],
+        q=[("state", 0, 1.5, 1)],
+        agents=[AgentProgress(AGENT, 1, 0.5, 1.0, 1)],
+    )
+    write(store, w)
+
+    snapshot = store.load_snapshot(partition, [AGENT])
+    assert snapshot.partition == partition
+    assert set(snapshot.histories) == {text, text + "2"}
+    assert snapshot.histories[text].test_id == text
+    assert snapshot.histories[text].verdicts == FAILED
+    assert q_table(snapshot) == {("state", 0): (1.5, 1)}
+    assert snapshot.recent_sessions == [w.session]
+    assert store.recent_sessions(partition) == [w.session]
+
+    # Near misses (prefixes, LIKE-style matches) see nothing.
+    for near in (Partition(text[:-1], text), Partition(text, text[:-1]), Partition("%", "%")):
+        assert store.load_snapshot(near, [AGENT]).episodes == 0
+        assert store.load_snapshot(near, [AGENT]).histories == {}
+
+
+# -- TTL ---------------------------------------------------------------------------------------
+def test_cleanup_deletes_expired_rows_keeps_recent_ones_and_counts(store: Store) -> None:
+    other_env = Partition(PARTITION.project, "py3.12")
+    write(
+        store,
+        episode_write("old", observations=[("t::old", PASSED, 1.0)], q=[("old", 0, 1.0, 1)]),
+        ttl_days=1,
+    )
+    write(
+        store,
+        episode_write(
+            "old-env", partition=other_env, q=[("old", 0, 1.0, 1), ("old", 1, 1.0, 1)]
+        ),
+        ttl_days=1,
+    )
+    write(
+        store,
+        episode_write("new", observations=[("t::new", PASSED, 1.0)], q=[("new", 0, 2.0, 1)]),
+        ttl_days=30,
+    )
+    written = time.time()
+
+    assert store.cleanup(PARTITION.project, ttl_days=30, now=written + 0.5 * DAY) == 0
+    assert set(store.load_snapshot(PARTITION, [AGENT]).histories) == {"t::old", "t::new"}
+
+    # Every environment of the project is cleaned: 2 rows + 2 rows.
+    assert store.cleanup(PARTITION.project, ttl_days=30, now=written + 2 * DAY) == 4
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    assert set(snapshot.histories) == {"t::new"}
+    assert q_table(snapshot) == {("new", 0): (2.0, 1)}
+    assert q_table(store.load_snapshot(other_env, [AGENT])) == {}
+    # The learning curve (sessions) is kept.
+    assert [s.session_id for s in store.recent_sessions(PARTITION)] == ["new", "old"]
+
+    assert store.cleanup(PARTITION.project, ttl_days=30, now=written + 2 * DAY) == 0
+    assert store.cleanup(PARTITION.project, ttl_days=30, now=written + 31 * DAY) == 2
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    assert (snapshot.histories, q_table(snapshot)) == ({}, {})
+
+
+def test_a_used_row_expiry_moves_forward(store: Store) -> None:
+    write(
+        store,
+        episode_write("first", observations=[("t::used", PASSED, 1.0)], q=[("used", 0, 1.0, 1)]),
+        ttl_days=1,
+    )
+    write(
+        store,
+        episode_write(
+            "second", observations=[("t::used", FAILED, 1.0)], q=[("used", 0, 1.0, 1)]
+        ),
+        ttl_days=30,
+    )
+    written = time.time()
+
+    assert store.cleanup(PARTITION.project, ttl_days=30, now=written + 2 * DAY) == 0
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    assert q_table(snapshot) == {("used", 0): (2.0, 2)}
+    assert snapshot.histories["t::used"].runs == 2
+
+
+def test_cleanup_never_touches_another_project(store: Store) -> None:
+    mine, theirs = Partition("mine", "env"), Partition("theirs", "env")
+    for partition in (mine, theirs):
+        write(
+            store,
+            episode_write(
+                f"s-{partition.project}",
+                partition=partition,
+                observations=[("t::a", PASSED, 1.0)],
+                q=[("s", 0, 1.0, 1)],
+            ),
+            ttl_days=1,
+        )
+    written = time.time()
+
+    assert store.cleanup("mine", ttl_days=30, now=written + 40 * DAY) == 2
+    assert store.load_snapshot(mine, [AGENT]).histories == {}
+    snapshot = store.load_snapshot(theirs, [AGENT])
+    assert set(snapshot.histories) == {"t::a"}
+    assert q_table(snapshot) == {("s", 0): (1.0, 1)}
+
+
+def test_maybe_cleanup_runs_at_most_once_a_day_per_project(store: Store) -> None:
+    mine, theirs = Partition("mine", "env"), Partition("theirs", "env")
+    for partition in (mine, theirs):
+        write(
+            store,
+            episode_write(f"s-{partition.project}", partition=partition, q=[("s", 0, 1.0, 1)]),
+            ttl_days=1,
+        )
+    written = time.time()
+
+    # Runs (nothing has expired yet) and remembers that it ran.
+    assert store.maybe_cleanup("mine", ttl_days=30, now=written + 0.5 * DAY) == 0
+    # Less than a day later the rows have expired, but cleanup does not run again...
+    assert store.maybe_cleanup("mine", ttl_days=30, now=written + 1.25 * DAY) == 0
+    assert q_table(store.load_snapshot(mine, [AGENT])) == {("s", 0): (1.0, 1)}
+    # ...while another project's first cleanup does run.
+    assert store.maybe_cleanup("theirs", ttl_days=30, now=written + 1.25 * DAY) == 1
+    assert q_table(store.load_snapshot(theirs, [AGENT])) == {}
+    # A day after the last one, it runs again.
+    assert store.maybe_cleanup("mine", ttl_days=30, now=written + 1.6 * DAY) == 1
+    assert q_table(store.load_snapshot(mine, [AGENT])) == {}
+
+
+def test_close_is_safe_to_call_twice(store: Store) -> None:
+    store.close()
+    store.close()

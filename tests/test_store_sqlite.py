@@ -1,0 +1,608 @@
+"""SQLite-specific store behaviour: the file, its journal mode, damaged or foreign files,
+migrations, real multi-process writers, raw rows, and store URLs."""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import sqlite3
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pytest_qlearn import prioritizer as prio
+from pytest_qlearn.history import FAILED, PASSED, SKIPPED
+from pytest_qlearn.hyperparams import ConfigError
+from pytest_qlearn.prioritizer import TestRef
+from pytest_qlearn.session import LearningSession, TestResult
+from pytest_qlearn.store import (
+    SchemaTooNewError,
+    SqliteStore,
+    StoreError,
+    parse_store_url,
+    redact,
+)
+from pytest_qlearn.store.base import (
+    SCHEMA_VERSION,
+    AgentProgress,
+    EpisodeWrite,
+    Observation,
+    Partition,
+    PatternDelta,
+    QDelta,
+    SessionRecord,
+)
+
+AGENT = prio.NAME
+PARTITION = Partition("project", "env")
+
+
+def session_record(session_id: str, episode: int = 1) -> SessionRecord:
+    return SessionRecord(
+        session_id=session_id,
+        started_at=1_000.0,
+        duration=1.0,
+        tests=1,
+        failures=0,
+        seed=1,
+        epsilon=0.2,
+        q_table_size=3,
+        apfd=None,
+        collection_apfd=None,
+        reward=0.0,
+        exit_status=0,
+        mode="reorder",
+        episode=episode,
+    )
+
+
+def episode_write(
+    session_id: str,
+    q: Sequence[tuple[str, int, float, int]] = (),
+    observations: Sequence[tuple[str, str, float]] = (),
+    patterns: Sequence[PatternDelta] = (),
+    agent: str = AGENT,
+) -> EpisodeWrite:
+    return EpisodeWrite(
+        partition=PARTITION,
+        session=session_record(session_id),
+        agent_types=[prio.agent_type()],
+        observations=[Observation(t, v, d) for t, v, d in observations],
+        q_deltas={agent: [QDelta(s, "", a, dq, n) for s, a, dq, n in q]},
+        patterns=list(patterns),
+        agents=[AgentProgress(agent, 1, 0.2, 0.0, 1)],
+    )
+
+
+@contextmanager
+def opened(path: str | Path, **kwargs: Any) -> Iterator[SqliteStore]:
+    store = SqliteStore(path, **kwargs)
+    store.open()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def raw(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """A plain connection in autocommit mode, closed afterwards."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        yield conn
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "cache" / "qlearn.sqlite3"
+
+
+def q_table(store: SqliteStore, agent: str = AGENT) -> dict[tuple[str, int], tuple[float, int]]:
+    snapshot = store.load_snapshot(PARTITION, [agent])
+    return {(e.state, e.action): (e.q, e.visits) for e in snapshot.q_entries.get(agent, [])}
+
+
+# -- the file ----------------------------------------------------------------------------------
+def test_journal_mode_is_wal(db_path: Path) -> None:
+    with opened(db_path):
+        with raw(db_path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with raw(db_path) as conn:  # WAL is persistent: it is a property of the file
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def unusable_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.parent.glob(path.name + ".*.unusable"))
+
+
+def test_corrupt_file_is_moved_aside_with_a_warning(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    garbage = random.Random(0).randbytes(8192)
+    db_path.write_bytes(garbage)
+    warnings: list[str] = []
+
+    with opened(db_path, on_warning=warnings.append) as store:
+        (aside,) = unusable_files(db_path)
+        assert len(warnings) == 1
+        assert str(aside) in warnings[0]
+        assert aside.read_bytes() == garbage
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.write_episode(episode_write("s1", q=[("s", 0, 1.0, 1)])) is True
+        assert q_table(store) == {("s", 0): (1.0, 1)}
+
+    with opened(db_path, on_warning=warnings.append) as store:  # the fresh store is kept
+        assert q_table(store) == {("s", 0): (1.0, 1)}
+    assert len(warnings) == 1
+
+
+def test_foreign_database_is_moved_aside_and_preserved(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    with raw(db_path) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.executemany("INSERT INTO customers (name) VALUES (?)", [("ada",), ("grace",)])
+    original = db_path.read_bytes()
+    warnings: list[str] = []
+
+    with opened(db_path, on_warning=warnings.append) as store:
+        (aside,) = unusable_files(db_path)
+        assert len(warnings) == 1
+        assert str(aside) in warnings[0]
+        assert "not a pytest-qlearn store" in warnings[0]
+        assert store.write_episode(episode_write("s1", q=[("s", 0, 1.0, 1)])) is True
+        assert q_table(store) == {("s", 0): (1.0, 1)}
+
+    assert aside.read_bytes() == original
+    with raw(aside) as conn:
+        assert conn.execute("SELECT name FROM customers ORDER BY id").fetchall() == [
+            ("ada",),
+            ("grace",),
+        ]
+
+
+def test_moving_aside_never_overwrites_an_earlier_unusable_file(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two damaged files found within the same second must both survive."""
+    monkeypatch.setattr(time, "strftime", lambda *args: "20250101-000000")
+    db_path.parent.mkdir(parents=True)
+    contents = [random.Random(seed).randbytes(4096) for seed in (1, 2)]
+    warnings: list[str] = []
+    for garbage in contents:
+        db_path.write_bytes(garbage)
+        with opened(db_path, on_warning=warnings.append):
+            pass
+    assert len(warnings) == 2
+    assert sorted(p.read_bytes() for p in unusable_files(db_path)) == sorted(contents)
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "deep-under-a-file", "is-a-directory"])
+def test_unwritable_location_raises_store_error(tmp_path: Path, where: str) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a regular file, not a directory")
+    path = {
+        "under-a-file": blocker / "qlearn.sqlite3",
+        "deep-under-a-file": blocker / "sub" / "qlearn.sqlite3",
+        "is-a-directory": tmp_path,
+    }[where]
+    store = SqliteStore(path)
+
+    with pytest.raises(StoreError) as info:
+        store.open()
+
+    message = str(info.value)
+    assert "cannot open the qlearn store" in message
+    assert str(path) in message
+    assert blocker.read_text() == "a regular file, not a directory"
+    with pytest.raises(StoreError, match="not open"):
+        store.schema_version()
+    store.close()
+
+
+def file_state(path: Path) -> tuple[bytes, list[tuple[str, ...]]]:
+    with raw(path) as conn:
+        tables = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+    return path.read_bytes(), tables
+
+
+def test_newer_schema_is_refused_and_nothing_is_written(db_path: Path) -> None:
+    with opened(db_path) as store:
+        store.write_episode(episode_write("s1", q=[("s", 0, 1.0, 1)]))
+    with raw(db_path) as conn:
+        conn.execute(
+            "INSERT INTO qlearn_schema (version, applied_at) VALUES (?, 0)", (SCHEMA_VERSION + 1,)
+        )
+    before = file_state(db_path)
+
+    store = SqliteStore(db_path)
+    with pytest.raises(SchemaTooNewError) as info:
+        store.open()
+
+    assert (info.value.found, info.value.known) == (SCHEMA_VERSION + 1, SCHEMA_VERSION)
+    assert "upgrade pytest-qlearn" in str(info.value)
+    assert str(db_path) in str(info.value)
+    assert isinstance(info.value, StoreError)
+    with pytest.raises(StoreError, match="not open"):
+        store.write_episode(episode_write("s2", q=[("s", 0, 1.0, 1)]))
+    store.close()
+    assert file_state(db_path) == before
+
+
+def test_store_of_a_future_version_gets_no_tables_of_ours(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    with raw(db_path) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE qlearn_schema (version INTEGER PRIMARY KEY, applied_at REAL)")
+        conn.execute("CREATE TABLE q_values_v9 (anything TEXT)")
+        conn.execute("INSERT INTO qlearn_schema VALUES (?, 0)", (SCHEMA_VERSION + 8,))
+    before = file_state(db_path)
+
+    with pytest.raises(SchemaTooNewError):
+        SqliteStore(db_path).open()
+
+    assert file_state(db_path) == before
+    assert unusable_files(db_path) == []  # refused, not moved aside
+
+
+def test_migrations_are_idempotent(db_path: Path) -> None:
+    with opened(db_path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        store.open()  # a second open of an open store is a no-op
+        store.write_episode(episode_write("s1", q=[("s", 0, 1.0, 1)]))
+    for _ in range(2):
+        with opened(db_path) as store:
+            assert store.schema_version() == SCHEMA_VERSION
+            assert q_table(store) == {("s", 0): (1.0, 1)}
+    with raw(db_path) as conn:
+        versions = [v for (v,) in conn.execute("SELECT version FROM qlearn_schema ORDER BY 1")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+
+
+# -- concurrency -------------------------------------------------------------------------------
+WORKERS = 4
+WRITES_PER_WORKER = 15
+STATES = ("s0", "s1", "s2")
+
+
+def worker_deltas(worker: int, n: int) -> list[tuple[str, int, float, int]]:
+    """Integer-valued (exactly summable) deltas, different for every worker and write."""
+    return [
+        (state, action, float((worker + 1) * (n + 1) * (action - 1) + i), 1 + (n + i) % 3)
+        for i, state in enumerate(STATES)
+        for action in range(3)
+    ]
+
+
+def write_from_process(path: str, worker: int, barrier: Any) -> None:
+    store = SqliteStore(path, timeout=60.0)
+    store.open()
+    try:
+        barrier.wait(timeout=60)
+        for n in range(WRITES_PER_WORKER):
+            written = store.write_episode(
+                episode_write(
+                    f"w{worker}-{n}",
+                    q=worker_deltas(worker, n),
+                    observations=[("t::shared", FAILED if n % 2 else PASSED, 1.0)],
+                    patterns=[PatternDelta(AGENT, "pattern", "desc", 2, n % 2)],
+                )
+            )
+            assert written
+    finally:
+        store.close()
+
+
+def test_concurrent_processes_lose_nothing(db_path: Path) -> None:
+    with opened(db_path):
+        pass  # created and migrated up front; the processes race on the writes only
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(WORKERS)
+    processes = [
+        ctx.Process(target=write_from_process, args=(str(db_path), worker, barrier))
+        for worker in range(WORKERS)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        for process in processes:
+            process.join(timeout=300)
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join()
+    assert [p.exitcode for p in processes] == [0] * WORKERS
+
+    expected: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0.0, 0])
+    for worker in range(WORKERS):
+        for n in range(WRITES_PER_WORKER):
+            for state, action, dq, dn in worker_deltas(worker, n):
+                expected[(state, action)][0] += dq
+                expected[(state, action)][1] += dn
+    total = WORKERS * WRITES_PER_WORKER
+    with opened(db_path) as store:
+        assert q_table(store) == {key: (q, int(n)) for key, (q, n) in expected.items()}
+        snapshot = store.load_snapshot(PARTITION, [AGENT])
+        assert snapshot.episodes == total
+        assert snapshot.agent_states[AGENT].episodes == total
+        history = snapshot.histories["t::shared"]
+        assert (history.runs, history.failures) == (total, WORKERS * (WRITES_PER_WORKER // 2))
+        assert store.conn.execute("SELECT occurrences, hits FROM patterns").fetchall() == [
+            (2 * total, WORKERS * (WRITES_PER_WORKER // 2))
+        ]
+
+
+# When a property fails, hypothesis imports libcst to suggest a patch, and libcst warns on
+# import; with warnings as errors that would turn a plain failure into an INTERNALERROR.
+hypothesis_failure_report = pytest.mark.filterwarnings(
+    "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning"
+)
+
+delta_rows = st.tuples(
+    st.sampled_from(["a", "b"]),  # agent
+    st.sampled_from(["s0", "s1", "s2"]),  # state
+    st.integers(0, 2),  # action
+    st.integers(-4000, 4000).map(lambda k: k / 4),  # dq: dyadic, so sums are exact
+    st.integers(0, 5),  # dvisits
+)
+
+
+@hypothesis_failure_report
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(delta_rows, max_size=30),
+    writers=st.integers(1, 5),
+    data=st.data(),
+)
+def test_any_partition_of_deltas_into_writes_sums_exactly(
+    rows: list[tuple[str, str, int, float, int]], writers: int, data: st.DataObject
+) -> None:
+    assignment = data.draw(st.lists(st.integers(0, writers - 1), min_size=len(rows)))
+    batches: list[dict[str, list[QDelta]]] = [defaultdict(list) for _ in range(writers)]
+    expected: dict[tuple[str, str, int], list[float]] = defaultdict(lambda: [0.0, 0])
+    for (agent, state, action, dq, dn), writer in zip(rows, assignment, strict=False):
+        batches[writer][agent].append(QDelta(state, "", action, dq, dn))
+        expected[(agent, state, action)][0] += dq
+        expected[(agent, state, action)][1] += dn
+
+    with tempfile.TemporaryDirectory() as directory, opened(Path(directory) / "q.db") as store:
+        for i, batch in enumerate(batches):
+            w = episode_write(f"session-{i}")
+            w.q_deltas = dict(batch)
+            assert store.write_episode(w) is True
+        snapshot = store.load_snapshot(PARTITION, ["a", "b"])
+
+    got = {
+        (agent, e.state, e.action): (e.q, e.visits)
+        for agent, entries in snapshot.q_entries.items()
+        for e in entries
+    }
+    assert got == {key: (q, int(n)) for key, (q, n) in expected.items()}
+
+
+@hypothesis_failure_report
+@settings(max_examples=40, deadline=None)
+@given(
+    verdicts=st.lists(st.sampled_from([PASSED, FAILED, SKIPPED]), max_size=20),
+    data=st.data(),
+)
+def test_any_partition_of_verdicts_into_writes_keeps_them_all(
+    verdicts: list[str], data: st.DataObject
+) -> None:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(verdicts)), max_size=4)))
+    bounds = [0, *cuts, len(verdicts)]
+    with tempfile.TemporaryDirectory() as directory, opened(Path(directory) / "q.db") as store:
+        for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+            observations = [("t::x", v, 1.0) for v in verdicts[lo:hi]]
+            assert store.write_episode(episode_write(f"s{i}", observations=observations))
+        histories = store.load_snapshot(PARTITION, [AGENT]).histories
+
+    counts = Counter(verdicts)
+    if not verdicts:
+        assert histories == {}
+        return
+    history = histories["t::x"]
+    assert history.runs == counts[PASSED] + counts[FAILED]
+    assert history.failures == counts[FAILED]
+    assert history.verdicts == "".join(v for v in verdicts if v != SKIPPED)[-16:]
+
+
+# -- raw rows ----------------------------------------------------------------------------------
+WEIRD_IDS = [
+    "tests/test_x.py::test_newline[first line\nsecond line\n]",
+    "tests/test_x.py::test_crlf[a\r\nb\rc]",
+    "tests/test_x.py::test_long[" + "-".join(f"param{i}" for i in range(2_000)) + "]",
+]
+
+
+def realistic_write(
+    store: SqliteStore, session_id: str, test_ids: list[str], failing: str
+) -> EpisodeWrite:
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    session = LearningSession(snapshot, seed=7, session_id=session_id)
+    refs = [TestRef(t, "tests/test_x.py", None, i) for i, t in enumerate(test_ids)]
+    ranking = session.rank(refs)
+    results = [
+        TestResult(
+            ref.test_id,
+            FAILED if ref.test_id == failing else PASSED,
+            0.25,
+            ref.index,
+            position,
+            ranking.decisions[ref.test_id].tier,
+            ranking.decisions[ref.test_id].explored,
+        )
+        for position, ref in enumerate(ranking.order)
+    ]
+    w, _ = session.finish(results, started_at=1_000.0, duration=1.0, exit_status=1)
+    return w
+
+
+def test_newline_and_long_parametrised_ids_round_trip(db_path: Path) -> None:
+    with opened(db_path) as store:
+        w = realistic_write(store, "s1", WEIRD_IDS, failing=WEIRD_IDS[0])
+        assert store.write_episode(w) is True
+        snapshot = store.load_snapshot(PARTITION, [AGENT])
+        stored_ids = [t for (t,) in store.conn.execute("SELECT test_id FROM trajectories")]
+    assert set(snapshot.histories) == set(WEIRD_IDS)
+    assert {h.test_id for h in snapshot.histories.values()} == set(WEIRD_IDS)
+    assert snapshot.histories[WEIRD_IDS[0]].failures == 1
+    assert sorted(stored_ids) == sorted(WEIRD_IDS)
+
+
+def test_trajectories_rewards_and_patterns_are_written(db_path: Path) -> None:
+    ids = [f"tests/test_x.py::test_{i}" for i in range(4)]
+    with opened(db_path) as store:
+        first = realistic_write(store, "s1", ids, failing=ids[1])
+        assert first.trajectories and first.patterns and first.rewards  # the test needs them
+        assert store.write_episode(first) is True
+        second = realistic_write(store, "s2", ids, failing=ids[2])
+        assert store.write_episode(second) is True
+        conn = store.conn
+        trajectories = conn.execute(
+            "SELECT agent, step, test_id, state_hash, state_text, action, explored, reward, "
+            "next_state_hash FROM trajectories WHERE session_id = ? ORDER BY agent, step",
+            ("s1",),
+        ).fetchall()
+        rewards = conn.execute(
+            "SELECT component, value, weight FROM rewards WHERE session_id = ? ORDER BY 1",
+            ("s2",),
+        ).fetchall()
+        patterns = conn.execute(
+            "SELECT project, environment, agent, pattern_hash, description, occurrences, hits "
+            "FROM patterns"
+        ).fetchall()
+
+    assert trajectories == [
+        (
+            t.agent,
+            t.step,
+            t.test_id,
+            t.state,
+            t.state_text,
+            t.action,
+            int(t.explored),
+            t.reward,
+            t.next_state,
+        )
+        for t in sorted(first.trajectories, key=lambda t: (t.agent, t.step))
+    ]
+    assert rewards == sorted((r.component, r.value, r.weight) for r in second.rewards)
+    assert any(value is None for _, value, _ in rewards)  # "unavailable" stays NULL
+
+    expected: dict[tuple[str, str], list[object]] = {}
+    for p in [*first.patterns, *second.patterns]:
+        held = expected.setdefault((p.agent, p.pattern), [p.description, 0, 0])
+        held[1] += p.occurrences  # type: ignore[operator]
+        held[2] += p.hits  # type: ignore[operator]
+    assert sorted(patterns) == sorted(
+        (PARTITION.project, PARTITION.environment, agent, pattern, *values)
+        for (agent, pattern), values in expected.items()
+    )
+    assert sum(row[6] for row in patterns) == 2  # one failure per run, both counted
+
+
+def test_pattern_counts_add_up_across_writes(db_path: Path) -> None:
+    with opened(db_path) as store:
+        store.write_episode(
+            episode_write("s1", patterns=[PatternDelta(AGENT, "p", "new=True", 3, 1)])
+        )
+        store.write_episode(
+            episode_write(
+                "s2",
+                patterns=[
+                    PatternDelta(AGENT, "p", "new=True", 4, 2),
+                    PatternDelta(AGENT, "q", "new=False", 1, 0),
+                ],
+            )
+        )
+        assert not store.write_episode(
+            episode_write("s2", patterns=[PatternDelta(AGENT, "p", "new=True", 100, 100)])
+        )
+        rows = store.conn.execute(
+            "SELECT pattern_hash, description, occurrences, hits FROM patterns ORDER BY 1"
+        ).fetchall()
+    assert rows == [("p", "new=True", 7, 3), ("q", "new=False", 1, 0)]
+
+
+# -- URLs --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///rel.db", "rel.db"),
+        ("sqlite:///.pytest_cache/qlearn/q.sqlite3", ".pytest_cache/qlearn/q.sqlite3"),
+        ("sqlite:////abs/path.db", "/abs/path.db"),
+        ("  SQLite:////abs/path.db  ", "/abs/path.db"),
+    ],
+)
+def test_parse_store_url_accepts_sqlite_paths(url: str, path: str) -> None:
+    parsed = parse_store_url(url)
+    assert (parsed.scheme, parsed.path) == ("sqlite", path)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://x",
+        "mysql://user:secret@host/db",
+        "nonsense",
+        "",
+        "sqlite://",
+        "sqlite:///",
+        "sqlite://host/x.db",
+        "postgresql://u:secret@h/db",
+        "postgres://u:secret@h:5432/db?sslmode=require",
+        "postgresql://u@h/db?password=secret",
+        "postgresql://u:secret@h:notaport/db",
+        "postgresql://u:secret@[::1/db",
+    ],
+)
+def test_parse_store_url_rejects_other_urls_without_leaking_passwords(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_store_url(url)
+    message = str(info.value)
+    assert "--qlearn-db" in message
+    assert "sqlite:///" in message
+    assert "sqlite:////" in message
+    for shown in (message, repr(info.value), repr(info.value.args), repr(info.value.value)):
+        assert "secret" not in shown
+
+
+def test_parse_store_url_names_the_key_it_was_given() -> None:
+    with pytest.raises(ConfigError, match="QLEARN_DATABASE_URL"):
+        parse_store_url("nonsense", key="QLEARN_DATABASE_URL")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:secret@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:secret@h:5432/db?sslmode=require", "postgresql://u:***@h:5432/db?sslmode=require"),
+        ("postgresql://u:p%40ss:secret@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://:secret@h/db", "postgresql://:***@h/db"),
+        ("postgresql://u:secret@[::1]:5432/db", "postgresql://u:***@[::1]:5432/db"),
+        ("postgresql://u@h/db", "postgresql://u@h/db"),
+        ("sqlite:////abs/path.db", "sqlite:////abs/path.db"),
+    ],
+)
+def test_redact_hides_passwords_and_keeps_the_rest(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u@h/db?password=secret",
+        "postgresql://u@h/db?sslmode=require&password=secret",
+        "postgresql://u:secret@h:notaport/db",
+        "postgresql://u:secret@[::1/db",
+    ],
+)
+def test_redact_never_shows_a_password(url: str) -> None:
+    assert "secret" not in redact(url)
