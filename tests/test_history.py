@@ -105,9 +105,7 @@ def test_welford_mean_and_m2() -> None:
     # mean = 40/8 = 5; squared deviations 9+1+1+1+0+0+4+16 = 32
     assert history.duration_mean == pytest.approx(5.0)
     assert history.duration_m2 == pytest.approx(32.0)
-    assert history.duration_m2 / (history.runs - 1) == pytest.approx(
-        statistics.variance(durations)
-    )
+    assert history.duration_m2 / (history.runs - 1) == pytest.approx(statistics.variance(durations))
     assert history.last_duration == 9.0
 
 

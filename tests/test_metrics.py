@@ -156,9 +156,7 @@ def test_time_to_first_failure_first_test() -> None:
 
 
 @pytest.mark.parametrize(("failed", "durations"), [([], []), ([P, P], [1.0, 2.0])])
-def test_time_to_first_failure_without_failures(
-    failed: list[bool], durations: list[float]
-) -> None:
+def test_time_to_first_failure_without_failures(failed: list[bool], durations: list[float]) -> None:
     assert time_to_first_failure(failed, durations) is None
 
 

@@ -54,10 +54,6 @@ def test_module_scope_keeps_modules_and_classes_together() -> None:
     assert names(order) == ["test_7", "test_6", "test_5", "test_3", "test_2", "test_1", "test_4"]
 
 
-def test_module_scope_is_the_default_scope_name() -> None:
-    assert SCOPES[0] == "module"
-
-
 def test_class_scope_lets_modules_interleave() -> None:
     # groups: TestL (0), TestK (1), test_1 (2), test_5 (3), test_4 (4)
     order = locality_order(REFS, key, "class")
@@ -74,9 +70,7 @@ def test_test_scope_is_a_plain_sort() -> None:
 
 def test_input_order_does_not_matter() -> None:
     for scope in SCOPES:
-        assert locality_order(list(reversed(REFS)), key, scope) == locality_order(
-            REFS, key, scope
-        )
+        assert locality_order(list(reversed(REFS)), key, scope) == locality_order(REFS, key, scope)
 
 
 def test_module_scope_ties_are_broken_by_the_key_not_by_luck() -> None:

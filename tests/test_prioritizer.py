@@ -288,6 +288,9 @@ def test_always_failing_test_is_ranked_before_an_always_passing_one(store: Sqlit
     assert passing.tier == 2
     assert failing.p_fail > 0.9
     assert passing.p_fail < 0.1
+    # the learned Q-values, not only the history prior, shaped these estimates
+    assert failing.p_fail > prio.prior_failure_probability(history("f", "FFFFF"))
+    assert passing.p_fail < prio.prior_failure_probability(history("p", "PPPPP"))
     assert failing.known and passing.known
     assert not failing.explored and not passing.explored
     assert session.epsilon == 0.0

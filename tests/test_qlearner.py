@@ -99,8 +99,13 @@ def test_needs_an_action() -> None:
 def test_update_all_each_action_gets_its_own_reward() -> None:
     q = learner(3, alpha=0.5, gamma=0.9)
     q.load(
-        [QEntry("s", 0, 1.0, 2), QEntry("s", 1, -1.0, 2), QEntry("s", 2, 0.5, 2)]
-        + [QEntry("n", 0, 2.0, 1), QEntry("n", 1, -3.0, 1)]
+        [
+            QEntry("s", 0, 1.0, 2),
+            QEntry("s", 1, -1.0, 2),
+            QEntry("s", 2, 0.5, 2),
+            QEntry("n", 0, 2.0, 1),
+            QEntry("n", 1, -3.0, 1),
+        ]
     )
     q.update_all("s", [1.0, 0.0, -1.0], "n")
     # bootstrap = γ·max Q(n) = 0.9 * 2 = 1.8

@@ -258,7 +258,12 @@ def test_parse_weights_empty_gives_the_defaults() -> None:
 
 def test_parse_weights_comma_and_whitespace() -> None:
     weights = parse_weights("quality=0.5, time_efficiency=0.1\npattern_reuse=0")
-    assert weights == {**DEFAULT_WEIGHTS, "quality": 0.5, "time_efficiency": 0.1, "pattern_reuse": 0}
+    assert weights == {
+        **DEFAULT_WEIGHTS,
+        "quality": 0.5,
+        "time_efficiency": 0.1,
+        "pattern_reuse": 0,
+    }
     assert DEFAULT_WEIGHTS["quality"] == 0.25  # defaults not modified
 
 

@@ -34,7 +34,9 @@ def test_integer_bucket_labels(value: int, label: str) -> None:
     ("value", "label"),
     [(0, "<1"), (1, "1"), (2, "2"), (3, "3-5"), (10, "6-10"), (11, "11-20"), (21, "21+")],
 )
-def test_integer_bucket_of_width_one_is_labelled_by_its_single_value(value: int, label: str) -> None:
+def test_integer_bucket_of_width_one_is_labelled_by_its_single_value(
+    value: int, label: str
+) -> None:
     assert Buckets((1, 2, 3, 6, 11, 21)).label(value) == label
 
 
@@ -57,7 +59,13 @@ def test_float_bucket_labels(value: float, label: str) -> None:
 
 def test_float_labels_do_not_subtract_one() -> None:
     buckets = Buckets((1, 3, 6), integer=False)
-    assert [buckets.label(v) for v in (0.5, 1.5, 3.0, 5.9, 6.0)] == ["<1", "1-3", "3-6", "3-6", "6+"]
+    assert [buckets.label(v) for v in (0.5, 1.5, 3.0, 5.9, 6.0)] == [
+        "<1",
+        "1-3",
+        "3-6",
+        "3-6",
+        "6+",
+    ]
 
 
 @pytest.mark.parametrize("edges", [(), (3, 1), (1, 1), (1, 2, 2, 3), (0.5, 0.2)])
@@ -178,9 +186,7 @@ def test_state_key_is_a_sha256_hex_digest() -> None:
 
 
 def test_readable_text_sorted_name_value_pairs() -> None:
-    state = StateEncoder("prioritizer:test", ("test", "last", "since_fail")).encode(
-        PINNED_FEATURES
-    )
+    state = StateEncoder("prioritizer:test", ("test", "last", "since_fail")).encode(PINNED_FEATURES)
     assert state.readable == "last=PPF since_fail=1 test=m.py::test_a"
     assert readable({"b": True, "a": 3}) == "a=3 b=True"
 

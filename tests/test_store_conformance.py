@@ -241,15 +241,44 @@ def test_q_deltas_are_added_two_concurrent_runs_lose_nothing(store: Store) -> No
     }
 
 
-def test_test_histories_of_two_concurrent_runs_are_both_applied(store: Store) -> None:
+@pytest.mark.parametrize("precomputed", [False, True], ids=["observations", "next-histories"])
+def test_test_histories_of_two_concurrent_runs_are_both_applied(
+    store: Store, precomputed: bool
+) -> None:
+    """Both runs learned from the same snapshot. With ``precomputed`` they also hand over the
+    histories they computed from it, which the store may take only while nobody else wrote."""
     test_id = "tests/test_x.py::test_flaky"
-    write(store, episode_write("run-a", observations=[(test_id, PASSED, 1.0)]))
-    write(store, episode_write("run-b", observations=[(test_id, FAILED, 3.0)]))
+    write(store, episode_write("base", observations=[(test_id, PASSED, 2.0)]))
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    runs = []
+    for session_id, verdict, duration in (("run-a", FAILED, 1.0), ("run-b", PASSED, 3.0)):
+        w = episode_write(session_id, episode=2, observations=[(test_id, verdict, duration)])
+        if precomputed:
+            w.base_episodes = snapshot.episodes
+            w.next_histories = [snapshot.histories[test_id].record(verdict, duration, 2)]
+        runs.append(w)
+    for w in runs:
+        write(store, w)
 
     history = store.load_snapshot(PARTITION, [AGENT]).histories[test_id]
-    assert history == TestHistory(test_id).record(PASSED, 1.0, 1).record(FAILED, 3.0, 1)
-    assert (history.runs, history.failures, history.flips, history.verdicts) == (2, 1, 1, "PF")
+    expected = TestHistory(test_id).record(PASSED, 2.0, 1)
+    expected = expected.record(FAILED, 1.0, 2).record(PASSED, 3.0, 2)
+    assert history == expected
+    assert (history.runs, history.failures, history.flips, history.verdicts) == (3, 1, 2, "PFP")
     assert history.duration_mean == pytest.approx(2.0)
+
+
+def test_precomputed_histories_are_taken_when_nobody_wrote_since(store: Store) -> None:
+    write(store, episode_write("base", observations=[("t::a", PASSED, 1.0)]))
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    w = episode_write("next", episode=2, observations=[("t::a", FAILED, 2.0)])
+    w.base_episodes = snapshot.episodes
+    w.next_histories = [snapshot.histories["t::a"].record(FAILED, 2.0, 2)]
+    write(store, w)
+
+    assert store.load_snapshot(PARTITION, [AGENT]).histories == {
+        "t::a": TestHistory("t::a").record(PASSED, 1.0, 1).record(FAILED, 2.0, 2)
+    }
 
 
 def _results(
@@ -283,11 +312,14 @@ def test_realistic_concurrent_learning_sessions_lose_nothing(store: Store) -> No
         exit_status=1,
     )
     write(store, write_1)
-    base = store.load_snapshot(PARTITION, [AGENT])
+    base = q_table(store.load_snapshot(PARTITION, [AGENT]))
 
+    # Two runs start before either finishes: each loads the same stored state.
     writes = []
     for seed, failing in ((2, ids[1]), (3, ids[4])):
-        run = LearningSession(base, seed=seed, session_id=f"concurrent-{seed}")
+        run = LearningSession(
+            store.load_snapshot(PARTITION, [AGENT]), seed=seed, session_id=f"concurrent-{seed}"
+        )
         w, _ = run.finish(
             _results(run, dict.fromkeys(ids, PASSED) | {failing: FAILED}, durations),
             started_at=2_000.0 + seed,
@@ -299,7 +331,7 @@ def test_realistic_concurrent_learning_sessions_lose_nothing(store: Store) -> No
         write(store, w)
 
     final = store.load_snapshot(PARTITION, [AGENT])
-    expected = {key: list(value) for key, value in q_table(base).items()}
+    expected = {key: list(value) for key, value in base.items()}
     for w in writes:
         for d in w.q_deltas[AGENT]:
             held = expected.setdefault((d.state, d.action), [0.0, 0])
@@ -434,9 +466,7 @@ def test_cleanup_deletes_expired_rows_keeps_recent_ones_and_counts(store: Store)
     )
     write(
         store,
-        episode_write(
-            "old-env", partition=other_env, q=[("old", 0, 1.0, 1), ("old", 1, 1.0, 1)]
-        ),
+        episode_write("old-env", partition=other_env, q=[("old", 0, 1.0, 1), ("old", 1, 1.0, 1)]),
         ttl_days=1,
     )
     write(
@@ -472,9 +502,7 @@ def test_a_used_row_expiry_moves_forward(store: Store) -> None:
     )
     write(
         store,
-        episode_write(
-            "second", observations=[("t::used", FAILED, 1.0)], q=[("used", 0, 1.0, 1)]
-        ),
+        episode_write("second", observations=[("t::used", FAILED, 1.0)], q=[("used", 0, 1.0, 1)]),
         ttl_days=30,
     )
     written = time.time()

@@ -338,6 +338,45 @@ def test_concurrent_processes_lose_nothing(db_path: Path) -> None:
         ]
 
 
+def test_snapshot_is_one_consistent_read_even_while_another_run_writes(db_path: Path) -> None:
+    """A run's snapshot must be one consistent read: its session count must belong to its
+    histories. Another process commits in the middle of ``load_snapshot`` here (the trace
+    callback fires as each statement starts); the run then writes with ``base_episodes``
+    taken from that snapshot, and no verdict may be lost."""
+    test_id = "t::shared"
+    with opened(db_path) as store, opened(db_path) as other:
+        assert store.write_episode(episode_write("s0", observations=[(test_id, PASSED, 1.0)]))
+        errors: list[BaseException] = []
+        committed: list[str] = []
+
+        def commit_meanwhile(statement: str) -> None:
+            if "FROM sessions" in statement and not committed:
+                committed.append(statement)
+                try:
+                    other.write_episode(
+                        episode_write("other-run", observations=[(test_id, FAILED, 1.0)])
+                    )
+                except BaseException as exc:  # reported below; sqlite swallows it otherwise
+                    errors.append(exc)
+
+        store.conn.set_trace_callback(commit_meanwhile)
+        try:
+            snapshot = store.load_snapshot(PARTITION, [AGENT])
+        finally:
+            store.conn.set_trace_callback(None)
+        assert errors == []
+        assert len(committed) == 1
+        assert [s.session_id for s in other.recent_sessions(PARTITION)] == ["other-run", "s0"]
+
+        w = episode_write("this-run", observations=[(test_id, PASSED, 1.0)])
+        w.base_episodes = snapshot.episodes
+        w.next_histories = [snapshot.histories[test_id].record(PASSED, 1.0, w.session.episode)]
+        assert store.write_episode(w)
+        history = store.load_snapshot(PARTITION, [AGENT]).histories[test_id]
+
+    assert (history.runs, history.failures) == (3, 1)
+
+
 # When a property fails, hypothesis imports libcst to suggest a patch, and libcst warns on
 # import; with warnings as errors that would turn a plain failure into an INTERNALERROR.
 hypothesis_failure_report = pytest.mark.filterwarnings(
@@ -466,7 +505,7 @@ def test_trajectories_rewards_and_patterns_are_written(db_path: Path) -> None:
         assert store.write_episode(second) is True
         conn = store.conn
         trajectories = conn.execute(
-            "SELECT agent, step, test_id, state_hash, state_text, action, explored, reward, "
+            "SELECT agent, step, test_id, state_hash, action, explored, reward, "
             "next_state_hash FROM trajectories WHERE session_id = ? ORDER BY agent, step",
             ("s1",),
         ).fetchall()
@@ -485,7 +524,6 @@ def test_trajectories_rewards_and_patterns_are_written(db_path: Path) -> None:
             t.step,
             t.test_id,
             t.state,
-            t.state_text,
             t.action,
             int(t.explored),
             t.reward,
@@ -583,7 +621,10 @@ def test_parse_store_url_names_the_key_it_was_given() -> None:
     ("url", "shown"),
     [
         ("postgresql://u:secret@h/db", "postgresql://u:***@h/db"),
-        ("postgresql://u:secret@h:5432/db?sslmode=require", "postgresql://u:***@h:5432/db?sslmode=require"),
+        (
+            "postgresql://u:secret@h:5432/db?sslmode=require",
+            "postgresql://u:***@h:5432/db?sslmode=require",
+        ),
         ("postgresql://u:p%40ss:secret@h/db", "postgresql://u:***@h/db"),
         ("postgresql://:secret@h/db", "postgresql://:***@h/db"),
         ("postgresql://u:secret@[::1]:5432/db", "postgresql://u:***@[::1]:5432/db"),

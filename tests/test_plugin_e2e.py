@@ -1,0 +1,782 @@
+"""End to end: pytest-qlearn driven through real pytest sessions with ``pytester``.
+
+Each test writes a small suite (three modules, classes, parametrised tests with awkward ids),
+runs pytest two or three times against one store and asserts on the learned order (``-v``
+output or the JSON report), the outcomes and the exit code. Which tests fail is steered by a
+``fail.txt`` file that the suite's conftest reads, so the same suite can fail differently
+from run to run.
+
+Order assertions use ini ``qlearn_exploration_rate = 0`` and ``qlearn_min_exploration_rate =
+0`` (ε = 0: greedy, deterministic); one test checks reproducibility with exploration on.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+NO_RANDOMLY = ("-p", "no:randomly")
+DEFAULT_DB = Path(".pytest_cache", "d", "qlearn", "qlearn.db")
+
+CONFTEST = '''
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+
+
+def listed(name):
+    path = HERE / name
+    return set(path.read_text(encoding="utf-8").split()) if path.exists() else set()
+
+
+def pytest_runtest_call(item):
+    """Fail the tests whose names are listed in fail.txt (read on every run)."""
+    if item.name in listed("fail.txt"):
+        raise AssertionError(f"{item.name} is listed in fail.txt")
+
+
+def pytest_configure(config):
+    """On an xdist worker, log every sqlite3.connect: workers must never open the store."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return
+    import sqlite3
+
+    real_connect = sqlite3.connect
+    log = HERE / f"sqlite-{workerinput['workerid']}.log"
+
+    def spy(database, *args, **kwargs):
+        with log.open("a", encoding="utf-8") as fh:
+            fh.write(f"{database}\\n")
+        return real_connect(database, *args, **kwargs)
+
+    sqlite3.connect = spy
+'''
+
+SUITE = {
+    "test_alpha": """
+        import pytest
+
+        def test_a1():
+            pass
+
+        def test_a2():
+            pass
+
+        class TestAlpha:
+            def test_m1(self):
+                pass
+
+            @pytest.mark.parametrize("x", ["ü", "[b]", "a\\nb", "日本"])
+            def test_p(self, x):
+                pass
+    """,
+    "test_beta": """
+        def test_b1():
+            pass
+
+        def test_b2():
+            pass
+
+        def test_b3():
+            pass
+
+        class TestBeta:
+            def test_m1(self):
+                pass
+
+            def test_m2(self):
+                pass
+    """,
+    "test_gamma": """
+        import pytest
+
+        def test_c1():
+            pass
+
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_c2(n):
+            pass
+
+        class TestGamma:
+            def test_g1(self):
+                pass
+
+            def test_g2(self):
+                pass
+
+            def test_g3(self):
+                pass
+    """,
+}
+
+G2 = "test_gamma.py::TestGamma::test_g2"
+B2 = "test_beta.py::test_b2"
+NEWLINE_PARAM = "test_alpha.py::TestAlpha::test_p[a\\nb]"
+UNICODE_PARAM = "test_alpha.py::TestAlpha::test_p[\\xfc]"
+ORDER_LINE = re.compile(r"^(\S+\.py::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
+
+
+@pytest.fixture(autouse=True)
+def _no_store_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QLEARN_DATABASE_URL", raising=False)
+
+
+# -- helpers ------------------------------------------------------------------------------
+def make_project(
+    pytester: pytest.Pytester,
+    *,
+    fail: Iterable[str] = (),
+    ini: str = "",
+    epsilon: float = 0.0,
+    enabled: bool = True,
+    suite: dict[str, str] | None = None,
+) -> None:
+    lines = ["[pytest]"]
+    if enabled:
+        lines.append("qlearn = true")
+    lines += [
+        f"qlearn_exploration_rate = {epsilon:g}",
+        f"qlearn_min_exploration_rate = {min(epsilon, 0.01):g}",
+    ]
+    pytester.makefile(".ini", pytest="\n".join(lines) + "\n" + ini)
+    pytester.makeconftest(CONFTEST)
+    pytester.makepyfile(**(SUITE if suite is None else suite))
+    set_failing(pytester, fail)
+
+
+def set_failing(pytester: pytest.Pytester, names: Iterable[str]) -> None:
+    (pytester.path / "fail.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+
+
+def run(pytester: pytest.Pytester, *args: str | Path) -> pytest.RunResult:
+    return pytester.runpytest(*NO_RANDOMLY, *args)
+
+
+def run_order(result: pytest.RunResult) -> list[str]:
+    """Node ids in the order a ``-v`` run reported them (each once)."""
+    seen: dict[str, None] = {}
+    for line in result.outlines:
+        match = ORDER_LINE.match(line)
+        if match:
+            seen.setdefault(match.group(1), None)
+    return list(seen)
+
+
+def collection_order(pytester: pytest.Pytester) -> list[str]:
+    result = run(pytester, "-p", "no:qlearn", "--collect-only", "-q")
+    ids = [line for line in result.outlines if "::" in line and " " not in line]
+    assert ids, result.stdout.str()
+    return ids
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def module_of(test_id: str) -> str:
+    return test_id.split("::", 1)[0]
+
+
+def class_of(test_id: str) -> str | None:
+    parts = test_id.split("::")
+    return "::".join(parts[:2]) if len(parts) == 3 else None
+
+
+def assert_contiguous(groups: Sequence[str | None]) -> None:
+    """Each group's members form one block (fixture locality kept)."""
+    finished: set[str | None] = set()
+    previous: str | None | object = object()
+    for group in groups:
+        if group != previous:
+            assert group not in finished, f"group {group} split: {list(groups)}"
+            if not isinstance(previous, str | None.__class__):
+                pass
+            finished.add(previous)  # type: ignore[arg-type]
+            previous = group
+    assert groups
+
+
+def dump_store(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return list(conn.iterdump())
+    finally:
+        conn.close()
+
+
+def qlearn_warnings(result: pytest.RunResult) -> list[str]:
+    return [line for line in result.outlines if line.startswith("qlearn: warning")]
+
+
+def count_ran(result: pytest.RunResult) -> int:
+    outcomes = result.parseoutcomes()
+    return int(outcomes.get("passed", 0)) + int(outcomes.get("failed", 0))
+
+
+# -- learning the order -------------------------------------------------------------------
+def test_failing_test_moves_to_the_front_keeping_module_and_class_locality(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, fail=["test_g2"])
+    collected = collection_order(pytester)
+    assert len(collected) == 18
+
+    first = run(pytester, "-v")
+    first.assert_outcomes(passed=17, failed=1)
+    assert run_order(first) == collected  # nothing learned yet: collection order
+
+    second = run(pytester, "-v")
+    second.assert_outcomes(passed=17, failed=1)
+    order = run_order(second)
+    assert sorted(order) == sorted(collected)  # same tests, only reordered
+    assert order[0] == G2  # failing test first inside its module...
+    assert all(module_of(t) == "test_gamma.py" for t in order[:7])  # ...and its module first
+    assert order != collected
+    assert_contiguous([module_of(t) for t in order])
+    assert_contiguous([class_of(t) or t for t in order])
+
+    third = run(pytester, "-v")
+    assert run_order(third)[0] == G2
+
+
+def test_order_scope_test_puts_failing_tests_strictly_first(pytester: pytest.Pytester) -> None:
+    make_project(
+        pytester,
+        fail=["test_g2", "test_b2", "test_p[a\\nb]"],
+        ini="qlearn_order_scope = test\n",
+    )
+    failing = {G2, B2, NEWLINE_PARAM}
+    first = run(pytester, "-v")
+    first.assert_outcomes(passed=15, failed=3)
+    assert set(run_order(first)[:3]) != failing  # collection order: not first yet
+
+    for _ in range(2):
+        again = run(pytester, "-v")
+        again.assert_outcomes(passed=15, failed=3)
+        order = run_order(again)
+        assert len(order) == 18
+        assert set(order[:3]) == failing, order
+
+
+def test_header_line_names_agent_seed_epsilon_and_store(pytester: pytest.Pytester) -> None:
+    make_project(pytester, epsilon=0.5)
+    result = run(pytester, "--qlearn-seed", "4242")
+    assert result.ret == pytest.ExitCode.OK
+    headers = [line for line in result.outlines if line.startswith("qlearn:") and "seed" in line]
+    assert len(headers) == 1, result.stdout.str()
+    match = re.match(
+        r"qlearn: agent prioritizer, seed 4242, ε 0\.500, store sqlite:///(\S+)", headers[0]
+    )
+    assert match, headers[0]
+    store = Path(match.group(1))
+    assert store == (pytester.path / DEFAULT_DB).resolve() or store == pytester.path / DEFAULT_DB
+    assert store.is_file()
+
+
+def test_terminal_summary_one_line_by_default_detail_on_request_nothing_when_quiet(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, fail=["test_b2"])
+
+    default = run(pytester)
+    summary = [line for line in default.outlines if line.startswith("qlearn: learned from")]
+    assert len(summary) == 1, default.stdout.str()
+    assert "18 tests" in summary[0] and "1 failed" in summary[0] and "episode 1" in summary[0]
+    assert "qlearn report" not in default.stdout.str()
+
+    for args in (("--qlearn-report",), ("-v",)):
+        detailed = run(pytester, *args)
+        text = detailed.stdout.str()
+        seps = [line for line in detailed.outlines if re.match(r"^-+ qlearn report -+$", line)]
+        assert len(seps) == 1, text
+        assert "APFD:" in text
+        assert "riskiest tests" in text
+        assert B2 in text.split("riskiest tests", 1)[1]
+        assert not any(line.startswith("qlearn: learned from") for line in detailed.outlines)
+
+    quiet = run(pytester, "-q")
+    quiet.assert_outcomes(passed=17, failed=1)
+    assert not [line for line in quiet.outlines if "qlearn" in line], quiet.stdout.str()
+
+    # the quiet run still learned: episode 5 (4 earlier runs)
+    last = run(pytester)
+    assert any("episode 5" in line for line in last.outlines if line.startswith("qlearn:"))
+
+
+def test_json_report_counts_episodes_and_has_apfd_and_riskiest_tests(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, fail=["test_g2"])
+    reports = []
+    for n in (1, 2, 3):
+        result = run(pytester, f"--qlearn-report=reports/run{n}.json")
+        result.assert_outcomes(passed=17, failed=1)
+        reports.append(load_report(pytester.path / "reports" / f"run{n}.json"))
+
+    assert [r["session"]["episode"] for r in reports] == [1, 2, 3]
+    assert [r["learner"]["episodes"] for r in reports] == [1, 2, 3]
+    ran = 18
+    for r in reports:
+        assert r["schema_version"] == 1
+        assert r["session"]["tests"] == 18
+        assert r["session"]["failures"] == 1
+        assert r["session"]["mode"] == "reorder"
+        assert r["store"]["status"].startswith("saved to")
+        assert r["failures_first"] == [G2]
+        assert 0.0 <= r["session"]["collection_apfd"] <= 1.0
+    # run 1 is in collection order; runs 2 and 3 put the failure first: APFD 1 - 1/(2n)
+    assert reports[0]["session"]["apfd"] == pytest.approx(reports[0]["session"]["collection_apfd"])
+    for r in reports[1:]:
+        assert r["session"]["apfd"] == pytest.approx(1 - 1 / (2 * ran))
+        assert r["session"]["apfd"] > r["session"]["collection_apfd"]
+
+    riskiest = reports[2]["riskiest"]
+    assert riskiest[0]["test_id"] == G2
+    assert riskiest[0]["runs"] == 3 and riskiest[0]["failures"] == 3  # no run lost
+    assert all(risk["p_fail"] < riskiest[0]["p_fail"] for risk in riskiest[1:])
+    assert all(risk["failures"] == 0 and risk["runs"] == 3 for risk in riskiest[1:])
+
+
+def test_same_seed_and_store_snapshot_give_the_same_order_with_exploration_on(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, fail=["test_b2"], epsilon=1.0, ini="qlearn_order_scope = test\n")
+    run(pytester).assert_outcomes(passed=17, failed=1)
+    store = pytester.path / DEFAULT_DB.parent
+    snapshot = pytester.path / "snapshot"
+    shutil.copytree(store, snapshot)
+
+    def replay(seed: int) -> tuple[list[str], dict[str, Any]]:
+        shutil.rmtree(store)
+        shutil.copytree(snapshot, store)
+        result = run(pytester, "-v", "--qlearn-seed", str(seed), "--qlearn-report=r.json")
+        result.assert_outcomes(passed=17, failed=1)
+        assert f"seed {seed}," in result.stdout.str()
+        return run_order(result), load_report(pytester.path / "r.json")
+
+    order, data = replay(7)
+    assert data["session"]["episode"] == 2
+    assert data["learner"]["explored"] > 0  # exploration really was on
+    again, data_again = replay(7)
+    assert again == order
+    assert data_again["session"]["episode"] == 2  # the replay started from the same snapshot
+    others = [replay(seed)[0] for seed in (8, 9, 10)]
+    assert any(other != order for other in others)  # the seed, not luck, fixed the order
+
+
+# -- the safety contract --------------------------------------------------------------------
+@pytest.mark.parametrize("failing", [True, False], ids=["failing-suite", "passing-suite"])
+def test_exit_codes_are_unchanged_by_the_plugin(
+    pytester: pytest.Pytester, failing: bool
+) -> None:
+    make_project(pytester, fail=["test_g2"] if failing else [])
+    expected = pytest.ExitCode.TESTS_FAILED if failing else pytest.ExitCode.OK
+    assert run(pytester, "-p", "no:qlearn").ret == expected
+    assert run(pytester, "--no-qlearn").ret == expected
+    for _ in range(2):  # learning run, then a reordered run
+        assert run(pytester, "--qlearn").ret == expected
+
+
+OUTCOME_SUITE = {
+    "test_mixed": """
+        import pytest
+
+        @pytest.fixture
+        def broken():
+            raise RuntimeError("setup fails")
+
+        def test_pass():
+            pass
+
+        def test_fail():
+            assert 0
+
+        def test_error(broken):
+            pass
+
+        @pytest.mark.skip(reason="never")
+        def test_skip():
+            pass
+
+        def test_skip_inside():
+            pytest.skip("inside")
+
+        @pytest.mark.xfail(reason="known")
+        def test_xfail():
+            assert 0
+
+        @pytest.mark.xfail(reason="fixed")
+        def test_xpass():
+            pass
+
+        @pytest.mark.xfail(strict=True, reason="strict")
+        def test_xpass_strict():
+            pass
+
+        @pytest.mark.xfail(run=False, reason="not run")
+        def test_xfail_not_run():
+            assert 0
+    """,
+    "test_other": """
+        import pytest
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_p(i):
+            assert i != 2
+    """,
+}
+
+
+def test_outcomes_are_never_changed_and_every_test_runs(pytester: pytest.Pytester) -> None:
+    make_project(pytester, suite=OUTCOME_SUITE)
+    baseline = run(pytester, "-p", "no:qlearn", "-v")
+    expected = baseline.parseoutcomes()
+    assert expected == {
+        "passed": 4,
+        "failed": 3,
+        "skipped": 2,
+        "xfailed": 2,
+        "xpassed": 1,
+        "error": 1,
+    }
+    for _ in range(3):
+        result = run(pytester, "-v")
+        assert result.parseoutcomes() == expected
+        assert result.ret == baseline.ret == pytest.ExitCode.TESTS_FAILED
+        assert sorted(run_order(result)) == sorted(run_order(baseline))
+    assert run_order(result) != run_order(baseline)  # it did reorder meanwhile
+
+
+def test_observe_keeps_collection_order_but_learns_and_reports(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, fail=["test_g2"])
+    collected = collection_order(pytester)
+    for episode in (1, 2):
+        result = run(pytester, "-v", "--qlearn-observe", "--qlearn-report=r.json")
+        result.assert_outcomes(passed=17, failed=1)
+        assert run_order(result) == collected
+        assert "(observe)" in result.stdout.str()
+        assert "qlearn order (not used: observe)" in result.stdout.str()
+        data = load_report(pytester.path / "r.json")
+        assert data["session"]["episode"] == episode
+        assert data["session"]["mode"] == "observe"
+    # what the order would have been: the failure first, so a better APFD than collection's
+    assert data["session"]["apfd"] == pytest.approx(1 - 1 / 36)
+    assert data["session"]["apfd"] > data["session"]["collection_apfd"]
+
+    default = run(pytester, "--qlearn-observe")
+    assert any(line.startswith("qlearn: would reorder 18 tests") for line in default.outlines)
+
+    # learning from the observed runs is what the reordering run uses
+    reordered = run(pytester, "-v", "--qlearn-report=r.json")
+    assert run_order(reordered)[0] == G2
+    assert load_report(pytester.path / "r.json")["session"]["episode"] == 4
+
+
+@pytest.mark.parametrize("disable", [("-p", "no:qlearn"), ("--no-qlearn",)], ids=" ".join)
+def test_disabled_plugin_leaves_order_alone_and_writes_no_store(
+    pytester: pytest.Pytester, disable: tuple[str, ...]
+) -> None:
+    make_project(pytester, fail=["test_g2"])
+    collected = collection_order(pytester)
+    db = pytester.path / DEFAULT_DB
+
+    result = run(pytester, "-v", *disable)
+    result.assert_outcomes(passed=17, failed=1)
+    assert run_order(result) == collected
+    assert not db.parent.exists()
+    assert "qlearn:" not in result.stdout.str()
+
+    run(pytester).assert_outcomes(passed=17, failed=1)  # learns: g2 fails
+    before = dump_store(db)
+    for _ in range(2):
+        result = run(pytester, "-v", *disable)
+        assert run_order(result) == collected  # the store says g2 first; ignored
+    assert dump_store(db) == before
+
+
+def test_collect_only_writes_no_episode(pytester: pytest.Pytester) -> None:
+    make_project(pytester, fail=["test_g2"])
+    run(pytester, "--qlearn-report=r.json").assert_outcomes(passed=17, failed=1)
+    assert load_report(pytester.path / "r.json")["session"]["episode"] == 1
+    db = pytester.path / DEFAULT_DB
+    before = dump_store(db)
+
+    collected = run(pytester, "--collect-only", "-q")
+    assert collected.ret == pytest.ExitCode.OK
+    assert collected.outlines[0] == G2  # collection shows the learned order...
+    assert dump_store(db) == before  # ...and writes nothing
+
+    run(pytester, "--qlearn-report=r.json").assert_outcomes(passed=17, failed=1)
+    assert load_report(pytester.path / "r.json")["session"]["episode"] == 2
+
+
+FIXTURE_ERRORS = {
+    "test_fixtures": """
+        import pytest
+
+        @pytest.fixture
+        def broken_setup():
+            raise RuntimeError("setup fails")
+
+        @pytest.fixture
+        def broken_teardown():
+            yield
+            raise RuntimeError("teardown fails")
+
+        def test_f1():
+            pass
+
+        def test_f2():
+            pass
+
+        def test_setup_error(broken_setup):
+            pass
+
+        def test_f3():
+            pass
+
+        def test_teardown_error(broken_teardown):
+            pass
+    """,
+    "test_plain": """
+        def test_q1():
+            pass
+
+        def test_q2():
+            pass
+    """,
+}
+
+
+def test_setup_and_teardown_errors_count_as_failures(pytester: pytest.Pytester) -> None:
+    make_project(pytester, suite=FIXTURE_ERRORS, ini="qlearn_order_scope = test\n")
+    first = run(pytester, "-v", "--qlearn-report=r.json")
+    # the teardown-error test passed its call, then errored in teardown
+    first.assert_outcomes(passed=6, errors=2)
+    assert first.ret == pytest.ExitCode.TESTS_FAILED
+    data = load_report(pytester.path / "r.json")
+    assert data["session"]["failures"] == 2
+    erroring = {
+        "test_fixtures.py::test_setup_error",
+        "test_fixtures.py::test_teardown_error",
+    }
+    assert set(data["failures_first"]) == erroring
+
+    second = run(pytester, "-v")
+    second.assert_outcomes(passed=6, errors=2)
+    assert set(run_order(second)[:2]) == erroring
+
+
+XFAIL_SUITE = {
+    "test_x": """
+        import pytest
+
+        def test_ok():
+            pass
+
+        @pytest.mark.xfail(reason="known")
+        def test_known_bug():
+            assert 0
+
+        @pytest.mark.xfail(reason="maybe", raises=ZeroDivisionError)
+        def test_raises():
+            1 / 0
+
+        @pytest.mark.xfail(reason="fixed")
+        def test_fixed():
+            pass
+
+        @pytest.mark.xfail(run=False, reason="hangs")
+        def test_not_run():
+            pass
+
+        def test_imperative():
+            pytest.xfail("imperative")
+    """,
+}
+
+
+def test_xfail_tests_do_not_break_anything(pytester: pytest.Pytester) -> None:
+    make_project(pytester, suite=XFAIL_SUITE)
+    baseline = run(pytester, "-p", "no:qlearn")
+    assert baseline.ret == pytest.ExitCode.OK
+    for episode in (1, 2, 3):
+        result = run(pytester, "--qlearn-report=r.json")
+        assert result.ret == pytest.ExitCode.OK
+        assert result.parseoutcomes() == baseline.parseoutcomes()
+        assert not qlearn_warnings(result)
+        data = load_report(pytester.path / "r.json")
+        assert data["session"]["episode"] == episode
+        assert data["session"]["failures"] == 0
+        assert data["store"]["status"].startswith("saved to")
+
+
+# -- pytest-xdist -----------------------------------------------------------------------------
+def assert_xdist_ran_cleanly(result: pytest.RunResult, **outcomes: int) -> None:
+    text = result.stdout.str() + result.stderr.str()
+    assert "Different tests were collected" not in text, text
+    assert "INTERNALERROR" not in text, text
+    result.assert_outcomes(**outcomes)
+
+
+def assert_workers_never_opened_sqlite(pytester: pytest.Pytester) -> None:
+    logs = sorted(pytester.path.glob("sqlite-gw*.log"))
+    opened = [line for log in logs for line in log.read_text(encoding="utf-8").splitlines()]
+    assert not [db for db in opened if "qlearn" in db or db.endswith(".db")], opened
+
+
+def test_xdist_learns_on_the_controller_and_workers_use_its_order(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, fail=["test_g2"], ini="qlearn_order_scope = test\n")
+    args = ("-n", "2", "--qlearn-db", "sqlite:///store/q.db")
+
+    first = pytester.runpytest_subprocess(*NO_RANDOMLY, *args, "--qlearn-report=r1.json")
+    assert_xdist_ran_cleanly(first, passed=17, failed=1)
+    assert first.ret == pytest.ExitCode.TESTS_FAILED
+    headers = [line for line in first.outlines if line.startswith("qlearn: agent")]
+    assert len(headers) == 1 and "store sqlite:///store/q.db" in headers[0]
+    assert len([line for line in first.outlines if line.startswith("qlearn: learned")]) == 1
+    assert load_report(pytester.path / "r1.json")["session"]["episode"] == 1
+
+    second = pytester.runpytest_subprocess(*NO_RANDOMLY, *args, "--qlearn-report=r2.json")
+    assert_xdist_ran_cleanly(second, passed=17, failed=1)
+    data = load_report(pytester.path / "r2.json")
+    assert data["session"]["episode"] == 2
+    assert data["session"]["tests"] == 18
+    # positions come from the workers' item order: the failure was scheduled first
+    assert data["session"]["apfd"] == pytest.approx(1 - 1 / 36)
+    assert data["failures_first"] == [G2]
+
+    # with exploration on, workers still compute one identical order from the handed seed
+    ini = (pytester.path / "pytest.ini").read_text(encoding="utf-8")
+    ini = ini.replace("qlearn_exploration_rate = 0\n", "qlearn_exploration_rate = 1\n")
+    (pytester.path / "pytest.ini").write_text(ini, encoding="utf-8")
+    explored = pytester.runpytest_subprocess(*NO_RANDOMLY, *args, "--qlearn-report=r3.json")
+    assert_xdist_ran_cleanly(explored, passed=17, failed=1)
+    data = load_report(pytester.path / "r3.json")
+    assert data["session"]["episode"] == 3
+    assert data["learner"]["explored"] > 0
+    assert_workers_never_opened_sqlite(pytester)
+
+    # the learned order, seen without xdist (the controller saved all three episodes)
+    (pytester.path / "pytest.ini").write_text(
+        ini.replace("qlearn_exploration_rate = 1\n", "qlearn_exploration_rate = 0\n"),
+        encoding="utf-8",
+    )
+    plain = run(pytester, "-v", "--qlearn-db", "sqlite:///store/q.db", "--qlearn-report=r4.json")
+    assert run_order(plain)[0] == G2
+    assert load_report(pytester.path / "r4.json")["riskiest"][0] == {
+        "test_id": G2,
+        "p_fail": pytest.approx(load_report(pytester.path / "r4.json")["riskiest"][0]["p_fail"]),
+        "runs": 4,
+        "failures": 4,
+    }
+
+
+def test_xdist_with_an_unwritable_store_still_runs(pytester: pytest.Pytester) -> None:
+    make_project(pytester, fail=["test_b2"], epsilon=1.0)
+    (pytester.path / "blocker").write_text("a regular file, not a directory\n", encoding="utf-8")
+    result = pytester.runpytest_subprocess(
+        *NO_RANDOMLY, "-n", "2", "--qlearn-db", "sqlite:///blocker/q.db"
+    )
+    assert_xdist_ran_cleanly(result, passed=17, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert len(qlearn_warnings(result)) == 1, result.stdout.str()
+    assert "blocker" in qlearn_warnings(result)[0]
+    assert_workers_never_opened_sqlite(pytester)
+
+
+# -- faults in the store ---------------------------------------------------------------------
+def test_corrupt_store_is_moved_aside_and_a_fresh_one_works(pytester: pytest.Pytester) -> None:
+    make_project(pytester)
+    db = pytester.path / DEFAULT_DB
+    db.parent.mkdir(parents=True)
+    garbage = random.Random(1234).randbytes(8192)
+    db.write_bytes(garbage)
+
+    result = run(pytester, "--qlearn-report=r.json")
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=18)
+    aside = [p for p in db.parent.iterdir() if p.name.startswith("qlearn.db.")]
+    assert len(aside) == 1 and aside[0].name.endswith(".unusable")
+    assert aside[0].read_bytes() == garbage  # kept for inspection, not deleted
+    warnings = qlearn_warnings(result)
+    assert len(warnings) == 1
+    assert str(aside[0]) in warnings[0]
+    data = load_report(pytester.path / "r.json")
+    assert data["session"]["episode"] == 1
+    assert data["store"]["status"].startswith("saved to")
+
+    again = run(pytester, "--qlearn-report=r.json")
+    assert again.ret == pytest.ExitCode.OK
+    assert not qlearn_warnings(again)
+    assert load_report(pytester.path / "r.json")["session"]["episode"] == 2
+
+
+def test_unwritable_store_warns_once_and_keeps_collection_order(
+    pytester: pytest.Pytester,
+) -> None:
+    # ε = 1 and scope test: a working store reorders, so collection order proves the fallback
+    make_project(pytester, fail=["test_b2"], epsilon=1.0, ini="qlearn_order_scope = test\n")
+    collected = collection_order(pytester)
+    seed = ("--qlearn-seed", "3")
+    working = run(pytester, "-v", *seed, "--qlearn-db", "sqlite:///ok/q.db")
+    assert run_order(working) != collected  # positive control
+
+    (pytester.path / "blocker").write_text("not a directory\n", encoding="utf-8")
+    result = run(pytester, "-v", *seed, "--qlearn-db", "sqlite:///blocker/q.db")
+    result.assert_outcomes(passed=17, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert run_order(result) == collected
+    warnings = qlearn_warnings(result)
+    assert len(warnings) == 1, result.stdout.str()
+    assert "blocker/q.db" in warnings[0]
+    assert not (pytester.path / "blocker").is_dir()
+
+
+def test_unwritable_store_with_strict_fails_the_run(pytester: pytest.Pytester) -> None:
+    make_project(pytester)
+    (pytester.path / "blocker").write_text("not a directory\n", encoding="utf-8")
+    result = run(pytester, "--qlearn-strict", "--qlearn-db", "sqlite:///blocker/q.db")
+    assert result.ret != pytest.ExitCode.OK
+    text = result.stdout.str() + result.stderr.str()
+    assert "blocker/q.db" in text
+    assert "Traceback" not in text
+
+
+def test_store_with_a_newer_schema_is_refused_and_left_alone(pytester: pytest.Pytester) -> None:
+    make_project(pytester, fail=["test_b2"], epsilon=1.0, ini="qlearn_order_scope = test\n")
+    collected = collection_order(pytester)
+    seed = ("--qlearn-seed", "3")
+    assert run_order(run(pytester, "-v", *seed)) != collected  # positive control, and a store
+    db = pytester.path / DEFAULT_DB
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("INSERT INTO qlearn_schema VALUES (999, 0)")
+    conn.close()
+    before = dump_store(db)
+
+    result = run(pytester, "-v", *seed, "--qlearn-report=r.json")
+    result.assert_outcomes(passed=17, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert run_order(result) == collected
+    warnings = qlearn_warnings(result)
+    assert len(warnings) == 1
+    assert "schema version 999" in warnings[0] and "upgrade" in warnings[0]
+    assert dump_store(db) == before  # nothing written
+    assert not (pytester.path / "r.json").exists()  # nothing learned, nothing to report
