@@ -55,6 +55,8 @@ class TestHistory:
 
     def last_verdicts(self, k: int) -> str:
         """The last ``k`` pass/fail verdicts, padded on the left with ``-`` for unknown."""
+        if k <= 0:
+            return ""
         recent = self.verdicts.replace(SKIPPED, "")[-k:]
         return recent.rjust(k, "-")
 

@@ -68,8 +68,13 @@ class Hyperparameters:
     update_frequency: int = 10
 
     def epsilon_after(self, episodes: int) -> float:
-        """ε after ``episodes`` completed episodes: decayed once per episode, floored."""
-        return max(self.epsilon_min, self.epsilon * self.epsilon_decay**episodes)
+        """ε after ``episodes`` completed episodes: decayed once per episode, floored.
+
+        The floor never lifts ε above the configured starting rate: ``exploration_rate = 0``
+        means no exploration at all, whatever the floor.
+        """
+        floor = min(self.epsilon_min, self.epsilon)
+        return max(floor, self.epsilon * self.epsilon_decay**episodes)
 
     def overridden(self, **values: float) -> Hyperparameters:
         """A validated copy with some values replaced, keyed by ini suffix or field name."""

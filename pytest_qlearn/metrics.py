@@ -7,6 +7,7 @@ failures has no APFD; those functions return None.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
@@ -33,12 +34,14 @@ def napfd(failed: Sequence[bool], durations: Sequence[float], budget: float) -> 
     m = sum(1 for f in failed if f)
     if n == 0 or m == 0:
         return None
-    limit = budget * sum(durations)
+    limit = budget * math.fsum(durations)
+    # A test that exactly fills the budget must fit despite binary rounding (0.1 * 3 > 0.3).
+    tolerance = 1e-9 * max(1.0, limit)
     used = 0.0
     position = 0
     caught_positions: list[int] = []
     for f, d in zip(failed, durations, strict=True):
-        if used + d > limit:
+        if used + d > limit + tolerance:
             continue
         used += d
         position += 1
@@ -69,6 +72,8 @@ def apfdc(failed: Sequence[bool], durations: Sequence[float]) -> float | None:
 
 def time_to_first_failure(failed: Sequence[bool], durations: Sequence[float]) -> float | None:
     """Seconds until the first failing test finishes, running in this order."""
+    if len(failed) != len(durations):
+        raise ValueError("failed and durations must have the same length")
     elapsed = 0.0
     for f, d in zip(failed, durations, strict=True):
         elapsed += d

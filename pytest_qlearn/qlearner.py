@@ -159,6 +159,11 @@ class QLearner:
             return self.rng.randrange(self.n_actions), True
         return self.greedy(scores), False
 
+    def count_decision(self, explored: bool) -> None:
+        """Count a decision made elsewhere (a pytest-xdist worker's copy of this learner)."""
+        self.decisions += 1
+        self.explored += explored
+
     # -- learning -----------------------------------------------------------------------
     def update(self, state: str, action: int, reward: float, next_state: str | None) -> float:
         """One Bellman update; ``next_state`` None means terminal. Returns the TD error."""

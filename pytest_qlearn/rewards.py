@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -34,7 +35,8 @@ REWARD_RANGE = (-100.0, 100.0)
 def parse_weights(text: str) -> dict[str, float]:
     """Parse ``name=weight`` pairs (comma or whitespace separated) over the defaults."""
     weights = dict(DEFAULT_WEIGHTS)
-    allowed = "name=weight pairs with names " + ", ".join(DEFAULT_WEIGHTS) + " and weights >= 0"
+    names = ", ".join(DEFAULT_WEIGHTS)
+    allowed = f"name=weight pairs with names {names} and finite weights >= 0"
     for part in text.replace(",", " ").split():
         name, sep, raw = part.partition("=")
         if not sep or name not in DEFAULT_WEIGHTS:
@@ -43,7 +45,7 @@ def parse_weights(text: str) -> dict[str, float]:
             value = float(raw)
         except ValueError:
             raise ConfigError("qlearn_reward_weights", text, allowed) from None
-        if not value >= 0.0:
+        if not (math.isfinite(value) and value >= 0.0):
             raise ConfigError("qlearn_reward_weights", text, allowed)
         weights[name] = value
     return weights

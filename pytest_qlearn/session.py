@@ -185,9 +185,12 @@ class LearningSession:
             history = histories.get(test_id) or TestHistory(test_id)
             nxt = history.record(result.verdict, result.duration, self.episode)
             next_histories.append(nxt)
+            decision = self._decisions.get(test_id)
+            if decision is None and result.tier is not None:
+                # decided on a pytest-xdist worker: count it so the report's share is true
+                self.learner.count_decision(result.explored)
             if result.verdict == SKIPPED or result.tier is None:
                 continue
-            decision = self._decisions.get(test_id)
             if decision is None or decision.tier != result.tier:
                 # an xdist controller did not rank: rebuild the worker's decision
                 p, known, per_test, shared = self.prioritizer.failure_probability(history)

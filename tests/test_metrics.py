@@ -72,6 +72,16 @@ def test_napfd_nothing_caught_is_zero() -> None:
     assert napfd([P, F], [1.0, 9.0], 0.1) == pytest.approx(0.0)
 
 
+def test_napfd_a_test_that_exactly_fills_the_budget_is_scheduled_with_decimal_durations() -> None:
+    # ten tests of 0.1 s; 10 % of 1.0 s is exactly one test. In binary floating point
+    # 0.1 * 10 summed is 0.9999999999999999, so a naive "used + d > limit" drops the test
+    # that fits. Expected: t1 scheduled and caught, p = 1, TF = 1 -> 1 - 1/10 + 1/20 = 0.95
+    assert napfd([F] + [P] * 9, [0.1] * 10, 0.10) == pytest.approx(0.95)
+    # 30 % is exactly three tests; 0.1 + 0.1 + 0.1 = 0.30000000000000004 in floating point.
+    # t3 fails: p = 1, TF = 3 -> 1 - 3/10 + 1/20 = 0.75
+    assert napfd([P, P, F] + [P] * 7, [0.1] * 10, 0.30) == pytest.approx(0.75)
+
+
 def test_napfd_full_budget_equals_apfd() -> None:
     failed = [F, P, P, F, P]
     durations = [3.0, 1.0, 4.0, 1.0, 5.0]

@@ -23,7 +23,9 @@ from typing import Any
 
 import pytest
 
-NO_RANDOMLY = ("-p", "no:randomly")
+# pytest-randomly off except where it is under test; pytest-benchmark and hypothesis are
+# unrelated and slow every in-process run down twentyfold.
+BASE_ARGS = ("-p", "no:randomly", "-p", "no:benchmark", "-p", "no:hypothesispytest")
 DEFAULT_DB = Path(".pytest_cache", "d", "qlearn", "qlearn.db")
 
 CONFTEST = '''
@@ -160,7 +162,7 @@ def set_failing(pytester: pytest.Pytester, names: Iterable[str]) -> None:
 
 
 def run(pytester: pytest.Pytester, *args: str | Path) -> pytest.RunResult:
-    return pytester.runpytest(*NO_RANDOMLY, *args)
+    return pytester.runpytest(*BASE_ARGS, *args)
 
 
 def run_order(result: pytest.RunResult) -> list[str]:
@@ -194,18 +196,16 @@ def class_of(test_id: str) -> str | None:
     return "::".join(parts[:2]) if len(parts) == 3 else None
 
 
-def assert_contiguous(groups: Sequence[str | None]) -> None:
+def assert_contiguous(groups: Sequence[str]) -> None:
     """Each group's members form one block (fixture locality kept)."""
-    finished: set[str | None] = set()
-    previous: str | None | object = object()
+    assert groups
+    seen: set[str] = set()
+    previous = None
     for group in groups:
         if group != previous:
-            assert group not in finished, f"group {group} split: {list(groups)}"
-            if not isinstance(previous, str | None.__class__):
-                pass
-            finished.add(previous)  # type: ignore[arg-type]
+            assert group not in seen, f"group {group} is split: {list(groups)}"
+            seen.add(group)
             previous = group
-    assert groups
 
 
 def dump_store(path: Path) -> list[str]:
@@ -220,9 +220,12 @@ def qlearn_warnings(result: pytest.RunResult) -> list[str]:
     return [line for line in result.outlines if line.startswith("qlearn: warning")]
 
 
-def count_ran(result: pytest.RunResult) -> int:
-    outcomes = result.parseoutcomes()
-    return int(outcomes.get("passed", 0)) + int(outcomes.get("failed", 0))
+def outcomes(result: pytest.RunResult) -> dict[str, int]:
+    """The outcome counts, without the warnings count (unknown ini keys warn when the
+    plugin is removed)."""
+    counts = result.parseoutcomes()
+    counts.pop("warnings", None)
+    return counts
 
 
 # -- learning the order -------------------------------------------------------------------
@@ -242,7 +245,7 @@ def test_failing_test_moves_to_the_front_keeping_module_and_class_locality(
     order = run_order(second)
     assert sorted(order) == sorted(collected)  # same tests, only reordered
     assert order[0] == G2  # failing test first inside its module...
-    assert all(module_of(t) == "test_gamma.py" for t in order[:7])  # ...and its module first
+    assert all(module_of(t) == "test_gamma.py" for t in order[:6])  # ...and its module first
     assert order != collected
     assert_contiguous([module_of(t) for t in order])
     assert_contiguous([class_of(t) or t for t in order])
@@ -274,7 +277,7 @@ def test_header_line_names_agent_seed_epsilon_and_store(pytester: pytest.Pyteste
     make_project(pytester, epsilon=0.5)
     result = run(pytester, "--qlearn-seed", "4242")
     assert result.ret == pytest.ExitCode.OK
-    headers = [line for line in result.outlines if line.startswith("qlearn:") and "seed" in line]
+    headers = [line for line in result.outlines if line.startswith("qlearn: agent")]
     assert len(headers) == 1, result.stdout.str()
     match = re.match(
         r"qlearn: agent prioritizer, seed 4242, ε 0\.500, store sqlite:///(\S+)", headers[0]
@@ -377,16 +380,39 @@ def test_same_seed_and_store_snapshot_give_the_same_order_with_exploration_on(
 
 
 # -- the safety contract --------------------------------------------------------------------
-@pytest.mark.parametrize("failing", [True, False], ids=["failing-suite", "passing-suite"])
+@pytest.mark.parametrize(
+    ("fail", "args", "expected"),
+    [
+        (["test_g2"], [], pytest.ExitCode.TESTS_FAILED),
+        ([], [], pytest.ExitCode.OK),
+        ([], ["-k", "nomatch"], pytest.ExitCode.NO_TESTS_COLLECTED),
+        ([], ["-x", "--maxfail=1"], pytest.ExitCode.OK),
+        (["test_a1"], ["-x"], pytest.ExitCode.TESTS_FAILED),
+    ],
+    ids=["failing", "passing", "none-selected", "exitfirst-passing", "exitfirst-failing"],
+)
 def test_exit_codes_are_unchanged_by_the_plugin(
-    pytester: pytest.Pytester, failing: bool
+    pytester: pytest.Pytester, fail: list[str], args: list[str], expected: pytest.ExitCode
 ) -> None:
-    make_project(pytester, fail=["test_g2"] if failing else [])
-    expected = pytest.ExitCode.TESTS_FAILED if failing else pytest.ExitCode.OK
-    assert run(pytester, "-p", "no:qlearn").ret == expected
-    assert run(pytester, "--no-qlearn").ret == expected
+    make_project(pytester, fail=fail)
+    assert run(pytester, "-p", "no:qlearn", *args).ret == expected
+    assert run(pytester, "--no-qlearn", *args).ret == expected
     for _ in range(2):  # learning run, then a reordered run
-        assert run(pytester, "--qlearn").ret == expected
+        assert run(pytester, "--qlearn", *args).ret == expected
+
+
+def test_exit_code_of_a_collection_error_is_unchanged(pytester: pytest.Pytester) -> None:
+    make_project(pytester)
+    pytester.makepyfile(test_broken="import no_such_module_anywhere\n")
+    for extra, expected in (
+        ((), pytest.ExitCode.INTERRUPTED),
+        (("--continue-on-collection-errors",), pytest.ExitCode.TESTS_FAILED),
+    ):
+        assert run(pytester, "-p", "no:qlearn", *extra).ret == expected
+        for _ in range(2):
+            result = run(pytester, *extra)
+            assert result.ret == expected
+            assert not qlearn_warnings(result)
 
 
 OUTCOME_SUITE = {
@@ -442,18 +468,18 @@ OUTCOME_SUITE = {
 def test_outcomes_are_never_changed_and_every_test_runs(pytester: pytest.Pytester) -> None:
     make_project(pytester, suite=OUTCOME_SUITE)
     baseline = run(pytester, "-p", "no:qlearn", "-v")
-    expected = baseline.parseoutcomes()
+    expected = outcomes(baseline)
     assert expected == {
         "passed": 4,
         "failed": 3,
         "skipped": 2,
         "xfailed": 2,
         "xpassed": 1,
-        "error": 1,
+        "errors": 1,
     }
     for _ in range(3):
         result = run(pytester, "-v")
-        assert result.parseoutcomes() == expected
+        assert outcomes(result) == expected
         assert result.ret == baseline.ret == pytest.ExitCode.TESTS_FAILED
         assert sorted(run_order(result)) == sorted(run_order(baseline))
     assert run_order(result) != run_order(baseline)  # it did reorder meanwhile
@@ -617,7 +643,7 @@ def test_xfail_tests_do_not_break_anything(pytester: pytest.Pytester) -> None:
     for episode in (1, 2, 3):
         result = run(pytester, "--qlearn-report=r.json")
         assert result.ret == pytest.ExitCode.OK
-        assert result.parseoutcomes() == baseline.parseoutcomes()
+        assert outcomes(result) == outcomes(baseline)
         assert not qlearn_warnings(result)
         data = load_report(pytester.path / "r.json")
         assert data["session"]["episode"] == episode
@@ -645,7 +671,7 @@ def test_xdist_learns_on_the_controller_and_workers_use_its_order(
     make_project(pytester, fail=["test_g2"], ini="qlearn_order_scope = test\n")
     args = ("-n", "2", "--qlearn-db", "sqlite:///store/q.db")
 
-    first = pytester.runpytest_subprocess(*NO_RANDOMLY, *args, "--qlearn-report=r1.json")
+    first = pytester.runpytest_subprocess(*BASE_ARGS, *args, "--qlearn-report=r1.json")
     assert_xdist_ran_cleanly(first, passed=17, failed=1)
     assert first.ret == pytest.ExitCode.TESTS_FAILED
     headers = [line for line in first.outlines if line.startswith("qlearn: agent")]
@@ -653,7 +679,7 @@ def test_xdist_learns_on_the_controller_and_workers_use_its_order(
     assert len([line for line in first.outlines if line.startswith("qlearn: learned")]) == 1
     assert load_report(pytester.path / "r1.json")["session"]["episode"] == 1
 
-    second = pytester.runpytest_subprocess(*NO_RANDOMLY, *args, "--qlearn-report=r2.json")
+    second = pytester.runpytest_subprocess(*BASE_ARGS, *args, "--qlearn-report=r2.json")
     assert_xdist_ran_cleanly(second, passed=17, failed=1)
     data = load_report(pytester.path / "r2.json")
     assert data["session"]["episode"] == 2
@@ -662,37 +688,51 @@ def test_xdist_learns_on_the_controller_and_workers_use_its_order(
     assert data["session"]["apfd"] == pytest.approx(1 - 1 / 36)
     assert data["failures_first"] == [G2]
 
-    # with exploration on, workers still compute one identical order from the handed seed
-    ini = (pytester.path / "pytest.ini").read_text(encoding="utf-8")
-    ini = ini.replace("qlearn_exploration_rate = 0\n", "qlearn_exploration_rate = 1\n")
-    (pytester.path / "pytest.ini").write_text(ini, encoding="utf-8")
-    explored = pytester.runpytest_subprocess(*NO_RANDOMLY, *args, "--qlearn-report=r3.json")
-    assert_xdist_ran_cleanly(explored, passed=17, failed=1)
-    data = load_report(pytester.path / "r3.json")
-    assert data["session"]["episode"] == 3
-    assert data["learner"]["explored"] > 0
     assert_workers_never_opened_sqlite(pytester)
 
-    # the learned order, seen without xdist (the controller saved all three episodes)
-    (pytester.path / "pytest.ini").write_text(
-        ini.replace("qlearn_exploration_rate = 1\n", "qlearn_exploration_rate = 0\n"),
-        encoding="utf-8",
-    )
-    plain = run(pytester, "-v", "--qlearn-db", "sqlite:///store/q.db", "--qlearn-report=r4.json")
+    # the learned order, seen without xdist (the controller saved both episodes)
+    plain = run(pytester, "-v", "--qlearn-db", "sqlite:///store/q.db", "--qlearn-report=r3.json")
     assert run_order(plain)[0] == G2
-    assert load_report(pytester.path / "r4.json")["riskiest"][0] == {
-        "test_id": G2,
-        "p_fail": pytest.approx(load_report(pytester.path / "r4.json")["riskiest"][0]["p_fail"]),
-        "runs": 4,
-        "failures": 4,
-    }
+    data = load_report(pytester.path / "r3.json")
+    assert data["session"]["episode"] == 3
+    assert data["riskiest"][0]["test_id"] == G2
+    assert (data["riskiest"][0]["runs"], data["riskiest"][0]["failures"]) == (3, 3)
+
+
+def test_xdist_workers_use_the_controllers_seed_and_snapshot(pytester: pytest.Pytester) -> None:
+    """With exploration on, the workers must compute one identical order (else xdist
+    reports 'Different tests were collected'), and it is the order a run without xdist
+    computes from the same snapshot and seed."""
+    make_project(pytester, fail=["test_g2"], epsilon=1.0, ini="qlearn_order_scope = test\n")
+    args = ("--qlearn-db", "sqlite:///store/q.db", "--qlearn-seed", "5", "--qlearn-report=r.json")
+    run(pytester, "--qlearn-db", "sqlite:///store/q.db").assert_outcomes(passed=17, failed=1)
+    store, snapshot = pytester.path / "store", pytester.path / "snapshot"
+    shutil.copytree(store, snapshot)
+
+    with_xdist = pytester.runpytest_subprocess(*BASE_ARGS, "-n", "2", *args)
+    assert_xdist_ran_cleanly(with_xdist, passed=17, failed=1)
+    xdist_report = load_report(pytester.path / "r.json")
+    assert xdist_report["session"]["episode"] == 2
+    assert_workers_never_opened_sqlite(pytester)
+
+    shutil.rmtree(store)
+    shutil.copytree(snapshot, store)
+    without = run(pytester, "-v", *args)
+    without.assert_outcomes(passed=17, failed=1)
+    plain_report = load_report(pytester.path / "r.json")
+    assert plain_report["session"]["episode"] == 2
+    assert plain_report["learner"]["explored"] > 0
+    # one failure: its APFD encodes its position, so both runs scheduled it alike
+    assert xdist_report["session"]["apfd"] == pytest.approx(plain_report["session"]["apfd"])
+    position = run_order(without).index(G2)
+    assert xdist_report["session"]["apfd"] == pytest.approx(1 - (position + 1) / 18 + 1 / 36)
 
 
 def test_xdist_with_an_unwritable_store_still_runs(pytester: pytest.Pytester) -> None:
     make_project(pytester, fail=["test_b2"], epsilon=1.0)
     (pytester.path / "blocker").write_text("a regular file, not a directory\n", encoding="utf-8")
     result = pytester.runpytest_subprocess(
-        *NO_RANDOMLY, "-n", "2", "--qlearn-db", "sqlite:///blocker/q.db"
+        *BASE_ARGS, "-n", "2", "--qlearn-db", "sqlite:///blocker/q.db"
     )
     assert_xdist_ran_cleanly(result, passed=17, failed=1)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
@@ -780,3 +820,20 @@ def test_store_with_a_newer_schema_is_refused_and_left_alone(pytester: pytest.Py
     assert "schema version 999" in warnings[0] and "upgrade" in warnings[0]
     assert dump_store(db) == before  # nothing written
     assert not (pytester.path / "r.json").exists()  # nothing learned, nothing to report
+
+
+# -- known bug, kept last so `-x` runs everything else first -------------------------------
+def test_xdist_report_counts_the_decisions_made_on_the_workers(
+    pytester: pytest.Pytester,
+) -> None:
+    make_project(pytester, epsilon=1.0)
+    result = pytester.runpytest_subprocess(
+        *BASE_ARGS, "-n", "2", "--qlearn-seed", "5", "--qlearn-report=r.json"
+    )
+    assert_xdist_ran_cleanly(result, passed=18)
+    learner = load_report(pytester.path / "r.json")["learner"]
+    # every test got one decision, made on a worker with ε = 1; the report must not say
+    # "exploration share 0.0% of 0 decisions" for a run whose order was all exploration
+    assert learner["decisions"] == 18
+    assert learner["explored"] == 18
+    assert learner["exploration_share"] == pytest.approx(1.0)

@@ -137,7 +137,9 @@ def test_estimate_is_the_exponentially_weighted_failure_share() -> None:
     assert values[0] - values[2] == pytest.approx(0.75)
     # de-biased: 0.75 / (1 - 0.5**3) = 6/7; p = (6/7 / 2 + 1) / 2 = 5/7
     # exponentially weighted failure share, weights 0.5**(n-k): (0.25*1 + 0.5*0 + 1*1) / 1.75
-    assert p._estimate(per_test) == (pytest.approx(5 / 7), 2.0)  # weight min(3, 1/α)
+    estimate, weight = p._estimate(per_test)
+    assert estimate == pytest.approx(5 / 7)
+    assert weight == 2.0  # min(3 visits, 1/α)
     assert p._estimate(shared) == (0.0, 0.0)  # never updated
     # blended with the prior of a new test (0.5, weight 1): (5/7 * 2 + 0.5) / 3 = 9/14
     probability, known, _, _ = p.failure_probability(new)
@@ -152,7 +154,9 @@ def test_estimate_four_updates() -> None:
     _train(p, per_test.key, "PPFF", per_test.key)  # a self-loop: bootstrap from its own row
     # weights 0.75**3, 0.75**2, 0.75, 1 = 0.421875, 0.5625, 0.75, 1 (sum 2.734375)
     # failures weigh 0.75 + 1 = 1.75 -> 1.75 / 2.734375 = 0.64
-    assert p._estimate(per_test) == (pytest.approx(0.64), 4.0)
+    estimate, weight = p._estimate(per_test)
+    assert estimate == pytest.approx(0.64)
+    assert weight == 4.0  # min(4 visits, 1/α)
 
 
 @pytest.mark.parametrize(("verdict", "expected"), [(FAILED, 1.0), (PASSED, 0.0)])

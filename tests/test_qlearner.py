@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -11,7 +12,12 @@ from pytest_qlearn.qlearner import DeltaBatch, QEntry, QLearner
 
 
 def learner(
-    n_actions: int = 3, *, seed: int = 0, episodes: int = 0, on_flush=None, **hyper: float
+    n_actions: int = 3,
+    *,
+    seed: int = 0,
+    episodes: int = 0,
+    on_flush: Callable[[DeltaBatch], None] | None = None,
+    **hyper: float,
 ) -> QLearner:
     return QLearner(
         "test-agent",
@@ -176,17 +182,26 @@ def test_epsilon_zero_always_greedy() -> None:
     assert q.decisions == 500
 
 
-def test_exploration_rate_zero_is_not_raised_by_the_floor() -> None:
-    # qlearn_exploration_rate = 0 means "never explore": the floor ε_min bounds the *decay*,
-    # it must not push ε above the configured initial rate.
-    hyper = Hyperparameters(epsilon=0.0)  # default ε_min = 0.01
-    assert hyper.epsilon_after(0) == 0.0
-    assert hyper.epsilon_after(10) == 0.0
-    q = QLearner("a", 3, hyper, random.Random(1))
+def test_epsilon_before_any_episode_is_the_configured_initial_rate() -> None:
+    # DESIGN.md: qlearn_exploration_rate is the *initial* ε; the floor belongs to the decay
+    # step "ε ← max(ε_min, ε·decay) once per episode", so it cannot apply before episode 1.
+    assert Hyperparameters(epsilon=0.0).epsilon_after(0) == 0.0  # default ε_min = 0.01
+    assert Hyperparameters(epsilon=0.005, epsilon_min=0.05).epsilon_after(0) == 0.005
+    # exploration rate 0 means never explore
+    q = QLearner("a", 3, Hyperparameters(epsilon=0.0), random.Random(1))
     assert q.epsilon == 0.0
     for _ in range(1000):
         q.choose([0.0, 1.0, 0.0])
     assert q.explored == 0
+
+
+def test_the_floor_never_raises_epsilon_above_the_initial_rate() -> None:
+    # ε_min bounds how far decay goes down; it must not turn "never explore" into 1 %
+    # exploration after the first CI run.
+    hyper = Hyperparameters(epsilon=0.0)
+    assert [hyper.epsilon_after(n) for n in (1, 10, 1000)] == [0.0, 0.0, 0.0]
+    hyper = Hyperparameters(epsilon=0.005, epsilon_min=0.05, epsilon_decay=1.0)
+    assert hyper.epsilon_after(3) == pytest.approx(0.005)
 
 
 def test_epsilon_one_always_explores() -> None:

@@ -169,10 +169,20 @@ def test_coverage_gain_is_clamped(now: float, before: float, component: float) -
     assert CALC.episode(facts).components["coverage_gain"] == pytest.approx(component)
 
 
-def _quality_facts(apfd: float, **extra: object) -> EpisodeFacts:
+def _quality_facts(
+    apfd: float, *, session_failed: bool = False, exploited: int = 0, exploited_paid_off: int = 0
+) -> EpisodeFacts:
+    """Only the quality component is available (one failure, no timing, no reuse)."""
     return EpisodeFacts(
-        tests=10, failures=1, apfd=apfd, duration=5.0, time_to_first_failure=None, **extra
-    )  # type: ignore[arg-type]
+        tests=10,
+        failures=1,
+        apfd=apfd,
+        duration=5.0,
+        time_to_first_failure=None,
+        session_failed=session_failed,
+        exploited=exploited,
+        exploited_paid_off=exploited_paid_off,
+    )
 
 
 @pytest.mark.parametrize(("apfd", "bonus"), [(0.89, 0.0), (0.90, BONUS), (0.95, BONUS)])

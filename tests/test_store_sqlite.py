@@ -11,6 +11,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +112,8 @@ def q_table(store: SqliteStore, agent: str = AGENT) -> dict[tuple[str, int], tup
 
 # -- the file ----------------------------------------------------------------------------------
 def test_journal_mode_is_wal(db_path: Path) -> None:
-    with opened(db_path):
-        with raw(db_path) as conn:
-            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with opened(db_path), raw(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with raw(db_path) as conn:  # WAL is persistent: it is a property of the file
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -340,9 +340,9 @@ def test_concurrent_processes_lose_nothing(db_path: Path) -> None:
 
 def test_snapshot_is_one_consistent_read_even_while_another_run_writes(db_path: Path) -> None:
     """A run's snapshot must be one consistent read: its session count must belong to its
-    histories. Another process commits in the middle of ``load_snapshot`` here (the trace
-    callback fires as each statement starts); the run then writes with ``base_episodes``
-    taken from that snapshot, and no verdict may be lost."""
+    histories. Another run (its own connection) commits in the middle of ``load_snapshot``
+    here: the trace callback fires as each statement starts. The run then writes with
+    ``base_episodes`` taken from that snapshot, and no verdict may be lost."""
     test_id = "t::shared"
     with opened(db_path) as store, opened(db_path) as other:
         assert store.write_episode(episode_write("s0", observations=[(test_id, PASSED, 1.0)]))
@@ -402,7 +402,9 @@ delta_rows = st.tuples(
 def test_any_partition_of_deltas_into_writes_sums_exactly(
     rows: list[tuple[str, str, int, float, int]], writers: int, data: st.DataObject
 ) -> None:
-    assignment = data.draw(st.lists(st.integers(0, writers - 1), min_size=len(rows)))
+    assignment = data.draw(
+        st.lists(st.integers(0, writers - 1), min_size=len(rows), max_size=len(rows))
+    )
     batches: list[dict[str, list[QDelta]]] = [defaultdict(list) for _ in range(writers)]
     expected: dict[tuple[str, str, int], list[float]] = defaultdict(lambda: [0.0, 0])
     for (agent, state, action, dq, dn), writer in zip(rows, assignment, strict=False):
@@ -437,7 +439,7 @@ def test_any_partition_of_verdicts_into_writes_keeps_them_all(
     cuts = sorted(data.draw(st.lists(st.integers(0, len(verdicts)), max_size=4)))
     bounds = [0, *cuts, len(verdicts)]
     with tempfile.TemporaryDirectory() as directory, opened(Path(directory) / "q.db") as store:
-        for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        for i, (lo, hi) in enumerate(pairwise(bounds)):
             observations = [("t::x", v, 1.0) for v in verdicts[lo:hi]]
             assert store.write_episode(episode_write(f"s{i}", observations=observations))
         histories = store.load_snapshot(PARTITION, [AGENT]).histories

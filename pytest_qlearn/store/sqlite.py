@@ -201,7 +201,13 @@ class SqliteStore(Store):
     def _move_aside(self, why: str) -> sqlite3.Connection:
         if self.path == ":memory:":
             raise StoreError(f"in-memory store {why}")
-        aside = f"{self.path}.{time.strftime('%Y%m%d-%H%M%S')}.unusable"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = f"{self.path}.{stamp}.unusable"
+        counter = 1
+        while any(os.path.exists(aside + s) for s in ("", "-wal", "-shm")):
+            # Never overwrite an earlier damaged file: it may be the only copy of what it held.
+            counter += 1
+            aside = f"{self.path}.{stamp}-{counter}.unusable"
         os.replace(self.path, aside)
         for suffix in ("-wal", "-shm"):
             if os.path.exists(self.path + suffix):
@@ -258,45 +264,61 @@ class SqliteStore(Store):
         conn = self.conn
         key = (partition.project, partition.environment)
         try:
-            histories = {
-                row[0]: TestHistory(*row)
-                for row in conn.execute(
-                    f"SELECT {', '.join(_HISTORY_FIELDS)} FROM test_history "
-                    "WHERE project = ? AND environment = ?",
-                    key,
-                )
-            }
-            q_entries: dict[str, list[QEntry]] = {}
-            for agent in agents:
-                q_entries[agent] = [
-                    QEntry._make(row)
-                    for row in conn.execute(
-                        "SELECT state_hash, action, q, visits FROM q_values "
-                        "WHERE project = ? AND environment = ? AND agent = ?",
-                        (*key, agent),
-                    )
-                ]
-            states = {
-                row[0]: AgentState(row[0], int(row[1]), row[2], float(row[3]), int(row[4]), row[5])
-                for row in conn.execute(
-                    "SELECT agent, episodes, epsilon, reward_sum, rewards, last_active "
-                    "FROM agent_states WHERE project = ? AND environment = ?",
-                    key,
-                )
-            }
-            (episodes,) = conn.execute(
-                "SELECT COUNT(*) FROM sessions WHERE project = ? AND environment = ?", key
-            ).fetchone()
-            return Snapshot(
-                partition=partition,
-                histories=histories,
-                q_entries=q_entries,
-                agent_states=states,
-                recent_sessions=self.recent_sessions(partition),
-                episodes=int(episodes),
-            )
+            # One read transaction: a run committing meanwhile is seen entirely or not at all
+            # (the history fast path relies on histories and episode count agreeing).
+            conn.execute("BEGIN")
+            try:
+                snapshot = self._read_snapshot(partition, agents, key)
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return snapshot
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the qlearn store {self.display_url}: {exc}") from exc
+
+    def _read_snapshot(
+        self, partition: Partition, agents: Sequence[str], key: tuple[str, str]
+    ) -> Snapshot:
+        conn = self.conn
+        histories = {
+            row[0]: TestHistory(*row)
+            for row in conn.execute(
+                f"SELECT {', '.join(_HISTORY_FIELDS)} FROM test_history "
+                "WHERE project = ? AND environment = ?",
+                key,
+            )
+        }
+        q_entries: dict[str, list[QEntry]] = {}
+        for agent in agents:
+            q_entries[agent] = [
+                QEntry._make(row)
+                for row in conn.execute(
+                    "SELECT state_hash, action, q, visits FROM q_values "
+                    "WHERE project = ? AND environment = ? AND agent = ?",
+                    (*key, agent),
+                )
+            ]
+        states = {
+            row[0]: AgentState(row[0], int(row[1]), row[2], float(row[3]), int(row[4]), row[5])
+            for row in conn.execute(
+                "SELECT agent, episodes, epsilon, reward_sum, rewards, last_active "
+                "FROM agent_states WHERE project = ? AND environment = ?",
+                key,
+            )
+        }
+        (episodes,) = conn.execute(
+            "SELECT COUNT(*) FROM sessions WHERE project = ? AND environment = ?", key
+        ).fetchone()
+        return Snapshot(
+            partition=partition,
+            histories=histories,
+            q_entries=q_entries,
+            agent_states=states,
+            recent_sessions=self.recent_sessions(partition),
+            episodes=int(episodes),
+        )
 
     def recent_sessions(self, partition: Partition, limit: int = 20) -> list[SessionRecord]:
         rows = self.conn.execute(

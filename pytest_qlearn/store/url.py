@@ -23,19 +23,32 @@ class StoreUrl:
         return redact(self.raw)
 
 
+SECRET_QUERY_KEYS = frozenset({"password"})
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe to print, log or raise)."""
+    """The URL with any password replaced by ``***`` (safe to print, log or raise).
+
+    Works on the raw text rather than ``SplitResult.port``/``hostname`` so a malformed port
+    or host cannot make redaction itself fail, and the host is kept exactly as written.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparseable store URL>"
-    if parts.password is None:
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query_items = parts.query.split("&") if parts.query else []
+    for i, item in enumerate(query_items):
+        name, eq, _ = item.partition("=")
+        if eq and name.lower() in SECRET_QUERY_KEYS:
+            query_items[i] = f"{name}=***"
+    query = "&".join(query_items)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, ""))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def parse_store_url(url: str, key: str = "--qlearn-db") -> StoreUrl:
