@@ -33,6 +33,7 @@ from .store.base import Partition
 from .store.url import StoreUrl, redact
 
 PLUGIN_NAME = "qlearn-plugin"
+WORKER_PLUGIN_NAME = "qlearn-worker-decisions"
 WORKERINPUT_KEY = "qlearn"
 plugin_key = pytest.StashKey["QLearnPlugin"]()
 _FAILED_SESSION = (
@@ -58,6 +59,8 @@ def pytest_configure(config: pytest.Config) -> None:
     plugin = QLearnPlugin(config, settings)
     config.stash[plugin_key] = plugin
     config.pluginmanager.register(plugin, PLUGIN_NAME)
+    if plugin.is_worker:
+        config.pluginmanager.register(_WorkerDecisions(plugin), WORKER_PLUGIN_NAME)
     plugin.start()
 
 
@@ -67,7 +70,29 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     plugin.close()
     config.pluginmanager.unregister(plugin, PLUGIN_NAME)
+    worker = config.pluginmanager.get_plugin(WORKER_PLUGIN_NAME)
+    if worker is not None:
+        config.pluginmanager.unregister(worker, WORKER_PLUGIN_NAME)
     del config.stash[plugin_key]
+
+
+class _WorkerDecisions:
+    """On a pytest-xdist worker only: attach each test's decision to its reports, so the
+    controller learns what the worker decided. (A separate plugin object, so runs without
+    xdist do not pay for a hook wrapper around every report.)"""
+
+    def __init__(self, plugin: QLearnPlugin) -> None:
+        self.plugin = plugin
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        rep = yield
+        info = self.plugin.decision_info(item.nodeid)
+        if info is not None:
+            rep.qlearn = info  # type: ignore[attr-defined]
+        return rep
 
 
 @dataclass
@@ -271,22 +296,18 @@ class QLearnPlugin:
             # the order actually used, after --ff, pytest-order & co. had their say
             self.positions = {item.nodeid: pos for pos, item in enumerate(session.items)}
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        rep = yield
+    def decision_info(self, nodeid: str) -> list[Any] | None:
+        """[collection index, run position, tier, explored] of a test this run ranked."""
         ranking = self.ranking
-        if ranking is not None:
-            decision = ranking.decisions.get(item.nodeid)
-            # rides on the report so an xdist controller learns what the worker decided
-            rep.qlearn = [  # type: ignore[attr-defined]
-                self.indexes.get(item.nodeid, -1),
-                self.positions.get(item.nodeid, -1),
-                None if decision is None else decision.tier,
-                False if decision is None else decision.explored,
-            ]
-        return rep
+        if ranking is None:
+            return None
+        decision = ranking.decisions.get(nodeid)
+        return [
+            self.indexes.get(nodeid, -1),
+            self.positions.get(nodeid, -1),
+            None if decision is None else decision.tier,
+            False if decision is None else decision.explored,
+        ]
 
     # -- results -----------------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -295,7 +316,12 @@ class QLearnPlugin:
             return
         fold = self.folds.get(report.nodeid)
         if fold is None:
-            info = getattr(report, "qlearn", None) or [-1, -1, None, False]
+            # from a pytest-xdist worker the decision rides on the report
+            info = (
+                getattr(report, "qlearn", None)
+                or self.decision_info(report.nodeid)
+                or [-1, -1, None, False]
+            )
             arrival = len(self.folds)
             fold = _Fold(
                 index=info[0] if info[0] >= 0 else arrival,
@@ -340,6 +366,7 @@ class QLearnPlugin:
             duration=time.perf_counter() - self.started,
             exit_status=int(exitstatus),
             session_failed=exitstatus in _FAILED_SESSION,
+            riskiest=5 if self._detailed_report(session.config) else 0,
         )
         self.summary = summary
         if self.store is not None:
@@ -365,6 +392,13 @@ class QLearnPlugin:
                 self._warn(f"cannot write the qlearn report {path}: {exc}")
         if self.strict_error is not None:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+
+    def _detailed_report(self, config: pytest.Config) -> bool:
+        return bool(
+            self.settings.report_terminal
+            or self.settings.report_paths
+            or config.get_verbosity() > 0
+        )
 
     def pytest_terminal_summary(
         self, terminalreporter: Any, exitstatus: int, config: pytest.Config

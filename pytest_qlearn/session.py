@@ -164,8 +164,13 @@ class LearningSession:
         duration: float,
         exit_status: int,
         session_failed: bool = False,
+        riskiest: int = 5,
     ) -> tuple[EpisodeWrite, EpisodeSummary]:
-        """Learn from the results and build the store write and the report summary."""
+        """Learn from the results and build the store write and the report summary.
+
+        ``riskiest`` is how many of the riskiest tests the summary lists; 0 skips estimating
+        every test again when no detailed report will show them.
+        """
         histories = self.snapshot.histories
         by_id = {r.test_id: r for r in results}
         ordered_ids = sorted(by_id)  # deterministic update order
@@ -302,7 +307,7 @@ class LearningSession:
             stats=stats,
             run_ttff=run_ttff,
             collection_ttff=collection_ttff,
-            riskiest=self._riskiest(next_states),
+            riskiest=self._riskiest(next_states, riskiest) if riskiest > 0 else [],
             failures_first=[r.test_id for r in run_order if r.verdict == FAILED][:5],
         )
         return write, summary
