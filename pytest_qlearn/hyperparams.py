@@ -60,11 +60,11 @@ RANGES: dict[str, tuple[str, Range]] = {
 class Hyperparameters:
     """α, γ, initial ε, ε decay per episode, ε floor and the store-sync batch size."""
 
-    alpha: float = 0.1
+    alpha: float = 0.01
     gamma: float = 0.95
     epsilon: float = 0.2
-    epsilon_decay: float = 0.995
-    epsilon_min: float = 0.01
+    epsilon_decay: float = 0.9
+    epsilon_min: float = 0.0
     update_frequency: int = 10
 
     def epsilon_after(self, episodes: int) -> float:

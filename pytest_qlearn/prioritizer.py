@@ -22,12 +22,13 @@ test's failure probability, which orders tests within a tier.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from .agents import Agent, AgentType
-from .history import FAILED, PASSED, TestHistory
+from .history import FAILED, PASSED, SKIPPED, TestHistory
 from .hyperparams import Hyperparameters
 from .qlearner import QLearner
 from .rewards import RewardCalculator
@@ -35,18 +36,24 @@ from .state import Buckets, State, StateEncoder
 
 NAME = "prioritizer"
 TIERS = ("first", "middle", "last")
-SHARED_FEATURES = ("last", "since_fail", "fail_rate", "duration", "new")
-PER_TEST_FEATURES = ("test", "last", "since_fail")
-RECENT_VERDICTS = 3
+SHARED_FEATURES = ("since_fail", "fail_rate", "duration", "new")
+PER_TEST_FEATURES = ("test", "since_fail")
 
 _SINCE_FAIL = Buckets((1, 2, 3, 6, 11, 21))
+#: The per-test level tells only short gaps apart (short periods), so its rows stay full.
+_RECENT_FAIL = Buckets((1, 2, 3))
 _FAIL_RATE = Buckets((0.001, 0.05, 0.2, 0.5), integer=False)
-_DURATION = Buckets((0.1, 1.0, 10.0), integer=False)
+_DURATION = Buckets((0.1, 0.5, 1.0, 2.0, 10.0), integer=False)
 
-#: Pseudo-observations given to the history-based prior of a state never seen before.
+#: Pseudo-observations given to the history-based prior.
 PRIOR_WEIGHT = 1.0
-#: The shared level counts as at most this many observations beside the per-test level.
-SHARED_WEIGHT_CAP = 3.0
+#: Pseudo-observations the shared level counts for, once it has been updated.
+SHARED_WEIGHT = 5.0
+#: Estimates closer than this are equal (float noise); equal ones run shortest first.
+P_RESOLUTION = 1e-9
+#: Durations are compared in whole steps of this (seconds): within 10 ms they
+#: are noise, and ties keep the collection order (pytest-randomly's shuffle, for one).
+DURATION_RESOLUTION = 1e-2
 
 
 def agent_type(hyper: Hyperparameters | None = None) -> AgentType:
@@ -59,16 +66,27 @@ def agent_type(hyper: Hyperparameters | None = None) -> AgentType:
     )
 
 
+#: Feature names in the encoders' (sorted) order, for the tuple fast path below.
+_SHARED_ORDER = tuple(sorted(SHARED_FEATURES))
+_PER_TEST_ORDER = tuple(sorted(PER_TEST_FEATURES))
+assert _SHARED_ORDER == ("duration", "fail_rate", "new", "since_fail")
+assert _PER_TEST_ORDER == ("since_fail", "test")
+
+
+def shared_values(history: TestHistory, since: int | None) -> tuple[str, str, bool, str]:
+    """The bucketed, shared features of a test's history, in sorted-name order."""
+    return (
+        "?" if history.runs == 0 else _DURATION.label(history.duration_mean),
+        "0" if history.failures == 0 else _FAIL_RATE.label(history.failure_rate),
+        history.first_episode < 0,  # new
+        "never" if since is None else _SINCE_FAIL.label(since),
+    )
+
+
 def features(history: TestHistory) -> dict[str, str | int | bool]:
     """The bucketed, shared features of a test's history."""
-    since = history.runs_since_failure()
-    return {
-        "last": history.last_verdicts(RECENT_VERDICTS),
-        "since_fail": "never" if since is None else _SINCE_FAIL.label(since),
-        "fail_rate": "0" if history.failures == 0 else _FAIL_RATE.label(history.failure_rate),
-        "duration": "?" if history.runs == 0 else _DURATION.label(history.duration_mean),
-        "new": history.is_new,
-    }
+    values = shared_values(history, history.runs_since_failure())
+    return dict(zip(_SHARED_ORDER, values, strict=True))
 
 
 def prior_failure_probability(history: TestHistory) -> float:
@@ -79,7 +97,7 @@ def prior_failure_probability(history: TestHistory) -> float:
     if history.runs == 0:  # seen, but only ever skipped
         return 0.25
     smoothed = (history.failures + 0.5) / (history.runs + 1.0)
-    last_failed = history.last_verdicts(1) == FAILED
+    last_failed = history.verdicts.rstrip(SKIPPED)[-1:] == FAILED
     return 0.5 * smoothed + (0.5 if last_failed else 0.0)
 
 
@@ -105,6 +123,18 @@ class Decision(NamedTuple):
     per_test: State
     shared: State
     known: bool  # True when a learned value (not only the prior) shaped the estimate
+    duration: float = 0.0  # expected seconds (mean of earlier runs; 0 when unknown)
+
+
+def order_key(decision: Decision) -> tuple[int, float, float]:
+    """Where a decided test runs: tier by tier; inside a tier, the likeliest failure first,
+    and among equal estimates the shortest test first (it costs the least of a time budget
+    and delays the others least)."""
+    return (
+        decision.tier,
+        -int(decision.p_fail / P_RESOLUTION + 0.5),  # p >= 0: rounds half up, cheaply
+        math.floor(decision.duration / DURATION_RESOLUTION),
+    )
 
 
 class Prioritizer(Agent):
@@ -119,33 +149,44 @@ class Prioritizer(Agent):
             for failed in (True, False)
         }
         self._tier_gap = self._tier_rewards[True][0] - self._tier_rewards[True][-1]
+        # expected reward of tier t for failure probability p: passing + p·(failing − passing)
+        self._expected_terms = [
+            (passing, failing - passing)
+            for failing, passing in zip(
+                self._tier_rewards[True], self._tier_rewards[False], strict=True
+            )
+        ]
 
     # -- states ------------------------------------------------------------------------
     def states(self, history: TestHistory) -> tuple[State, State]:
-        shared = features(history)
-        per_test = {
-            "test": history.test_id,
-            "last": shared["last"],
-            "since_fail": shared["since_fail"],
-        }
-        return self.per_test_encoder.encode(per_test), self.shared_encoder.encode(shared)
+        since = history.runs_since_failure()
+        per_test = self.per_test_encoder.encode_values(
+            ("never" if since is None else _RECENT_FAIL.label(since), history.test_id)
+        )
+        return per_test, self.shared_encoder.encode_values(shared_values(history, since))
 
     def estimate(self, history: TestHistory, states: tuple[State, State]) -> float:
-        """The failure probability of a test in these (per-test, shared) states: the
-        visit-weighted blend of both levels' learned estimates and the history prior."""
+        """The failure probability of a test in these (per-test, shared) states.
+
+        A pseudo-count blend of three sources: the per-test level's learned estimate
+        counts as its visits (up to 1/α), the shared level's as ``SHARED_WEIGHT``
+        observations once it has been updated, the history prior as ``PRIOR_WEIGHT``. A
+        test seen often is judged by its own record; a new or rarely seen one by what
+        tests like it do."""
         p_test, w_test = self._estimate(states[0])
         p_shared, w_shared = self._estimate(states[1])
-        w_shared = min(w_shared, SHARED_WEIGHT_CAP)
+        w_shared = SHARED_WEIGHT if w_shared > 0 else 0.0
         prior = prior_failure_probability(history)
         total = w_test + w_shared + PRIOR_WEIGHT
         return (p_test * w_test + p_shared * w_shared + prior * PRIOR_WEIGHT) / total
 
     def _estimate(self, state: State) -> tuple[float, float]:
         """(failure probability, weight) from one state's Q-row; weight 0 if never updated."""
-        visits = self.learner.visits(state.key)[0]
-        if visits == 0:
+        row = self.learner.row(state.key)
+        if row is None or row[1][0] == 0:
             return 0.0, 0.0
-        q = self.learner.values(state.key)
+        q, visit_counts = row
+        visits = visit_counts[0]
         alpha = self.learner.hyper.alpha
         debias = 1.0 - (1.0 - alpha) ** visits
         mean_gap = (q[0] - q[-1]) / debias if debias > 0 else 0.0
@@ -170,12 +211,12 @@ class Prioritizer(Agent):
         for test_id in sorted(test_ids):
             history = histories.get(test_id) or TestHistory(test_id)
             p, known, per_test, shared = self.failure_probability(history)
-            expected = [
-                self.rewards.expected_prioritizer(tier, self.n_tiers, p)
-                for tier in range(self.n_tiers)
-            ]
+            expected = [passing + p * gap for passing, gap in self._expected_terms]
             tier, explored = self.learner.choose(expected)
-            decisions.append(Decision(test_id, tier, explored, p, per_test, shared, known))
+            duration = history.duration_mean if history.runs else 0.0
+            decisions.append(
+                Decision(test_id, tier, explored, p, per_test, shared, known, duration)
+            )
         return decisions
 
     # -- learning ----------------------------------------------------------------------

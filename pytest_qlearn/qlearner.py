@@ -70,6 +70,8 @@ class QLearner:
         self.hyper = hyper
         self.rng = rng
         self.episodes = episodes
+        # (episodes, hyperparameters, ε) last computed
+        self._epsilon_at: tuple[int, Hyperparameters | None, float] = (-1, None, 0.0)
         # arrays, not lists: compact, and invisible to the cyclic garbage collector, which
         # otherwise walks every row of a large table on each full collection
         self._q: dict[str, array[float]] = {}
@@ -109,6 +111,11 @@ class QLearner:
             self._visits[state] = array("q", self._zero_visits)
         return row
 
+    def row(self, state: str) -> tuple[array[float], array[int]] | None:
+        """The live Q-row and visit counts of a state (read only), or None if never seen."""
+        row = self._q.get(state)
+        return None if row is None else (row, self._visits[state])
+
     def knows(self, state: str) -> bool:
         return state in self._q
 
@@ -137,7 +144,12 @@ class QLearner:
     # -- acting -------------------------------------------------------------------------
     @property
     def epsilon(self) -> float:
-        return self.hyper.epsilon_after(self.episodes)
+        # asked once per decision: recomputed only when the episode count moves
+        episodes, hyper, epsilon = self._epsilon_at
+        if episodes != self.episodes or hyper is not self.hyper:
+            epsilon = self.hyper.epsilon_after(self.episodes)
+            self._epsilon_at = (self.episodes, self.hyper, epsilon)
+        return epsilon
 
     def greedy(self, scores: Sequence[float]) -> int:
         """The best action; ties go to the lowest action number (deterministic)."""

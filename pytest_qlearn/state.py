@@ -3,20 +3,54 @@
 from __future__ import annotations
 
 import bisect
-import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from hashlib import sha256
 
 FeatureValue = str | int | bool
 
 
-@dataclass(frozen=True)
 class State:
     """An encoded state: ``key`` is the SHA-256 hash stored in ``q_values``; ``readable`` is
-    the same features as text, kept beside the hash so people can inspect the Q-table."""
+    the same features as text, kept beside the hash so people can inspect the Q-table.
 
-    key: str
-    readable: str
+    The readable text is built on first use only: most states of a run are already in the
+    store with their text, and building it for every test on every run would cost more
+    than the hashing.
+    """
+
+    __slots__ = ("_names", "_readable", "_values", "key")
+
+    def __init__(
+        self,
+        key: str,
+        readable: str | None = None,
+        *,
+        names: tuple[str, ...] = (),
+        values: tuple[FeatureValue, ...] = (),
+    ) -> None:
+        self.key = key
+        self._readable = readable
+        self._names = names  # sorted feature names, and their values in that order
+        self._values = values
+
+    @property
+    def readable(self) -> str:
+        if self._readable is None:
+            self._readable = " ".join(
+                f"{name}={value}" for name, value in zip(self._names, self._values, strict=True)
+            )
+        return self._readable
+
+    def __eq__(self, other: object) -> bool:
+        # the key is a hash of the canonical features: equal keys mean equal states
+        return isinstance(other, State) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __repr__(self) -> str:
+        return f"State({self.key[:12]}…, {self.readable!r})"
 
 
 @dataclass(frozen=True)
@@ -29,13 +63,19 @@ class Buckets:
 
     edges: tuple[float, ...]
     integer: bool = True
+    _labels: tuple[str, ...] = field(init=False, repr=False, compare=False, default=())
 
     def __post_init__(self) -> None:
         if list(self.edges) != sorted(set(self.edges)) or not self.edges:
             raise ValueError(f"bucket edges must be strictly increasing, got {self.edges}")
+        # labels are computed once: label() runs for every test on every run
+        labels = tuple(self._make_label(i) for i in range(len(self.edges) + 1))
+        object.__setattr__(self, "_labels", labels)
 
     def label(self, value: float) -> str:
-        index = bisect.bisect_right(self.edges, value)
+        return self._labels[bisect.bisect_right(self.edges, value)]
+
+    def _make_label(self, index: int) -> str:
         if index == 0:
             return f"<{self.edges[0]:g}"
         if index == len(self.edges):
@@ -76,6 +116,7 @@ class StateEncoder:
     def __init__(self, agent: str, feature_names: Sequence[str], *, memoise: bool = True) -> None:
         self.agent = agent
         self.feature_names = tuple(sorted(feature_names))
+        self._prefixes = tuple(f"{name}=" for name in self.feature_names)
         self._cache: dict[tuple[FeatureValue, ...], State] | None = {} if memoise else None
 
     def encode(self, features: Mapping[str, FeatureValue]) -> State:
@@ -94,8 +135,34 @@ class StateEncoder:
             state = cache.get(values)
             if state is not None:
                 return state
-        text = canonical(self.agent, features)
-        state = State(hashlib.sha256(text.encode("utf-8")).hexdigest(), readable(features))
+        state = self._encode(values)
         if cache is not None and len(cache) < 100_000:
             cache[values] = state
         return state
+
+    def encode_values(self, values: tuple[FeatureValue, ...]) -> State:
+        """Like :meth:`encode`, for values already in ``feature_names`` order (the hot path:
+        no mapping to build and check for every test)."""
+        if len(values) != len(self.feature_names):
+            raise KeyError(
+                f"state of agent {self.agent!r}: {len(values)} values for features "
+                f"{list(self.feature_names)}"
+            )
+        cache = self._cache
+        if cache is not None:
+            state = cache.get(values)
+            if state is not None:
+                return state
+        state = self._encode(values)
+        if cache is not None and len(cache) < 100_000:
+            cache[values] = state
+        return state
+
+    def _encode(self, values: tuple[FeatureValue, ...]) -> State:
+        # the same text as canonical(): names are sorted, values length-prefixed
+        parts = [self.agent]
+        for prefix, value in zip(self._prefixes, values, strict=True):
+            text = ("1" if value else "0") if value.__class__ is bool else str(value)
+            parts.append(f"{prefix}{len(text)}:{text}")
+        key = sha256(";".join(parts).encode("utf-8")).hexdigest()
+        return State(key, names=self.feature_names, values=values)

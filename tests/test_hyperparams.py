@@ -128,7 +128,9 @@ def test_ranges_table_matches_the_design() -> None:
     }
 
 
-def test_defaults_match_the_design() -> None:
+def test_defaults_are_the_replay_winners() -> None:
+    # α, ε decay and ε floor differ from DESIGN.md's table: they won on every replayed
+    # data set (README, "How it learns"); γ, ε₀ and the sync batch are the design's
     hyper = Hyperparameters()
     assert (
         hyper.alpha,
@@ -137,7 +139,7 @@ def test_defaults_match_the_design() -> None:
         hyper.epsilon_decay,
         hyper.epsilon_min,
         hyper.update_frequency,
-    ) == (0.1, 0.95, 0.2, 0.995, 0.01, 10)
+    ) == (0.01, 0.95, 0.2, 0.9, 0.0, 10)
 
 
 # -- overridden ---------------------------------------------------------------------------
@@ -152,7 +154,7 @@ def test_overridden_by_ini_suffix_parses_text() -> None:
     assert hyper.epsilon_decay == 0.9
     # untouched values are kept, and the original is not modified
     assert hyper.gamma == base.gamma
-    assert base.alpha == 0.1
+    assert base.alpha == 0.01
     assert base.update_frequency == 10
 
 

@@ -14,6 +14,7 @@ from pytest_qlearn.hyperparams import Hyperparameters
 from pytest_qlearn.qlearner import QEntry, QLearner
 from pytest_qlearn.rewards import RewardCalculator
 from pytest_qlearn.session import LearningSession, Ranking, TestResult
+from pytest_qlearn.state import State
 from pytest_qlearn.store.base import Partition
 from pytest_qlearn.store.sqlite import SqliteStore
 
@@ -45,7 +46,6 @@ def test_agent_type() -> None:
 
 def test_features_of_a_new_test() -> None:
     assert prio.features(TestHistory("t")) == {
-        "last": "---",
         "since_fail": "never",
         "fail_rate": "0",
         "duration": "?",
@@ -54,12 +54,11 @@ def test_features_of_a_new_test() -> None:
 
 
 def test_features_of_a_known_test() -> None:
-    # P F P P: last three F P P, two passes since the failure, failure rate 1/4
+    # P F P P: two passes since the failure, failure rate 1/4
     assert prio.features(history("t", "PFPP", 0.5)) == {
-        "last": "FPP",
         "since_fail": "2",
         "fail_rate": "0.2-0.5",
-        "duration": "0.1-1",
+        "duration": "0.5-1",
         "new": False,
     }
 
@@ -169,13 +168,14 @@ def test_estimate_of_a_constant_outcome(verdict: str, expected: float) -> None:
     assert weight == pytest.approx(10.0)  # capped at 1/α
 
 
-def test_shared_level_weight_is_capped() -> None:
+def test_shared_level_counts_as_fixed_pseudo_observations() -> None:
     p = make_prioritizer(Hyperparameters(alpha=0.1, epsilon=0.0, epsilon_min=0.0))
     h = TestHistory("t")
     _, shared = p.states(h)
     _train(p, shared.key, "F" * 50, None)
-    # p_shared = 1 with weight min(50, 10, 3) = 3; prior 0.5 with weight 1 -> 3.5 / 4
-    assert p.failure_probability(h)[0] == pytest.approx(0.875)
+    # p_shared = 1 with weight SHARED_WEIGHT = 5 (whatever its visits); prior 0.5 with
+    # weight 1; the per-test level was never updated -> (5 + 0.5) / 6 = 11/12
+    assert p.failure_probability(h)[0] == pytest.approx(11 / 12)
 
 
 # -- determinism --------------------------------------------------------------------------
@@ -327,16 +327,69 @@ def test_per_test_identity_separates_tests_with_identical_histories(store: Sqlit
     #   per-test a: passes only                                   -> 0, weight min(6, 2) = 2
     #   per-test b: P P F P P F -> (1/8 + 1) / (63/32) = 4/7,        weight 2
     #   shared: 12 updates a,b per episode, failures at updates 6 and 12
-    #           -> (1/64 + 1) / (4095/2048) = 32/63,                 weight min(12, 2, 3) = 2
+    #           -> (1/64 + 1) / (4095/2048) = 32/63,                 weight SHARED_WEIGHT = 5
     #   prior of P P P: 0.5 * 0.5 / 4 = 1/16,                       weight 1
-    expected_a = (0.0 * 2 + 32 / 63 * 2 + 1 / 16) / 5
-    expected_b = (4 / 7 * 2 + 32 / 63 * 2 + 1 / 16) / 5
+    expected_a = (0.0 * 2 + 32 / 63 * 5 + 1 / 16) / 8  # 0.3253
+    expected_b = (4 / 7 * 2 + 32 / 63 * 5 + 1 / 16) / 8  # 0.4681
     assert p_a == pytest.approx(expected_a)
     assert p_b == pytest.approx(expected_b)
-    assert p_b - p_a == pytest.approx(8 / 35)
+    assert p_b - p_a == pytest.approx(1 / 7)
     # the ranking of episode 7 uses exactly these estimates
     assert ranking.decisions[a].p_fail == pytest.approx(expected_a)
     assert ranking.decisions[b].p_fail == pytest.approx(expected_b)
-    assert ranking.decisions[b].tier == 1  # p_b = 0.444 is nearest to 0.5
-    assert ranking.decisions[a].tier == 2  # p_a = 0.216 is nearest to 0
+    assert ranking.decisions[b].tier == 1  # p_b = 0.468 is nearest to 0.5
+    assert ranking.decisions[a].tier == 1  # p_a = 0.325 is nearer to 0.5 than to 0
+    # same tier: the likelier failure first
     assert [r.test_id for r in ranking.order] == [b, a]
+
+
+# -- the order inside a tier --------------------------------------------------------------
+
+
+def _decision(tier: int, p: float, duration: float) -> prio.Decision:
+    state = State("k", "r")
+    return prio.Decision("t", tier, False, p, state, state, False, duration)
+
+
+def test_order_key_tier_then_likeliest_failure_then_shortest() -> None:
+    keys = {
+        "first, unlikely, long": prio.order_key(_decision(0, 0.01, 30.0)),
+        "middle, likely": prio.order_key(_decision(1, 0.6, 1.0)),
+        "last, p=0.2, long": prio.order_key(_decision(2, 0.2, 5.0)),
+        "last, p=0.2, short": prio.order_key(_decision(2, 0.2, 0.05)),
+        "last, p=0.1, shortest": prio.order_key(_decision(2, 0.1, 0.0)),
+    }
+    assert sorted(keys, key=keys.__getitem__) == [
+        "first, unlikely, long",
+        "middle, likely",
+        "last, p=0.2, short",
+        "last, p=0.2, long",
+        "last, p=0.1, shortest",
+    ]
+
+
+def test_order_key_treats_float_noise_and_durations_within_10ms_as_ties() -> None:
+    # estimates 1e-12 apart are equal, so the shorter test runs first
+    assert prio.order_key(_decision(2, 0.3 + 1e-12, 0.5)) > prio.order_key(_decision(2, 0.3, 0.2))
+    # durations in the same 10 ms step are equal: the caller's collection index decides
+    assert prio.order_key(_decision(2, 0.3, 0.0002)) == prio.order_key(_decision(2, 0.3, 0.009))
+    assert prio.order_key(_decision(2, 0.3, 0.009)) < prio.order_key(_decision(2, 0.3, 0.011))
+
+
+def test_decisions_carry_the_expected_duration() -> None:
+    p = make_prioritizer()
+    decisions = p.decide({"a": history("a", "PP", 2.5)}, ["a", "new"])
+    assert [(d.test_id, d.duration) for d in decisions] == [("a", 2.5), ("new", 0.0)]
+
+
+def test_per_test_state_tells_short_gaps_since_a_failure_apart() -> None:
+    p = make_prioritizer()
+    keys = {
+        verdicts: p.states(history("t", verdicts))[0].readable
+        for verdicts in ("", "PPP", "PPF", "PFP", "FPP", "FPPP", "FPPPPPPP")
+    }
+    assert keys[""] == keys["PPP"] == "since_fail=never test=t"
+    assert keys["PPF"] == "since_fail=<1 test=t"
+    assert keys["PFP"] == "since_fail=1 test=t"
+    assert keys["FPP"] == "since_fail=2 test=t"
+    assert keys["FPPP"] == keys["FPPPPPPP"] == "since_fail=3+ test=t"
