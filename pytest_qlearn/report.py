@@ -1,16 +1,10 @@
-"""What the plugin tells people: the header line, the summary line, the detailed report and
-the JSON report file. Pure text building; the plugin only writes it out."""
+"""What the plugin tells people on the terminal: the header line, the summary line and the
+detailed report. Pure text building; the plugin only writes it out. (Report files are built
+in :mod:`pytest_qlearn.reports`.)"""
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
-
 from .session import EpisodeSummary
-
-JSON_SCHEMA_VERSION = 1
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -70,51 +64,3 @@ def detail_lines(summary: EpisodeSummary, store_status: str) -> list[str]:
             )
     lines.append(f"store: {store_status}")
     return lines
-
-
-def json_report(summary: EpisodeSummary, store_status: str, store_url: str) -> dict[str, Any]:
-    """The machine-readable report (schema version :data:`JSON_SCHEMA_VERSION`)."""
-    stats = summary.stats
-    return {
-        "schema_version": JSON_SCHEMA_VERSION,
-        "session": asdict(summary.session),
-        "store": {"url": store_url, "status": store_status},
-        "learner": {
-            "agent": stats.agent,
-            "episodes": stats.episodes,
-            "epsilon_next": stats.epsilon,
-            "q_table_size": stats.q_table_size,
-            "states": stats.states,
-            "updates": stats.updates,
-            "mean_step_reward": stats.mean_reward,
-            "decisions": stats.decisions,
-            "explored": stats.explored,
-            "exploration_share": stats.exploration_share,
-        },
-        "time_to_first_failure": {
-            "qlearn_order": summary.run_ttff,
-            "collection_order": summary.collection_ttff,
-        },
-        "episode_reward": {
-            "total": summary.reward.total,
-            "bonus": summary.reward.bonus,
-            "penalty": summary.reward.penalty,
-            "components": {
-                name: {
-                    "value": value,
-                    "weight": summary.reward.weights[name],
-                    "note": summary.reward.notes.get(name),
-                }
-                for name, value in summary.reward.components.items()
-            },
-        },
-        "riskiest": [r._asdict() for r in summary.riskiest],
-        "failures_first": summary.failures_first,
-    }
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)

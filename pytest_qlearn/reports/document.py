@@ -1,0 +1,171 @@
+"""The report document: everything one run did and learned, as plain JSON data.
+
+It is the ``.json`` report as written, and the one source the Markdown and HTML renderings
+read, so the three formats never disagree. The schema is stable: fields are only ever added
+within a :data:`SCHEMA_VERSION`; renaming or removing one bumps it. Positions are 1-based;
+durations and times are seconds; a value that does not exist (APFD of a run without failures,
+a reward component that cannot be measured) is ``null``, never a made-up number.
+
+Top-level fields (README, section "Reports", documents each of them):
+
+``schema_version``, ``generator``, ``generated_at``, ``partition``, ``session``, ``store``,
+``warnings``, ``learner``, ``orders``, ``time_to_first_failure``, ``episode_reward``,
+``failures_first``, ``tests``, ``riskiest``, ``progress``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .. import __version__
+from ..history import FAILED, PASSED, SKIPPED
+from ..prioritizer import TIERS
+from ..rewards import REWARD_RANGE
+from ..session import EpisodeSummary, TestResult
+from ..store.base import SessionRecord
+
+#: Bumped only when a field is renamed, removed or changes meaning.
+SCHEMA_VERSION = 1
+
+Document = dict[str, Any]
+VERDICTS = {PASSED: "passed", FAILED: "failed", SKIPPED: "skipped"}
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What the report needs besides the episode summary: where, and how the store fared."""
+
+    project: str
+    environment: str
+    store_url: str  # for people: never contains a password
+    store_status: str
+    warnings: Sequence[str] = field(default_factory=tuple)
+    generated_at: float | None = None  # None: now
+
+
+def build_document(summary: EpisodeSummary, context: ReportContext) -> Document:
+    """The report document (schema version :data:`SCHEMA_VERSION`)."""
+    stats = summary.stats
+    session = summary.session
+    tests = _tests(summary.results)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "generator": {"name": "pytest-qlearn", "version": __version__},
+        "generated_at": time.time() if context.generated_at is None else context.generated_at,
+        "partition": {"project": context.project, "environment": context.environment},
+        "session": asdict(session),
+        "store": {"url": context.store_url, "status": context.store_status},
+        "warnings": list(context.warnings),
+        "learner": {
+            "agent": stats.agent,
+            "episodes": stats.episodes,
+            "epsilon_next": stats.epsilon,
+            "q_table_size": stats.q_table_size,
+            "states": stats.states,
+            "updates": stats.updates,
+            "mean_step_reward": stats.mean_reward,
+            "decisions": stats.decisions,
+            "explored": stats.explored,
+            "exploration_share": stats.exploration_share,
+        },
+        "orders": {
+            "used": "collection" if session.mode == "observe" else "qlearn",
+            "qlearn": {
+                "apfd": session.apfd,
+                "time_to_first_failure": summary.run_ttff,
+                "first_failure_position": _first_failure(tests, "qlearn_position"),
+            },
+            "collection": {
+                "apfd": session.collection_apfd,
+                "time_to_first_failure": summary.collection_ttff,
+                "first_failure_position": _first_failure(tests, "collection_position"),
+            },
+        },
+        "time_to_first_failure": {
+            "qlearn_order": summary.run_ttff,
+            "collection_order": summary.collection_ttff,
+        },
+        "episode_reward": {
+            "total": summary.reward.total,
+            "bonus": summary.reward.bonus,
+            "penalty": summary.reward.penalty,
+            "range": list(REWARD_RANGE),
+            "components": {
+                name: {
+                    "value": value,
+                    "weight": summary.reward.weights[name],
+                    "note": summary.reward.notes.get(name),
+                }
+                for name, value in summary.reward.components.items()
+            },
+        },
+        "failures_first": list(summary.failures_first),
+        "tests": tests,
+        "riskiest": [
+            {
+                "test_id": risk.test_id,
+                "p_fail": risk.p_fail,
+                "runs": risk.runs,
+                "failures": risk.failures,
+                "q_values": {_tier(action): q for action, q in enumerate(risk.q_values)},
+                "visits": risk.visits,
+                "features": risk.features,
+            }
+            for risk in summary.riskiest
+        ],
+        "progress": _progress(summary.recent_sessions, session),
+    }
+
+
+def _tier(tier: int | None) -> str | None:
+    if tier is None:
+        return None
+    return TIERS[tier] if 0 <= tier < len(TIERS) else str(tier)
+
+
+def _tests(results: Sequence[TestResult]) -> list[dict[str, Any]]:
+    """Every test in qlearn's order (the order used, or in observe mode the order qlearn
+    would have used)."""
+    return [
+        {
+            "test_id": r.test_id,
+            "verdict": VERDICTS.get(r.verdict, r.verdict),
+            "duration": r.duration,
+            "collection_position": r.collected_at + 1,
+            "qlearn_position": r.position + 1,
+            "tier": _tier(r.tier),
+            "explored": r.explored,
+        }
+        for r in sorted(results, key=lambda r: (r.position, r.collected_at))
+    ]
+
+
+def _first_failure(tests: list[dict[str, Any]], key: str) -> int | None:
+    """Where the first failing test is in one order (positions as in ``tests``)."""
+    positions = [t[key] for t in tests if t["verdict"] == "failed"]
+    return min(positions) if positions else None
+
+
+def _progress(earlier: Sequence[SessionRecord], this: SessionRecord) -> list[dict[str, Any]]:
+    """The recent episodes, oldest first, ending with this one."""
+    sessions = [s for s in reversed(earlier) if s.session_id != this.session_id] + [this]
+    return [
+        {
+            "episode": s.episode,
+            "session_id": s.session_id,
+            "started_at": s.started_at,
+            "duration": s.duration,
+            "mode": s.mode,
+            "tests": s.tests,
+            "failures": s.failures,
+            "apfd": s.apfd,
+            "collection_apfd": s.collection_apfd,
+            "reward": s.reward,
+            "epsilon": s.epsilon,
+            "q_table_size": s.q_table_size,
+        }
+        for s in sessions
+    ]
