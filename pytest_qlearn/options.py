@@ -69,12 +69,13 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--qlearn-report",
-        metavar="PATH.json",
+        metavar="PATH",
         nargs="?",
         const="",
         action="append",
         default=None,
-        help="print a detailed qlearn report; with =PATH.json also write it (repeatable)",
+        help="print a detailed qlearn report; with =PATH also write it as .json, .md or .html "
+        "by the path's extension (repeatable)",
     )
     parser.addini("qlearn", type="bool", default=False, help="enable pytest-qlearn")
     parser.addini("qlearn_db", type="string", default="", help="store URL (see --qlearn-db)")
@@ -108,6 +109,12 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini(
         "qlearn_ttl_days", type="string", default="", help="days before unused rows expire (30)"
     )
+    parser.addini(
+        "qlearn_step_summary",
+        type="string",  # validated in settings: pytest's bool type crashes on a bad value
+        default="",
+        help="true: append the Markdown report to $GITHUB_STEP_SUMMARY when it is set (false)",
+    )
 
 
 def read_settings(config: pytest.Config) -> Settings:
@@ -134,6 +141,7 @@ def read_settings(config: pytest.Config) -> Settings:
         ini_agent_hyper=list(config.getini("qlearn_agent_hyperparameters")),
         ini_weights=ini("qlearn_reward_weights"),
         ini_ttl_days=ini("qlearn_ttl_days"),
+        ini_step_summary=ini("qlearn_step_summary"),
         rootpath=config.rootpath,
     )
     try:

@@ -20,16 +20,18 @@ from typing import Any
 
 import pytest
 
-from . import hookspecs, report
+from . import hookspecs, junit, report
 from . import prioritizer as prio
 from .agents import AgentRegistry
 from .history import FAILED, PASSED, SKIPPED
 from .options import add_options, read_settings
+from .reports import ReportContext, build_document, write_reports
 from .rewards import RewardCalculator
 from .session import EpisodeSummary, LearningSession, Ranking, TestResult, default_registry
 from .settings import Settings
 from .store import SchemaTooNewError, Snapshot, Store, StoreError, open_store
-from .store.base import Partition
+from .store.base import EpisodeWrite, Partition
+from .store.spool import Spool, spool_directory
 from .store.url import StoreUrl, redact
 
 PLUGIN_NAME = "qlearn-plugin"
@@ -131,6 +133,8 @@ class QLearnPlugin:
         self.folds: dict[str, _Fold] = {}
         self.summary: EpisodeSummary | None = None
         self.strict_error: str | None = None
+        self.spool: Spool | None = None  # where learning waits when the store is unreachable
+        self.replayed = 0
         self.started_at = time.time()
         self.started = time.perf_counter()
         self.first_failure_after: float | None = None
@@ -148,10 +152,13 @@ class QLearnPlugin:
         data = workerinput.get(WORKERINPUT_KEY)
         if not data:
             return  # the controller has no snapshot (store unavailable): collection order
+        self.mode = data.get("mode", self.mode)  # "observe" when the controller is offline
         snapshot = Snapshot.from_json(Path(data["snapshot"]).read_text(encoding="utf-8"))
         self.learning = self._learning_session(snapshot, int(data["seed"]), data["session_id"])
 
     def _start_controller(self) -> None:
+        for message in self.settings.warnings:
+            self._warn(message)
         url = self.settings.store_url
         try:
             if url is None:
@@ -159,8 +166,12 @@ class QLearnPlugin:
                 self.store_display = f"sqlite:///{url.path}"
             else:
                 self.store_display = url.display
+            spool_base = default_store_path(self.config).parent / "spool"
+            self.spool = Spool(spool_directory(spool_base, self.store_display))
             self.store = open_store(url, on_warning=self._warn)
             self.store.open()
+            # earlier runs' learning that could not reach the store goes in first
+            self.replayed = self.spool.replay(self.store, self.settings.ttl_days, self._warn)
             snapshot = self.store.load_snapshot(
                 Partition(self.settings.project, self.settings.environment), [prio.NAME]
             )
@@ -169,10 +180,32 @@ class QLearnPlugin:
             if self.store is not None:
                 self.store.close()
                 self.store = None
+            if not isinstance(exc, SchemaTooNewError) and self.spool is not None:
+                self._start_offline()
             return
         self.store_status = f"loaded {len(snapshot.histories)} test histories"
         seed = self._seed(snapshot)
         self.learning = self._learning_session(snapshot, seed, None)
+
+    def _start_offline(self) -> None:
+        """The store cannot be reached: keep collection order (observe mode), but learn from
+        an empty snapshot so this run's learning can be spooled for a later run to save."""
+        self.mode = "observe"
+        snapshot = Snapshot(Partition(self.settings.project, self.settings.environment))
+        seed = self.settings.seed
+        if seed is None:  # also for "last": no earlier run is readable now
+            seed = random.SystemRandom().randrange(2**32)
+        self.learning = self._learning_session(snapshot, seed, None)
+
+    def _spool(self, write: EpisodeWrite) -> Path | None:
+        """Keep a write that the store did not take; None (and a warning) if that fails too."""
+        if self.spool is None:
+            return None
+        try:
+            return self.spool.add(write, on_warning=self._warn)
+        except OSError as exc:
+            self._warn(f"cannot spool this run's learning to {self.spool.directory}: {exc}")
+            return None
 
     def _seed(self, snapshot: Snapshot) -> int:
         if self.settings.seed is not None:
@@ -221,14 +254,30 @@ class QLearnPlugin:
     def _warn(self, message: str) -> None:
         self.messages.append(redact(message))
 
-    def _store_failed(self, exc: BaseException, during: str) -> None:
+    def _store_failed(self, exc: BaseException, during: str, spooled: Path | None = None) -> None:
         text = redact(str(exc))
         if isinstance(exc, SchemaTooNewError):
             self.store_status = "refused: schema newer than this pytest-qlearn"
-        else:
+        elif during != "clean up":
             self.store_status = f"unavailable ({during})"
-        if during == "open":
+        offline = not (
+            isinstance(exc, SchemaTooNewError) or self.spool is None or self.settings.strict
+        )
+        if during == "open" and not offline:
             message = f"{text}; running the tests in collection order, nothing will be learned"
+        elif during == "open":
+            message = (
+                f"{text}; running the tests in collection order; this run's learning is "
+                "spooled locally and saved by the next run that reaches the store"
+            )
+        elif spooled is not None:
+            self.store_status = f"unavailable ({during}), spooled to {spooled}"
+            message = (
+                f"{text}; this run's learning is spooled to {spooled} and saved by the next "
+                "run that reaches the store"
+            )
+        elif during == "clean up":
+            message = f"{text}; this run's learning was saved, expired rows were not removed"
         else:
             message = f"{text}; this run's learning could not be saved"
         if self.settings.strict:
@@ -253,13 +302,14 @@ class QLearnPlugin:
             "snapshot": str(self._snapshot_dir / "snapshot.json"),
             "seed": self.learning.seed,
             "session_id": self.learning.session_id,
+            "mode": self.mode,
         }
 
     # -- reporting at start ----------------------------------------------------------------
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         if self.is_worker:
             return []
-        if self.learning is None:
+        if self.learning is None or self.store is None:
             return [f"qlearn: store {self.store_display} {self.store_status}; collection order"]
         return [
             report.header_line(
@@ -295,6 +345,8 @@ class QLearnPlugin:
         if self.mode == "reorder":
             # the order actually used, after --ff, pytest-order & co. had their say
             self.positions = {item.nodeid: pos for pos, item in enumerate(session.items)}
+        if self.ranking is not None and junit.wanted(session.config):
+            junit.add_properties(session.items, self.ranking.decisions, self.indexes)
 
     def decision_info(self, nodeid: str) -> list[Any] | None:
         """[collection index, run position, tier, explored] of a test this run ranked."""
@@ -371,25 +423,43 @@ class QLearnPlugin:
         self.summary = summary
         if self.store is not None:
             try:
+                written = False
                 self.store.write_episode(write, self.settings.ttl_days)
+                written = True
                 self.store_status = f"saved to {self.store_display}"
+                if self.replayed:
+                    self.store_status += f" with {self.replayed} spooled earlier run(s)"
                 removed = self.store.maybe_cleanup(self.settings.project, self.settings.ttl_days)
                 if removed:
                     self.store_status += f" (expired {removed} rows unused for "
                     self.store_status += f"{self.settings.ttl_days:g} days)"
-            except StoreError as exc:
-                self._store_failed(exc, "write")
+            except StoreError as exc:  # a failed cleanup after the write spools nothing
+                if written:
+                    self._store_failed(exc, "clean up")
+                else:
+                    self._store_failed(exc, "write", self._spool(write))
+        else:  # offline from the start: the learning waits in the spool
+            spooled = self._spool(write)
+            if spooled is not None:
+                self.store_status = f"unavailable, spooled to {spooled}"
         # the run's learning is done: let its tables go before pytest's final gc.collect()
         self.learning = None
         self.ranking = None
         self.folds.clear()
-        for path in self.settings.report_paths:
-            try:
-                report.write_json(
-                    path, report.json_report(summary, self.store_status, self.store_display)
-                )
-            except OSError as exc:
-                self._warn(f"cannot write the qlearn report {path}: {exc}")
+        if self.settings.report_paths or self.settings.step_summary is not None:
+            context = ReportContext(
+                self.settings.project,
+                self.settings.environment,
+                self.store_display,
+                self.store_status,
+                warnings=tuple(self.messages),
+            )
+            write_reports(
+                build_document(summary, context),
+                self.settings.report_paths,
+                self.settings.step_summary,
+                self._warn,
+            )
         if self.strict_error is not None:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
@@ -397,6 +467,7 @@ class QLearnPlugin:
         return bool(
             self.settings.report_terminal
             or self.settings.report_paths
+            or self.settings.step_summary is not None
             or config.get_verbosity() > 0
         )
 

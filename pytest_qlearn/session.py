@@ -62,10 +62,16 @@ TestResult.__test__ = False  # type: ignore[attr-defined]  # not a test class fo
 
 
 class Risk(NamedTuple):
+    """A test's learned failure probability, with the Q-row of its per-test state (one
+    value per tier, and that state's visits) and its bucketed features, as of after this run."""
+
     test_id: str
     p_fail: float
     runs: int
     failures: int
+    q_values: tuple[float, ...] = ()
+    visits: int = 0
+    features: str = ""
 
 
 @dataclass
@@ -79,6 +85,10 @@ class EpisodeSummary:
     collection_ttff: float | None
     riskiest: list[Risk] = field(default_factory=list)
     failures_first: list[str] = field(default_factory=list)
+    #: Every test's folded result (collection and run positions, tier, verdict).
+    results: list[TestResult] = field(default_factory=list)
+    #: The episodes stored before this one, newest first (the snapshot's recent sessions).
+    recent_sessions: list[SessionRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -149,8 +159,7 @@ class LearningSession:
         }
 
         def key(ref: prio.TestRef) -> tuple[float, ...]:
-            decision = decisions[ref.test_id]
-            return (decision.tier, -decision.p_fail, ref.index)
+            return (*prio.order_key(decisions[ref.test_id]), ref.index)
 
         self._decisions = decisions
         return Ranking(locality_order(refs, key, scope), decisions)
@@ -182,6 +191,7 @@ class LearningSession:
         exploited = exploited_paid = 0
         next_states: dict[str, tuple[TestHistory, tuple[State, State]]] = {}
         next_histories: list[TestHistory] = []
+        shared_states: dict[str, State] = {}
         for step, test_id in enumerate(ordered_ids):
             result = by_id[test_id]
             if result.verdict not in VERDICTS:
@@ -205,11 +215,15 @@ class LearningSession:
             per_test, shared, known = decision.per_test, decision.shared, decision.known
             next_per_test, next_shared = self.prioritizer.states(nxt)
             next_states[test_id] = (nxt, (next_per_test, next_shared))
+            for state in (per_test, shared):
+                # the store keeps a state's text from when the state first appeared, so
+                # only states new to the Q-table need theirs built (before learn adds them)
+                if state.key not in readable and not self.learner.knows(state.key):
+                    readable[state.key] = state.readable
+            shared_states[shared.key] = shared
             step_reward = self.prioritizer.learn(
                 decision, result.verdict, (next_per_test, next_shared)
             )
-            for state in (per_test, shared, next_per_test, next_shared):
-                readable[state.key] = state.readable
             trajectories.append(
                 TrajectoryStep(
                     prio.NAME,
@@ -296,7 +310,7 @@ class LearningSession:
             ]
             + [RewardEvent("total", reward.total, 1.0)],
             patterns=[
-                PatternDelta(prio.NAME, key, readable[key], seen, pattern_hits[key])
+                PatternDelta(prio.NAME, key, shared_states[key].readable, seen, pattern_hits[key])
                 for key, seen in sorted(pattern_seen.items())
             ],
             agents=[AgentProgress(prio.NAME, 1, self.learner.epsilon, stats.mean_reward, 1)],
@@ -309,6 +323,8 @@ class LearningSession:
             collection_ttff=collection_ttff,
             riskiest=self._riskiest(next_states, riskiest) if riskiest > 0 else [],
             failures_first=[r.test_id for r in run_order if r.verdict == FAILED][:5],
+            results=list(results),
+            recent_sessions=list(self.snapshot.recent_sessions),
         )
         return write, summary
 
@@ -323,4 +339,14 @@ class LearningSession:
             for test_id, (history, states) in after.items()
         ]
         risks.sort(key=lambda r: (-r.p_fail, r.test_id))
-        return risks[:top]
+        top_risks = []
+        for risk in risks[:top]:
+            per_test, shared = after[risk.test_id][1]
+            top_risks.append(
+                risk._replace(
+                    q_values=tuple(self.learner.values(per_test.key)),
+                    visits=self.learner.visits(per_test.key)[0],
+                    features=shared.readable,
+                )
+            )
+        return top_risks

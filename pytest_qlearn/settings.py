@@ -13,13 +13,18 @@ from .hyperparams import RANGES, ConfigError, Hyperparameters, parse_hyperparame
 from .ordering import SCOPES
 from .rewards import DEFAULT_WEIGHTS, parse_weights
 from .store.base import DEFAULT_TTL_DAYS
-from .store.url import StoreUrl, parse_store_url
+from .store.url import StoreUrl, has_password, parse_store_url, redact
 
 DATABASE_URL_ENV = "QLEARN_DATABASE_URL"
 DEFAULT_ENVIRONMENT = "default"
 MAX_NAME_LENGTH = 200
 MAX_SEED = 2**63 - 1
-REPORT_EXTENSIONS = (".json",)
+#: Report files ``--qlearn-report=PATH`` can write, by the path's extension.
+REPORT_EXTENSIONS = (".json", ".md", ".html")
+#: GitHub Actions' job summary file; Markdown is appended when ini qlearn_step_summary is true.
+STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,10 @@ class Settings:
     agent_hyper: Mapping[str, Hyperparameters] = field(default_factory=dict)
     reward_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     ttl_days: float = DEFAULT_TTL_DAYS
+    #: Warnings about the configuration itself (e.g. a password in the ini file).
+    warnings: tuple[str, ...] = ()
+    #: Where the Markdown report is appended ($GITHUB_STEP_SUMMARY), None when not wanted.
+    step_summary: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ class RawOptions:
     ini_agent_hyper: Sequence[str] = ()
     ini_weights: str | None = None
     ini_ttl_days: str | None = None
+    ini_step_summary: str | None = None
     rootpath: Path = Path()
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
@@ -82,6 +92,14 @@ def resolve(raw: RawOptions) -> Settings:
             store_url = parse_store_url(value, key)
             source = key
             break
+
+    warnings: list[str] = []
+    if raw.ini_db is not None and has_password(raw.ini_db):
+        warnings.append(
+            f"qlearn_db in the ini file contains a password ({redact(raw.ini_db.strip())}); "
+            f"ini files are usually committed: set {DATABASE_URL_ENV} in the CI secrets "
+            "instead, or use ~/.pgpass"
+        )
 
     seed: int | None = None
     seed_last = False
@@ -144,6 +162,11 @@ def resolve(raw: RawOptions) -> Settings:
             )
         report_paths.append(path if path.is_absolute() else raw.rootpath / path)
 
+    step_summary: Path | None = None
+    summary_file = raw.environ.get(STEP_SUMMARY_ENV, "").strip()
+    if _flag("qlearn_step_summary", raw.ini_step_summary) and summary_file:
+        step_summary = Path(summary_file)
+
     return Settings(
         enabled=enabled,
         store_url=store_url,
@@ -163,7 +186,17 @@ def resolve(raw: RawOptions) -> Settings:
         agent_hyper=agent_hyper,
         reward_weights=parse_weights(raw.ini_weights or ""),
         ttl_days=ttl,
+        warnings=tuple(warnings),
+        step_summary=step_summary,
     )
+
+
+def _flag(key: str, value: str | None) -> bool:
+    """An ini boolean (false when not set); anything but a truth word is a ConfigError."""
+    text = (value or "false").strip().lower()
+    if text not in _TRUE + _FALSE:
+        raise ConfigError(key, value, "true or false (also yes/no, on/off, 1/0)")
+    return text in _TRUE
 
 
 def _name(key: str, value: str | None) -> str | None:

@@ -147,9 +147,15 @@ def test_bad_ini_value_is_a_usage_error_naming_key_value_and_range(
         (["--qlearn-db", "mysql://x"], "--qlearn-db", "mysql://x", "sqlite:///"),
         (["--qlearn-db", "nonsense"], "--qlearn-db", "nonsense", "sqlite:///"),
         (
-            ["--qlearn-db", "postgresql://u:secret@h/db"],
+            ["--qlearn-db", "postgresql://u:secret@h:notaport/db"],
             "--qlearn-db",
-            "postgresql://u:***@h/db",
+            "postgresql://u:***@h:notaport/db",
+            "postgresql://",
+        ),
+        (
+            ["--qlearn-db", "postgresql://u:secret@h:5432/db?connect_timeout=-1"],
+            "--qlearn-db",
+            "postgresql://u:***@h:5432/db?connect_timeout=-1",
             "sqlite:///",
         ),
         (["--qlearn-report=out.txt"], "--qlearn-report", "out.txt", ".json"),
@@ -169,7 +175,7 @@ def test_bad_command_line_value_is_a_usage_error(
 def test_password_in_a_bad_store_url_is_never_printed(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, source: str
 ) -> None:
-    url = "postgresql://ci:hunter2secret@db.example:5432/qlearn"
+    url = "postgresql://ci:hunter2secret@db.example:99999/qlearn"  # port out of range
     if source == "env":
         monkeypatch.setenv(ENV, url)
         pytester.makefile(".ini", pytest="[pytest]\nqlearn = true\n")
@@ -179,7 +185,7 @@ def test_password_in_a_bad_store_url_is_never_printed(
         key = "qlearn_db"
     pytester.makepyfile("def test_x():\n    pass\n")
     result = run(pytester, "-v")
-    assert_usage_error(result, key, "ci:***@db.example:5432")
+    assert_usage_error(result, key, "ci:***@db.example:99999")
     assert "hunter2" not in result.stdout.str() + result.stderr.str()
 
 

@@ -37,6 +37,7 @@ from pytest_qlearn.store.base import (
     SessionRecord,
     Snapshot,
 )
+from pytest_qlearn.store.postgres import PostgresStore
 
 AGENT = prio.NAME
 OTHER_AGENT = "other-agent"
@@ -50,9 +51,17 @@ def _sqlite_store(request: pytest.FixtureRequest) -> Iterator[Store]:
     yield SqliteStore(tmp_path / "qlearn.sqlite3")
 
 
+@contextmanager
+def _postgres_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """A schema of this test's own on the test server (see ``conftest.py``)."""
+    url: str = request.getfixturevalue("pg_url")
+    yield PostgresStore(url)
+
+
 #: backend name -> factory of a fresh, unopened store over empty storage.
 STORE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], AbstractContextManager[Store]]] = {
     "sqlite": _sqlite_store,
+    "postgresql": _postgres_store,
 }
 
 

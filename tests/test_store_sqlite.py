@@ -596,11 +596,11 @@ def test_parse_store_url_accepts_sqlite_paths(url: str, path: str) -> None:
         "sqlite://",
         "sqlite:///",
         "sqlite://host/x.db",
-        "postgresql://u:secret@h/db",
-        "postgres://u:secret@h:5432/db?sslmode=require",
-        "postgresql://u@h/db?password=secret",
         "postgresql://u:secret@h:notaport/db",
+        "postgresql://u:secret@h:99999/db",
         "postgresql://u:secret@[::1/db",
+        "postgresql://u:secret@h/db?command_timeout=0",
+        "postgresql://u:secret@h/db?connect_timeout=soon",
     ],
 )
 def test_parse_store_url_rejects_other_urls_without_leaking_passwords(url: str) -> None:
@@ -612,6 +612,33 @@ def test_parse_store_url_rejects_other_urls_without_leaking_passwords(url: str) 
     assert "sqlite:////" in message
     for shown in (message, repr(info.value), repr(info.value.args), repr(info.value.value)):
         assert "secret" not in shown
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:secret@h/db", "postgresql://u:***@h/db"),
+        (
+            "postgres://u:secret@h:5432/db?sslmode=require",
+            "postgres://u:***@h:5432/db?sslmode=require",
+        ),
+        ("postgresql://u@h/db?password=secret", "postgresql://u@h/db?password=***"),
+        ("postgresql://u@127.0.0.1:5432/test", "postgresql://u@127.0.0.1:5432/test"),
+        ("postgresql:///db?host=/run/postgresql", "postgresql:///db?host=/run/postgresql"),
+        (
+            "postgresql://u:secret@[::1]:5432/db?connect_timeout=2.5&command_timeout=30",
+            "postgresql://u:***@[::1]:5432/db?connect_timeout=2.5&command_timeout=30",
+        ),
+    ],
+)
+def test_parse_store_url_accepts_postgresql_urls_and_shows_no_password(
+    url: str, shown: str
+) -> None:
+    parsed = parse_store_url(url)
+    assert parsed.scheme == "postgresql"
+    assert parsed.raw == url
+    assert parsed.display == shown
+    assert "secret" not in repr(parsed.display)
 
 
 def test_parse_store_url_names_the_key_it_was_given() -> None:
@@ -649,3 +676,35 @@ def test_redact_hides_passwords_and_keeps_the_rest(url: str, shown: str) -> None
 )
 def test_redact_never_shows_a_password(url: str) -> None:
     assert "secret" not in redact(url)
+
+
+def test_every_stored_q_row_carries_its_readable_state(db_path: Path) -> None:
+    """Readable texts are built only for states new to the Q-table; every row still has one,
+    and a per-test state's text names its test."""
+    tests = ["t.py::test_a", "t.py::test_b[x;y=\\n]", "t.py::test_ü"]
+    refs = [TestRef(test_id, "t.py", None, i) for i, test_id in enumerate(tests)]
+    with opened(db_path) as store:
+        for run in range(3):
+            session = LearningSession(store.load_snapshot(PARTITION, [prio.NAME]), seed=run)
+            ranking = session.rank(refs)
+            results = [
+                TestResult(
+                    ref.test_id,
+                    FAILED if (ref.index + run) % 2 else PASSED,
+                    0.01,
+                    ref.index,
+                    position,
+                    ranking.decisions[ref.test_id].tier,
+                    ranking.decisions[ref.test_id].explored,
+                )
+                for position, ref in enumerate(ranking.order)
+            ]
+            write, _ = session.finish(results, started_at=1000.0 + run, duration=1.0, exit_status=1)
+            assert store.write_episode(write)
+    with raw(db_path) as conn:
+        rows = conn.execute("SELECT state_hash, state_text FROM q_values").fetchall()
+    assert len(rows) > 3 * len(tests)  # per-test states of several runs, plus shared ones
+    assert all(text for _, text in rows)
+    texts = {text for _, text in rows}
+    for test_id in tests:
+        assert any(f"test={test_id}" in text for text in texts)

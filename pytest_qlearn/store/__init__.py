@@ -1,4 +1,5 @@
-"""Persistence behind one interface: :class:`Store`, with SQLite as the embedded default."""
+"""Persistence behind one interface: :class:`Store`, with SQLite as the embedded default and
+PostgreSQL (asyncpg, imported only when a ``postgresql://`` URL is used) as the shared store."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from .base import (
     StoreError,
 )
 from .sqlite import SqliteStore
-from .url import StoreUrl, parse_store_url, redact
+from .url import POSTGRES_SCHEME, StoreUrl, parse_store_url, redact
 
 
 def open_store(url: StoreUrl, on_warning: Callable[[str], None] | None = None) -> Store:
     """Create (not yet open) the store a validated URL names."""
+    if url.scheme == POSTGRES_SCHEME:
+        from .postgres import PostgresStore
+
+        return PostgresStore(url.raw, on_warning=on_warning)
     return SqliteStore(url.path, on_warning=on_warning)
 
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ..hyperparams import ConfigError
 
 SQLITE_SCHEME = "sqlite"
+POSTGRES_SCHEME = "postgresql"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
-ALLOWED = "sqlite:///PATH (relative) or sqlite:////ABSOLUTE/PATH"
+ALLOWED = (
+    "sqlite:///PATH (relative), sqlite:////ABSOLUTE/PATH or "
+    "postgresql://USER@HOST:PORT/DATABASE (password from QLEARN_DATABASE_URL or ~/.pgpass)"
+)
+#: Query parameters of a PostgreSQL URL that pytest-qlearn reads itself (seconds), instead of
+#: passing them on to the server.
+TIMEOUT_KEYS = ("connect_timeout", "command_timeout")
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,53 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def has_password(url: str) -> bool:
+    """Whether the URL carries a non-empty password (in the user info or as ``?password=``)."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return False
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    if at and userinfo.partition(":")[2]:
+        return True
+    return any(
+        name.lower() in SECRET_QUERY_KEYS and value
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+    )
+
+
+def password_of(url: str) -> str | None:
+    """The password a URL carries (decoded), or None: for scrubbing it out of messages."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name.lower() in SECRET_QUERY_KEYS and value:
+            return value
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    secret = userinfo.partition(":")[2] if at else ""
+    return unquote(secret) or None
+
+
+def postgres_dsn(url: str) -> tuple[str, dict[str, float]]:
+    """Split a PostgreSQL URL into the DSN for asyncpg and pytest-qlearn's own timeouts
+    (``?connect_timeout=5&command_timeout=60``, seconds). Raises ``ValueError`` on a bad one."""
+    parts = urlsplit(url.strip())
+    kept: list[tuple[str, str]] = []
+    timeouts: dict[str, float] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name in TIMEOUT_KEYS:
+            seconds = float(value)
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise ValueError(f"{name} must be a positive number of seconds")
+            timeouts[name] = seconds
+        else:
+            kept.append((name, value))
+    query = urlencode(kept) if timeouts else parts.query
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment)), timeouts
+
+
 def parse_store_url(url: str, key: str = "--qlearn-db") -> StoreUrl:
     """Validate a store URL; a bad one is a :class:`ConfigError` naming what is allowed."""
     text = url.strip()
@@ -64,9 +119,16 @@ def parse_store_url(url: str, key: str = "--qlearn-db") -> StoreUrl:
         path = rest[1:]  # sqlite:///rel.db -> rel.db ; sqlite:////abs.db -> /abs.db
         return StoreUrl(SQLITE_SCHEME, path, text)
     if scheme in POSTGRES_SCHEMES:
-        raise ConfigError(
-            key,
-            redact(text),
-            ALLOWED + " (the PostgreSQL store is not part of this version yet)",
-        )
+        try:
+            parts = urlsplit(text)
+            _ = parts.port  # a malformed or out-of-range port raises ValueError
+            _ = parts.hostname  # as does a malformed host ("[::1")
+            postgres_dsn(text)  # our own timeouts must be positive numbers
+        except ValueError:
+            valid = False
+        else:
+            valid = True
+        if not valid:  # raised outside the handler: no exception context to leak the URL
+            raise ConfigError(key, redact(text), ALLOWED)
+        return StoreUrl(POSTGRES_SCHEME, "", text)
     raise ConfigError(key, redact(text), ALLOWED)

@@ -1,0 +1,847 @@
+"""The shared store: PostgreSQL through asyncpg, behind the same :class:`Store` interface.
+
+- **Its own event loop.** The store runs a private asyncio loop in a daemon thread and hands
+  it coroutines with :func:`asyncio.run_coroutine_threadsafe`; it never touches the calling
+  thread's loop, so suites that run their own loops (pytest-asyncio, anyio) are unaffected.
+  One connection, with a connect timeout and a per-command timeout.
+- **Schema.** The same tables as the SQLite store; every float is ``double precision`` (never
+  ``numeric``, which asyncpg returns as ``Decimal``). Text the users choose (project,
+  environment, test id) is keyed by md5 (a partition by one ``uuid``), so that names and ids of
+  any length go in (B-tree entries are limited to ~2.7 kB); the text itself is compared too.
+- **Migrations** run under a session advisory lock, so concurrent starters migrate once; a
+  schema newer than this code is refused before anything is written.
+- **Writes** are one transaction per episode under a per-partition advisory lock: the session
+  row first (``ON CONFLICT DO NOTHING`` makes the write idempotent by session id), then every
+  table in bulk — arrays passed as parameters and expanded with ``unnest`` server-side, one
+  statement per table, never one round trip per row. Q deltas, visit counts, pattern counts
+  and agent counters are *added* (``q = q + EXCLUDED.q``), so concurrent writers lose nothing.
+- **Passwords** never leave the object: messages use the redacted URL, and driver errors are
+  re-raised as :class:`StoreError` with the password scrubbed and no exception chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import asdict, fields
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
+
+from ..history import TestHistory
+from ..qlearner import QEntry
+from .base import (
+    CLEANUP_INTERVAL,
+    DEFAULT_TTL_DAYS,
+    SCHEMA_VERSION,
+    SECONDS_PER_DAY,
+    AgentProgress,
+    AgentState,
+    EpisodeWrite,
+    Partition,
+    PatternDelta,
+    QDelta,
+    SchemaTooNewError,
+    SessionRecord,
+    Snapshot,
+    Store,
+    StoreError,
+)
+from .url import password_of, postgres_dsn, redact
+
+if TYPE_CHECKING:
+    import asyncpg
+
+T = TypeVar("T")
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_COMMAND_TIMEOUT = 60.0
+APPLICATION_NAME = "pytest-qlearn"
+
+# -- schema ------------------------------------------------------------------------------------
+# Forward-only migrations: version -> statements, applied once each under the advisory lock,
+# in one transaction; every statement is also safe to re-apply.
+#
+# ``partition_key`` is ``md5(md5(project) || md5(environment))::uuid`` (see
+# :func:`partition_key`): one compact key column instead of two texts of any length. Queries
+# compare project and environment as well, so even an md5 collision could not mix partitions.
+# Keys are ``COLLATE "C"`` (bytewise comparisons); the tables updated on every run leave room
+# on their pages (``fillfactor``) and index none of the columns a merge changes, so updates can
+# be HOT (no index maintenance). TTL cleanup, once a day per project, scans instead.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE IF NOT EXISTS agent_types (
+            name text COLLATE "C" PRIMARY KEY,
+            description text NOT NULL,
+            actions text NOT NULL,
+            features text NOT NULL,
+            version integer NOT NULL,
+            hyperparameters text NOT NULL,
+            registered_at double precision NOT NULL,
+            updated_at double precision NOT NULL)""",
+        """CREATE TABLE IF NOT EXISTS q_values (
+            partition_key uuid NOT NULL,
+            agent text COLLATE "C" NOT NULL,
+            state_hash text COLLATE "C" NOT NULL,
+            action integer NOT NULL,
+            q double precision NOT NULL,
+            visits bigint NOT NULL,
+            updated_at double precision NOT NULL,
+            expires_at double precision NOT NULL,
+            project text NOT NULL,
+            environment text NOT NULL,
+            state_text text NOT NULL) WITH (fillfactor = 50)""",
+        """CREATE UNIQUE INDEX IF NOT EXISTS q_values_key
+            ON q_values (partition_key, agent, state_hash, action)""",
+        """CREATE TABLE IF NOT EXISTS sessions (
+            session_id text COLLATE "C" PRIMARY KEY,
+            seq bigint GENERATED ALWAYS AS IDENTITY,
+            partition_key uuid NOT NULL,
+            project text NOT NULL,
+            environment text NOT NULL,
+            episode integer NOT NULL,
+            started_at double precision NOT NULL,
+            duration double precision NOT NULL,
+            tests integer NOT NULL,
+            failures integer NOT NULL,
+            seed bigint NOT NULL,
+            epsilon double precision NOT NULL,
+            q_table_size bigint NOT NULL,
+            apfd double precision,
+            collection_apfd double precision,
+            reward double precision NOT NULL,
+            exit_status integer NOT NULL,
+            mode text NOT NULL)""",
+        """CREATE INDEX IF NOT EXISTS sessions_partition
+            ON sessions (partition_key, started_at, seq)""",
+        """CREATE TABLE IF NOT EXISTS trajectories (
+            session_id text COLLATE "C" NOT NULL,
+            agent text COLLATE "C" NOT NULL,
+            step integer NOT NULL,
+            test_id text NOT NULL,
+            state_hash text NOT NULL,
+            action integer NOT NULL,
+            explored boolean NOT NULL,
+            reward double precision NOT NULL,
+            next_state_hash text,
+            PRIMARY KEY (session_id, agent, step))""",
+        """CREATE TABLE IF NOT EXISTS rewards (
+            session_id text COLLATE "C" NOT NULL,
+            component text COLLATE "C" NOT NULL,
+            value double precision,
+            weight double precision NOT NULL,
+            PRIMARY KEY (session_id, component))""",
+        """CREATE TABLE IF NOT EXISTS patterns (
+            partition_key uuid NOT NULL,
+            agent text COLLATE "C" NOT NULL,
+            pattern_hash text COLLATE "C" NOT NULL,
+            occurrences bigint NOT NULL,
+            hits bigint NOT NULL,
+            updated_at double precision NOT NULL,
+            expires_at double precision NOT NULL,
+            project text NOT NULL,
+            environment text NOT NULL,
+            description text NOT NULL) WITH (fillfactor = 70)""",
+        """CREATE UNIQUE INDEX IF NOT EXISTS patterns_key
+            ON patterns (partition_key, agent, pattern_hash)""",
+        """CREATE TABLE IF NOT EXISTS agent_states (
+            partition_key uuid NOT NULL,
+            agent text COLLATE "C" NOT NULL,
+            episodes bigint NOT NULL,
+            epsilon double precision,
+            reward_sum double precision NOT NULL,
+            rewards bigint NOT NULL,
+            last_active double precision NOT NULL,
+            project text NOT NULL,
+            environment text NOT NULL)""",
+        """CREATE UNIQUE INDEX IF NOT EXISTS agent_states_key
+            ON agent_states (partition_key, agent)""",
+        """CREATE TABLE IF NOT EXISTS test_history (
+            partition_key uuid NOT NULL,
+            test_id text NOT NULL,
+            runs integer NOT NULL,
+            failures integer NOT NULL,
+            flips integer NOT NULL,
+            verdicts text NOT NULL,
+            last_failure_episode integer NOT NULL,
+            last_run_episode integer NOT NULL,
+            first_episode integer NOT NULL,
+            duration_mean double precision NOT NULL,
+            duration_m2 double precision NOT NULL,
+            last_duration double precision NOT NULL,
+            updated_at double precision NOT NULL,
+            expires_at double precision NOT NULL,
+            project text NOT NULL,
+            environment text NOT NULL) WITH (fillfactor = 70)""",
+        # test ids have any length (B-tree entries are limited to ~2.7 kB): keyed by md5
+        """CREATE UNIQUE INDEX IF NOT EXISTS test_history_key
+            ON test_history (partition_key, (md5(test_id)::uuid))""",
+        """CREATE TABLE IF NOT EXISTS maintenance (
+            project text NOT NULL,
+            last_cleanup double precision NOT NULL)""",
+        """CREATE UNIQUE INDEX IF NOT EXISTS maintenance_key
+            ON maintenance ((md5(project)::uuid))""",
+    ),
+}
+
+_HISTORY_FIELDS = tuple(f.name for f in fields(TestHistory))
+_SESSION_FIELDS = tuple(f.name for f in fields(SessionRecord))
+_HISTORY_TYPES = (
+    "text",  # test_id
+    "integer",  # runs
+    "integer",  # failures
+    "integer",  # flips
+    "text",  # verdicts
+    "integer",  # last_failure_episode
+    "integer",  # last_run_episode
+    "integer",  # first_episode
+    "float8",  # duration_mean
+    "float8",  # duration_m2
+    "float8",  # last_duration
+)
+assert len(_HISTORY_TYPES) == len(_HISTORY_FIELDS)
+
+#: A partition's rows ($1 its key, $2 the project, $3 the environment).
+_PARTITION = "partition_key = $1 AND project = $2 AND environment = $3"
+
+_SCHEMA_EXISTS = "SELECT to_regclass('qlearn_schema') IS NOT NULL"
+_MIGRATION_LOCK = "hashtextextended('pytest-qlearn migrate ' || coalesce(current_schema(), ''), 0)"
+#: Writers of one partition take turns; other partitions are not held up.
+_PARTITION_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('pytest-qlearn ' || $1, 0))"
+
+_INSERT_SESSION = (
+    f"INSERT INTO sessions (partition_key, project, environment, {', '.join(_SESSION_FIELDS)}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(_SESSION_FIELDS) + 4))}) "
+    "ON CONFLICT (session_id) DO NOTHING RETURNING seq"
+)
+_UPSERT_AGENT_TYPES = """
+    INSERT INTO agent_types AS t (name, description, actions, features, version,
+        hyperparameters, registered_at, updated_at)
+    SELECT u.*, $7, $7 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+        $5::integer[], $6::text[]) AS u
+    ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description,
+        actions = EXCLUDED.actions, features = EXCLUDED.features, version = EXCLUDED.version,
+        hyperparameters = EXCLUDED.hyperparameters, updated_at = EXCLUDED.updated_at"""
+# One statement: the rows that exist are updated by a join (q = q + Δ, visits = visits + n,
+# expiry pushed forward), the others inserted. Writers of a partition take turns under the
+# partition lock, so no other writer can insert these keys meanwhile (if one ever did, the key
+# would refuse the row and the whole write would fail and be spooled: nothing is lost). A plain
+# INSERT is much cheaper than ON CONFLICT's speculative insertion of 100,000 rows.
+_MERGE_Q = """
+    WITH u AS (
+        SELECT * FROM unnest($5::text[], $6::integer[], $7::text[], $8::float8[],
+            $9::bigint[]) AS u(s, a, txt, dq, dn)
+    ), updated AS (
+        UPDATE q_values AS t SET q = t.q + u.dq, visits = t.visits + u.dn,
+            updated_at = $10, expires_at = $11
+        FROM u
+        WHERE t.partition_key = $1 AND t.agent = $4 AND t.state_hash = u.s AND t.action = u.a
+            AND t.project = $2 AND t.environment = $3
+        RETURNING t.state_hash, t.action
+    )
+    INSERT INTO q_values AS t (partition_key, agent, state_hash, action, q, visits,
+        updated_at, expires_at, project, environment, state_text)
+    SELECT $1, $4, u.s, u.a, u.dq, u.dn, $10, $11, $2, $3, u.txt FROM u
+    WHERE NOT EXISTS (SELECT FROM updated WHERE updated.state_hash = u.s
+        AND updated.action = u.a)"""
+_INSERT_TRAJECTORIES = """
+    INSERT INTO trajectories (session_id, agent, step, test_id, state_hash, action, explored,
+        reward, next_state_hash)
+    SELECT $1, u.* FROM unnest($2::text[], $3::integer[], $4::text[], $5::text[],
+        $6::integer[], $7::boolean[], $8::float8[], $9::text[]) AS u"""
+_INSERT_REWARDS = """
+    INSERT INTO rewards (session_id, component, value, weight)
+    SELECT $1, u.* FROM unnest($2::text[], $3::float8[], $4::float8[]) AS u"""
+_MERGE_PATTERNS = """
+    INSERT INTO patterns AS t (partition_key, project, environment, updated_at, expires_at,
+        agent, pattern_hash, description, occurrences, hits)
+    SELECT $1, $2, $3, $4, $5, u.* FROM unnest($6::text[], $7::text[], $8::text[],
+        $9::bigint[], $10::bigint[]) AS u
+    ON CONFLICT (partition_key, agent, pattern_hash) DO UPDATE SET
+        occurrences = t.occurrences + EXCLUDED.occurrences, hits = t.hits + EXCLUDED.hits,
+        updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at"""
+_MERGE_AGENT_STATES = """
+    INSERT INTO agent_states AS t (partition_key, project, environment, last_active, agent,
+        episodes, epsilon, reward_sum, rewards)
+    SELECT $1, $2, $3, $4, u.* FROM unnest($5::text[], $6::bigint[], $7::float8[],
+        $8::float8[], $9::bigint[]) AS u
+    ON CONFLICT (partition_key, agent) DO UPDATE SET
+        episodes = t.episodes + EXCLUDED.episodes,
+        epsilon = LEAST(COALESCE(t.epsilon, EXCLUDED.epsilon), EXCLUDED.epsilon),
+        reward_sum = t.reward_sum + EXCLUDED.reward_sum,
+        rewards = t.rewards + EXCLUDED.rewards, last_active = EXCLUDED.last_active"""
+_UPSERT_HISTORIES = (
+    "INSERT INTO test_history AS t (partition_key, project, environment, updated_at, "
+    f"expires_at, {', '.join(_HISTORY_FIELDS)}) "
+    "SELECT $1, $2, $3, $4, $5, u.* FROM unnest("
+    + ", ".join(f"${i + 6}::{kind}[]" for i, kind in enumerate(_HISTORY_TYPES))
+    + ") AS u ON CONFLICT (partition_key, (md5(test_id)::uuid)) DO UPDATE SET "
+    + ", ".join(f"{name} = EXCLUDED.{name}" for name in (*_HISTORY_FIELDS[1:], "updated_at"))
+    + ", expires_at = EXCLUDED.expires_at"
+)
+_SELECT_HISTORIES = f"SELECT {', '.join(_HISTORY_FIELDS)} FROM test_history WHERE {_PARTITION}"
+_SELECT_SESSIONS = (
+    f"SELECT {', '.join(_SESSION_FIELDS)}, count(*) OVER () FROM sessions WHERE {_PARTITION} "
+    "ORDER BY started_at DESC, seq DESC LIMIT $4"
+)
+_CLAIM_CLEANUP = """
+    INSERT INTO maintenance AS m (project, last_cleanup) VALUES ($1, $2)
+    ON CONFLICT ((md5(project)::uuid)) DO UPDATE SET last_cleanup = EXCLUDED.last_cleanup
+        WHERE m.last_cleanup <= $2 - $3
+    RETURNING 1"""
+
+
+def partition_key(project: str, environment: str) -> uuid.UUID:
+    """The key of a partition: ``md5(md5(project) || md5(environment))::uuid`` in SQL."""
+    inner = hashlib.md5(project.encode(), usedforsecurity=False).hexdigest()
+    inner += hashlib.md5(environment.encode(), usedforsecurity=False).hexdigest()
+    return uuid.UUID(hashlib.md5(inner.encode(), usedforsecurity=False).hexdigest())
+
+
+class _Secret:
+    """Holds the DSN; its repr never shows it (tracebacks with locals, debuggers)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+
+class _AlreadyStored(Exception):
+    """Raised inside the write transaction to roll it back: the session id is stored."""
+
+
+class _LoopThread:
+    """A private asyncio event loop running in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="pytest-qlearn-store", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)  # this thread's loop only
+        self.loop.run_forever()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except BaseException:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        if self._thread.is_alive():
+            with contextlib.suppress(Exception):  # stopping must not fail a run
+                self.run(self._cancel_all(), timeout=5.0)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=5.0)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+    async def _cancel_all(self) -> None:
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.loop.shutdown_asyncgens()
+
+
+class PostgresStore(Store):
+    """The shared store. ``url`` is a ``postgresql://`` URL (it may carry a password; it is
+    never shown). ``?connect_timeout=`` and ``?command_timeout=`` (seconds) override the
+    defaults; other query parameters go to asyncpg (``sslmode``, ``search_path``...)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float | None = None,
+        command_timeout: float | None = None,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        try:
+            dsn, timeouts = postgres_dsn(url)
+        except ValueError:
+            raise StoreError(f"not a valid PostgreSQL URL: {redact(url)}") from None
+        self._dsn = _Secret(dsn)
+        self._password = _Secret(password_of(url) or "")
+        self.display_url = redact(url)
+        self.connect_timeout = connect_timeout or timeouts.get(
+            "connect_timeout", DEFAULT_CONNECT_TIMEOUT
+        )
+        self.command_timeout = command_timeout or timeouts.get(
+            "command_timeout", DEFAULT_COMMAND_TIMEOUT
+        )
+        self._on_warning = on_warning
+        self._loop: _LoopThread | None = None
+        self._conn: asyncpg.Connection | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.display_url!r})"
+
+    # -- the loop and the connection ---------------------------------------------------------
+    def _call(self, doing: str, coro: Coroutine[Any, Any, T], *, budget: float | None = None) -> T:
+        """Run ``coro`` on the private loop; any driver or network error becomes a
+        :class:`StoreError` whose message names the store without its password."""
+        if self._loop is None:
+            coro.close()
+            raise StoreError(f"the qlearn store {self.display_url} is not open")
+        timeout = budget if budget is not None else self.command_timeout * 3 + 5
+        try:
+            return self._loop.run(coro, timeout)
+        except StoreError:
+            raise
+        except (KeyboardInterrupt, SystemExit):
+            self._drop_connection()
+            raise
+        except BaseException as exc:  # everything a driver may raise
+            if isinstance(exc, (TimeoutError, concurrent.futures.TimeoutError)):
+                self._drop_connection()  # the connection's state is unknown now
+            message = self._describe(exc)
+        raise StoreError(f"cannot {doing} the qlearn store {self.display_url}: {message}")
+
+    def _describe(self, exc: BaseException) -> str:
+        text = str(exc).strip() or "no details"
+        for secret in (self._password.value, self._dsn.value):
+            if secret:
+                text = text.replace(secret, "***")
+        text = redact(text) if "://" in text else text
+        kind = type(exc).__name__
+        if isinstance(exc, (TimeoutError, concurrent.futures.TimeoutError)):
+            text = "timed out"
+        return f"{kind}: {text}"
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed already
+                self._loop.loop.call_soon_threadsafe(conn.terminate)
+
+    @property
+    def conn(self) -> asyncpg.Connection:
+        if self._conn is None:
+            raise StoreError(f"the qlearn store {self.display_url} is not connected")
+        return self._conn
+
+    def open(self) -> None:
+        if self._conn is not None:
+            return
+        if self._loop is None:
+            self._loop = _LoopThread()
+        try:
+            self._call("connect to", self._connect(), budget=self.connect_timeout + 5)
+            self._call("migrate", self._migrate())
+        except StoreError:
+            self.close()
+            raise
+
+    async def _connect(self) -> None:
+        import asyncpg
+
+        query = dict(parse_qsl(urlsplit(self._dsn.value).query))
+        settings = {} if "application_name" in query else {"application_name": APPLICATION_NAME}
+        self._conn = await asyncpg.connect(
+            self._dsn.value,
+            timeout=self.connect_timeout,
+            command_timeout=self.command_timeout,
+            server_settings=settings,
+        )
+
+    def close(self) -> None:
+        loop, conn = self._loop, self._conn
+        self._loop, self._conn = None, None
+        if loop is None:
+            return
+        try:
+            if conn is not None and not conn.is_closed():
+                loop.run(_close_connection(conn), timeout=10.0)
+        except BaseException:  # closing must not fail a run: drop the socket
+            if conn is not None and not loop.loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    loop.loop.call_soon_threadsafe(conn.terminate)
+        finally:
+            loop.close()
+
+    # -- schema ----------------------------------------------------------------------------
+    async def _migrate(self) -> None:
+        conn = self.conn
+        if await conn.fetchval(_SCHEMA_EXISTS):
+            current = await self._version(conn)
+            if current > SCHEMA_VERSION:
+                raise SchemaTooNewError(current, SCHEMA_VERSION, self.display_url)
+            if current == SCHEMA_VERSION:
+                return
+        await conn.execute(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS qlearn_schema ("
+                    "version integer PRIMARY KEY, applied_at double precision NOT NULL)"
+                )
+                # Re-read under the lock: a concurrent starter may have migrated meanwhile.
+                current = await self._version(conn)
+                if current > SCHEMA_VERSION:
+                    raise SchemaTooNewError(current, SCHEMA_VERSION, self.display_url)
+                for version in sorted(v for v in MIGRATIONS if v > current):
+                    for statement in MIGRATIONS[version]:
+                        await conn.execute(statement)
+                    await conn.execute(
+                        "INSERT INTO qlearn_schema (version, applied_at) VALUES ($1, $2)",
+                        version,
+                        time.time(),
+                    )
+        finally:
+            await conn.execute(f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})")
+
+    @staticmethod
+    async def _version(conn: asyncpg.Connection) -> int:
+        value = await conn.fetchval("SELECT max(version) FROM qlearn_schema")
+        return int(value) if value is not None else 0
+
+    def schema_version(self) -> int:
+        async def read() -> int:
+            if not await self.conn.fetchval(_SCHEMA_EXISTS):
+                return 0
+            return await self._version(self.conn)
+
+        return self._call("read", read())
+
+    # -- reading ---------------------------------------------------------------------------
+    def load_snapshot(self, partition: Partition, agents: Sequence[str]) -> Snapshot:
+        return self._call("read", self._load_snapshot(partition, list(agents)))
+
+    async def _load_snapshot(self, partition: Partition, agents: list[str]) -> Snapshot:
+        conn = self.conn
+        key = _key(partition)
+        # One consistent read (a run committing meanwhile is seen entirely or not at all),
+        # one query per table.
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            histories = {
+                row[0]: TestHistory(*row) for row in await conn.fetch(_SELECT_HISTORIES, *key)
+            }
+            q_entries: dict[str, list[QEntry]] = {agent: [] for agent in agents}
+            # columns as arrays: decoded in bulk, far cheaper than 100,000 records
+            for agent, states, actions, qs, visits in await conn.fetch(
+                "SELECT agent, array_agg(state_hash), array_agg(action), array_agg(q), "
+                f"array_agg(visits) FROM q_values WHERE {_PARTITION} AND agent = ANY($4::text[]) "
+                "GROUP BY agent",
+                *key,
+                agents,
+            ):
+                q_entries[agent] = list(map(QEntry, states, actions, qs, visits))
+            states_by_agent = {
+                row[0]: AgentState(row[0], int(row[1]), row[2], float(row[3]), int(row[4]), row[5])
+                for row in await conn.fetch(
+                    "SELECT agent, episodes, epsilon, reward_sum, rewards, last_active "
+                    f"FROM agent_states WHERE {_PARTITION}",
+                    *key,
+                )
+            }
+            sessions, episodes = await self._sessions(conn, partition, 20)
+        return Snapshot(
+            partition=partition,
+            histories=histories,
+            q_entries=q_entries,
+            agent_states=states_by_agent,
+            recent_sessions=sessions,
+            episodes=episodes,
+        )
+
+    @staticmethod
+    async def _sessions(
+        conn: asyncpg.Connection, partition: Partition, limit: int
+    ) -> tuple[list[SessionRecord], int]:
+        """The newest ``limit`` sessions (all when negative) and how many there are."""
+        rows = await conn.fetch(_SELECT_SESSIONS, *_key(partition), limit if limit >= 0 else None)
+        sessions = [SessionRecord(*tuple(row)[:-1]) for row in rows]
+        return sessions, int(rows[0][-1]) if rows else 0
+
+    def recent_sessions(self, partition: Partition, limit: int = 20) -> list[SessionRecord]:
+        async def read() -> list[SessionRecord]:
+            sessions, _ = await self._sessions(self.conn, partition, limit)
+            return sessions
+
+        return self._call("read", read())
+
+    # -- writing ---------------------------------------------------------------------------
+    def write_episode(self, write: EpisodeWrite, ttl_days: float = DEFAULT_TTL_DAYS) -> bool:
+        return self._call("write to", self._write_episode(write, ttl_days))
+
+    async def _write_episode(self, write: EpisodeWrite, ttl_days: float) -> bool:
+        conn = self.conn
+        now = time.time()
+        expires = now + ttl_days * SECONDS_PER_DAY
+        key = _key(write.partition)
+        record = asdict(write.session)
+        try:
+            async with conn.transaction():
+                # Writers of one partition take turns: the history fast path needs to know
+                # whether anyone wrote since the snapshot.
+                await conn.execute(_PARTITION_LOCK, str(key[0]))
+                # room for the joins of a large merge in memory rather than temp files
+                await conn.execute("SET LOCAL work_mem = '64MB'")
+                inserted = await conn.fetchval(
+                    _INSERT_SESSION, *key, *(record[name] for name in _SESSION_FIELDS)
+                )
+                if inserted is None:
+                    raise _AlreadyStored  # rolls the transaction back
+                await self._write_rows(conn, write, key, now, expires)
+        except _AlreadyStored:
+            return False
+        return True
+
+    async def _write_rows(
+        self,
+        conn: asyncpg.Connection,
+        write: EpisodeWrite,
+        key: tuple[uuid.UUID, str, str],
+        now: float,
+        expires: float,
+    ) -> None:
+        session_id = write.session.session_id
+        # Every table in the same order, every batch sorted by key: concurrent writers
+        # take row locks in one order and cannot deadlock.
+        types = sorted({t.name: t for t in write.agent_types}.values(), key=lambda t: t.name)
+        if types:
+            await conn.execute(
+                _UPSERT_AGENT_TYPES,
+                [t.name for t in types],
+                [t.description for t in types],
+                [json.dumps(list(t.actions)) for t in types],
+                [json.dumps(list(t.features)) for t in types],
+                [t.version for t in types],
+                [json.dumps(asdict(t.hyper), sort_keys=True) for t in types],
+                now,
+            )
+        for agent in sorted(write.q_deltas):
+            if write.q_deltas[agent]:
+                await conn.execute(
+                    _MERGE_Q, *key, agent, *_delta_columns(write.q_deltas[agent]), now, expires
+                )
+        if write.trajectories:
+            steps = write.trajectories
+            await conn.execute(
+                _INSERT_TRAJECTORIES,
+                session_id,
+                [t.agent for t in steps],
+                [t.step for t in steps],
+                [t.test_id for t in steps],
+                [t.state for t in steps],
+                [t.action for t in steps],
+                [bool(t.explored) for t in steps],
+                [t.reward for t in steps],
+                [t.next_state for t in steps],
+            )
+        if write.rewards:
+            await conn.execute(
+                _INSERT_REWARDS,
+                session_id,
+                [r.component for r in write.rewards],
+                [r.value for r in write.rewards],
+                [r.weight for r in write.rewards],
+            )
+        patterns = _merged_patterns(write.patterns)
+        if patterns:
+            await conn.execute(
+                _MERGE_PATTERNS,
+                *key,
+                now,
+                expires,
+                [p.agent for p in patterns],
+                [p.pattern for p in patterns],
+                [p.description for p in patterns],
+                [p.occurrences for p in patterns],
+                [p.hits for p in patterns],
+            )
+        agents = _merged_agents(write.agents)
+        if agents:
+            await conn.execute(
+                _MERGE_AGENT_STATES,
+                *key,
+                now,
+                [a.agent for a in agents],
+                [a.episodes for a in agents],
+                [a.epsilon for a in agents],
+                [a.reward_sum for a in agents],
+                [a.rewards for a in agents],
+            )
+        await self._merge_histories(conn, write, key, now, expires)
+
+    async def _merge_histories(
+        self,
+        conn: asyncpg.Connection,
+        write: EpisodeWrite,
+        key: tuple[uuid.UUID, str, str],
+        now: float,
+        expires: float,
+    ) -> None:
+        """Apply this run's verdicts to the histories as stored *now* (under the partition
+        lock), so a concurrent run's verdicts are kept, not overwritten."""
+        if not write.observations:
+            return
+        episodes = await conn.fetchval(f"SELECT count(*) FROM sessions WHERE {_PARTITION}", *key)
+        # this run's session row is already inserted, hence the + 1
+        if write.base_episodes is not None and episodes == write.base_episodes + 1:
+            histories: Iterable[TestHistory] = write.next_histories
+        else:
+            ids = sorted({obs.test_id for obs in write.observations})
+            stored = {
+                row[0]: TestHistory(*row)
+                for row in await conn.fetch(
+                    _SELECT_HISTORIES + " AND md5(test_id)::uuid = ANY("
+                    "SELECT md5(i)::uuid FROM unnest($4::text[]) AS i) AND test_id = ANY($4)",
+                    *key,
+                    ids,
+                )
+            }
+            for obs in write.observations:
+                history = stored.get(obs.test_id) or TestHistory(obs.test_id)
+                stored[obs.test_id] = history.record(
+                    obs.verdict, obs.duration, write.session.episode
+                )
+            histories = stored.values()
+        rows = sorted({h.test_id: h for h in histories}.values(), key=lambda h: h.test_id)
+        if not rows:
+            return
+        columns = [[getattr(h, name) for h in rows] for name in _HISTORY_FIELDS]
+        await conn.execute(_UPSERT_HISTORIES, *key, now, expires, *columns)
+
+    # -- maintenance -------------------------------------------------------------------------
+    def cleanup(self, project: str, ttl_days: float, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        return self._call("clean up", self._cleanup(project, ttl_days, now, claim=False))
+
+    def maybe_cleanup(self, project: str, ttl_days: float, now: float | None = None) -> int:
+        now = time.time() if now is None else now
+        return self._call("clean up", self._cleanup(project, ttl_days, now, claim=True))
+
+    async def _cleanup(self, project: str, ttl_days: float, now: float, *, claim: bool) -> int:
+        """Delete what expired in every environment of ``project``. Runs once a day per
+        project, so it scans rather than keep an index on columns every merge changes."""
+        conn = self.conn
+        cutoff = now - ttl_days * SECONDS_PER_DAY
+        async with conn.transaction():
+            # Claim today's cleanup atomically: of concurrent runs, one wins.
+            interval = CLEANUP_INTERVAL
+            if claim and not await conn.fetchval(_CLAIM_CLEANUP, project, now, interval):
+                return 0
+            removed = 0
+            for table in ("q_values", "patterns", "test_history"):
+                status = await conn.execute(
+                    f"DELETE FROM {table} WHERE project = $1 "
+                    "AND (expires_at < $2 OR updated_at < $3)",
+                    project,
+                    now,
+                    cutoff,
+                )
+                removed += _count(status)
+            # Trajectories are the bulky per-step log; sessions and rewards (the learning
+            # curve) are kept.
+            status = await conn.execute(
+                "DELETE FROM trajectories WHERE session_id IN (SELECT session_id FROM sessions "
+                "WHERE project = $1 AND started_at < $2)",
+                project,
+                cutoff,
+            )
+            removed += _count(status)
+            if not claim:
+                await conn.execute(
+                    "INSERT INTO maintenance AS m (project, last_cleanup) VALUES ($1, $2) "
+                    "ON CONFLICT ((md5(project)::uuid)) "
+                    "DO UPDATE SET last_cleanup = EXCLUDED.last_cleanup",
+                    project,
+                    now,
+                )
+            return removed
+
+
+def _key(partition: Partition) -> tuple[uuid.UUID, str, str]:
+    """The parameters ``$1, $2, $3`` of :data:`_PARTITION`."""
+    return (
+        partition_key(partition.project, partition.environment),
+        partition.project,
+        partition.environment,
+    )
+
+
+async def _close_connection(conn: asyncpg.Connection) -> None:
+    try:
+        await conn.close(timeout=5.0)
+    except Exception:  # a dead server: drop the socket
+        conn.terminate()
+
+
+def _count(status: str) -> int:
+    """Rows affected, from a command status such as ``DELETE 3``."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except ValueError:
+        return 0
+
+
+def _delta_columns(
+    deltas: Sequence[QDelta],
+) -> tuple[list[str], list[int], list[str], list[float], list[int]]:
+    """The deltas as columns; a key given twice is summed (a statement may change a row only
+    once). No sorting: writers of a partition take turns, so row lock order does not matter."""
+    states = [d.state for d in deltas]
+    actions = [d.action for d in deltas]
+    if len(set(zip(states, actions, strict=True))) != len(deltas):
+        merged: dict[tuple[str, int], QDelta] = {}
+        for d in deltas:
+            held = merged.get((d.state, d.action))
+            if held is not None:
+                d = held._replace(dq=held.dq + d.dq, dvisits=held.dvisits + d.dvisits)
+            merged[(d.state, d.action)] = d
+        deltas = list(merged.values())
+        states = [d.state for d in deltas]
+        actions = [d.action for d in deltas]
+    return (
+        states,
+        actions,
+        [d.state_text for d in deltas],
+        [d.dq for d in deltas],
+        [d.dvisits for d in deltas],
+    )
+
+
+def _merged_patterns(patterns: Sequence[PatternDelta]) -> list[PatternDelta]:
+    merged: dict[tuple[str, str], PatternDelta] = {}
+    for p in patterns:
+        key = (p.agent, p.pattern)
+        held = merged.get(key)
+        if held is not None:
+            p = held._replace(occurrences=held.occurrences + p.occurrences, hits=held.hits + p.hits)
+        merged[key] = p
+    return [merged[key] for key in sorted(merged)]
+
+
+def _merged_agents(agents: Sequence[AgentProgress]) -> list[AgentProgress]:
+    merged: dict[str, AgentProgress] = {}
+    for a in agents:
+        held = merged.get(a.agent)
+        if held is None:
+            merged[a.agent] = a
+            continue
+        merged[a.agent] = AgentProgress(
+            a.agent,
+            held.episodes + a.episodes,
+            min(held.epsilon, a.epsilon),
+            held.reward_sum + a.reward_sum,
+            held.rewards + a.rewards,
+        )
+    return [merged[name] for name in sorted(merged)]

@@ -1,0 +1,185 @@
+"""The local spool: episodes that could not reach the store wait here as JSON files until a
+later run can write them.
+
+A run whose store is unreachable at start, or fails while the run writes, saves its
+:class:`EpisodeWrite` in a directory of its own store (under pytest's cache directory, keyed
+by the store's password-free URL, so an episode is only ever replayed into the store it was
+meant for). The next run that opens that store replays every spooled episode before it
+loads its snapshot. Stores apply an episode at most once (by session id), so a replay that is
+interrupted, or a spool file that outlives a successful write, is harmless: it is written
+again, found already stored, and removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from ..agents import AgentType
+from ..history import TestHistory
+from ..hyperparams import Hyperparameters
+from .base import (
+    DEFAULT_TTL_DAYS,
+    AgentProgress,
+    EpisodeWrite,
+    Observation,
+    Partition,
+    PatternDelta,
+    QDelta,
+    RewardEvent,
+    SessionRecord,
+    Store,
+    TrajectoryStep,
+)
+
+FORMAT = 1
+#: At most this many episodes wait per store; beyond, the oldest are dropped (with a warning).
+LIMIT = 100
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def episode_to_json(write: EpisodeWrite) -> str:
+    return json.dumps(
+        {
+            "format": FORMAT,
+            "partition": asdict(write.partition),
+            "session": asdict(write.session),
+            "agent_types": [
+                {
+                    "name": t.name,
+                    "description": t.description,
+                    "actions": list(t.actions),
+                    "features": list(t.features),
+                    "version": t.version,
+                    "hyper": asdict(t.hyper),
+                }
+                for t in write.agent_types
+            ],
+            "observations": [list(o) for o in write.observations],
+            "q_deltas": {agent: [list(d) for d in ds] for agent, ds in write.q_deltas.items()},
+            "trajectories": [list(t) for t in write.trajectories],
+            "rewards": [list(r) for r in write.rewards],
+            "patterns": [list(p) for p in write.patterns],
+            "agents": [asdict(a) for a in write.agents],
+            "base_episodes": write.base_episodes,
+            "next_histories": [asdict(h) for h in write.next_histories],
+        },
+        ensure_ascii=False,
+    )
+
+
+def episode_from_json(text: str) -> EpisodeWrite:
+    data: dict[str, Any] = json.loads(text)
+    if data.get("format") != FORMAT:
+        raise ValueError(f"unknown spool format {data.get('format')!r}")
+    return EpisodeWrite(
+        partition=Partition(**data["partition"]),
+        session=SessionRecord(**data["session"]),
+        agent_types=[
+            AgentType(
+                name=t["name"],
+                description=t["description"],
+                actions=tuple(t["actions"]),
+                features=tuple(t["features"]),
+                version=int(t["version"]),
+                hyper=Hyperparameters(**t["hyper"]),
+            )
+            for t in data["agent_types"]
+        ],
+        observations=[Observation(*o) for o in data["observations"]],
+        q_deltas={agent: [QDelta(*d) for d in ds] for agent, ds in data["q_deltas"].items()},
+        trajectories=[TrajectoryStep(*t) for t in data["trajectories"]],
+        rewards=[RewardEvent(*r) for r in data["rewards"]],
+        patterns=[PatternDelta(*p) for p in data["patterns"]],
+        agents=[AgentProgress(**a) for a in data["agents"]],
+        base_episodes=data["base_episodes"],
+        next_histories=[TestHistory(**h) for h in data["next_histories"]],
+    )
+
+
+def spool_directory(base: Path, store_display_url: str) -> Path:
+    """The spool of one store: ``base/<hash of its password-free URL>``."""
+    digest = hashlib.sha256(store_display_url.encode("utf-8")).hexdigest()[:16]
+    return base / digest
+
+
+class Spool:
+    """Episodes waiting for one store."""
+
+    def __init__(self, directory: Path, limit: int = LIMIT) -> None:
+        self.directory = directory
+        self.limit = limit
+
+    def pending(self) -> list[Path]:
+        """Spooled episodes, oldest first."""
+        try:
+            files = [p for p in self.directory.iterdir() if p.suffix == ".json"]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+    def add(self, write: EpisodeWrite, on_warning: Callable[[str], None] | None = None) -> Path:
+        """Save one episode (atomically: a crash leaves the old state or the new file, never
+        half a file). Raises ``OSError`` when the spool cannot be written."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        session_id = write.session.session_id
+        name = session_id if _SAFE_NAME.fullmatch(session_id) else _digest(session_id)
+        target = self.directory / f"{name}.json"
+        fd, tmp = tempfile.mkstemp(prefix=".spool-", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(episode_to_json(write))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        waiting = self.pending()
+        for old in waiting[: max(0, len(waiting) - self.limit)]:
+            if old != target:
+                old.unlink(missing_ok=True)
+                if on_warning is not None:
+                    on_warning(
+                        f"the qlearn spool {self.directory} holds more than "
+                        f"{self.limit} runs; dropped the oldest, {old.name}"
+                    )
+        return target
+
+    def replay(
+        self,
+        store: Store,
+        ttl_days: float = DEFAULT_TTL_DAYS,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> int:
+        """Write every spooled episode into ``store``, oldest first, removing each once the
+        store holds it. Returns how many were newly written. A store error stops the replay
+        (the remaining files wait for the next run) and propagates; an unreadable file is
+        renamed ``*.unreadable`` and skipped."""
+        written = 0
+        for path in self.pending():
+            try:
+                write = episode_from_json(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                aside = path.with_suffix(".unreadable")
+                path.replace(aside)
+                if on_warning is not None:
+                    on_warning(
+                        f"cannot read the spooled qlearn run {path} ({exc}); moved it to {aside}"
+                    )
+                continue
+            if store.write_episode(write, ttl_days):
+                written += 1
+            path.unlink(missing_ok=True)
+        return written
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]

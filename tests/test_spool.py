@@ -1,0 +1,107 @@
+"""The local spool of episodes that could not reach their store (backend-independent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_qlearn.history import FAILED, PASSED, SKIPPED
+from pytest_qlearn.prioritizer import TestRef
+from pytest_qlearn.session import LearningSession, TestResult
+from pytest_qlearn.store import SqliteStore
+from pytest_qlearn.store.base import EpisodeWrite, Partition, Snapshot
+from pytest_qlearn.store.spool import Spool, episode_from_json, episode_to_json, spool_directory
+
+PARTITION = Partition("proj'; --", "py3.11 ü")
+
+
+def learned_write(session_id: str, snapshot: Snapshot | None = None) -> EpisodeWrite:
+    ids = ["t.py::test_a", "t.py::test_b[x'\"\n]", "t.py::test_c", "u.py::test_π"]
+    session = LearningSession(snapshot or Snapshot(PARTITION), seed=3, session_id=session_id)
+    ranking = session.rank([TestRef(t, t.split("::")[0], None, i) for i, t in enumerate(ids)])
+    verdicts = {ids[0]: PASSED, ids[1]: FAILED, ids[2]: SKIPPED, ids[3]: PASSED}
+    results = [
+        TestResult(
+            ref.test_id,
+            verdicts[ref.test_id],
+            0.125 * (pos + 1),
+            ref.index,
+            pos,
+            ranking.decisions[ref.test_id].tier,
+            ranking.decisions[ref.test_id].explored,
+        )
+        for pos, ref in enumerate(ranking.order)
+    ]
+    write, _ = session.finish(results, started_at=1_000.5, duration=2.0, exit_status=1)
+    return write
+
+
+def test_an_episode_round_trips_through_json_exactly() -> None:
+    write = learned_write("s1")
+    assert write.trajectories and write.q_deltas and write.patterns and write.next_histories
+    again = episode_from_json(episode_to_json(write))
+    assert again == write
+    assert episode_to_json(again) == episode_to_json(write)
+
+
+def test_replay_writes_each_spooled_episode_once_and_empties_the_spool(tmp_path: Path) -> None:
+    spool = Spool(spool_directory(tmp_path / "spool", "sqlite:///x.db"))
+    first, second = learned_write("first"), learned_write("second")
+    paths = [spool.add(first), spool.add(second)]
+    assert spool.pending() == paths
+    store = SqliteStore(tmp_path / "q.db")
+    store.open()
+    try:
+        assert store.write_episode(first)  # as if the first had reached the store after all
+        assert spool.replay(store) == 1
+        assert spool.pending() == []
+        assert [s.session_id for s in store.recent_sessions(PARTITION)] == ["second", "first"]
+        spool.add(first)  # replayed again: already stored, removed, nothing doubled
+        assert spool.replay(store) == 0
+        assert spool.pending() == []
+        assert store.load_snapshot(PARTITION, ["prioritizer"]).episodes == 2
+    finally:
+        store.close()
+
+
+def test_an_unreadable_spool_file_is_moved_aside_with_a_warning(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.add(learned_write("good"))
+    (tmp_path / "spool" / "broken.json").write_text("{not json", encoding="utf-8")
+    warnings: list[str] = []
+    store = SqliteStore(":memory:")
+    store.open()
+    try:
+        assert spool.replay(store, on_warning=warnings.append) == 1
+    finally:
+        store.close()
+    assert spool.pending() == []
+    assert (tmp_path / "spool" / "broken.unreadable").exists()
+    assert len(warnings) == 1 and "broken.json" in warnings[0]
+
+
+def test_the_spool_keeps_at_most_its_limit_dropping_the_oldest(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", limit=3)
+    warnings: list[str] = []
+    for i in range(5):
+        spool.add(learned_write(f"s{i}"), on_warning=warnings.append)
+    assert [p.stem for p in spool.pending()] == ["s2", "s3", "s4"]
+    assert len(warnings) == 2
+
+
+def test_each_store_has_its_own_spool(tmp_path: Path) -> None:
+    a = spool_directory(tmp_path, "postgresql://u:***@db/a")
+    b = spool_directory(tmp_path, "postgresql://u:***@db/b")
+    assert a != b and a.parent == b.parent == tmp_path
+    assert spool_directory(tmp_path, "postgresql://u:***@db/a") == a
+
+
+@pytest.mark.parametrize("session_id", ["../../escape", "a" * 300, "x/y", ""])
+def test_odd_session_ids_cannot_escape_the_spool_directory(tmp_path: Path, session_id: str) -> None:
+    spool = Spool(tmp_path / "spool")
+    write = learned_write("placeholder")
+    write.session = type(write.session)(**{**write.session.__dict__, "session_id": session_id})
+    path = spool.add(write)
+    assert path.parent == tmp_path / "spool"
+    assert episode_from_json(path.read_text(encoding="utf-8")).session.session_id == session_id
