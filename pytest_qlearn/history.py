@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PASSED = "P"
 FAILED = "F"
@@ -12,15 +12,14 @@ SKIPPED = "S"
 KEPT_VERDICTS = 16
 
 
-@dataclass
-class TestHistory:
+class TestHistory(NamedTuple):
     """What one test did in earlier episodes of a project/environment.
 
     ``verdicts`` holds the most recent verdicts as letters (``P``/``F``/``S``), oldest first.
-    Durations use Welford's running mean so the history stays small.
+    Durations use Welford's running mean so the history stays small. Immutable, and a
+    tuple of plain values so the garbage collector stops tracking the thousands a run
+    holds (every full collection of the user's test run would otherwise walk them).
     """
-
-    __test__ = False  # not a pytest test class, despite the name
 
     test_id: str
     runs: int = 0
@@ -62,22 +61,27 @@ class TestHistory:
 
     def record(self, verdict: str, duration: float, episode: int) -> TestHistory:
         """A new history with one more episode's verdict; skipped runs keep only the episode."""
-        nxt = TestHistory(**self.__dict__)
-        if nxt.first_episode < 0:
-            nxt.first_episode = episode
-        nxt.last_run_episode = episode
+        first_episode = episode if self.first_episode < 0 else self.first_episode
         if verdict == SKIPPED:
-            return nxt
+            return self._replace(first_episode=first_episode, last_run_episode=episode)
         previous = self.verdicts.replace(SKIPPED, "")[-1:]
-        if previous and previous != verdict:
-            nxt.flips += 1
-        nxt.verdicts = (self.verdicts + verdict)[-KEPT_VERDICTS:]
-        nxt.runs += 1
-        if verdict == FAILED:
-            nxt.failures += 1
-            nxt.last_failure_episode = episode
-        delta = duration - nxt.duration_mean
-        nxt.duration_mean += delta / nxt.runs
-        nxt.duration_m2 += delta * (duration - nxt.duration_mean)
-        nxt.last_duration = duration
-        return nxt
+        runs = self.runs + 1
+        failed = verdict == FAILED
+        delta = duration - self.duration_mean
+        mean = self.duration_mean + delta / runs
+        return TestHistory(
+            self.test_id,
+            runs,
+            self.failures + failed,
+            self.flips + (1 if previous and previous != verdict else 0),
+            (self.verdicts + verdict)[-KEPT_VERDICTS:],
+            episode if failed else self.last_failure_episode,
+            episode,
+            first_episode,
+            mean,
+            self.duration_m2 + delta * (duration - mean),
+            duration,
+        )
+
+
+TestHistory.__test__ = False  # type: ignore[attr-defined]  # not a pytest test class

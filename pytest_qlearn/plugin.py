@@ -31,7 +31,7 @@ from .session import EpisodeSummary, LearningSession, Ranking, TestResult, defau
 from .settings import Settings
 from .store import SchemaTooNewError, Snapshot, Store, StoreError, open_store
 from .store.base import EpisodeWrite, Partition
-from .store.spool import Spool, spool_directory
+from .store.spool import PendingRun, Spool, spool_directory
 from .store.url import StoreUrl, redact
 
 PLUGIN_NAME = "qlearn-plugin"
@@ -97,7 +97,7 @@ class _WorkerDecisions:
         return rep
 
 
-@dataclass
+@dataclass(slots=True)  # one per test: no per-instance __dict__
 class _Fold:
     """setup + call + teardown of one test, folded into one record."""
 
@@ -171,7 +171,9 @@ class QLearnPlugin:
             self.store = open_store(url, on_warning=self._warn)
             self.store.open()
             # earlier runs' learning that could not reach the store goes in first
-            self.replayed = self.spool.replay(self.store, self.settings.ttl_days, self._warn)
+            self.replayed = self.spool.replay(
+                self.store, self.settings.ttl_days, self._warn, relearn=self._relearn
+            )
             snapshot = self.store.load_snapshot(
                 Partition(self.settings.project, self.settings.environment), [prio.NAME]
             )
@@ -188,14 +190,32 @@ class QLearnPlugin:
         self.learning = self._learning_session(snapshot, seed, None)
 
     def _start_offline(self) -> None:
-        """The store cannot be reached: keep collection order (observe mode), but learn from
-        an empty snapshot so this run's learning can be spooled for a later run to save."""
+        """The store cannot be reached: keep collection order (observe mode) and rank from an
+        empty snapshot for this run's report; the raw results are spooled, and the next run
+        that reaches the store learns them against its table (see :meth:`_relearn`)."""
         self.mode = "observe"
         snapshot = Snapshot(Partition(self.settings.project, self.settings.environment))
         seed = self.settings.seed
         if seed is None:  # also for "last": no earlier run is readable now
             seed = random.SystemRandom().randrange(2**32)
         self.learning = self._learning_session(snapshot, seed, None)
+
+    def _relearn(self, run: PendingRun) -> EpisodeWrite:
+        """Learn an offline run's results against the store as it is now, as if that run
+        had reached it (its episode number and deltas then fit the stored table)."""
+        assert self.store is not None
+        snapshot = self.store.load_snapshot(run.partition, [prio.NAME])
+        learning = self._learning_session(snapshot, run.seed, run.session_id)
+        learning.mode = run.mode
+        write, _ = learning.finish(
+            [TestResult(*result) for result in run.results],
+            started_at=run.started_at,
+            duration=run.duration,
+            exit_status=run.exit_status,
+            session_failed=run.session_failed,
+            riskiest=0,
+        )
+        return write
 
     def _spool(self, write: EpisodeWrite) -> Path | None:
         """Keep a write that the store did not take; None (and a warning) if that fails too."""
@@ -205,6 +225,15 @@ class QLearnPlugin:
             return self.spool.add(write, on_warning=self._warn)
         except OSError as exc:
             self._warn(f"cannot spool this run's learning to {self.spool.directory}: {exc}")
+            return None
+
+    def _spool_run(self, run: PendingRun) -> Path | None:
+        if self.spool is None:
+            return None
+        try:
+            return self.spool.add_run(run, on_warning=self._warn)
+        except OSError as exc:
+            self._warn(f"cannot spool this run's results to {self.spool.directory}: {exc}")
             return None
 
     def _seed(self, snapshot: Snapshot) -> int:
@@ -438,8 +467,20 @@ class QLearnPlugin:
                     self._store_failed(exc, "clean up")
                 else:
                     self._store_failed(exc, "write", self._spool(write))
-        else:  # offline from the start: the learning waits in the spool
-            spooled = self._spool(write)
+        else:  # offline from the start: the results wait in the spool, to be learned later
+            spooled = self._spool_run(
+                PendingRun(
+                    partition=write.partition,
+                    session_id=write.session.session_id,
+                    seed=write.session.seed,
+                    mode=write.session.mode,
+                    started_at=write.session.started_at,
+                    duration=write.session.duration,
+                    exit_status=write.session.exit_status,
+                    session_failed=exitstatus in _FAILED_SESSION,
+                    results=[list(result) for result in results],
+                )
+            )
             if spooled is not None:
                 self.store_status = f"unavailable, spooled to {spooled}"
         # the run's learning is done: let its tables go before pytest's final gc.collect()

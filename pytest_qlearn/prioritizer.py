@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from .agents import Agent, AgentType
@@ -101,16 +100,17 @@ def prior_failure_probability(history: TestHistory) -> float:
     return 0.5 * smoothed + (0.5 if last_failed else 0.0)
 
 
-@dataclass(frozen=True)
-class TestRef:
-    """A collected test as the engine sees it: id, fixture-locality groups, collection index."""
-
-    __test__ = False
+class TestRef(NamedTuple):
+    """A collected test as the engine sees it: id, fixture-locality groups, collection index.
+    (A tuple of plain values: the garbage collector stops tracking the thousands a run has.)"""
 
     test_id: str
     module: str
     cls: str | None
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, on purpose
+
+
+TestRef.__test__ = False  # type: ignore[attr-defined]  # not a pytest test class
 
 
 class Decision(NamedTuple):

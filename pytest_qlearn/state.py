@@ -6,51 +6,32 @@ import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
+from typing import NamedTuple
 
 FeatureValue = str | int | bool
 
 
-class State:
+class State(NamedTuple):
     """An encoded state: ``key`` is the SHA-256 hash stored in ``q_values``; ``readable`` is
     the same features as text, kept beside the hash so people can inspect the Q-table.
 
-    The readable text is built on first use only: most states of a run are already in the
-    store with their text, and building it for every test on every run would cost more
-    than the hashing.
+    The readable text is built on demand only: most states of a run are already in the store
+    with their text, and building it for every test on every run would cost more than the
+    hashing. A tuple of plain values, so the garbage collector stops tracking it.
     """
 
-    __slots__ = ("_names", "_readable", "_values", "key")
-
-    def __init__(
-        self,
-        key: str,
-        readable: str | None = None,
-        *,
-        names: tuple[str, ...] = (),
-        values: tuple[FeatureValue, ...] = (),
-    ) -> None:
-        self.key = key
-        self._readable = readable
-        self._names = names  # sorted feature names, and their values in that order
-        self._values = values
+    key: str
+    text: str = ""  # readable text given up front (else built from the features)
+    names: tuple[str, ...] = ()  # sorted feature names ...
+    values: tuple[FeatureValue, ...] = ()  # ... and their values in that order
 
     @property
     def readable(self) -> str:
-        if self._readable is None:
-            self._readable = " ".join(
-                f"{name}={value}" for name, value in zip(self._names, self._values, strict=True)
-            )
-        return self._readable
-
-    def __eq__(self, other: object) -> bool:
-        # the key is a hash of the canonical features: equal keys mean equal states
-        return isinstance(other, State) and other.key == self.key
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __repr__(self) -> str:
-        return f"State({self.key[:12]}…, {self.readable!r})"
+        if self.text:
+            return self.text
+        return " ".join(
+            f"{name}={value}" for name, value in zip(self.names, self.values, strict=True)
+        )
 
 
 @dataclass(frozen=True)
@@ -165,4 +146,4 @@ class StateEncoder:
             text = ("1" if value else "0") if value.__class__ is bool else str(value)
             parts.append(f"{prefix}{len(text)}:{text}")
         key = sha256(";".join(parts).encode("utf-8")).hexdigest()
-        return State(key, names=self.feature_names, values=values)
+        return State(key, "", self.feature_names, values)

@@ -18,6 +18,7 @@ import re
 import shutil
 import sqlite3
 from collections.abc import Iterable, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -837,3 +838,55 @@ def test_xdist_report_counts_the_decisions_made_on_the_workers(
     assert learner["decisions"] == 18
     assert learner["explored"] == 18
     assert learner["exploration_share"] == pytest.approx(1.0)
+
+
+def _learned(db: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
+    """Q rows (q rounded to 1e-9), histories without timings, and the episode count."""
+    with closing(sqlite3.connect(db)) as conn:
+        q = [
+            (state, action, round(value, 9), visits)
+            for state, action, value, visits in conn.execute(
+                "SELECT state_hash, action, q, visits FROM q_values ORDER BY state_hash, action"
+            )
+        ]
+        histories = conn.execute(
+            "SELECT test_id, runs, failures, flips, verdicts, last_failure_episode, "
+            "last_run_episode, first_episode FROM test_history ORDER BY test_id"
+        ).fetchall()
+        (episodes,) = conn.execute("SELECT COUNT(*) FROM sessions").fetchone()
+    return q, histories, episodes
+
+
+def test_an_offline_run_is_learned_later_exactly_as_if_it_had_reached_the_store(
+    pytester: pytest.Pytester,
+) -> None:
+    """Run 2 cannot reach its store (the store's directory is a file for a while). Its raw
+    results are spooled; run 3 learns them against the stored table before its own episode.
+    The Q-table and histories must then equal those of a store that saw all three runs."""
+    make_project(pytester, epsilon=0.2)
+    failing = [{"test_b2"}, {"test_b2", "test_g2"}, {"test_g2"}]
+    control = ("--qlearn-db", "sqlite:///control/q.db")
+    for names in failing:
+        set_failing(pytester, names)
+        run(pytester, *control).assert_outcomes(passed=18 - len(names), failed=len(names))
+
+    store_dir = pytester.path / "store"
+    store_dir.mkdir()
+    offline = ("--qlearn-db", "sqlite:///store/q.db")
+    set_failing(pytester, failing[0])
+    run(pytester, *offline).assert_outcomes(passed=17, failed=1)
+    store_dir.rename(pytester.path / "store.bak")
+    store_dir.write_text("the store's directory is a file now", encoding="utf-8")
+    set_failing(pytester, failing[1])
+    result = run(pytester, *offline)
+    result.assert_outcomes(passed=16, failed=2)
+    assert "spooled" in result.stdout.str()
+    store_dir.unlink()
+    (pytester.path / "store.bak").rename(store_dir)
+    set_failing(pytester, failing[2])
+    result = run(pytester, *offline)
+    result.assert_outcomes(passed=17, failed=1)
+    assert "1 spooled earlier run" in result.stdout.str()
+
+    assert _learned(store_dir / "q.db") == _learned(pytester.path / "control" / "q.db")
+    assert _learned(store_dir / "q.db")[2] == 3

@@ -11,7 +11,13 @@ from pytest_qlearn.prioritizer import TestRef
 from pytest_qlearn.session import LearningSession, TestResult
 from pytest_qlearn.store import SqliteStore
 from pytest_qlearn.store.base import EpisodeWrite, Partition, Snapshot
-from pytest_qlearn.store.spool import Spool, episode_from_json, episode_to_json, spool_directory
+from pytest_qlearn.store.spool import (
+    PendingRun,
+    Spool,
+    episode_from_json,
+    episode_to_json,
+    spool_directory,
+)
 
 PARTITION = Partition("proj'; --", "py3.11 ü")
 
@@ -105,3 +111,44 @@ def test_odd_session_ids_cannot_escape_the_spool_directory(tmp_path: Path, sessi
     path = spool.add(write)
     assert path.parent == tmp_path / "spool"
     assert episode_from_json(path.read_text(encoding="utf-8")).session.session_id == session_id
+
+
+def _pending_run(session_id: str) -> PendingRun:
+    return PendingRun(
+        partition=PARTITION,
+        session_id=session_id,
+        seed=7,
+        mode="observe",
+        started_at=1_000.5,
+        duration=2.0,
+        exit_status=1,
+        session_failed=False,
+        results=[
+            ["t.py::test_a", PASSED, 0.5, 0, 0, 1, False],
+            ["t.py::test_b[x'\"\n]", FAILED, 0.25, 1, 1, 2, True],
+        ],
+    )
+
+
+def test_an_offline_run_waits_until_it_can_be_relearned_then_is_written_once(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    path = spool.add_run(_pending_run("offline-1"))
+    seen: list[PendingRun] = []
+
+    def relearn(run: PendingRun) -> EpisodeWrite:
+        seen.append(run)
+        return learned_write(run.session_id)
+
+    store = SqliteStore(tmp_path / "q.db")
+    store.open()
+    try:
+        assert spool.replay(store) == 0  # nobody to learn it: it keeps waiting
+        assert spool.pending() == [path]
+        assert spool.replay(store, relearn=relearn) == 1
+        assert seen == [_pending_run("offline-1")]  # the results came back exactly
+        assert spool.pending() == []
+        assert [s.session_id for s in store.recent_sessions(PARTITION)] == ["offline-1"]
+    finally:
+        store.close()

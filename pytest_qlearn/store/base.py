@@ -168,7 +168,7 @@ class Snapshot:
         return json.dumps(
             {
                 "partition": asdict(self.partition),
-                "histories": [asdict(h) for h in self.histories.values()],
+                "histories": [h._asdict() for h in self.histories.values()],
                 "q": {
                     agent: [[e.state, e.action, e.q, e.visits] for e in entries]
                     for agent, entries in self.q_entries.items()

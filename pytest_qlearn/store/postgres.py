@@ -190,7 +190,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 
-_HISTORY_FIELDS = tuple(f.name for f in fields(TestHistory))
+_HISTORY_FIELDS = TestHistory._fields
 _SESSION_FIELDS = tuple(f.name for f in fields(SessionRecord))
 _HISTORY_TYPES = (
     "text",  # test_id

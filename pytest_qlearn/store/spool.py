@@ -1,8 +1,13 @@
 """The local spool: episodes that could not reach the store wait here as JSON files until a
 later run can write them.
 
-A run whose store is unreachable at start, or fails while the run writes, saves its
-:class:`EpisodeWrite` in a directory of its own store (under pytest's cache directory, keyed
+A run whose store fails while the run writes saves its :class:`EpisodeWrite` (its deltas
+were learned from a real snapshot, so they add up like a concurrent run's). A run whose
+store is unreachable from the start had no snapshot to learn from: deltas learned from an
+empty table would be wrong once added to the stored values, so it saves its raw results
+instead (a :class:`PendingRun`), and the replaying run learns them against the store's
+snapshot of that moment, as if the run had reached the store. Both wait in a directory of
+their own store (under pytest's cache directory, keyed
 by the store's password-free URL, so an episode is only ever replayed into the store it was
 meant for). The next run that opens that store replays every spooled episode before it
 loads its snapshot. Stores apply an episode at most once (by session id), so a replay that is
@@ -18,7 +23,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +45,7 @@ from .base import (
 )
 
 FORMAT = 1
+RUN_KIND = "run"  # a spool file of raw results (no "kind": an EpisodeWrite)
 #: At most this many episodes wait per store; beyond, the oldest are dropped (with a warning).
 LIMIT = 100
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
@@ -69,14 +75,17 @@ def episode_to_json(write: EpisodeWrite) -> str:
             "patterns": [list(p) for p in write.patterns],
             "agents": [asdict(a) for a in write.agents],
             "base_episodes": write.base_episodes,
-            "next_histories": [asdict(h) for h in write.next_histories],
+            "next_histories": [h._asdict() for h in write.next_histories],
         },
         ensure_ascii=False,
     )
 
 
 def episode_from_json(text: str) -> EpisodeWrite:
-    data: dict[str, Any] = json.loads(text)
+    return _episode_from_data(json.loads(text))
+
+
+def _episode_from_data(data: dict[str, Any]) -> EpisodeWrite:
     if data.get("format") != FORMAT:
         raise ValueError(f"unknown spool format {data.get('format')!r}")
     return EpisodeWrite(
@@ -104,6 +113,32 @@ def episode_from_json(text: str) -> EpisodeWrite:
     )
 
 
+@dataclass(frozen=True)
+class PendingRun:
+    """What an offline run saw, to be learned when the store is back: the per-test results
+    as plain lists (the fields of :class:`pytest_qlearn.session.TestResult`)."""
+
+    partition: Partition
+    session_id: str
+    seed: int
+    mode: str
+    started_at: float
+    duration: float
+    exit_status: int
+    session_failed: bool
+    results: list[list[Any]]
+
+
+def run_to_json(run: PendingRun) -> str:
+    return json.dumps({"format": FORMAT, "kind": RUN_KIND, **asdict(run)}, ensure_ascii=False)
+
+
+def run_from_json(data: dict[str, Any]) -> PendingRun:
+    fields = {k: v for k, v in data.items() if k not in ("format", "kind")}
+    fields["partition"] = Partition(**fields["partition"])
+    return PendingRun(**fields)
+
+
 def spool_directory(base: Path, store_display_url: str) -> Path:
     """The spool of one store: ``base/<hash of its password-free URL>``."""
     digest = hashlib.sha256(store_display_url.encode("utf-8")).hexdigest()[:16]
@@ -128,14 +163,20 @@ class Spool:
     def add(self, write: EpisodeWrite, on_warning: Callable[[str], None] | None = None) -> Path:
         """Save one episode (atomically: a crash leaves the old state or the new file, never
         half a file). Raises ``OSError`` when the spool cannot be written."""
+        return self._save(write.session.session_id, episode_to_json(write), on_warning)
+
+    def add_run(self, run: PendingRun, on_warning: Callable[[str], None] | None = None) -> Path:
+        """Save an offline run's raw results, to be learned when the store is back."""
+        return self._save(run.session_id, run_to_json(run), on_warning)
+
+    def _save(self, session_id: str, text: str, on_warning: Callable[[str], None] | None) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        session_id = write.session.session_id
         name = session_id if _SAFE_NAME.fullmatch(session_id) else _digest(session_id)
         target = self.directory / f"{name}.json"
         fd, tmp = tempfile.mkstemp(prefix=".spool-", suffix=".tmp", dir=self.directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(episode_to_json(write))
+                fh.write(text)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
@@ -158,15 +199,29 @@ class Spool:
         store: Store,
         ttl_days: float = DEFAULT_TTL_DAYS,
         on_warning: Callable[[str], None] | None = None,
+        relearn: Callable[[PendingRun], EpisodeWrite] | None = None,
     ) -> int:
         """Write every spooled episode into ``store``, oldest first, removing each once the
-        store holds it. Returns how many were newly written. A store error stops the replay
-        (the remaining files wait for the next run) and propagates; an unreadable file is
-        renamed ``*.unreadable`` and skipped."""
+        store holds it. Returns how many were newly written. An offline run's raw results
+        become an episode through ``relearn`` (which learns them against the store as it is
+        now); without it they keep waiting. A store error stops the replay (the remaining
+        files wait for the next run) and propagates; an unreadable file is renamed
+        ``*.unreadable`` and skipped."""
         written = 0
         for path in self.pending():
             try:
-                write = episode_from_json(path.read_text(encoding="utf-8"))
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(data, dict):
+                    raise ValueError("not a JSON object")
+                if data.get("kind") == RUN_KIND:
+                    if data.get("format") != FORMAT:
+                        raise ValueError(f"unknown spool format {data.get('format')!r}")
+                    run = run_from_json(data)
+                    if relearn is None:
+                        continue
+                    write = relearn(run)
+                else:
+                    write = _episode_from_data(data)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 aside = path.with_suffix(".unreadable")
                 path.replace(aside)

@@ -135,7 +135,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 
-_HISTORY_FIELDS = tuple(f.name for f in fields(TestHistory))
+_HISTORY_FIELDS = TestHistory._fields
 _SESSION_FIELDS = tuple(f.name for f in fields(SessionRecord))
 
 
@@ -488,10 +488,7 @@ class SqliteStore(Store):
         ).fetchone()
         # this run's session row is already inserted, hence the + 1
         if write.base_episodes is not None and episodes == write.base_episodes + 1:
-            rows = [
-                (*key, *(h.__dict__[name] for name in _HISTORY_FIELDS), now, expires)
-                for h in write.next_histories
-            ]
+            rows = [(*key, *h, now, expires) for h in write.next_histories]
             self._upsert_histories(rows)
             return
         stored = {
@@ -507,10 +504,10 @@ class SqliteStore(Store):
             history = stored.get(obs.test_id) or TestHistory(obs.test_id)
             updated = history.record(obs.verdict, obs.duration, write.session.episode)
             stored[obs.test_id] = updated
-            rows.append((*key, *(updated.__dict__[name] for name in _HISTORY_FIELDS), now, expires))
+            rows.append((*key, *updated, now, expires))
         self._upsert_histories(rows)
 
-    def _upsert_histories(self, rows: list[tuple[object, ...]]) -> None:
+    def _upsert_histories(self, rows: Sequence[tuple[object, ...]]) -> None:
         self.conn.executemany(
             f"INSERT OR REPLACE INTO test_history (project, environment, "
             f"{', '.join(_HISTORY_FIELDS)}, updated_at, expires_at) "
