@@ -158,11 +158,15 @@ class Prioritizer(Agent):
         ]
 
     # -- states ------------------------------------------------------------------------
-    def states(self, history: TestHistory) -> tuple[State, State]:
+    def states(self, history: TestHistory, previous: State | None = None) -> tuple[State, State]:
+        """The (per-test, shared) states of a history. ``previous``: the test's per-test state
+        before this run, reused (no hashing) when the run left its features unchanged."""
         since = history.runs_since_failure()
-        per_test = self.per_test_encoder.encode_values(
-            ("never" if since is None else _RECENT_FAIL.label(since), history.test_id)
-        )
+        values = ("never" if since is None else _RECENT_FAIL.label(since), history.test_id)
+        if previous is not None and previous.values == values:
+            per_test = previous
+        else:
+            per_test = self.per_test_encoder.encode_values(values)
         return per_test, self.shared_encoder.encode_values(shared_values(history, since))
 
     def estimate(self, history: TestHistory, states: tuple[State, State]) -> float:

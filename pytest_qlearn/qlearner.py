@@ -78,9 +78,12 @@ class QLearner:
         self._visits: dict[str, array[int]] = {}
         self._zeros = array("d", [0.0] * n_actions)
         self._zero_visits = array("q", [0] * n_actions)
-        self._pending: DeltaBatch = {}
+        # Deltas per state: [Δq of each action..., Δvisits of each action...]. Without an
+        # ``on_flush`` receiver they accumulate straight into the outbox (a flush would only
+        # move them there), which keeps the per-update cost to one dict lookup.
+        self._pending: dict[str, list[float]] = {}
         self._pending_updates = 0
-        self._outbox: DeltaBatch = {}
+        self._outbox: dict[str, list[float]] = {}
         self._on_flush = on_flush
         self.updates = 0
         self.flushes = 0
@@ -185,12 +188,9 @@ class QLearner:
         change = self.hyper.alpha * td_error
         row[action] += change
         self._visits[state][action] += 1
-        pending = self._pending.get((state, action))
-        if pending is None:
-            self._pending[(state, action)] = [change, 1.0]
-        else:
-            pending[0] += change
-            pending[1] += 1.0
+        acc = self._accumulator(state)
+        acc[action] += change
+        acc[self.n_actions + action] += 1.0
         self.updates += 1
         self._pending_updates += 1
         if self._pending_updates >= self.hyper.update_frequency:
@@ -217,16 +217,14 @@ class QLearner:
         alpha = self.hyper.alpha
         row = self._row(state)
         visits = self._visits[state]
+        acc = self._accumulator(state)
+        n = self.n_actions
         for action, reward in enumerate(rewards):
             change = alpha * (reward + gamma * bootstrap - row[action])
             row[action] += change
             visits[action] += 1
-            pending = self._pending.get((state, action))
-            if pending is None:
-                self._pending[(state, action)] = [change, 1.0]
-            else:
-                pending[0] += change
-                pending[1] += 1.0
+            acc[action] += change
+            acc[n + action] += 1.0
         if chosen is not None:
             self.record_reward(rewards[chosen])
         self.updates += self.n_actions
@@ -239,23 +237,32 @@ class QLearner:
         self._reward_sum += reward
         self._rewarded += 1
 
+    def _accumulator(self, state: str) -> list[float]:
+        deltas = self._pending if self._on_flush is not None else self._outbox
+        acc = deltas.get(state)
+        if acc is None:
+            acc = deltas[state] = [0.0] * (2 * self.n_actions)
+        return acc
+
+    def _batch(self, deltas: dict[str, list[float]]) -> DeltaBatch:
+        """Per-state accumulators as (state, action) -> [Δq, Δvisits], updated actions only."""
+        n = self.n_actions
+        return {
+            (state, action): [acc[action], acc[n + action]]
+            for state, acc in deltas.items()
+            for action in range(n)
+            if acc[n + action]
+        }
+
     def flush(self) -> None:
         """Hand the pending deltas on: to ``on_flush`` if given, else to the outbox."""
-        if not self._pending:
+        if not self._pending_updates:
             return
-        batch, self._pending = self._pending, {}
         self._pending_updates = 0
         self.flushes += 1
         if self._on_flush is not None:
+            batch, self._pending = self._batch(self._pending), {}
             self._on_flush(batch)
-            return
-        for key, (dq, dn) in batch.items():
-            held = self._outbox.get(key)
-            if held is None:
-                self._outbox[key] = [dq, dn]
-            else:
-                held[0] += dq
-                held[1] += dn
 
     def end_episode(self) -> None:
         """Close an episode: flush what is pending and decay ε once."""
@@ -265,7 +272,7 @@ class QLearner:
     def take_deltas(self) -> DeltaBatch:
         """Everything flushed to the outbox so far; the outbox is emptied."""
         self.flush()
-        out, self._outbox = self._outbox, {}
+        out, self._outbox = self._batch(self._outbox), {}
         return out
 
     def statistics(self) -> LearnerStats:

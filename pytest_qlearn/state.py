@@ -97,7 +97,8 @@ class StateEncoder:
     def __init__(self, agent: str, feature_names: Sequence[str], *, memoise: bool = True) -> None:
         self.agent = agent
         self.feature_names = tuple(sorted(feature_names))
-        self._prefixes = tuple(f"{name}=" for name in self.feature_names)
+        # ";name=" per feature: the canonical text is agent + these with length-prefixed values
+        self._prefixes = tuple(f";{name}=" for name in self.feature_names)
         self._cache: dict[tuple[FeatureValue, ...], State] | None = {} if memoise else None
 
     def encode(self, features: Mapping[str, FeatureValue]) -> State:
@@ -111,15 +112,7 @@ class StateEncoder:
             values = tuple([features[name] for name in self.feature_names])
         except KeyError as exc:
             raise KeyError(f"state of agent {self.agent!r} lacks feature {exc}") from None
-        cache = self._cache
-        if cache is not None:
-            state = cache.get(values)
-            if state is not None:
-                return state
-        state = self._encode(values)
-        if cache is not None and len(cache) < 100_000:
-            cache[values] = state
-        return state
+        return self.encode_values(values)
 
     def encode_values(self, values: tuple[FeatureValue, ...]) -> State:
         """Like :meth:`encode`, for values already in ``feature_names`` order (the hot path:
@@ -141,9 +134,17 @@ class StateEncoder:
 
     def _encode(self, values: tuple[FeatureValue, ...]) -> State:
         # the same text as canonical(): names are sorted, values length-prefixed
-        parts = [self.agent]
-        for prefix, value in zip(self._prefixes, values, strict=True):
-            text = ("1" if value else "0") if value.__class__ is bool else str(value)
-            parts.append(f"{prefix}{len(text)}:{text}")
-        key = sha256(";".join(parts).encode("utf-8")).hexdigest()
+        texts = [
+            value
+            if value.__class__ is str
+            else (("1" if value else "0") if value.__class__ is bool else str(value))
+            for value in values
+        ]
+        canonical_text = self.agent + "".join(
+            [
+                f"{prefix}{len(text)}:{text}"
+                for prefix, text in zip(self._prefixes, texts, strict=True)
+            ]
+        )
+        key = sha256(canonical_text.encode("utf-8")).hexdigest()
         return State(key, "", self.feature_names, values)

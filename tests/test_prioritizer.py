@@ -393,3 +393,18 @@ def test_per_test_state_tells_short_gaps_since_a_failure_apart() -> None:
     assert keys["PFP"] == "since_fail=1 test=t"
     assert keys["FPP"] == "since_fail=2 test=t"
     assert keys["FPPP"] == keys["FPPPPPPP"] == "since_fail=3+ test=t"
+
+
+def test_next_per_test_state_is_reused_only_when_the_run_left_it_unchanged() -> None:
+    agent = make_prioritizer()
+    before = TestHistory("m.py::test_a").record(PASSED, 0.1, 1)
+    per_test, _ = agent.states(before)
+    passed_again = before.record(PASSED, 0.1, 2)  # "never" failed, still "never"
+    reused, _ = agent.states(passed_again, per_test)
+    assert reused is per_test
+    assert reused == agent.states(passed_again)[0]  # the same state a fresh encoding gives
+    failed = before.record(FAILED, 0.1, 2)  # runs since failure: "never" -> "<1"
+    changed, _ = agent.states(failed, per_test)
+    assert changed != per_test
+    assert changed == agent.states(failed)[0]
+    assert changed.readable == "since_fail=<1 test=m.py::test_a"
