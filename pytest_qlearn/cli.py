@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -19,6 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeE
 from rich.table import Table
 
 from .hyperparams import RANGES, ConfigError, Hyperparameters
+from .inspector import commands as inspector
+from .inspector.commands import InspectorUsageError
+from .inspector.data import InspectorError
 from .replay import datasets as ds
 from .replay.runner import (
     DEFAULT_BUDGETS,
@@ -64,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="qlearn",
         description="Inspect and evaluate pytest-qlearn's learning.",
+        epilog="Run 'qlearn COMMAND --help' for a command's options and examples.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    inspector.register(commands)
     _add_replay(commands)
     return parser
 
@@ -81,10 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handler is None:
             raise UsageError("qlearn", "a command is required: " + ", ".join(_commands(parser)))
         return handler(args)
-    except UsageError as exc:
+    except (UsageError, InspectorUsageError) as exc:
         _error(exc.prog, str(exc))
         return EXIT_USAGE
-    except CommandError as exc:
+    except (CommandError, InspectorError) as exc:
         _error(command, str(exc))
         return EXIT_FAILED
     except SystemExit as exc:  # --help and --version exit through argparse
@@ -92,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("qlearn", "interrupted")
         return 130
+    except BrokenPipeError:  # output piped into head & co., which stopped reading
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        return EXIT_FAILED
 
 
 def _commands(parser: argparse.ArgumentParser) -> list[str]:

@@ -2,8 +2,8 @@
 
 Only the public :class:`Store` interface is used here (``open``, ``load_snapshot``,
 ``write_episode``, ``cleanup``, ``maybe_cleanup``, ``recent_sessions``, ``schema_version``,
-``close``). Backend-specific checks (raw rows, journal modes, files) live in
-``test_store_<backend>.py``.
+``close``, and the read-only API of the ``qlearn`` inspector). Backend-specific checks (raw
+rows, journal modes, files) live in ``test_store_<backend>.py``.
 
 To add a backend, add one entry to :data:`STORE_FACTORIES`: a context manager that yields a
 fresh, *unopened* store over empty storage and removes that storage afterwards.
@@ -34,8 +34,10 @@ from pytest_qlearn.store.base import (
     Partition,
     PatternDelta,
     QDelta,
+    RewardEvent,
     SessionRecord,
     Snapshot,
+    TrajectoryStep,
 )
 from pytest_qlearn.store.postgres import PostgresStore
 
@@ -570,3 +572,178 @@ def test_maybe_cleanup_runs_at_most_once_a_day_per_project(store: Store) -> None
 def test_close_is_safe_to_call_twice(store: Store) -> None:
     store.close()
     store.close()
+
+
+# -- the read-only API (the qlearn inspector) ---------------------------------------------------
+def test_read_api_of_an_empty_store(store: Store) -> None:
+    assert store.partitions() == []
+    assert store.partitions("project") == []
+    assert store.q_values(PARTITION, AGENT) == []
+    assert store.q_table_summaries(PARTITION) == {}
+    assert store.agent_states(PARTITION) == {}
+    assert store.sessions(PARTITION) == []
+    assert store.rewards(PARTITION) == {}
+    assert store.trajectories(PARTITION, AGENT) == []
+    assert store.episode_agent_stats(PARTITION, AGENT) == {}
+    assert store.patterns(PARTITION) == []
+
+
+def test_partitions_lists_every_partition_sorted_and_filters_by_project(store: Store) -> None:
+    partitions = [
+        Partition("b", "y"),
+        Partition("a", "z"),
+        Partition("b", "x"),
+        Partition("a", "y"),
+    ]
+    for i, partition in enumerate(partitions):
+        write(store, episode_write(f"s{i}", partition=partition, q=[("s", 0, 1.0, 1)]))
+
+    assert store.partitions() == sorted(partitions, key=lambda p: (p.project, p.environment))
+    assert store.partitions("b") == [Partition("b", "x"), Partition("b", "y")]
+    assert store.partitions("c") == []
+
+
+def test_q_values_orders_limits_and_exact_summaries(store: Store) -> None:
+    write(store, episode_write("s1", q=[("s1", 0, 1.5, 2), ("s1", 1, -0.5, 1), ("s2", 2, 3.0, 4)]))
+    write(store, episode_write("s2", q=[("s1", 0, 0.25, 1), ("s3", 0, -2.0, 7)]))
+    write(store, episode_write("s3", q=[("x", 0, 9.0, 9)], agent=OTHER_AGENT))
+    other = Partition(PARTITION.project, "elsewhere")
+    write(store, episode_write("s4", partition=other, q=[("s1", 0, 100.0, 100)]))
+
+    def keys(order: str, limit: int | None = None) -> list[tuple[str, int, float, int]]:
+        return [
+            (r.state, r.action, r.q, r.visits)
+            for r in store.q_values(PARTITION, AGENT, limit=limit, order=order)
+        ]
+
+    assert keys("q") == [("s2", 2, 3.0, 4), ("s1", 0, 1.75, 3), ("s1", 1, -0.5, 1),
+                         ("s3", 0, -2.0, 7)]  # fmt: skip
+    assert keys("-q") == list(reversed(keys("q")))
+    assert keys("visits") == [("s3", 0, -2.0, 7), ("s2", 2, 3.0, 4), ("s1", 0, 1.75, 3),
+                              ("s1", 1, -0.5, 1)]  # fmt: skip
+    assert keys("key") == [("s1", 0, 1.75, 3), ("s1", 1, -0.5, 1), ("s2", 2, 3.0, 4),
+                           ("s3", 0, -2.0, 7)]  # fmt: skip
+    assert keys("q", limit=2) == [("s2", 2, 3.0, 4), ("s1", 0, 1.75, 3)]
+    rows = store.q_values(PARTITION, AGENT, order="key")
+    assert {r.agent for r in rows} == {AGENT}
+    assert rows[0].state_text == "text of s1"
+    for r in rows:
+        assert type(r.q) is float and type(r.visits) is int and type(r.action) is int
+        assert r.expires_at > r.updated_at
+    with pytest.raises(ValueError):
+        store.q_values(PARTITION, AGENT, order="nonsense")
+
+    summaries = store.q_table_summaries(PARTITION)
+    assert set(summaries) == {AGENT, OTHER_AGENT}
+    mine = summaries[AGENT]
+    assert (mine.entries, mine.states, mine.visits) == (4, 3, 15)
+    assert (mine.q_min, mine.q_max) == (-2.0, 3.0)
+    assert mine.q_mean == pytest.approx((1.75 - 0.5 + 3.0 - 2.0) / 4)
+    for value in (mine.visits, mine.entries, mine.states):
+        assert type(value) is int  # never Decimal
+    assert type(mine.q_mean) is float
+    theirs = summaries[OTHER_AGENT]
+    assert (theirs.entries, theirs.states, theirs.visits, theirs.q_max) == (1, 1, 9, 9.0)
+    assert store.q_table_summaries(other)[AGENT].visits == 100
+
+
+def _steps(agent: str, rewards: Sequence[float], explored: Sequence[bool]) -> list[TrajectoryStep]:
+    return [
+        TrajectoryStep(agent, i, f"t::{i}", f"state-{i}", i % 3, e, r, f"next-{i}")
+        for i, (r, e) in enumerate(zip(rewards, explored, strict=True))
+    ]
+
+
+def test_sessions_rewards_trajectories_and_episode_stats_add_up(store: Store) -> None:
+    plan = {  # session -> (started_at, step rewards, explored flags)
+        "a": (100.0, [1.0, -0.5, 2.0], [False, True, False]),
+        "b": (300.0, [0.25, 0.25], [True, True]),
+        "c": (200.0, [4.0], [False]),
+    }
+    for session_id, (started_at, rewards, explored) in plan.items():
+        w = episode_write(session_id, started_at=started_at)
+        w.trajectories = _steps(AGENT, rewards, explored) + _steps(OTHER_AGENT, [7.0], [True])
+        # several reward rows per session: a join on them must not multiply the step totals
+        w.rewards = [RewardEvent("quality", 0.5, 0.25), RewardEvent("time", None, 0.2),
+                     RewardEvent("total", started_at, 1.0)]  # fmt: skip
+        write(store, w)
+    other = Partition("someone-else", PARTITION.environment)
+    w = episode_write("elsewhere", partition=other, started_at=250.0)
+    w.trajectories = _steps(AGENT, [100.0], [True])
+    write(store, w)
+
+    assert [s.session_id for s in store.sessions(PARTITION)] == ["a", "c", "b"]
+    assert [s.session_id for s in store.sessions(PARTITION, since=200.0)] == ["c", "b"]
+    assert store.sessions(PARTITION, since=301.0) == []
+    assert store.sessions(PARTITION)[0] == session_record("a", started_at=100.0)
+
+    rewards = store.rewards(PARTITION)
+    assert set(rewards) == {"a", "b", "c"}
+    assert rewards["b"] == [RewardEvent("quality", 0.5, 0.25), RewardEvent("time", None, 0.2),
+                            RewardEvent("total", 300.0, 1.0)]  # fmt: skip
+    assert set(store.rewards(PARTITION, since=250.0)) == {"b"}
+
+    steps = store.trajectories(PARTITION, AGENT)
+    assert [(t.session_id, t.step) for t in steps] == [
+        ("b", 0), ("b", 1), ("c", 0), ("a", 0), ("a", 1), ("a", 2)
+    ]  # fmt: skip
+    first = steps[0]
+    assert (first.started_at, first.agent, first.test_id, first.state, first.action) == (
+        300.0, AGENT, "t::0", "state-0", 0
+    )  # fmt: skip
+    assert (first.explored, first.reward, first.next_state) == (True, 0.25, "next-0")
+    assert type(first.explored) is bool
+    assert [(t.session_id, t.step) for t in store.trajectories(PARTITION, AGENT, limit=3)] == [
+        ("b", 0), ("b", 1), ("c", 0)
+    ]  # fmt: skip
+    assert [t.reward for t in store.trajectories(PARTITION, OTHER_AGENT)] == [7.0, 7.0, 7.0]
+
+    stats = store.episode_agent_stats(PARTITION, AGENT)
+    assert {k: (s.steps, s.explored, s.reward_sum) for k, s in stats.items()} == {
+        "a": (3, 1, 2.5),
+        "b": (2, 2, 0.5),
+        "c": (1, 0, 4.0),
+    }
+    for s in stats.values():
+        assert type(s.steps) is int and type(s.explored) is int and type(s.reward_sum) is float
+    assert set(store.episode_agent_stats(PARTITION, AGENT, since=150.0)) == {"b", "c"}
+    assert store.episode_agent_stats(PARTITION, "nobody") == {}
+
+
+def test_agent_states_and_patterns_read_back_exactly(store: Store) -> None:
+    write(
+        store,
+        episode_write(
+            "s1",
+            agents=[
+                AgentProgress(AGENT, 1, 0.3, 2.0, 1),
+                AgentProgress(OTHER_AGENT, 2, 0.1, 1.0, 2),
+            ],
+            patterns=[
+                PatternDelta(AGENT, "p2", "second", 3, 1),
+                PatternDelta(AGENT, "p1", "first", 2, 2),
+            ],
+        ),
+    )
+    write(
+        store,
+        episode_write(
+            "s2",
+            agents=[AgentProgress(AGENT, 1, 0.2, 0.5, 1)],
+            patterns=[PatternDelta(AGENT, "p2", "second", 4, 0)],
+        ),
+    )
+
+    states = store.agent_states(PARTITION)
+    assert states == store.load_snapshot(PARTITION, [AGENT]).agent_states
+    assert (states[AGENT].episodes, states[AGENT].epsilon, states[AGENT].reward_sum) == (
+        2,
+        0.2,
+        2.5,
+    )
+    assert (states[OTHER_AGENT].episodes, states[OTHER_AGENT].rewards) == (2, 2)
+    assert store.patterns(PARTITION) == [
+        PatternDelta(AGENT, "p1", "first", 2, 2),
+        PatternDelta(AGENT, "p2", "second", 7, 1),
+    ]
+    assert store.patterns(Partition("nobody", "env")) == []

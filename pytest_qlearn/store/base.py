@@ -134,6 +134,64 @@ class AgentProgress:
     rewards: int
 
 
+@dataclass(frozen=True)
+class QValueRecord:
+    """One stored Q-value as the read API returns it."""
+
+    agent: str
+    state: str
+    state_text: str
+    action: int
+    q: float
+    visits: int
+    updated_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class QTableSummary:
+    """Aggregates of one agent's Q-table in one partition (one table, no joins)."""
+
+    agent: str
+    entries: int
+    states: int
+    visits: int
+    q_min: float
+    q_max: float
+    q_mean: float
+    last_updated: float
+
+
+@dataclass(frozen=True)
+class TrajectoryRecord:
+    """One stored trajectory step, with the session it belongs to."""
+
+    session_id: str
+    started_at: float
+    agent: str
+    step: int
+    test_id: str
+    state: str
+    action: int
+    explored: bool
+    reward: float
+    next_state: str | None
+
+
+@dataclass(frozen=True)
+class EpisodeAgentStats:
+    """One agent's trajectory steps in one session, aggregated."""
+
+    session_id: str
+    steps: int
+    explored: int
+    reward_sum: float
+
+
+#: Orders :meth:`Store.q_values` accepts: Q descending, Q ascending, visits descending, key.
+Q_ORDERS = ("q", "-q", "visits", "key")
+
+
 @dataclass
 class EpisodeWrite:
     partition: Partition
@@ -225,6 +283,56 @@ class Store(ABC):
     @abstractmethod
     def recent_sessions(self, partition: Partition, limit: int = 20) -> list[SessionRecord]:
         """The newest sessions of a partition, newest first."""
+
+    # -- the read-only API (the ``qlearn`` inspector) ------------------------------------------
+    @abstractmethod
+    def partitions(self, project: str | None = None) -> list[Partition]:
+        """Every partition holding sessions, Q-values or agent states (of ``project`` when
+        given), sorted."""
+
+    @abstractmethod
+    def q_values(
+        self, partition: Partition, agent: str, limit: int | None = None, order: str = "q"
+    ) -> list[QValueRecord]:
+        """An agent's Q-values, ordered by ``order`` (one of :data:`Q_ORDERS`; ties by key),
+        at most ``limit`` of them (all when None)."""
+
+    @abstractmethod
+    def q_table_summaries(self, partition: Partition) -> dict[str, QTableSummary]:
+        """Per agent: Q-table size, distinct states, total visits, Q min/max/mean."""
+
+    @abstractmethod
+    def agent_states(self, partition: Partition) -> dict[str, AgentState]:
+        """The stored episode counter, ε and reward totals of every agent."""
+
+    @abstractmethod
+    def sessions(self, partition: Partition, since: float | None = None) -> list[SessionRecord]:
+        """Every session started at or after ``since`` (all when None), oldest first."""
+
+    @abstractmethod
+    def rewards(
+        self, partition: Partition, since: float | None = None
+    ) -> dict[str, list[RewardEvent]]:
+        """The ``rewards`` log of the sessions started at or after ``since`` (all when None):
+        session id -> its components (with weights), sorted by component."""
+
+    @abstractmethod
+    def trajectories(
+        self, partition: Partition, agent: str, limit: int | None = None
+    ) -> list[TrajectoryRecord]:
+        """An agent's trajectory steps, newest session first and by step within a session,
+        at most ``limit`` (all when None)."""
+
+    @abstractmethod
+    def episode_agent_stats(
+        self, partition: Partition, agent: str, since: float | None = None
+    ) -> dict[str, EpisodeAgentStats]:
+        """Per session started at or after ``since``: the agent's steps, explored steps and
+        reward sum (sessions without steps are absent)."""
+
+    @abstractmethod
+    def patterns(self, partition: Partition) -> list[PatternDelta]:
+        """Every stored pattern with its totals, sorted by agent and pattern."""
 
     @abstractmethod
     def schema_version(self) -> int:

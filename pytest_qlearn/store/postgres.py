@@ -39,19 +39,25 @@ from ..qlearner import QEntry
 from .base import (
     CLEANUP_INTERVAL,
     DEFAULT_TTL_DAYS,
+    Q_ORDERS,
     SCHEMA_VERSION,
     SECONDS_PER_DAY,
     AgentProgress,
     AgentState,
+    EpisodeAgentStats,
     EpisodeWrite,
     Partition,
     PatternDelta,
     QDelta,
+    QTableSummary,
+    QValueRecord,
+    RewardEvent,
     SchemaTooNewError,
     SessionRecord,
     Snapshot,
     Store,
     StoreError,
+    TrajectoryRecord,
 )
 from .url import password_of, postgres_dsn, redact
 
@@ -192,6 +198,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 
 _HISTORY_FIELDS = TestHistory._fields
 _SESSION_FIELDS = tuple(f.name for f in fields(SessionRecord))
+_Q_ORDER_SQL = {
+    "q": "q DESC, state_hash, action",
+    "-q": "q, state_hash, action",
+    "visits": "visits DESC, state_hash, action",
+    "key": "state_hash, action",
+}
 _HISTORY_TYPES = (
     "text",  # test_id
     "integer",  # runs
@@ -576,6 +588,118 @@ class PostgresStore(Store):
             return sessions
 
         return self._call("read", read())
+
+    # -- the read-only API -------------------------------------------------------------------
+    def _fetch(self, sql: str, *args: object) -> list[Any]:
+        async def read() -> list[Any]:
+            return list(await self.conn.fetch(sql, *args))
+
+        return self._call("read", read())
+
+    def partitions(self, project: str | None = None) -> list[Partition]:
+        union = " UNION ".join(
+            f"SELECT project, environment FROM {table} WHERE ($1::text IS NULL OR project = $1)"
+            for table in ("sessions", "q_values", "agent_states")
+        )
+        found = [Partition(row[0], row[1]) for row in self._fetch(union, project)]
+        return sorted(found, key=lambda p: (p.project, p.environment))
+
+    def q_values(
+        self, partition: Partition, agent: str, limit: int | None = None, order: str = "q"
+    ) -> list[QValueRecord]:
+        if order not in Q_ORDERS:
+            raise ValueError(f"order must be one of {', '.join(Q_ORDERS)}")
+        rows = self._fetch(
+            "SELECT agent, state_hash, state_text, action, q, visits, updated_at, expires_at "
+            f"FROM q_values WHERE {_PARTITION} AND agent = $4 "
+            f"ORDER BY {_Q_ORDER_SQL[order]} LIMIT $5",
+            *_key(partition),
+            agent,
+            limit,
+        )
+        return [QValueRecord(*row) for row in rows]
+
+    def q_table_summaries(self, partition: Partition) -> dict[str, QTableSummary]:
+        rows = self._fetch(
+            "SELECT agent, count(*), count(DISTINCT state_hash), sum(visits)::bigint, min(q), "
+            f"max(q), avg(q), max(updated_at) FROM q_values WHERE {_PARTITION} GROUP BY agent",
+            *_key(partition),
+        )
+        return {row[0]: QTableSummary(*row) for row in rows}
+
+    def agent_states(self, partition: Partition) -> dict[str, AgentState]:
+        rows = self._fetch(
+            "SELECT agent, episodes, epsilon, reward_sum, rewards, last_active "
+            f"FROM agent_states WHERE {_PARTITION}",
+            *_key(partition),
+        )
+        return {
+            row[0]: AgentState(row[0], int(row[1]), row[2], float(row[3]), int(row[4]), row[5])
+            for row in rows
+        }
+
+    def sessions(self, partition: Partition, since: float | None = None) -> list[SessionRecord]:
+        rows = self._fetch(
+            f"SELECT {', '.join(_SESSION_FIELDS)} FROM sessions WHERE {_PARTITION} "
+            "AND ($4::float8 IS NULL OR started_at >= $4) ORDER BY started_at, seq",
+            *_key(partition),
+            since,
+        )
+        return [SessionRecord(*row) for row in rows]
+
+    def rewards(
+        self, partition: Partition, since: float | None = None
+    ) -> dict[str, list[RewardEvent]]:
+        out: dict[str, list[RewardEvent]] = {}
+        for session_id, component, value, weight in self._fetch(
+            "SELECT r.session_id, r.component, r.value, r.weight FROM rewards AS r "
+            "JOIN sessions AS s ON s.session_id = r.session_id "
+            "WHERE s.partition_key = $1 AND s.project = $2 AND s.environment = $3 "
+            "AND ($4::float8 IS NULL OR s.started_at >= $4) "
+            "ORDER BY s.started_at, s.seq, r.component",
+            *_key(partition),
+            since,
+        ):
+            out.setdefault(session_id, []).append(RewardEvent(component, value, weight))
+        return out
+
+    def trajectories(
+        self, partition: Partition, agent: str, limit: int | None = None
+    ) -> list[TrajectoryRecord]:
+        rows = self._fetch(
+            "SELECT t.session_id, s.started_at, t.agent, t.step, t.test_id, t.state_hash, "
+            "t.action, t.explored, t.reward, t.next_state_hash FROM trajectories AS t "
+            "JOIN sessions AS s ON s.session_id = t.session_id "
+            "WHERE s.partition_key = $1 AND s.project = $2 AND s.environment = $3 "
+            "AND t.agent = $4 ORDER BY s.started_at DESC, s.seq DESC, t.step LIMIT $5",
+            *_key(partition),
+            agent,
+            limit,
+        )
+        return [TrajectoryRecord(*row) for row in rows]
+
+    def episode_agent_stats(
+        self, partition: Partition, agent: str, since: float | None = None
+    ) -> dict[str, EpisodeAgentStats]:
+        rows = self._fetch(
+            "SELECT t.session_id, count(*), count(*) FILTER (WHERE t.explored), sum(t.reward) "
+            "FROM trajectories AS t JOIN sessions AS s ON s.session_id = t.session_id "
+            "WHERE s.partition_key = $1 AND s.project = $2 AND s.environment = $3 "
+            "AND t.agent = $4 AND ($5::float8 IS NULL OR s.started_at >= $5) "
+            "GROUP BY t.session_id",
+            *_key(partition),
+            agent,
+            since,
+        )
+        return {row[0]: EpisodeAgentStats(*row) for row in rows}
+
+    def patterns(self, partition: Partition) -> list[PatternDelta]:
+        rows = self._fetch(
+            "SELECT agent, pattern_hash, description, occurrences, hits FROM patterns "
+            f"WHERE {_PARTITION} ORDER BY agent, pattern_hash",
+            *_key(partition),
+        )
+        return [PatternDelta(*row) for row in rows]
 
     # -- writing ---------------------------------------------------------------------------
     def write_episode(self, write: EpisodeWrite, ttl_days: float = DEFAULT_TTL_DAYS) -> bool:

@@ -9,22 +9,30 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Any
 
 from ..history import TestHistory
 from ..qlearner import QEntry
 from .base import (
     CLEANUP_INTERVAL,
     DEFAULT_TTL_DAYS,
+    Q_ORDERS,
     SCHEMA_VERSION,
     SECONDS_PER_DAY,
     AgentState,
+    EpisodeAgentStats,
     EpisodeWrite,
     Partition,
+    PatternDelta,
+    QTableSummary,
+    QValueRecord,
+    RewardEvent,
     SchemaTooNewError,
     SessionRecord,
     Snapshot,
     Store,
     StoreError,
+    TrajectoryRecord,
 )
 
 # Forward-only migrations: version -> statements. Each runs once, in one transaction, and
@@ -137,6 +145,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 
 _HISTORY_FIELDS = TestHistory._fields
 _SESSION_FIELDS = tuple(f.name for f in fields(SessionRecord))
+_Q_ORDER_SQL = {
+    "q": "q DESC, state_hash, action",
+    "-q": "q, state_hash, action",
+    "visits": "visits DESC, state_hash, action",
+    "key": "state_hash, action",
+}
 
 
 class SqliteStore(Store):
@@ -329,6 +343,134 @@ class SqliteStore(Store):
             (partition.project, partition.environment, limit),
         ).fetchall()
         return [SessionRecord(*row) for row in rows]
+
+    # -- the read-only API -------------------------------------------------------------------
+    def _rows(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the qlearn store {self.display_url}: {exc}") from exc
+
+    def partitions(self, project: str | None = None) -> list[Partition]:
+        union = " UNION ".join(
+            f"SELECT project, environment FROM {table} WHERE (? IS NULL OR project = ?)"
+            for table in ("sessions", "q_values", "agent_states")
+        )
+        rows = self._rows(union, (project, project) * 3)
+        return sorted(
+            (Partition(str(p), str(e)) for p, e in rows), key=lambda p: (p.project, p.environment)
+        )
+
+    def q_values(
+        self, partition: Partition, agent: str, limit: int | None = None, order: str = "q"
+    ) -> list[QValueRecord]:
+        if order not in Q_ORDERS:
+            raise ValueError(f"order must be one of {', '.join(Q_ORDERS)}")
+        by = _Q_ORDER_SQL[order]
+        rows = self._rows(
+            "SELECT agent, state_hash, state_text, action, q, visits, updated_at, expires_at "
+            "FROM q_values WHERE project = ? AND environment = ? AND agent = ? "
+            f"ORDER BY {by} LIMIT ?",
+            (partition.project, partition.environment, agent, -1 if limit is None else limit),
+        )
+        return [
+            QValueRecord(a, s, t, int(n), float(q), int(v), float(u), float(x))
+            for a, s, t, n, q, v, u, x in rows
+        ]
+
+    def q_table_summaries(self, partition: Partition) -> dict[str, QTableSummary]:
+        rows = self._rows(
+            "SELECT agent, COUNT(*), COUNT(DISTINCT state_hash), SUM(visits), MIN(q), MAX(q), "
+            "AVG(q), MAX(updated_at) FROM q_values WHERE project = ? AND environment = ? "
+            "GROUP BY agent",
+            (partition.project, partition.environment),
+        )
+        return {
+            row[0]: QTableSummary(
+                row[0],
+                int(row[1]),
+                int(row[2]),
+                int(row[3]),
+                float(row[4]),
+                float(row[5]),
+                float(row[6]),
+                float(row[7]),
+            )
+            for row in rows
+        }
+
+    def agent_states(self, partition: Partition) -> dict[str, AgentState]:
+        rows = self._rows(
+            "SELECT agent, episodes, epsilon, reward_sum, rewards, last_active "
+            "FROM agent_states WHERE project = ? AND environment = ?",
+            (partition.project, partition.environment),
+        )
+        return {
+            row[0]: AgentState(row[0], int(row[1]), row[2], float(row[3]), int(row[4]), row[5])
+            for row in rows
+        }
+
+    def sessions(self, partition: Partition, since: float | None = None) -> list[SessionRecord]:
+        rows = self._rows(
+            f"SELECT {', '.join(_SESSION_FIELDS)} FROM sessions "
+            "WHERE project = ? AND environment = ? AND (? IS NULL OR started_at >= ?) "
+            "ORDER BY started_at, rowid",
+            (partition.project, partition.environment, since, since),
+        )
+        return [SessionRecord(*row) for row in rows]
+
+    def rewards(
+        self, partition: Partition, since: float | None = None
+    ) -> dict[str, list[RewardEvent]]:
+        out: dict[str, list[RewardEvent]] = {}
+        for session_id, component, value, weight in self._rows(
+            "SELECT r.session_id, r.component, r.value, r.weight FROM rewards AS r "
+            "JOIN sessions AS s ON s.session_id = r.session_id "
+            "WHERE s.project = ? AND s.environment = ? AND (? IS NULL OR s.started_at >= ?) "
+            "ORDER BY s.started_at, s.rowid, r.component",
+            (partition.project, partition.environment, since, since),
+        ):
+            out.setdefault(session_id, []).append(RewardEvent(component, value, weight))
+        return out
+
+    def trajectories(
+        self, partition: Partition, agent: str, limit: int | None = None
+    ) -> list[TrajectoryRecord]:
+        rows = self._rows(
+            "SELECT t.session_id, s.started_at, t.agent, t.step, t.test_id, t.state_hash, "
+            "t.action, t.explored, t.reward, t.next_state_hash FROM trajectories AS t "
+            "JOIN sessions AS s ON s.session_id = t.session_id "
+            "WHERE s.project = ? AND s.environment = ? AND t.agent = ? "
+            "ORDER BY s.started_at DESC, s.rowid DESC, t.step LIMIT ?",
+            (partition.project, partition.environment, agent, -1 if limit is None else limit),
+        )
+        return [
+            TrajectoryRecord(i, float(t), a, int(n), tid, s, int(act), bool(e), float(r), nxt)
+            for i, t, a, n, tid, s, act, e, r, nxt in rows
+        ]
+
+    def episode_agent_stats(
+        self, partition: Partition, agent: str, since: float | None = None
+    ) -> dict[str, EpisodeAgentStats]:
+        rows = self._rows(
+            "SELECT t.session_id, COUNT(*), SUM(t.explored), SUM(t.reward) FROM trajectories AS t "
+            "JOIN sessions AS s ON s.session_id = t.session_id "
+            "WHERE s.project = ? AND s.environment = ? AND t.agent = ? "
+            "AND (? IS NULL OR s.started_at >= ?) GROUP BY t.session_id",
+            (partition.project, partition.environment, agent, since, since),
+        )
+        return {
+            row[0]: EpisodeAgentStats(row[0], int(row[1]), int(row[2]), float(row[3]))
+            for row in rows
+        }
+
+    def patterns(self, partition: Partition) -> list[PatternDelta]:
+        rows = self._rows(
+            "SELECT agent, pattern_hash, description, occurrences, hits FROM patterns "
+            "WHERE project = ? AND environment = ? ORDER BY agent, pattern_hash",
+            (partition.project, partition.environment),
+        )
+        return [PatternDelta(a, p, d, int(o), int(h)) for a, p, d, o, h in rows]
 
     # -- writing ---------------------------------------------------------------------------
     def write_episode(self, write: EpisodeWrite, ttl_days: float = DEFAULT_TTL_DAYS) -> bool:
