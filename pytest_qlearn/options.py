@@ -77,6 +77,13 @@ def add_options(parser: pytest.Parser) -> None:
         help="print a detailed qlearn report; with =PATH also write it as .json, .md or .html "
         "by the path's extension (repeatable)",
     )
+    group.addoption(
+        "--qlearn-budget",
+        metavar="120s|2.5m|25%",
+        default=None,
+        help="run only the tests that fit this time budget, picked by the selector agent "
+        "(ini qlearn_budget); failed-last-time, new and qlearn_always tests always run",
+    )
     parser.addini("qlearn", type="bool", default=False, help="enable pytest-qlearn")
     parser.addini("qlearn_db", type="string", default="", help="store URL (see --qlearn-db)")
     parser.addini("qlearn_env", type="string", default="", help="environment partition")
@@ -115,6 +122,15 @@ def add_options(parser: pytest.Parser) -> None:
         default="",
         help="true: append the Markdown report to $GITHUB_STEP_SUMMARY when it is set (false)",
     )
+    parser.addini(
+        "qlearn_budget", type="string", default="", help="time budget (see --qlearn-budget)"
+    )
+    parser.addini(
+        "qlearn_full_run_every",
+        type="string",  # validated in settings, like the other numbers
+        default="",
+        help="with a budget, run everything every N-th episode (0, the default: never)",
+    )
 
 
 def read_settings(config: pytest.Config) -> Settings:
@@ -142,6 +158,9 @@ def read_settings(config: pytest.Config) -> Settings:
         ini_weights=ini("qlearn_reward_weights"),
         ini_ttl_days=ini("qlearn_ttl_days"),
         ini_step_summary=ini("qlearn_step_summary"),
+        cli_budget=config.getoption("qlearn_budget"),
+        ini_budget=ini("qlearn_budget"),
+        ini_full_run_every=ini("qlearn_full_run_every"),
         rootpath=config.rootpath,
     )
     try:

@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
+from . import budget as qbudget
 from . import hookspecs, junit, report
 from . import prioritizer as prio
+from . import selector as sel
 from .agents import AgentRegistry
 from .history import FAILED, PASSED, SKIPPED
 from .options import add_options, read_settings
@@ -55,6 +57,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(trylast=True)  # after cacheprovider has set up config.cache
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", qbudget.MARKER_HELP)
     settings = read_settings(config)
     if not settings.enabled:
         return
@@ -139,6 +142,8 @@ class QLearnPlugin:
         self.started = time.perf_counter()
         self.first_failure_after: float | None = None
         self._snapshot_dir: Path | None = None
+        #: Why a --qlearn-budget selects nothing this run (-k, -m, --lf, node ids), or None.
+        self.budget_off = qbudget.narrowed_by(config) if settings.budget is not None else None
 
     # -- start and stop ------------------------------------------------------------------
     def start(self) -> None:
@@ -175,9 +180,12 @@ class QLearnPlugin:
                 self.store, self.settings.ttl_days, self._warn, relearn=self._relearn
             )
             snapshot = self.store.load_snapshot(
-                Partition(self.settings.project, self.settings.environment), [prio.NAME]
+                Partition(self.settings.project, self.settings.environment),
+                [prio.NAME, sel.NAME],
             )
-        except (StoreError, OSError) as exc:
+        # Exception, not only StoreError/OSError: whatever goes wrong in the store (a driver
+        # error, a bug of ours) must not break the user's test run (safety contract)
+        except Exception as exc:
             self._store_failed(exc, "open")
             if self.store is not None:
                 self.store.close()
@@ -204,7 +212,7 @@ class QLearnPlugin:
         """Learn an offline run's results against the store as it is now, as if that run
         had reached it (its episode number and deltas then fit the stored table)."""
         assert self.store is not None
-        snapshot = self.store.load_snapshot(run.partition, [prio.NAME])
+        snapshot = self.store.load_snapshot(run.partition, [prio.NAME, sel.NAME])
         learning = self._learning_session(snapshot, run.seed, run.session_id)
         learning.mode = run.mode
         write, _ = learning.finish(
@@ -285,6 +293,8 @@ class QLearnPlugin:
 
     def _store_failed(self, exc: BaseException, during: str, spooled: Path | None = None) -> None:
         text = redact(str(exc))
+        if not isinstance(exc, (StoreError, OSError)):  # not a store fault we foresaw: say what
+            text = f"internal error in the qlearn store ({type(exc).__name__}: {text})"
         if isinstance(exc, SchemaTooNewError):
             self.store_status = "refused: schema newer than this pytest-qlearn"
         elif during != "clean up":
@@ -334,16 +344,34 @@ class QLearnPlugin:
             "mode": self.mode,
         }
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """Controller: take the budget's selection from the worker that reports it."""
+        data = getattr(node, "workeroutput", {}).get(qbudget.WORKEROUTPUT_KEY)
+        if data and self.learning is not None and self.learning.selection is None:
+            self.learning.selection = sel.Selection.from_json(data)
+
     # -- reporting at start ----------------------------------------------------------------
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         if self.is_worker:
             return []
+        budget, off = self.settings.budget, self.budget_off
+        if off is not None:
+            off += " narrows the run"
+        elif self.learning is None:
+            off = "nothing learned to select with"
+        observe = self.mode == "observe"
+        notes = [] if budget is None else [report.budget_header(budget.text, off, observe)]
         if self.learning is None or self.store is None:
-            return [f"qlearn: store {self.store_display} {self.store_status}; collection order"]
+            return [
+                f"qlearn: store {self.store_display} {self.store_status}; collection order",
+                *notes,
+            ]
         return [
             report.header_line(
                 prio.NAME, self.learning.seed, self.learning.epsilon, self.store_display, self.mode
-            )
+            ),
+            *notes,
         ]
 
     # -- ordering ----------------------------------------------------------------------------
@@ -364,6 +392,19 @@ class QLearnPlugin:
             items[:] = [original[ref.index] for ref in ranking.order]
         else:
             self.positions = {ref.test_id: pos for pos, ref in enumerate(ranking.order)}
+        if self.settings.budget is not None and self.budget_off is None:
+            selection = qbudget.apply(
+                self.learning,
+                self.settings.budget,
+                self.settings.full_run_every,
+                config,
+                items,
+                [ref.test_id for ref in ranking.order],
+                deselect=self.mode == "reorder",
+            )
+            workeroutput = getattr(config, "workeroutput", None)
+            if workeroutput is not None:  # tell the controller (every worker selects the same)
+                workeroutput[qbudget.WORKEROUTPUT_KEY] = selection.to_json()
         config.hook.pytest_qlearn_ranking(
             config=config,
             order=[ref.test_id for ref in ranking.order],
@@ -462,7 +503,7 @@ class QLearnPlugin:
                 if removed:
                     self.store_status += f" (expired {removed} rows unused for "
                     self.store_status += f"{self.settings.ttl_days:g} days)"
-            except StoreError as exc:  # a failed cleanup after the write spools nothing
+            except Exception as exc:  # a failed cleanup after the write spools nothing
                 if written:
                     self._store_failed(exc, "clean up")
                 else:
@@ -527,12 +568,16 @@ class QLearnPlugin:
             terminalreporter.write_sep("-", "qlearn report")
             for line in report.detail_lines(summary, self.store_status):
                 terminalreporter.write_line(line)
+            for line in report.budget_lines(summary.budget):
+                terminalreporter.write_line(line)
             if self.first_failure_after is not None:
                 terminalreporter.write_line(
                     f"first failure reported after {self.first_failure_after:.2f}s of wall time"
                 )
         elif verbosity >= 0:
             terminalreporter.write_line(report.summary_line(summary, self.store_status))
+            if summary.budget is not None:
+                terminalreporter.write_line(report.budget_line(summary.budget))
 
 
 def _groups(item: pytest.Item) -> tuple[str, str | None]:

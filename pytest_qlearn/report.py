@@ -4,6 +4,7 @@ in :mod:`pytest_qlearn.reports`.)"""
 
 from __future__ import annotations
 
+from .selector import BudgetSummary
 from .session import EpisodeSummary
 
 
@@ -63,4 +64,45 @@ def detail_lines(summary: EpisodeSummary, store_status: str) -> list[str]:
                 f"  {risk.p_fail:5.1%}  {risk.test_id}  ({risk.failures}/{risk.runs} failed)"
             )
     lines.append(f"store: {store_status}")
+    return lines
+
+
+def budget_header(budget: str, off: str | None, observe: bool = False) -> str:
+    """The header note on ``--qlearn-budget``; ``off`` says why it selects nothing."""
+    if off is not None:
+        return f"qlearn: budget {budget} not applied: {off}, selection is off"
+    if observe:
+        return f"qlearn: budget {budget} observed: every test runs, the summary tells what it saves"
+    return f"qlearn: budget {budget}, tests chosen by the selector agent"
+
+
+def budget_line(b: BudgetSummary) -> str:
+    """One line on what the budget did (or, observing, would have done)."""
+    head = f"qlearn: budget {b.budget} ({b.budget_seconds:.2f}s)"
+    if b.mode == "full run":
+        return f"{head}: full run (qlearn_full_run_every), all {b.selected} tests ran"
+    if b.mode == "observe":
+        missed = ", ".join(b.missed) if b.missed else "none"
+        return (
+            f"{head}, observed: would run {b.selected} and deselect {b.deselected} tests, "
+            f"saving {b.saved:.2f}s; failures it would miss: {missed}"
+        )
+    note = "; the always-run tests alone exceed it, ran only those" if b.always_over_budget else ""
+    return (
+        f"{head}: ran {b.selected} tests, deselected {b.deselected}; "
+        f"{b.caught} of {b.failures} failures caught within the budget{note}"
+    )
+
+
+def budget_lines(b: BudgetSummary | None) -> list[str]:
+    """The budget section of the detailed report (nothing without a budget)."""
+    if b is None:
+        return []
+    lines = [
+        budget_line(b).removeprefix("qlearn: "),
+        f"  estimated: {b.estimated_selected:.2f}s selected of {b.estimated_total:.2f}s "
+        f"for all tests; actual time of the selected tests {b.actual_time:.2f}s",
+    ]
+    if b.always_over_budget:
+        lines.append("  the always-run tests alone are estimated over the budget: ran only those")
     return lines

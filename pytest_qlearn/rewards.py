@@ -20,7 +20,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 #: Why a component can be unavailable in this version (shown in reports, never faked).
 UNAVAILABLE_BECAUSE: dict[str, str] = {
     "coverage_gain": "needs coverage (--qlearn-cov, not in this version)",
-    "cost_efficiency": "needs a budget or reruns (--qlearn-budget/--qlearn-reruns, not yet)",
+    "cost_efficiency": "needs a budget (--qlearn-budget) or reruns (--qlearn-reruns, not yet)",
 }
 
 COVERAGE_BONUS_AT = 90.0  # total line coverage, percent
@@ -67,6 +67,9 @@ class EpisodeFacts:
     previous_coverage_percent: float | None = None
     session_failed: bool = False
     timed_out: bool = False
+    #: With ``--qlearn-budget``: the budget given and the seconds the selected tests used.
+    budget_seconds: float | None = None
+    budget_used: float | None = None
 
 
 @dataclass(frozen=True)
@@ -147,8 +150,14 @@ class RewardCalculator:
             components["pattern_reuse"] = None
             notes["pattern_reuse"] = "no decision reused a learned value"
 
-        components["cost_efficiency"] = None
-        notes["cost_efficiency"] = UNAVAILABLE_BECAUSE["cost_efficiency"]
+        if facts.budget_seconds is not None and facts.budget_used is not None:
+            # within the budget: 100; an overrun scales it down by budget / time used
+            used = facts.budget_used
+            ratio = 1.0 if used <= facts.budget_seconds else facts.budget_seconds / used
+            components["cost_efficiency"] = 100.0 * ratio
+        else:
+            components["cost_efficiency"] = None
+            notes["cost_efficiency"] = UNAVAILABLE_BECAUSE["cost_efficiency"]
 
         weighted = sum(self.weights[name] * (value or 0.0) for name, value in components.items())
         bonus = 0.0

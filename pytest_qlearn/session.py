@@ -10,12 +10,13 @@ from __future__ import annotations
 import random
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from . import metrics
 from . import prioritizer as prio
+from . import selector as sel
 from .agents import AgentRegistry, AgentType
 from .history import FAILED, PASSED, SKIPPED, TestHistory
 from .hyperparams import Hyperparameters
@@ -41,6 +42,7 @@ VERDICTS = (PASSED, FAILED, SKIPPED)
 def default_registry(hyper: Hyperparameters | None = None) -> AgentRegistry:
     registry = AgentRegistry()
     registry.register(prio.agent_type(hyper))
+    registry.register(sel.agent_type(hyper))
     return registry
 
 
@@ -89,6 +91,8 @@ class EpisodeSummary:
     results: list[TestResult] = field(default_factory=list)
     #: The episodes stored before this one, newest first (the snapshot's recent sessions).
     recent_sessions: list[SessionRecord] = field(default_factory=list)
+    #: What the time budget did (``--qlearn-budget``), None when no budget was applied.
+    budget: sel.BudgetSummary | None = None
 
 
 @dataclass
@@ -127,7 +131,23 @@ class LearningSession:
             episodes=state.episodes if state else 0,
         )
         self.learner.load(snapshot.q_entries.get(prio.NAME, ()))
-        # the learner now holds the Q-table; do not keep a second copy alive
+        selector_type = (
+            self.registry.get(sel.NAME) if sel.NAME in self.registry else sel.agent_type(hyper)
+        )
+        selector_state = snapshot.agent_states.get(sel.NAME)
+        self.selector_learner = QLearner(
+            sel.NAME,
+            selector_type.n_actions,
+            selector_type.hyper,
+            random.Random(f"{seed}:{sel.NAME}"),  # its own draws: the order stays the same
+            episodes=selector_state.episodes if selector_state else 0,
+        )
+        selector_table, pending = sel.split_pending(snapshot.q_entries.get(sel.NAME, ()))
+        self.selector_learner.load(selector_table)
+        self.selector = sel.Selector(self.selector_learner, self.rewards, selector_type, pending)
+        #: The budget's selection, when one was made (or handed over by a pytest-xdist worker).
+        self.selection: sel.Selection | None = None
+        # the learners now hold the Q-tables; do not keep a second copy alive
         snapshot.q_entries = {}
         self.epsilon = self.learner.epsilon
         self.prioritizer = prio.Prioritizer(self.learner, self.rewards, agent_type)
@@ -140,7 +160,10 @@ class LearningSession:
         full = Snapshot(
             partition=self.snapshot.partition,
             histories=self.snapshot.histories,
-            q_entries={prio.NAME: self.learner.entries()},
+            q_entries={
+                prio.NAME: self.learner.entries(),
+                sel.NAME: self.selector_learner.entries(),
+            },
             agent_states=self.snapshot.agent_states,
             recent_sessions=self.snapshot.recent_sessions,
             episodes=self.snapshot.episodes,
@@ -163,6 +186,22 @@ class LearningSession:
 
         self._decisions = decisions
         return Ranking(locality_order(refs, key, scope), decisions)
+
+    def select(
+        self,
+        order: Sequence[str],
+        budget: sel.Budget,
+        *,
+        marked: Collection[str] = (),
+        full_run_every: int = 0,
+    ) -> sel.Selection:
+        """The tests that fit ``budget``, walking ``order`` (the ranking); every
+        ``full_run_every``-th episode (0: never) runs everything."""
+        full_run = full_run_every > 0 and self.episode % full_run_every == 0
+        self.selection = self.selector.select(
+            order, self.snapshot.histories, budget, marked=marked, full_run=full_run
+        )
+        return self.selection
 
     # -- learning --------------------------------------------------------------------------
     def finish(
@@ -213,7 +252,7 @@ class LearningSession:
                     test_id, result.tier, result.explored, p, per_test, shared, known
                 )
             per_test, shared, known = decision.per_test, decision.shared, decision.known
-            next_per_test, next_shared = self.prioritizer.states(nxt)
+            next_per_test, next_shared = self.prioritizer.states(nxt, decision.per_test)
             next_states[test_id] = (nxt, (next_per_test, next_shared))
             for state in (per_test, shared):
                 # the store keeps a state's text from when the state first appeared, so
@@ -244,6 +283,19 @@ class LearningSession:
                 exploited_paid += step_reward > 0
         self.learner.end_episode()
         stats = self.learner.statistics()
+        selection = self.selection
+        selector_learning: sel.SelectorLearning | None = None
+        if selection is not None or self.selector.pending:
+            after = {h.test_id: h for h in next_histories}
+            selector_learning = self.selector.learn(
+                selection,
+                histories,
+                {r.test_id: (r.verdict, r.duration, after[r.test_id]) for r in results},
+                deselect=self.mode != "observe",
+            )
+            if selection is not None:
+                self.selector_learner.end_episode()
+            trajectories.extend(selector_learning.trajectories)
 
         ran = [r for r in results if r.verdict in (PASSED, FAILED)]
         run_order = sorted(ran, key=lambda r: r.position)
@@ -262,6 +314,11 @@ class LearningSession:
         collection_ttff = metrics.time_to_first_failure(
             flags(collection_order), times(collection_order)
         )
+        budget_seconds = budget_used = None
+        if selection is not None and not selection.full_run:
+            picked = {c.test_id for c in selection.selected}
+            budget_seconds = selection.budget_seconds
+            budget_used = sum(r.duration for r in ran if r.test_id in picked)
         reward = self.rewards.episode(
             EpisodeFacts(
                 tests=len(ran),
@@ -273,6 +330,8 @@ class LearningSession:
                 exploited=exploited,
                 exploited_paid_off=exploited_paid,
                 session_failed=session_failed,
+                budget_seconds=budget_seconds,
+                budget_used=budget_used,
             )
         )
         session = SessionRecord(
@@ -315,6 +374,18 @@ class LearningSession:
             ],
             agents=[AgentProgress(prio.NAME, 1, self.learner.epsilon, stats.mean_reward, 1)],
         )
+        if selector_learning is not None:
+            write.q_deltas[sel.NAME] = [
+                QDelta(state, selector_learning.readable.get(state, ""), action, dq, int(dn))
+                for (state, action), (dq, dn) in self.selector_learner.take_deltas().items()
+            ] + selector_learning.pending
+        if selection is not None:
+            selector_stats = self.selector_learner.statistics()
+            write.agents.append(
+                AgentProgress(
+                    sel.NAME, 1, self.selector_learner.epsilon, selector_stats.mean_reward, 1
+                )
+            )
         summary = EpisodeSummary(
             session=session,
             reward=reward,
@@ -325,6 +396,11 @@ class LearningSession:
             failures_first=[r.test_id for r in run_order if r.verdict == FAILED][:5],
             results=list(results),
             recent_sessions=list(self.snapshot.recent_sessions),
+            budget=None
+            if selection is None
+            else sel.summarise(
+                selection, {r.test_id: (r.verdict, r.duration) for r in results}, self.mode
+            ),
         )
         return write, summary
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from .hyperparams import RANGES, ConfigError, Hyperparameters, parse_hyperparameter
 from .ordering import SCOPES
 from .rewards import DEFAULT_WEIGHTS, parse_weights
+from .selector import Budget, parse_budget
 from .store.base import DEFAULT_TTL_DAYS
 from .store.url import StoreUrl, has_password, parse_store_url, redact
 
@@ -49,6 +50,10 @@ class Settings:
     warnings: tuple[str, ...] = ()
     #: Where the Markdown report is appended ($GITHUB_STEP_SUMMARY), None when not wanted.
     step_summary: Path | None = None
+    #: The time budget (``--qlearn-budget``), None: every test runs.
+    budget: Budget | None = None
+    #: With a budget, every N-th episode runs everything (0: never).
+    full_run_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,9 @@ class RawOptions:
     ini_weights: str | None = None
     ini_ttl_days: str | None = None
     ini_step_summary: str | None = None
+    cli_budget: str | None = None
+    ini_budget: str | None = None
+    ini_full_run_every: str | None = None
     rootpath: Path = Path()
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
@@ -167,6 +175,25 @@ def resolve(raw: RawOptions) -> Settings:
     if _flag("qlearn_step_summary", raw.ini_step_summary) and summary_file:
         step_summary = Path(summary_file)
 
+    budget: Budget | None = None
+    if raw.cli_budget is not None:
+        budget = parse_budget("--qlearn-budget", raw.cli_budget)
+    elif raw.ini_budget is not None and raw.ini_budget.strip():
+        budget = parse_budget("qlearn_budget", raw.ini_budget)
+
+    full_run_every = 0
+    if raw.ini_full_run_every is not None and raw.ini_full_run_every.strip():
+        try:
+            full_run_every = int(raw.ini_full_run_every.strip())
+        except ValueError:
+            full_run_every = -1
+        if not 0 <= full_run_every <= 1_000_000:
+            raise ConfigError(
+                "qlearn_full_run_every",
+                raw.ini_full_run_every,
+                "a whole number of episodes 0-1000000 (0: never)",
+            )
+
     return Settings(
         enabled=enabled,
         store_url=store_url,
@@ -188,6 +215,8 @@ def resolve(raw: RawOptions) -> Settings:
         ttl_days=ttl,
         warnings=tuple(warnings),
         step_summary=step_summary,
+        budget=budget,
+        full_run_every=full_run_every,
     )
 
 

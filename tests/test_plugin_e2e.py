@@ -890,3 +890,34 @@ def test_an_offline_run_is_learned_later_exactly_as_if_it_had_reached_the_store(
 
     assert _learned(store_dir / "q.db") == _learned(pytester.path / "control" / "q.db")
     assert _learned(store_dir / "q.db")[2] == 3
+
+
+@pytest.mark.parametrize("during", ["open", "write"])
+def test_an_unexpected_error_inside_the_store_never_breaks_the_run(
+    pytester: pytest.Pytester, during: str
+) -> None:
+    """Not a foreseen store fault (a bug, a driver's odd exception): one warning naming it,
+    the run's outcomes and exit status untouched."""
+    make_project(pytester, fail=["test_b2"])
+    method = {"open": "open", "write": "write_episode"}[during]
+    pytester.makeconftest(
+        CONFTEST
+        + f"""
+
+from pytest_qlearn.store.sqlite import SqliteStore
+
+
+def _broken(self, *args, **kwargs):
+    raise RuntimeError("boom in {method}")
+
+
+SqliteStore.{method} = _broken
+"""
+    )
+    result = pytester.runpytest_subprocess(*BASE_ARGS)  # the patch must not leak
+    result.assert_outcomes(passed=17, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    warnings = [line for line in result.outlines if line.startswith("qlearn: warning:")]
+    assert len(warnings) == 1, result.stdout.str()
+    assert f"internal error in the qlearn store (RuntimeError: boom in {method})" in warnings[0]
+    assert "INTERNALERROR" not in result.stdout.str()

@@ -10,7 +10,8 @@ Top-level fields (README, section "Reports", documents each of them):
 
 ``schema_version``, ``generator``, ``generated_at``, ``partition``, ``session``, ``store``,
 ``warnings``, ``learner``, ``orders``, ``time_to_first_failure``, ``episode_reward``,
-``failures_first``, ``tests``, ``riskiest``, ``progress``.
+``failures_first``, ``tests``, ``riskiest``, ``progress``; ``budget`` only when a
+``--qlearn-budget`` applied.
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ def build_document(summary: EpisodeSummary, context: ReportContext) -> Document:
             for risk in summary.riskiest
         ],
         "progress": _progress(summary.recent_sessions, session),
+        # only when --qlearn-budget applied (selected or observed)
+        **({} if summary.budget is None else {"budget": summary.budget.as_dict()}),
     }
 
 
