@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -80,6 +81,15 @@ def clean_env() -> dict[str, str]:
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
     """Run one pytest subprocess; returns (wall seconds, the lines qlearn printed)."""
+    elapsed, _, said = run_timed(args, cwd, env)
+    return elapsed, said
+
+
+def run_timed(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, str]:
+    """Run one pytest subprocess; returns (wall seconds, CPU seconds (user + system) of the
+    child, the lines qlearn printed). CPU time is shown beside wall time because this
+    machine is shared: a neighbour's load stretches wall time far more than CPU time."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, *BASE_ARGS, *args],
@@ -91,11 +101,13 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
         check=False,
     )
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     lines = proc.stdout.rstrip().splitlines()
     if proc.returncode not in (0, 1):  # 1 = some tests failed, which is expected
         tail = "\n".join(lines[-20:])
         print(f"  ! pytest {' '.join(args)} exited {proc.returncode}:\n{tail}")
-    return elapsed, "\n".join(line for line in lines if line.startswith("qlearn"))
+    return elapsed, cpu, "\n".join(line for line in lines if line.startswith("qlearn"))
 
 
 def store_counts(db: Path) -> str:
@@ -148,15 +160,23 @@ def main(argv: list[str] | None = None) -> int:
         plain_times: list[float] = []
         qlearn_times: list[float] = []
         ratios: list[float] = []
-        print(f"{'pair':>4}  {'plain s':>8}  {'qlearn s':>8}  {'ratio':>6}")
+        cpu_ratios: list[float] = []
+        print(
+            f"{'pair':>4}  {'plain s':>8}  {'qlearn s':>8}  {'ratio':>6}"
+            f"  {'plain cpu':>9}  {'qlearn cpu':>10}  {'cpu ratio':>9}"
+        )
         for pair in range(1, pairs + 1):
-            p, _ = run(plain, project, env)
-            q, said = run(qlearn, project, env)
+            p, p_cpu, _ = run_timed(plain, project, env)
+            q, q_cpu, said = run_timed(qlearn, project, env)
             messages.update(said.splitlines())
             plain_times.append(p)
             qlearn_times.append(q)
             ratios.append(q / p)
-            print(f"{pair:>4}  {p:8.3f}  {q:8.3f}  {q / p:6.3f}")
+            cpu_ratios.append(q_cpu / p_cpu)
+            print(
+                f"{pair:>4}  {p:8.3f}  {q:8.3f}  {q / p:6.3f}"
+                f"  {p_cpu:9.3f}  {q_cpu:10.3f}  {q_cpu / p_cpu:9.3f}"
+            )
 
         plain_median = statistics.median(plain_times)
         qlearn_median = statistics.median(qlearn_times)
@@ -168,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"median per-pair ratio qlearn/plain: {ratio_median:.3f} "
             f"(target <= {TARGET_RATIO:.2f} for SQLite): {verdict}"
+        )
+        print(
+            f"median per-pair CPU-time ratio (user + system): {statistics.median(cpu_ratios):.3f}"
         )
         print(f"store after the {pairs + 1} qlearn runs: {store_counts(db)}")
         for message in sorted(messages):
