@@ -117,6 +117,13 @@ def add_options(parser: pytest.Parser) -> None:
         "qlearn_ttl_days", type="string", default="", help="days before unused rows expire (30)"
     )
     parser.addini(
+        "qlearn_checkpoint_seconds",
+        type="string",
+        default="",
+        help="a long run saves its results so far every N seconds, so a killed run loses "
+        "nothing it saw (60; 0 = never)",
+    )
+    parser.addini(
         "qlearn_step_summary",
         type="string",  # validated in settings: pytest's bool type crashes on a bad value
         default="",
@@ -157,6 +164,7 @@ def read_settings(config: pytest.Config) -> Settings:
         ini_agent_hyper=list(config.getini("qlearn_agent_hyperparameters")),
         ini_weights=ini("qlearn_reward_weights"),
         ini_ttl_days=ini("qlearn_ttl_days"),
+        ini_checkpoint_seconds=ini("qlearn_checkpoint_seconds"),
         ini_step_summary=ini("qlearn_step_summary"),
         cli_budget=config.getoption("qlearn_budget"),
         ini_budget=ini("qlearn_budget"),

@@ -9,6 +9,7 @@ the identical order, and it learns from the reports the workers send back.
 
 from __future__ import annotations
 
+import math
 import random
 import shutil
 import tempfile
@@ -33,7 +34,7 @@ from .session import EpisodeSummary, LearningSession, Ranking, TestResult, defau
 from .settings import Settings
 from .store import SchemaTooNewError, Snapshot, Store, StoreError, open_store
 from .store.base import EpisodeWrite, Partition
-from .store.spool import PendingRun, Spool, spool_directory
+from .store.spool import PendingRun, Spool, owner_id, spool_directory
 from .store.url import StoreUrl, redact
 
 PLUGIN_NAME = "qlearn-plugin"
@@ -141,6 +142,10 @@ class QLearnPlugin:
         self.started_at = time.time()
         self.started = time.perf_counter()
         self.first_failure_after: float | None = None
+        # a long run saves its results so far now and then (see _checkpoint)
+        interval = settings.checkpoint_seconds
+        self._next_checkpoint = time.monotonic() + interval if interval > 0 else math.inf
+        self._checkpointed = False
         self._snapshot_dir: Path | None = None
         #: Why a --qlearn-budget selects nothing this run (-k, -m, --lf, node ids), or None.
         self.budget_off = qbudget.narrowed_by(config) if settings.budget is not None else None
@@ -462,11 +467,11 @@ class QLearnPlugin:
                 fold.verdict = SKIPPED
         elif report.when == "call" and fold.verdict is None:
             fold.verdict = PASSED
+        if report.when == "teardown" and time.monotonic() >= self._next_checkpoint:
+            self._checkpoint()
 
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.is_worker or self.learning is None:
-            return
-        results = [
+    def _results(self) -> list[TestResult]:
+        return [
             TestResult(
                 test_id,
                 fold.verdict,
@@ -479,6 +484,40 @@ class QLearnPlugin:
             for test_id, fold in self.folds.items()
             if fold.verdict is not None
         ]
+
+    def _checkpoint(self) -> None:
+        """Save the results so far to the spool, as an interrupted run's: if this process is
+        killed (a CI timeout, an OOM kill), the next run learns them instead of losing them.
+        A run that finishes replaces or removes the file."""
+        self._next_checkpoint = time.monotonic() + self.settings.checkpoint_seconds
+        if self.spool is None or self.learning is None:
+            return
+        results = self._results()
+        if not results:
+            return
+        run = PendingRun(
+            partition=self.learning.snapshot.partition,
+            session_id=self.learning.session_id,
+            seed=self.learning.seed,
+            mode=self.mode,
+            started_at=self.started_at,
+            duration=time.perf_counter() - self.started,
+            exit_status=int(pytest.ExitCode.INTERRUPTED),
+            session_failed=True,
+            results=[list(result) for result in results],
+            owner=owner_id(),
+        )
+        try:
+            self.spool.add_run(run, on_warning=self._warn)
+            self._checkpointed = True
+        except OSError as exc:
+            self._next_checkpoint = math.inf
+            self._warn(f"cannot save a checkpoint of this run to {self.spool.directory}: {exc}")
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.is_worker or self.learning is None:
+            return
+        results = self._results()
         if not results:
             self.store_status = "nothing ran, nothing learned"
             return
@@ -496,6 +535,8 @@ class QLearnPlugin:
                 written = False
                 self.store.write_episode(write, self.settings.ttl_days)
                 written = True
+                if self._checkpointed and self.spool is not None:
+                    self.spool.remove(write.session.session_id)  # the episode is safe now
                 self.store_status = f"saved to {self.store_display}"
                 if self.replayed:
                     self.store_status += f" with {self.replayed} spooled earlier run(s)"

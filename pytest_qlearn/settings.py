@@ -17,6 +17,8 @@ from .store.base import DEFAULT_TTL_DAYS
 from .store.url import StoreUrl, has_password, parse_store_url, redact
 
 DATABASE_URL_ENV = "QLEARN_DATABASE_URL"
+#: A long run saves its results so far this often, so a killed run loses nothing it saw.
+DEFAULT_CHECKPOINT_SECONDS = 60.0
 DEFAULT_ENVIRONMENT = "default"
 MAX_NAME_LENGTH = 200
 MAX_SEED = 2**63 - 1
@@ -46,6 +48,7 @@ class Settings:
     agent_hyper: Mapping[str, Hyperparameters] = field(default_factory=dict)
     reward_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     ttl_days: float = DEFAULT_TTL_DAYS
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     #: Warnings about the configuration itself (e.g. a password in the ini file).
     warnings: tuple[str, ...] = ()
     #: Where the Markdown report is appended ($GITHUB_STEP_SUMMARY), None when not wanted.
@@ -77,6 +80,7 @@ class RawOptions:
     ini_agent_hyper: Sequence[str] = ()
     ini_weights: str | None = None
     ini_ttl_days: str | None = None
+    ini_checkpoint_seconds: str | None = None
     ini_step_summary: str | None = None
     cli_budget: str | None = None
     ini_budget: str | None = None
@@ -156,6 +160,18 @@ def resolve(raw: RawOptions) -> Settings:
             ttl = -1.0
         if not 0 < ttl <= 3650:
             raise ConfigError("qlearn_ttl_days", raw.ini_ttl_days, "a number of days in (0, 3650]")
+    checkpoint = DEFAULT_CHECKPOINT_SECONDS
+    if raw.ini_checkpoint_seconds is not None and raw.ini_checkpoint_seconds.strip():
+        try:
+            checkpoint = float(raw.ini_checkpoint_seconds)
+        except ValueError:
+            checkpoint = -1.0
+        if not 0 <= checkpoint <= 86400:
+            raise ConfigError(
+                "qlearn_checkpoint_seconds",
+                raw.ini_checkpoint_seconds,
+                "a number of seconds in [0, 86400] (0 turns checkpoints off)",
+            )
 
     report_terminal = False
     report_paths: list[Path] = []
@@ -213,6 +229,7 @@ def resolve(raw: RawOptions) -> Settings:
         agent_hyper=agent_hyper,
         reward_weights=parse_weights(raw.ini_weights or ""),
         ttl_days=ttl,
+        checkpoint_seconds=checkpoint,
         warnings=tuple(warnings),
         step_summary=step_summary,
         budget=budget,

@@ -921,3 +921,35 @@ SqliteStore.{method} = _broken
     assert len(warnings) == 1, result.stdout.str()
     assert f"internal error in the qlearn store (RuntimeError: boom in {method})" in warnings[0]
     assert "INTERNALERROR" not in result.stdout.str()
+
+
+def test_a_killed_run_loses_nothing_it_saw_the_next_run_learns_its_checkpoint(
+    pytester: pytest.Pytester,
+) -> None:
+    """A CI runner killed mid-run (a timeout, the OOM killer): the results it saved as a
+    checkpoint are learned by the next run, as an interrupted episode."""
+    make_project(pytester, fail=["test_b2"], ini="qlearn_checkpoint_seconds = 0.001\n")
+    pytester.makepyfile(
+        test_zz_killer="""
+        import os
+        import signal
+
+        def test_zz_kill():
+            os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    killed = pytester.runpytest_subprocess(*BASE_ARGS, "-p", "no:cacheprovider")
+    assert killed.ret == -9, killed.stdout.str()
+    (pytester.path / "test_zz_killer.py").unlink()
+    # the cache provider stays off in both runs: the store and spool live in .pytest_cache
+    result = run(pytester, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=17, failed=1)
+    assert "with 1 spooled earlier run" in result.stdout.str()
+    with closing(sqlite3.connect(pytester.path / DEFAULT_DB)) as conn:
+        sessions = conn.execute(
+            "SELECT tests, exit_status FROM sessions ORDER BY episode"
+        ).fetchall()
+        runs = dict(conn.execute("SELECT test_id, runs FROM test_history").fetchall())
+    assert sessions[0] == (18, int(pytest.ExitCode.INTERRUPTED))  # all 18 ran before the kill
+    assert sessions[1][0] == 18
+    assert runs[B2] == 2 and runs[G2] == 2 and set(runs.values()) == {2}

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +22,7 @@ from pytest_qlearn.store.spool import (
     Spool,
     episode_from_json,
     episode_to_json,
+    owner_id,
     spool_directory,
 )
 
@@ -152,3 +159,46 @@ def test_an_offline_run_waits_until_it_can_be_relearned_then_is_written_once(
         assert [s.session_id for s in store.recent_sessions(PARTITION)] == ["offline-1"]
     finally:
         store.close()
+
+
+def _finished_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize(
+    ("owner", "waits"),
+    [
+        (lambda: f"{socket.gethostname()}:{os.getppid()}", True),  # its run is still going
+        (lambda: f"{socket.gethostname()}:{_finished_pid()}", False),  # killed: learn it now
+        (lambda: f"another-host:{os.getppid()}", False),  # a CI cache from another machine
+        (lambda: f"{socket.gethostname()}:{os.getpid()}", False),  # a reused pid: not alive
+    ],
+)
+def test_a_checkpoint_is_replayed_only_once_its_run_is_gone(
+    tmp_path: Path, owner: Callable[[], str], waits: bool
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    checkpoint = dataclasses.replace(_pending_run("killed-run"), owner=owner())
+    path = spool.add_run(checkpoint)
+    store = SqliteStore(tmp_path / "q.db")
+    store.open()
+    try:
+        written = spool.replay(store, relearn=lambda run: learned_write(run.session_id))
+    finally:
+        store.close()
+    assert written == (0 if waits else 1)
+    assert spool.pending() == ([path] if waits else [])
+
+
+def test_a_finished_run_replaces_or_removes_its_checkpoint(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    first = spool.add_run(dataclasses.replace(_pending_run("run-1"), owner=owner_id()))
+    final = spool.add(learned_write("run-1"))  # the run's write failed: it is spooled whole
+    assert final == first and spool.pending() == [first]
+    assert "owner" not in first.read_text(encoding="utf-8")
+    spool.add_run(dataclasses.replace(_pending_run("run-2"), owner=owner_id()))
+    spool.remove("run-2")  # the run's episode reached the store
+    spool.remove("never-spooled")  # nothing to remove: no error
+    assert spool.pending() == [first]

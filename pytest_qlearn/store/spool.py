@@ -17,10 +17,12 @@ again, found already stored, and removed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -127,6 +129,9 @@ class PendingRun:
     exit_status: int
     session_failed: bool
     results: list[list[Any]]
+    #: ``host:pid`` of a run still in progress that saved its results so far (a checkpoint);
+    #: empty for a finished run. A checkpoint is replayed only once its owner is gone.
+    owner: str = ""
 
 
 def run_to_json(run: PendingRun) -> str:
@@ -169,10 +174,15 @@ class Spool:
         """Save an offline run's raw results, to be learned when the store is back."""
         return self._save(run.session_id, run_to_json(run), on_warning)
 
+    def remove(self, session_id: str) -> None:
+        """Drop a run's file (its checkpoint, once the run's episode is safely written). A
+        file that cannot be removed is harmless: replaying it finds the run already stored."""
+        with contextlib.suppress(OSError):
+            (self.directory / f"{_file_stem(session_id)}.json").unlink(missing_ok=True)
+
     def _save(self, session_id: str, text: str, on_warning: Callable[[str], None] | None) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = session_id if _SAFE_NAME.fullmatch(session_id) else _digest(session_id)
-        target = self.directory / f"{name}.json"
+        target = self.directory / f"{_file_stem(session_id)}.json"
         fd, tmp = tempfile.mkstemp(prefix=".spool-", suffix=".tmp", dir=self.directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -217,8 +227,8 @@ class Spool:
                     if data.get("format") != FORMAT:
                         raise ValueError(f"unknown spool format {data.get('format')!r}")
                     run = run_from_json(data)
-                    if relearn is None:
-                        continue
+                    if relearn is None or (run.owner and _alive(run.owner)):
+                        continue  # nobody to learn it yet, or its run is still going
                     write = relearn(run)
                 else:
                     write = _episode_from_data(data)
@@ -234,6 +244,35 @@ class Spool:
                 written += 1
             path.unlink(missing_ok=True)
         return written
+
+
+def _file_stem(session_id: str) -> str:
+    """One file per run: a checkpoint is replaced by the run's final spool entry."""
+    return session_id if _SAFE_NAME.fullmatch(session_id) else _digest(session_id)
+
+
+def owner_id() -> str:
+    """``host:pid`` of this process, for checkpoints."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process that wrote a checkpoint may still be running (then its file is
+    its own to finish). A checkpoint from another host (a restored CI cache) or from this
+    very pid (reused by a later process) belongs to a run that is over."""
+    host, _, pid_text = owner.rpartition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
+        return True
+    return True
 
 
 def _digest(text: str) -> str:
