@@ -292,3 +292,22 @@ def test_an_unreachable_store_runs_every_test_under_a_budget(pytester: pytest.Py
     result = run(pytester, "--qlearn-db", "sqlite:///blocker/q.db", *BUDGET)
     result.assert_outcomes(passed=9)
     assert "INTERNALERROR" not in result.stdout.str()
+
+
+def test_markdown_and_html_reports_carry_the_budget_section(pytester: pytest.Pytester) -> None:
+    project(pytester)
+    result = run(pytester, *BUDGET, "--qlearn-report=r.md", "--qlearn-report=r.html")
+    result.assert_outcomes(passed=7, deselected=2)
+    markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
+    section = markdown.split("### Time budget", 1)[1].split("###", 1)[0]
+    assert "| tests run | 7 |" in section and "| deselected | 2 |" in section
+    assert "| budget | 0.2s \\(0.20s\\) |" in section
+    assert "| failures caught | 0 of 0 |" in section
+    html = (pytester.path / "r.html").read_text(encoding="utf-8")
+    assert "<h2>Time budget</h2>" in html
+    assert '<tr><th scope="row">deselected</th><td>2</td></tr>' in html
+
+    unbudgeted = run(pytester, "--qlearn-report=plain.md", "--qlearn-report=plain.html")
+    unbudgeted.assert_outcomes(passed=9)
+    assert "Time budget" not in (pytester.path / "plain.md").read_text(encoding="utf-8")
+    assert "Time budget" not in (pytester.path / "plain.html").read_text(encoding="utf-8")

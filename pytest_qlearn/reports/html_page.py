@@ -160,6 +160,8 @@ def render_html(doc: Document) -> str:
         f"generated {escape(generated)}</p>",
     ]
     out += _this_run(doc, session, learner, orders)
+    if "budget" in doc:
+        out += _budget(doc["budget"])
     out += _failures(tests)
     out += _reward(doc["episode_reward"])
     out += _progress(doc["progress"])
@@ -232,6 +234,16 @@ def _this_run(
         out.append("<ul>")
         out += [f"<li>warning: {escape(w)}</li>" for w in doc["warnings"]]
         out.append("</ul>")
+    return out
+
+
+def _budget(budget: dict[str, Any]) -> list[str]:
+    out = ["<h2>Time budget</h2>", "<table><tbody>"]
+    out += [
+        f'<tr><th scope="row">{escape(k)}</th><td>{escape(v)}</td></tr>'
+        for k, v in text.budget_facts(budget)
+    ]
+    out.append("</tbody></table>")
     return out
 
 

@@ -105,6 +105,13 @@ def render_markdown(doc: Document) -> str:
         out.append("")
         out += [f"- warning: {escape(warning)}" for warning in doc["warnings"]]
 
+    if "budget" in doc:
+        out += ["", "### Time budget", ""]
+        out += table(
+            ["", "value"],
+            [[escape(label), escape(value)] for label, value in text.budget_facts(doc["budget"])],
+        )
+
     failed = [t for t in tests if t["verdict"] == "failed"]
     out += ["", f"### Failures found: {len(failed)}"]
     if failed:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 NA = "n/a"
 
 
@@ -32,3 +34,25 @@ def order_name(used: str) -> str:
 def store(status: str, url: str) -> str:
     """The store's status, naming the store unless the status already does."""
     return status if url in status else f"{status} ({url})"
+
+
+def budget_facts(budget: dict[str, Any]) -> list[tuple[str, str]]:
+    """The budget section's rows (label, value), from the report document's ``budget``."""
+    facts = [
+        ("budget", f"{budget['budget']} ({budget['budget_seconds']:.2f}s)"),
+        ("mode", str(budget["mode"])),
+        ("tests run", str(budget["selected"])),
+        ("deselected", str(budget["deselected"])),
+        (
+            "estimated time",
+            f"{budget['estimated_selected']:.2f}s of {budget['estimated_total']:.2f}s",
+        ),
+        ("actual time", f"{budget['actual_time']:.2f}s"),
+        ("failures caught", f"{budget['caught']} of {budget['failures']}"),
+    ]
+    if budget["always_over_budget"]:
+        facts.append(("note", "the always-run tests alone exceed the budget; ran only those"))
+    if budget["mode"] == "observe":
+        facts.append(("would save", f"{budget['saved']:.2f}s"))
+        facts.append(("would miss", ", ".join(budget["missed"]) or "no failure"))
+    return facts
