@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import configparser
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,26 +152,22 @@ def resolve(raw: RawOptions) -> Settings:
         base = agent_hyper.get(agent.strip(), hyper)
         agent_hyper[agent.strip()] = base.overridden(**pairs)
 
-    ttl = float(DEFAULT_TTL_DAYS)
-    if raw.ini_ttl_days is not None and raw.ini_ttl_days.strip():
-        try:
-            ttl = float(raw.ini_ttl_days)
-        except ValueError:
-            ttl = -1.0
-        if not 0 < ttl <= 3650:
-            raise ConfigError("qlearn_ttl_days", raw.ini_ttl_days, "a number of days in (0, 3650]")
-    checkpoint = DEFAULT_CHECKPOINT_SECONDS
-    if raw.ini_checkpoint_seconds is not None and raw.ini_checkpoint_seconds.strip():
-        try:
-            checkpoint = float(raw.ini_checkpoint_seconds)
-        except ValueError:
-            checkpoint = -1.0
-        if not 0 <= checkpoint <= 86400:
-            raise ConfigError(
-                "qlearn_checkpoint_seconds",
-                raw.ini_checkpoint_seconds,
-                "a number of seconds in [0, 86400] (0 turns checkpoints off)",
-            )
+    ttl = _ini_number(
+        "qlearn_ttl_days",
+        raw.ini_ttl_days,
+        float(DEFAULT_TTL_DAYS),
+        float,
+        lambda v: 0 < v <= 3650,
+        "a number of days in (0, 3650]",
+    )
+    checkpoint = _ini_number(
+        "qlearn_checkpoint_seconds",
+        raw.ini_checkpoint_seconds,
+        DEFAULT_CHECKPOINT_SECONDS,
+        float,
+        lambda v: 0 <= v <= 86400,
+        "a number of seconds in [0, 86400] (0 turns checkpoints off)",
+    )
 
     report_terminal = False
     report_paths: list[Path] = []
@@ -197,18 +193,16 @@ def resolve(raw: RawOptions) -> Settings:
     elif raw.ini_budget is not None and raw.ini_budget.strip():
         budget = parse_budget("qlearn_budget", raw.ini_budget)
 
-    full_run_every = 0
-    if raw.ini_full_run_every is not None and raw.ini_full_run_every.strip():
-        try:
-            full_run_every = int(raw.ini_full_run_every.strip())
-        except ValueError:
-            full_run_every = -1
-        if not 0 <= full_run_every <= 1_000_000:
-            raise ConfigError(
-                "qlearn_full_run_every",
-                raw.ini_full_run_every,
-                "a whole number of episodes 0-1000000 (0: never)",
-            )
+    full_run_every = int(
+        _ini_number(
+            "qlearn_full_run_every",
+            raw.ini_full_run_every,
+            0,
+            int,
+            lambda v: 0 <= v <= 1_000_000,
+            "a whole number of episodes 0-1000000 (0: never)",
+        )
+    )
 
     return Settings(
         enabled=enabled,
@@ -272,3 +266,24 @@ def default_project(rootpath: Path) -> str:
         if name:
             return name[:MAX_NAME_LENGTH]
     return (rootpath.resolve().name or "project")[:MAX_NAME_LENGTH]
+
+
+def _ini_number(
+    key: str,
+    text: str | None,
+    default: float,
+    convert: Callable[[str], float],
+    valid: Callable[[float], bool],
+    allowed: str,
+) -> float:
+    """A numeric ini value: the default when unset, else converted and checked; anything
+    else is a :class:`ConfigError` naming the key, the value and what is allowed."""
+    if text is None or not text.strip():
+        return default
+    try:
+        value = convert(text.strip())
+    except ValueError:
+        raise ConfigError(key, text, allowed) from None
+    if not valid(value):
+        raise ConfigError(key, text, allowed)
+    return value

@@ -7,21 +7,18 @@ qlearn: previously failing tests still come first and ties keep randomly's shuff
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from test_plugin_e2e import load_report, run_order
 
 # pytest-benchmark and hypothesis are unrelated and slow every in-process run down.
 QUIET_PLUGINS = ("-p", "no:benchmark", "-p", "no:hypothesispytest")
 BASE_ARGS = ("-p", "no:randomly", *QUIET_PLUGINS)
 DEFAULT_STORE_DIR = Path(".pytest_cache", "d", "qlearn")
-ORDER_LINE = re.compile(r"^(\S+\.py::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
 
 CONFTEST = """
 from pathlib import Path
@@ -122,20 +119,6 @@ def run_randomly(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     result = pytester.runpytest(*QUIET_PLUGINS, *args)
     assert "Using --randomly-seed=" in result.stdout.str()  # pytest-randomly is active
     return result
-
-
-def run_order(result: pytest.RunResult) -> list[str]:
-    seen: dict[str, None] = {}
-    for line in result.outlines:
-        match = ORDER_LINE.match(line)
-        if match:
-            seen.setdefault(match.group(1), None)
-    return list(seen)
-
-
-def load_report(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
 
 
 class StoreSnapshot:

@@ -7,17 +7,14 @@ the key, the value and what is allowed; store URLs follow CLI > environment > in
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
-from typing import Any
 
 import pytest
+from test_plugin_e2e import load_report, run_order
 
 # pytest-randomly off; pytest-benchmark and hypothesis are unrelated and slow runs down.
 BASE_ARGS = ("-p", "no:randomly", "-p", "no:benchmark", "-p", "no:hypothesispytest")
 ENV = "QLEARN_DATABASE_URL"
-ORDER_LINE = re.compile(r"^(\S+\.py::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
 
 CONFTEST = """
 from pathlib import Path
@@ -86,20 +83,6 @@ def make_project(pytester: pytest.Pytester, extra_ini: str = "", fail: str = "")
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest(*BASE_ARGS, *args)
-
-
-def run_order(result: pytest.RunResult) -> list[str]:
-    seen: dict[str, None] = {}
-    for line in result.outlines:
-        match = ORDER_LINE.match(line)
-        if match:
-            seen.setdefault(match.group(1), None)
-    return list(seen)
-
-
-def load_report(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
 
 
 # -- bad values ---------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -18,11 +17,11 @@ from typing import Any
 
 import pytest
 from conftest import PgInstance, drop_schema, new_schema, pg_execute
+from test_plugin_e2e import run_order
 
 from pytest_qlearn.store.spool import episode_from_json
 
 BASE_ARGS = ("-p", "no:randomly", "-p", "no:benchmark", "-p", "no:hypothesispytest")
-ORDER_LINE = re.compile(r"^(\S+\.py::\S+) (PASSED|FAILED|ERROR|SKIPPED)\b")
 SECRET = "hunter2secret"
 
 CONFTEST = '''
@@ -135,15 +134,6 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 
 def run_subprocess(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(*BASE_ARGS, *args, timeout=300)
-
-
-def run_order(result: pytest.RunResult) -> list[str]:
-    seen: dict[str, None] = {}
-    for line in result.outlines:
-        match = ORDER_LINE.match(line)
-        if match:
-            seen.setdefault(match.group(1), None)
-    return list(seen)
 
 
 def collection_order(pytester: pytest.Pytester) -> list[str]:
