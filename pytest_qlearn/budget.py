@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from .changes import changed_files, file_digests, relative_key
 from .selector import Budget, Selection
 from .session import LearningSession
 
@@ -42,7 +43,16 @@ def apply(
     """Select in ranking ``order``; with ``deselect`` (not observe mode) drop the rest from
     ``items`` and report them through ``pytest_deselected``."""
     marked = {item.nodeid for item in items if item.get_closest_marker(MARKER) is not None}
-    selection = learning.select(order, budget, marked=marked, full_run_every=full_run_every)
+    changed_paths = changed_files(
+        file_digests((item.path for item in items), config.rootpath),
+        learning.snapshot.file_hashes,
+    )
+    changed = {
+        item.nodeid for item in items if relative_key(item.path, config.rootpath) in changed_paths
+    }
+    selection = learning.select(
+        order, budget, marked=marked, changed=changed, full_run_every=full_run_every
+    )
     if deselect:
         running = {choice.test_id for choice in selection.selected}
         dropped = [item for item in items if item.nodeid not in running]

@@ -26,6 +26,7 @@ from . import hookspecs, junit, report
 from . import prioritizer as prio
 from . import selector as sel
 from .agents import AgentRegistry
+from .changes import file_digests
 from .history import FAILED, PASSED, SKIPPED
 from .options import add_options, read_settings
 from .reports import ReportContext, build_document, write_reports
@@ -530,6 +531,11 @@ class QLearnPlugin:
             riskiest=5 if self._detailed_report(session.config) else 0,
         )
         self.summary = summary
+        # what the test files look like now, so the next run can tell which ones changed
+        root = session.config.rootpath
+        write.file_hashes = sorted(
+            file_digests({root / r.test_id.split("::", 1)[0] for r in results}, root).items()
+        )
         if self.store is not None:
             try:
                 written = False

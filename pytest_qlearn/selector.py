@@ -54,11 +54,12 @@ _COST = Buckets((0.25, 0.5, 1.0, 2.0, 4.0), integer=False)
 FAILED_LAST = "failed last time"
 NEW = "new test"
 MARKED = "marked qlearn_always"
+CHANGED = "test file changed"
 FULL_RUN = "full run"
 FITS = "fits the budget"
 DECLINED = "selector chose skip"
 OVER = "over the budget"
-ALWAYS = (FAILED_LAST, NEW, MARKED)
+ALWAYS = (FAILED_LAST, NEW, CHANGED, MARKED)
 #: How far (in failures caught per run) running must be expected to lose before the greedy
 #: choice is to decline a test that fits.
 DECLINE_MARGIN = 0.05
@@ -289,11 +290,15 @@ class Selector(Agent):
         )
 
     @staticmethod
-    def always_reason(history: TestHistory | None, marked: bool) -> str | None:
+    def always_reason(
+        history: TestHistory | None, marked: bool, changed: bool = False
+    ) -> str | None:
         if history is None or history.is_new:
             return NEW
         if history.verdicts.rstrip("S")[-1:] == FAILED:
             return FAILED_LAST
+        if changed:
+            return CHANGED
         if marked:
             return MARKED
         return None
@@ -306,16 +311,20 @@ class Selector(Agent):
         budget: Budget,
         *,
         marked: Collection[str] = (),
+        changed: Collection[str] = (),
         full_run: bool = False,
     ) -> Selection:
-        """The tests that run, walking ``order`` (the prioritizer's ranking)."""
+        """The tests that run, walking ``order`` (the prioritizer's ranking). ``marked`` and
+        ``changed`` (tests whose file changed since the last episode) always run."""
         estimates, median = estimate_durations(order, histories)
         total = sum(estimates.values())
         selection = Selection(budget, budget.resolve(total), total, median, full_run=full_run)
         if full_run:
             selection.choices = [Choice(t, True, FULL_RUN, estimates[t]) for t in order]
             return selection
-        reasons = {t: self.always_reason(histories.get(t), t in marked) for t in order}
+        reasons = {
+            t: self.always_reason(histories.get(t), t in marked, t in changed) for t in order
+        }
         used = sum(estimates[t] for t, reason in reasons.items() if reason is not None)
         for test_id in order:
             estimate = estimates[test_id]

@@ -193,13 +193,19 @@ class LearningSession:
         budget: sel.Budget,
         *,
         marked: Collection[str] = (),
+        changed: Collection[str] = (),
         full_run_every: int = 0,
     ) -> sel.Selection:
         """The tests that fit ``budget``, walking ``order`` (the ranking); every
         ``full_run_every``-th episode (0: never) runs everything."""
         full_run = full_run_every > 0 and self.episode % full_run_every == 0
         self.selection = self.selector.select(
-            order, self.snapshot.histories, budget, marked=marked, full_run=full_run
+            order,
+            self.snapshot.histories,
+            budget,
+            marked=marked,
+            changed=changed,
+            full_run=full_run,
         )
         return self.selection
 

@@ -23,6 +23,7 @@ from pytest_qlearn.session import LearningSession, TestResult
 from pytest_qlearn.settings import DATABASE_URL_ENV
 from pytest_qlearn.store import Store, open_store, parse_store_url
 from pytest_qlearn.store.base import (
+    SCHEMA_VERSION,
     AgentProgress,
     EpisodeWrite,
     Observation,
@@ -577,10 +578,10 @@ def test_migrate_creates_and_reports_the_schema(
 ) -> None:
     url = _url(kind, request, "fresh.db")
     doc = ok_json(capsys, "migrate", "--db", url)
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == SCHEMA_VERSION == 2
     code, out, err = run(capsys, "migrate", "--db", url)
     assert (code, err) == (0, "")
-    assert out.strip().endswith("schema version 1 (up to date)")
+    assert out.strip().endswith("schema version 2 (up to date)")
     store = store_at(url)
     try:
         assert store.partitions() == []
@@ -833,7 +834,7 @@ def test_schema_newer_than_the_code_is_refused(
     for command in (["fleet-status"], ["migrate"]):
         code, _, err = run(capsys, *command, "--db", url)
         assert code == 1
-        assert_one_line_error(err, "schema version 99, newer than the 1 this pytest-qlearn knows")
+        assert_one_line_error(err, "schema version 99, newer than the 2 this pytest-qlearn knows")
 
 
 @pytest.mark.parametrize(

@@ -311,3 +311,26 @@ def test_markdown_and_html_reports_carry_the_budget_section(pytester: pytest.Pyt
     unbudgeted.assert_outcomes(passed=9)
     assert "Time budget" not in (pytester.path / "plain.md").read_text(encoding="utf-8")
     assert "Time budget" not in (pytester.path / "plain.html").read_text(encoding="utf-8")
+
+
+def test_the_tests_of_a_changed_test_file_always_run(pytester: pytest.Pytester) -> None:
+    """The safety contract: a test someone just edited is never skipped to save time."""
+    make_project(pytester, suite={**SUITE, "test_other": "def test_o1():\n    pass\n"})
+    run(pytester).assert_outcomes(passed=10)  # measures the durations, keeps the digests
+    unchanged = run(pytester, *BUDGET, "-v")
+    unchanged.assert_outcomes(passed=8, deselected=2)  # 0.2 s: slow_2 and slow_3 stay out
+    assert not {SLOW[1], SLOW[2]} & set(run_order(unchanged))
+
+    suite = pytester.path / "test_suite.py"
+    suite.write_text(suite.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    edited = run(pytester, *BUDGET, "-v", "--qlearn-report=r.json")
+    # every test of the edited file runs, however long; they alone exceed the budget, so
+    # the unchanged file's test is the one left out
+    edited.assert_outcomes(passed=9, deselected=1)
+    assert set(run_order(edited)) == {*FAST, *SLOW}
+    assert load_report(pytester.path / "r.json")["budget"]["always_over_budget"] is True
+
+    # unchanged since the last run: selecting again (the 0.28 s test cannot fit 0.2 s)
+    again = run(pytester, *BUDGET, "-v")
+    assert SLOW[2] not in run_order(again)
+    assert again.parseoutcomes()["deselected"] >= 2

@@ -339,3 +339,15 @@ def test_cost_efficiency_is_100_within_the_budget_and_scaled_down_by_an_overrun(
     assert cost(5.0) == 100.0
     assert cost(20.0) == 50.0
     assert cost(None) is None
+
+
+def test_a_test_whose_file_changed_always_runs() -> None:
+    budget = sel.Budget("4s", seconds=4.0)
+    selection = selector().select(ORDER, HISTORIES, budget, marked={"F"}, changed={"C", "D"})
+    reasons = {c.test_id: (c.run, c.reason) for c in selection.choices}
+    # always: C (changed, 3.0) + D (new, 1.0: new wins) + E (failed last, 1.0) + F (0.5)
+    # = 5.5 s > 4 s: only the always-run set runs
+    assert reasons["C"] == (True, sel.CHANGED)
+    assert reasons["D"] == (True, sel.NEW)
+    assert reasons["A"][0] is False and reasons["B"][0] is False
+    assert selection.always_over_budget

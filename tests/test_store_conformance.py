@@ -747,3 +747,44 @@ def test_agent_states_and_patterns_read_back_exactly(store: Store) -> None:
         PatternDelta(AGENT, "p2", "second", 7, 1),
     ]
     assert store.patterns(Partition("nobody", "env")) == []
+
+
+# -- test file hashes ------------------------------------------------------------------------
+def test_file_hashes_round_trip_are_replaced_per_path_and_partitioned(store: Store) -> None:
+    long_path = "tests/" + "ü;'\"" * 700 + "/test_x.py"
+    first = replace(
+        episode_write("h1"),
+        file_hashes=[("tests/test_a.py", "a1"), ("tests/test_b.py", "b1"), (long_path, "x1")],
+    )
+    write(store, first)
+    assert store.load_snapshot(PARTITION, [AGENT]).file_hashes == {
+        "tests/test_a.py": "a1",
+        "tests/test_b.py": "b1",
+        long_path: "x1",
+    }
+    # a later run: test_a changed, test_b unchanged, test_c new; the long path not collected
+    second = replace(
+        episode_write("h2"),
+        file_hashes=[
+            ("tests/test_a.py", "a2"),
+            ("tests/test_b.py", "b1"),
+            ("tests/test_c.py", "c"),
+        ],
+    )
+    write(store, second)
+    assert store.load_snapshot(PARTITION, [AGENT]).file_hashes == {
+        "tests/test_a.py": "a2",
+        "tests/test_b.py": "b1",
+        "tests/test_c.py": "c",
+        long_path: "x1",
+    }
+    assert store.load_snapshot(Partition(PARTITION.project, "other"), [AGENT]).file_hashes == {}
+
+
+def test_cleanup_forgets_file_hashes_not_seen_for_the_ttl(store: Store) -> None:
+    write(store, replace(episode_write("h1"), file_hashes=[("tests/test_a.py", "a1")]))
+    written = time.time()
+    assert store.cleanup(PARTITION.project, ttl_days=30, now=written + 2 * DAY) == 0
+    assert store.load_snapshot(PARTITION, [AGENT]).file_hashes == {"tests/test_a.py": "a1"}
+    assert store.cleanup(PARTITION.project, ttl_days=30, now=written + 31 * DAY) == 1
+    assert store.load_snapshot(PARTITION, [AGENT]).file_hashes == {}

@@ -50,6 +50,7 @@ TABLES = {
     "agent_states",
     "test_history",
     "maintenance",
+    "file_hashes",
     "qlearn_schema",
 }
 
@@ -181,9 +182,11 @@ def test_migrations_are_idempotent_and_recorded_once(pg_url: str) -> None:
         with opened(pg_url) as store:
             assert store.schema_version() == SCHEMA_VERSION
     # every statement may be applied again without harm
-    pg_execute(pg_url, *MIGRATIONS[1])
-    rows = pg_execute(pg_url, "SELECT version FROM qlearn_schema")
-    assert [row[0] for row in rows] == [SCHEMA_VERSION]
+    for version in sorted(MIGRATIONS):
+        pg_execute(pg_url, *MIGRATIONS[version])
+    rows = pg_execute(pg_url, "SELECT version FROM qlearn_schema ORDER BY version")
+    assert [row[0] for row in rows] == sorted(MIGRATIONS)
+    assert sorted(MIGRATIONS)[-1] == SCHEMA_VERSION
     assert tables(pg_url) == TABLES
 
 
@@ -212,7 +215,8 @@ def test_ten_concurrent_starters_migrate_exactly_once(pg_url: str) -> None:
     assert errors == []
     assert versions == [SCHEMA_VERSION] * starters
     rows = pg_execute(pg_url, "SELECT version, applied_at FROM qlearn_schema")
-    assert len(rows) == 1  # one migration, recorded once (the key would refuse a second)
+    # each migration recorded once (the key would refuse a second)
+    assert sorted(row[0] for row in rows) == sorted(MIGRATIONS)
     assert tables(pg_url) == TABLES
 
 

@@ -11,6 +11,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -708,3 +709,17 @@ def test_every_stored_q_row_carries_its_readable_state(db_path: Path) -> None:
     texts = {text for _, text in rows}
     for test_id in tests:
         assert any(f"test={test_id}" in text for text in texts)
+
+
+def test_a_version_1_store_is_migrated_forward_keeping_what_it_learned(db_path: Path) -> None:
+    with opened(db_path) as store:
+        assert store.write_episode(episode_write("s1", q=[("state", 0, 0.5, 2)]))
+    with raw(db_path) as conn:  # as a pytest-qlearn of schema version 1 left it
+        conn.execute("DROP TABLE file_hashes")
+        conn.execute("DELETE FROM qlearn_schema WHERE version > 1")
+    with opened(db_path) as store:
+        assert store.schema_version() == SCHEMA_VERSION == 2
+        assert q_table(store) == {("state", 0): (0.5, 2)}
+        write = replace(episode_write("s2"), file_hashes=[("tests/test_a.py", "a1")])
+        assert store.write_episode(write)
+        assert store.load_snapshot(PARTITION, [AGENT]).file_hashes == {"tests/test_a.py": "a1"}

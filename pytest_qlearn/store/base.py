@@ -19,7 +19,7 @@ from ..history import TestHistory
 from ..qlearner import QEntry
 
 #: Schema version this code writes; a store with a higher one is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: file_hashes (which test files changed since the last episode)
 DEFAULT_TTL_DAYS = 30
 SECONDS_PER_DAY = 86_400.0
 #: Automatic TTL cleanup runs at most this often per project.
@@ -208,6 +208,9 @@ class EpisodeWrite:
     #: of re-applying the observations to freshly read rows.
     base_episodes: int | None = None
     next_histories: list[TestHistory] = field(default_factory=list)
+    #: (path, content digest) of the test files this run collected: the next run tells
+    #: changed test files (always run under a time budget) from unchanged ones.
+    file_hashes: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -220,6 +223,7 @@ class Snapshot:
     agent_states: dict[str, AgentState] = field(default_factory=dict)
     recent_sessions: list[SessionRecord] = field(default_factory=list)  # newest first
     episodes: int = 0
+    file_hashes: dict[str, str] = field(default_factory=dict)  # test file path -> digest
 
     def to_json(self) -> str:
         """Serialised for pytest-xdist workers, which must not open the store."""
@@ -234,6 +238,7 @@ class Snapshot:
                 "agents": [asdict(s) for s in self.agent_states.values()],
                 "sessions": [asdict(s) for s in self.recent_sessions],
                 "episodes": self.episodes,
+                "file_hashes": self.file_hashes,
             }
         )
 
@@ -250,6 +255,7 @@ class Snapshot:
             agent_states={s["agent"]: AgentState(**s) for s in data["agents"]},
             recent_sessions=[SessionRecord(**s) for s in data["sessions"]],
             episodes=int(data["episodes"]),
+            file_hashes=dict(data.get("file_hashes", {})),
         )
 
 

@@ -194,6 +194,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE UNIQUE INDEX IF NOT EXISTS maintenance_key
             ON maintenance ((md5(project)::uuid))""",
     ),
+    2: (
+        """CREATE TABLE IF NOT EXISTS file_hashes (
+            partition_key uuid NOT NULL,
+            path text NOT NULL,
+            digest text NOT NULL,
+            updated_at double precision NOT NULL,
+            project text NOT NULL,
+            environment text NOT NULL)""",
+        # paths have any length: keyed by md5, like test ids
+        """CREATE UNIQUE INDEX IF NOT EXISTS file_hashes_key
+            ON file_hashes (partition_key, (md5(path)::uuid))""",
+    ),
 }
 
 _HISTORY_FIELDS = TestHistory._fields
@@ -564,6 +576,12 @@ class PostgresStore(Store):
                 )
             }
             sessions, episodes = await self._sessions(conn, partition, 20)
+            file_hashes = {
+                row[0]: row[1]
+                for row in await conn.fetch(
+                    f"SELECT path, digest FROM file_hashes WHERE {_PARTITION}", *key
+                )
+            }
         return Snapshot(
             partition=partition,
             histories=histories,
@@ -571,6 +589,7 @@ class PostgresStore(Store):
             agent_states=states_by_agent,
             recent_sessions=sessions,
             episodes=episodes,
+            file_hashes=file_hashes,
         )
 
     @staticmethod
@@ -804,6 +823,17 @@ class PostgresStore(Store):
                 [a.rewards for a in agents],
             )
         await self._merge_histories(conn, write, key, now, expires)
+        if write.file_hashes:
+            await conn.execute(
+                "INSERT INTO file_hashes AS f (partition_key, project, environment, updated_at, "
+                "path, digest) SELECT $1, $2, $3, $4, u.* FROM unnest($5::text[], $6::text[]) "
+                "AS u ON CONFLICT (partition_key, (md5(path)::uuid)) DO UPDATE SET "
+                "digest = EXCLUDED.digest, updated_at = EXCLUDED.updated_at",
+                *key,
+                now,
+                [path for path, _ in write.file_hashes],
+                [digest for _, digest in write.file_hashes],
+            )
 
     async def _merge_histories(
         self,
@@ -873,6 +903,10 @@ class PostgresStore(Store):
                     cutoff,
                 )
                 removed += _count(status)
+            status = await conn.execute(
+                "DELETE FROM file_hashes WHERE project = $1 AND updated_at < $2", project, cutoff
+            )
+            removed += _count(status)
             # Trajectories are the bulky per-step log; sessions and rewards (the learning
             # curve) are kept.
             status = await conn.execute(

@@ -78,6 +78,7 @@ def episode_to_json(write: EpisodeWrite) -> str:
             "agents": [asdict(a) for a in write.agents],
             "base_episodes": write.base_episodes,
             "next_histories": [h._asdict() for h in write.next_histories],
+            "file_hashes": [list(pair) for pair in write.file_hashes],
         },
         ensure_ascii=False,
     )
@@ -112,6 +113,7 @@ def _episode_from_data(data: dict[str, Any]) -> EpisodeWrite:
         agents=[AgentProgress(**a) for a in data["agents"]],
         base_episodes=data["base_episodes"],
         next_histories=[TestHistory(**h) for h in data["next_histories"]],
+        file_hashes=[(str(path), str(digest)) for path, digest in data.get("file_hashes", [])],
     )
 
 

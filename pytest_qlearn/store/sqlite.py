@@ -141,6 +141,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             project TEXT PRIMARY KEY,
             last_cleanup REAL NOT NULL)""",
     ),
+    2: (
+        """CREATE TABLE IF NOT EXISTS file_hashes (
+            project TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            path TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (project, environment, path)) WITHOUT ROWID""",
+    ),
 }
 
 _HISTORY_FIELDS = TestHistory._fields
@@ -334,6 +343,12 @@ class SqliteStore(Store):
             agent_states=states,
             recent_sessions=self.recent_sessions(partition),
             episodes=int(episodes),
+            file_hashes=dict(
+                conn.execute(
+                    "SELECT path, digest FROM file_hashes WHERE project = ? AND environment = ?",
+                    key,
+                ).fetchall()
+            ),
         )
 
     def recent_sessions(self, partition: Partition, limit: int = 20) -> list[SessionRecord]:
@@ -609,6 +624,12 @@ class SqliteStore(Store):
                 ],
             )
             self._merge_histories(write, now, expires)
+            conn.executemany(
+                "INSERT INTO file_hashes (project, environment, path, digest, updated_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (project, environment, path) DO UPDATE SET "
+                "digest = excluded.digest, updated_at = excluded.updated_at",
+                [(project, environment, path, digest, now) for path, digest in write.file_hashes],
+            )
             conn.execute("COMMIT")
             return True
         except BaseException as exc:
@@ -670,6 +691,9 @@ class SqliteStore(Store):
                     f"DELETE FROM {table} WHERE project = ? AND (expires_at < ? OR updated_at < ?)",
                     (project, now, cutoff),
                 ).rowcount
+            removed += conn.execute(
+                "DELETE FROM file_hashes WHERE project = ? AND updated_at < ?", (project, cutoff)
+            ).rowcount
             # Trajectories are the bulky per-step log; sessions and rewards (the learning
             # curve) are kept.
             removed += conn.execute(
