@@ -23,6 +23,7 @@ test's failure probability, which orders tests within a tier.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -177,20 +178,31 @@ class Prioritizer(Agent):
         observations once it has been updated, the history prior as ``PRIOR_WEIGHT``. A
         test seen often is judged by its own record; a new or rarely seen one by what
         tests like it do."""
-        p_test, w_test = self._estimate(states[0])
-        p_shared, w_shared = self._estimate(states[1])
+        return self._blend(history, states)[0]
+
+    def _blend(self, history: TestHistory, states: tuple[State, State]) -> tuple[float, bool]:
+        """(the estimate, whether a learned Q-row shaped it)."""
+        row = self.learner.row
+        test_row, shared_row = row(states[0].key), row(states[1].key)
+        p_test, w_test = self._row_estimate(test_row)
+        p_shared, w_shared = self._row_estimate(shared_row)
         w_shared = SHARED_WEIGHT if w_shared > 0 else 0.0
         prior = prior_failure_probability(history)
         total = w_test + w_shared + PRIOR_WEIGHT
-        return (p_test * w_test + p_shared * w_shared + prior * PRIOR_WEIGHT) / total
+        p = (p_test * w_test + p_shared * w_shared + prior * PRIOR_WEIGHT) / total
+        return p, test_row is not None or shared_row is not None
 
     def _estimate(self, state: State) -> tuple[float, float]:
         """(failure probability, weight) from one state's Q-row; weight 0 if never updated."""
-        row = self.learner.row(state.key)
-        if row is None or row[1][0] == 0:
+        return self._row_estimate(self.learner.row(state.key))
+
+    def _row_estimate(self, row: tuple[array[float], array[int]] | None) -> tuple[float, float]:
+        if row is None:
             return 0.0, 0.0
         q, visit_counts = row
         visits = visit_counts[0]
+        if visits == 0:
+            return 0.0, 0.0
         alpha = self.learner.hyper.alpha
         debias = 1.0 - (1.0 - alpha) ** visits
         mean_gap = (q[0] - q[-1]) / debias if debias > 0 else 0.0
@@ -201,8 +213,7 @@ class Prioritizer(Agent):
     def failure_probability(self, history: TestHistory) -> tuple[float, bool, State, State]:
         """(failure probability, whether learned values shaped it, per-test, shared state)."""
         per_test, shared = self.states(history)
-        p = self.estimate(history, (per_test, shared))
-        known = self.learner.knows(per_test.key) or self.learner.knows(shared.key)
+        p, known = self._blend(history, (per_test, shared))
         return p, known, per_test, shared
 
     # -- deciding ----------------------------------------------------------------------

@@ -928,7 +928,7 @@ def test_a_killed_run_loses_nothing_it_saw_the_next_run_learns_its_checkpoint(
 ) -> None:
     """A CI runner killed mid-run (a timeout, the OOM killer): the results it saved as a
     checkpoint are learned by the next run, as an interrupted episode."""
-    make_project(pytester, fail=["test_b2"], ini="qlearn_checkpoint_seconds = 0.001\n")
+    make_project(pytester, fail=["test_b2"], ini="qlearn_checkpoint_seconds = 1e-9\n")  # every test
     pytester.makepyfile(
         test_zz_killer="""
         import os
