@@ -13,9 +13,9 @@ estimated duration relative to the median test, new test. The reward of running 
 ``failed − cost`` (a failure caught within the budget, minus the time used: the test's share
 of the budget, charged when the selected tests overran it); the reward of skipping is
 ``−failed``. A test that ran knows both, so both actions learn. A deselected test's outcome
-is unknown: its skip is remembered as a *pending* row of the agent's table (state
-``selector:pending:<state key>:<test id>``) and its next observed run, with or without a
-budget, pays it back — a failure then penalises the skip in the state it was decided in.
+is unknown: its skip is remembered as *pending* (the store's ``pending_skips``: test id,
+state key at the skip, count) and its next observed run, with or without a budget, pays it
+back — a failure then penalises the skip in the state it was decided in.
 
 Deterministic for a given snapshot and seed (its RNG is seeded from the run's seed), so
 every pytest-xdist worker selects the same tests. No pytest imports.
@@ -33,17 +33,15 @@ from typing import Any, NamedTuple
 from .agents import Agent, AgentType
 from .history import FAILED, PASSED, TestHistory
 from .hyperparams import ConfigError, Hyperparameters
-from .qlearner import QEntry, QLearner
+from .qlearner import QLearner
 from .rewards import RewardCalculator
 from .state import Buckets, State, StateEncoder
-from .store.base import QDelta, TrajectoryStep
+from .store.base import PendingSkipDelta, TrajectoryStep
 
 NAME = "selector"
 ACTIONS = ("run", "skip")
 RUN, SKIP = 0, 1
 FEATURES = ("cost", "fail_rate", "new", "since_fail")  # sorted, the encoder's order
-#: Prefix of the rows that remember a deselected test's skip until its next run.
-PENDING_PREFIX = NAME + ":pending:"
 
 _SINCE_FAIL = Buckets((1, 2, 3, 6, 11, 21))
 _FAIL_RATE = Buckets((0.001, 0.05, 0.2, 0.5), integer=False)
@@ -108,25 +106,6 @@ def agent_type(hyper: Hyperparameters | None = None) -> AgentType:
         features=FEATURES,
         hyper=hyper or Hyperparameters(),
     )
-
-
-def pending_key(state_key: str, test_id: str) -> str:
-    return f"{PENDING_PREFIX}{state_key}:{test_id}"
-
-
-def split_pending(entries: Iterable[QEntry]) -> tuple[list[QEntry], dict[str, dict[str, float]]]:
-    """(the Q-table proper, pending skips as test id → {state key at the skip: count})."""
-    table: list[QEntry] = []
-    pending: dict[str, dict[str, float]] = {}
-    for entry in entries:
-        if not entry.state.startswith(PENDING_PREFIX):
-            table.append(entry)
-            continue
-        if entry.action != SKIP:
-            continue
-        state_key, _, test_id = entry.state[len(PENDING_PREFIX) :].partition(":")
-        pending.setdefault(test_id, {})[state_key] = float(entry.q)
-    return table, pending
 
 
 def estimate_durations(
@@ -256,7 +235,7 @@ class SelectorLearning(NamedTuple):
     """What the selector learned in one episode, beside its learner's own deltas."""
 
     trajectories: list[TrajectoryStep]
-    pending: list[QDelta]  # pending-skip rows set (deselected now) and cleared (ran now)
+    pending: list[PendingSkipDelta]  # skips set pending (deselected now), paid back (ran now)
     readable: dict[str, str]
 
 
@@ -374,7 +353,7 @@ class Selector(Agent):
         left out, so no skip stays pending). Without a ``selection`` (a run without a
         budget) only earlier runs' pending skips are paid back."""
         steps: list[TrajectoryStep] = []
-        pending: list[QDelta] = []
+        pending: list[PendingSkipDelta] = []
         readable: dict[str, str] = {}
         if selection is None:
             median = estimate_durations(verdicts, histories)[1]
@@ -421,7 +400,7 @@ class Selector(Agent):
             # the skips of earlier runs are paid back by this, the test's next outcome
             for skip_key, count in sorted(self.pending.pop(test_id, {}).items()):
                 if count != 0:  # back to zero (below 0 after a concurrent run also cleared it)
-                    pending.append(QDelta(pending_key(skip_key, test_id), "", SKIP, -count, 0))
+                    pending.append(PendingSkipDelta(test_id, skip_key, -count))
                 if count <= 0.5:
                     continue
                 self.learner.update(skip_key, SKIP, rewards[SKIP], next_state.key)
@@ -444,8 +423,7 @@ class Selector(Agent):
                     continue
                 history = histories.get(choice.test_id) or TestHistory(choice.test_id)
                 state = self.state(history, median)
-                key = pending_key(state.key, choice.test_id)
-                pending.append(QDelta(key, f"pending skip of {choice.test_id}", SKIP, 1.0, 1))
+                pending.append(PendingSkipDelta(choice.test_id, state.key, 1.0))
         return SelectorLearning(steps, pending, readable)
 
 

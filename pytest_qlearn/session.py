@@ -142,9 +142,10 @@ class LearningSession:
             random.Random(f"{seed}:{sel.NAME}"),  # its own draws: the order stays the same
             episodes=selector_state.episodes if selector_state else 0,
         )
-        selector_table, pending = sel.split_pending(snapshot.q_entries.get(sel.NAME, ()))
-        self.selector_learner.load(selector_table)
-        self.selector = sel.Selector(self.selector_learner, self.rewards, selector_type, pending)
+        self.selector_learner.load(snapshot.q_entries.get(sel.NAME, ()))
+        self.selector = sel.Selector(
+            self.selector_learner, self.rewards, selector_type, snapshot.pending_skips
+        )
         #: The budget's selection, when one was made (or handed over by a pytest-xdist worker).
         self.selection: sel.Selection | None = None
         # the learners now hold the Q-tables; do not keep a second copy alive
@@ -167,6 +168,7 @@ class LearningSession:
             agent_states=self.snapshot.agent_states,
             recent_sessions=self.snapshot.recent_sessions,
             episodes=self.snapshot.episodes,
+            pending_skips=self.snapshot.pending_skips,
         )
         return full.to_json()
 
@@ -384,7 +386,8 @@ class LearningSession:
             write.q_deltas[sel.NAME] = [
                 QDelta(state, selector_learning.readable.get(state, ""), action, dq, int(dn))
                 for (state, action), (dq, dn) in self.selector_learner.take_deltas().items()
-            ] + selector_learning.pending
+            ]
+            write.pending_skips = selector_learning.pending
         if selection is not None:
             selector_stats = self.selector_learner.statistics()
             write.agents.append(

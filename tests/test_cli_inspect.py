@@ -29,6 +29,7 @@ from pytest_qlearn.store.base import (
     Observation,
     Partition,
     PatternDelta,
+    PendingSkipDelta,
     QDelta,
     RewardEvent,
     SessionRecord,
@@ -578,10 +579,10 @@ def test_migrate_creates_and_reports_the_schema(
 ) -> None:
     url = _url(kind, request, "fresh.db")
     doc = ok_json(capsys, "migrate", "--db", url)
-    assert doc["schema_version"] == SCHEMA_VERSION == 2
+    assert doc["schema_version"] == SCHEMA_VERSION == 3
     code, out, err = run(capsys, "migrate", "--db", url)
     assert (code, err) == (0, "")
-    assert out.strip().endswith("schema version 2 (up to date)")
+    assert out.strip().endswith("schema version 3 (up to date)")
     store = store_at(url)
     try:
         assert store.partitions() == []
@@ -602,6 +603,7 @@ def everything(store: Store, partition: Partition) -> dict[str, Any]:
         "sessions": store.sessions(partition),
         "rewards": store.rewards(partition),
         "histories": store.load_snapshot(partition, []).histories,
+        "pending_skips": store.load_snapshot(partition, []).pending_skips,
         "trajectories": {a: store.trajectories(partition, a) for a in agents},
         "patterns": store.patterns(partition),
         "agents": {
@@ -624,9 +626,16 @@ def test_migrate_copies_a_project_exactly(
     source_url = _url(source_kind, request, "source.db")
     target_url = _url(target_kind, request, "target.db")
     source = store_at(source_url)
-    for w in known_writes():
+    writes = known_writes()
+    assert writes[0].partition == SHOP
+    writes[0].pending_skips = [
+        PendingSkipDelta("t::a", "k1", 2.0),
+        PendingSkipDelta("t::b", "k", 1),
+    ]
+    for w in writes:
         assert source.write_episode(w)
     learn(source)
+    assert source.load_snapshot(SHOP, []).pending_skips == {"t::a": {"k1": 2.0}, "t::b": {"k": 1}}
     # the target already holds another project: it is left alone
     target = store_at(target_url)
     marker = known_writes()[-1]
@@ -834,7 +843,7 @@ def test_schema_newer_than_the_code_is_refused(
     for command in (["fleet-status"], ["migrate"]):
         code, _, err = run(capsys, *command, "--db", url)
         assert code == 1
-        assert_one_line_error(err, "schema version 99, newer than the 2 this pytest-qlearn knows")
+        assert_one_line_error(err, "schema version 99, newer than the 3 this pytest-qlearn knows")
 
 
 @pytest.mark.parametrize(

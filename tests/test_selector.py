@@ -14,7 +14,7 @@ from pytest_qlearn.hyperparams import ConfigError, Hyperparameters
 from pytest_qlearn.qlearner import QEntry, QLearner
 from pytest_qlearn.rewards import RewardCalculator
 from pytest_qlearn.session import LearningSession, TestResult, default_registry
-from pytest_qlearn.store.base import Partition, Snapshot
+from pytest_qlearn.store.base import Partition, PendingSkipDelta, Snapshot
 
 GREEDY = Hyperparameters(alpha=0.5, gamma=0.9, epsilon=0.0, epsilon_min=0.0)
 
@@ -181,12 +181,9 @@ def test_learning_updates_both_actions_and_leaves_deselected_skips_pending() -> 
     # the selected tests took 6 s of 4: time is charged. A failed and took 1.5 s of 4:
     # run earned 1 − 0.375 = 0.625, skip −1; α = 0.5, next state unseen (0)
     assert agent.learner.values(state_a.key) == [0.3125, -0.5]
-    pending = {(d.state, d.action, d.dq, d.dvisits) for d in learned.pending}
-    expected = {
-        (sel.pending_key(agent.state(HISTORIES[t], 1.0).key, t), sel.SKIP, 1.0, 1)
-        for t in ("B", "C")
-    }
-    assert pending == expected
+    expected = {PendingSkipDelta(t, agent.state(HISTORIES[t], 1.0).key, 1.0) for t in ("B", "C")}
+    assert set(learned.pending) == expected
+    assert len(learned.pending) == 2
     assert [s.test_id for s in learned.trajectories] == ["A", "D", "E", "F"]
     assert [s.step for s in learned.trajectories] == [0, 1, 2, 3]
 
@@ -221,18 +218,13 @@ def test_observe_mode_leaves_nothing_pending() -> None:
 
 def test_a_deselected_test_failing_later_penalises_the_skip_in_its_state() -> None:
     skip_state = selector().state(HISTORIES["B"], 1.0).key
-    entries = [QEntry(sel.pending_key(skip_state, "B"), sel.SKIP, 1.0, 1)]
-    table, pending = sel.split_pending(entries)
-    assert table == [] and pending == {"B": {skip_state: 1.0}}
-    agent = selector(pending=pending)
+    agent = selector(pending={"B": {skip_state: 1.0}})
     after = HISTORIES["B"].record("F", 2.0, 4)
     # a run without a budget: only the pending skip is paid back
     learned = agent.learn(None, HISTORIES, {"B": ("F", 2.0, after)})
     # Q(s, skip) = 0 + 0.5 · (−1 + 0.9 · 0 − 0) = −0.5
     assert agent.learner.values(skip_state) == [0.0, -0.5]
-    assert [(d.state, d.dq, d.dvisits) for d in learned.pending] == [
-        (sel.pending_key(skip_state, "B"), -1.0, 0)
-    ]
+    assert learned.pending == [PendingSkipDelta("B", skip_state, -1.0)]
     assert [(s.test_id, s.state, s.action, s.reward) for s in learned.trajectories] == [
         ("B", skip_state, sel.SKIP, -1.0)
     ]
@@ -284,9 +276,8 @@ def test_session_selects_learns_and_writes_the_selectors_rows() -> None:
     assert summary.budget is not None
     assert (summary.budget.selected, summary.budget.deselected, summary.budget.caught) == (4, 2, 1)
     rows = write.q_deltas[sel.NAME]
-    pending = [d for d in rows if d.state.startswith(sel.PENDING_PREFIX)]
-    assert sorted(d.state.rsplit(":", 1)[1] for d in pending) == ["B", "C"]
-    assert any(not d.state.startswith(sel.PENDING_PREFIX) for d in rows)
+    assert rows and not any("pending" in d.state for d in rows)  # the Q-table proper only
+    assert sorted((p.test_id, p.delta) for p in write.pending_skips) == [("B", 1.0), ("C", 1.0)]
     assert [a.agent for a in write.agents] == ["prioritizer", sel.NAME]
     assert {s.agent for s in write.trajectories} == {sel.NAME}  # rank() was not called
 
@@ -319,6 +310,30 @@ def test_workers_get_the_selectors_table_in_the_snapshot() -> None:
     session = _session(snapshot)
     restored = Snapshot.from_json(session.snapshot_json())
     assert restored.q_entries[sel.NAME] == [QEntry(key, 0, 0.0, 0), QEntry(key, 1, 0.5, 2)]
+
+
+def test_pending_skips_come_from_the_snapshot_and_are_paid_back_beside_the_q_table() -> None:
+    skip_state = selector().state(HISTORIES["B"], 1.0).key
+    snapshot = Snapshot(
+        Partition("p", "e"), histories=dict(HISTORIES), pending_skips={"B": {skip_state: 1.0}}
+    )
+    session = _session(snapshot)
+    # workers get them too
+    assert Snapshot.from_json(session.snapshot_json()).pending_skips == {"B": {skip_state: 1.0}}
+    # a run without a budget: B ran and failed, its skip is paid back
+    write, _ = session.finish(
+        [TestResult("B", "F", 2.0, 0, 0)], started_at=0.0, duration=2.0, exit_status=1
+    )
+    assert write.pending_skips == [PendingSkipDelta("B", skip_state, -1.0)]
+    assert [(d.state, d.action) for d in write.q_deltas[sel.NAME]] == [(skip_state, sel.SKIP)]
+
+
+def test_snapshot_json_without_pending_skips_reads_as_none() -> None:
+    import json
+
+    data = json.loads(Snapshot(Partition("p", "e")).to_json())
+    del data["pending_skips"]
+    assert Snapshot.from_json(json.dumps(data)).pending_skips == {}
 
 
 def test_cost_efficiency_is_100_within_the_budget_and_scaled_down_by_an_overrun() -> None:

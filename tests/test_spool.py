@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -16,7 +17,13 @@ from pytest_qlearn.history import FAILED, PASSED, SKIPPED
 from pytest_qlearn.prioritizer import TestRef
 from pytest_qlearn.session import LearningSession, TestResult
 from pytest_qlearn.store import SqliteStore
-from pytest_qlearn.store.base import EpisodeWrite, Partition, Snapshot
+from pytest_qlearn.store.base import (
+    EpisodeWrite,
+    Partition,
+    PendingSkipDelta,
+    QDelta,
+    Snapshot,
+)
 from pytest_qlearn.store.spool import (
     PendingRun,
     Spool,
@@ -56,6 +63,28 @@ def test_an_episode_round_trips_through_json_exactly() -> None:
     again = episode_from_json(episode_to_json(write))
     assert again == write
     assert episode_to_json(again) == episode_to_json(write)
+
+
+def test_pending_skips_round_trip_and_old_files_carry_them_as_selector_q_rows() -> None:
+    write = dataclasses.replace(
+        learned_write("s1"),
+        pending_skips=[PendingSkipDelta("t.py::test_b", "k1", 1.0)],
+    )
+    assert episode_from_json(episode_to_json(write)) == write
+    # a file spooled before schema version 3: no "pending_skips", the skips as Q rows
+    data = json.loads(episode_to_json(write))
+    del data["pending_skips"]
+    data["q_deltas"]["selector"] = [
+        ["k2", "", 0, 0.5, 1],
+        ["selector:pending:k1:t.py::test_b", "pending skip of t.py::test_b", 1, 1.0, 1],
+        ["selector:pending:k3:t.py::test_c", "", 1, -2.0, 0],
+    ]
+    old = episode_from_json(json.dumps(data))
+    assert old.q_deltas["selector"] == [QDelta("k2", "", 0, 0.5, 1)]
+    assert old.pending_skips == [
+        PendingSkipDelta("t.py::test_b", "k1", 1.0),
+        PendingSkipDelta("t.py::test_c", "k3", -2.0),
+    ]
 
 
 def test_replay_writes_each_spooled_episode_once_and_empties_the_spool(tmp_path: Path) -> None:

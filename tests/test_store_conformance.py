@@ -33,6 +33,7 @@ from pytest_qlearn.store.base import (
     Observation,
     Partition,
     PatternDelta,
+    PendingSkipDelta,
     QDelta,
     RewardEvent,
     SessionRecord,
@@ -788,3 +789,77 @@ def test_cleanup_forgets_file_hashes_not_seen_for_the_ttl(store: Store) -> None:
     assert store.load_snapshot(PARTITION, [AGENT]).file_hashes == {"tests/test_a.py": "a1"}
     assert store.cleanup(PARTITION.project, ttl_days=30, now=written + 31 * DAY) == 1
     assert store.load_snapshot(PARTITION, [AGENT]).file_hashes == {}
+
+
+# -- the selector's pending skips --------------------------------------------------------------
+def pending_write(
+    session_id: str, *skips: tuple[str, str, float], partition: Partition = PARTITION
+) -> EpisodeWrite:
+    return replace(
+        episode_write(session_id, partition=partition),
+        pending_skips=[PendingSkipDelta(*skip) for skip in skips],
+    )
+
+
+def pending_skips(store: Store, partition: Partition = PARTITION) -> dict[str, dict[str, float]]:
+    return store.load_snapshot(partition, [AGENT]).pending_skips
+
+
+def test_pending_skips_round_trip_beside_the_q_table(store: Store) -> None:
+    assert pending_skips(store) == {}
+    long_id = "tests/test_x.py::test_" + "ü;'\"" * 700
+    write(store, pending_write("p1", ("t::a", "k1", 1.0), ("t::a", "k2", 1.0), (long_id, "k1", 1)))
+    snapshot = store.load_snapshot(PARTITION, [AGENT, "selector"])
+    assert snapshot.pending_skips == {"t::a": {"k1": 1.0, "k2": 1.0}, long_id: {"k1": 1.0}}
+    assert all(entries == [] for entries in snapshot.q_entries.values())  # not Q rows
+    assert Snapshot.from_json(snapshot.to_json()).pending_skips == snapshot.pending_skips
+
+
+def test_pending_skips_of_two_concurrent_runs_add_up(store: Store) -> None:
+    # both learned from the same (empty) snapshot; the store adds, nobody's skip is lost
+    write(store, pending_write("run-a", ("t::a", "k", 1.0), ("t::b", "k", 1.0)))
+    write(store, pending_write("run-b", ("t::a", "k", 1.0), ("t::a", "k", 1.0)))
+    assert pending_skips(store) == {"t::a": {"k": 3.0}, "t::b": {"k": 1.0}}
+    # a run that saw 3 pays them back; one that saw 1 (and paid it back too) goes below 0
+    write(store, pending_write("run-c", ("t::a", "k", -3.0), ("t::b", "k", -1.0)))
+    assert pending_skips(store) == {}
+
+
+def test_pending_skips_at_or_below_zero_are_deleted(store: Store) -> None:
+    write(store, pending_write("p1", ("t::a", "k1", 1.0), ("t::a", "k2", 2.0)))
+    write(store, pending_write("p2", ("t::a", "k1", -1.0), ("t::a", "k2", -1.0)))
+    assert pending_skips(store) == {"t::a": {"k2": 1.0}}
+    # paid back twice (two concurrent runs both ran the test): below 0, deleted as well;
+    # paying back what is not stored (any more) leaves nothing either
+    write(store, pending_write("p3", ("t::a", "k2", -1.0), ("t::a", "k2", -1.0), ("t::z", "k", -1)))
+    assert pending_skips(store) == {}
+    # set and paid back in one write: nothing stays
+    write(store, pending_write("p4", ("t::b", "k", 1.0), ("t::b", "k", -1.0)))
+    assert pending_skips(store) == {}
+    write(store, pending_write("p5", ("t::b", "k", 1.0)))
+    assert pending_skips(store) == {"t::b": {"k": 1.0}}
+
+
+def test_pending_skips_of_partitions_never_mix(store: Store) -> None:
+    other_env = Partition(PARTITION.project, "py3.12")
+    other_project = Partition("other", PARTITION.environment)
+    write(store, pending_write("p1", ("t::a", "k", 1.0)))
+    write(store, pending_write("p2", ("t::a", "k", 1.0), partition=other_env))
+    write(store, pending_write("p3", ("t::a", "k", -1.0), partition=other_project))
+    assert pending_skips(store) == {"t::a": {"k": 1.0}}
+    assert pending_skips(store, other_env) == {"t::a": {"k": 1.0}}
+    assert pending_skips(store, other_project) == {}
+    write(store, pending_write("p4", ("t::a", "k", -1.0), partition=other_env))
+    assert pending_skips(store) == {"t::a": {"k": 1.0}}
+    assert pending_skips(store, other_env) == {}
+
+
+def test_cleanup_forgets_pending_skips_not_touched_for_the_ttl(store: Store) -> None:
+    write(store, pending_write("p1", ("t::old", "k", 1.0), ("t::used", "k", 1.0)), ttl_days=1)
+    write(store, pending_write("p2", ("t::used", "k", 1.0)), ttl_days=30)
+    written = time.time()
+    assert store.cleanup(PARTITION.project, ttl_days=30, now=written + 0.5 * DAY) == 0
+    assert store.cleanup(PARTITION.project, ttl_days=30, now=written + 2 * DAY) == 1
+    assert pending_skips(store) == {"t::used": {"k": 2.0}}
+    assert store.cleanup(PARTITION.project, ttl_days=30, now=written + 31 * DAY) == 1
+    assert pending_skips(store) == {}

@@ -33,6 +33,7 @@ from pytest_qlearn.store.base import (
     Observation,
     Partition,
     PatternDelta,
+    PendingSkipDelta,
     QDelta,
     SessionRecord,
 )
@@ -51,6 +52,7 @@ TABLES = {
     "test_history",
     "maintenance",
     "file_hashes",
+    "pending_skips",
     "qlearn_schema",
 }
 
@@ -163,6 +165,7 @@ PART = f"partition_key = {KEY} AND project = 'p' AND environment = 'e'"
         (f"SELECT * FROM sessions WHERE {PART} ORDER BY started_at DESC LIMIT 20", "sessions"),
         (f"SELECT * FROM agent_states WHERE {PART}", "agent_states_key"),
         (f"SELECT * FROM patterns WHERE {PART}", "patterns_key"),
+        (f"SELECT * FROM pending_skips WHERE {PART}", "pending_skips_key"),
         ("SELECT * FROM trajectories WHERE session_id = 'x'", "trajectories_pkey"),
         ("SELECT * FROM sessions WHERE session_id = 'x'", "sessions_pkey"),
     ],
@@ -187,6 +190,28 @@ def test_migrations_are_idempotent_and_recorded_once(pg_url: str) -> None:
     rows = pg_execute(pg_url, "SELECT version FROM qlearn_schema ORDER BY version")
     assert [row[0] for row in rows] == sorted(MIGRATIONS)
     assert sorted(MIGRATIONS)[-1] == SCHEMA_VERSION
+    assert tables(pg_url) == TABLES
+
+
+def test_a_version_2_schema_is_migrated_losing_the_selectors_pending_rows_only(
+    pg_url: str,
+) -> None:
+    pending_row = "selector:pending:k1:t.py::test_b"
+    with opened(pg_url) as store:
+        q = [("k1", 0, 0.5, 2), (pending_row, 1, 1.0, 1)]
+        assert store.write_episode(episode_write("s1", q=q, agent="selector"))
+    # as a pytest-qlearn of schema version 2 left it
+    pg_execute(pg_url, "DROP TABLE pending_skips", "DELETE FROM qlearn_schema WHERE version > 2")
+    with opened(pg_url) as store:
+        assert store.schema_version() == SCHEMA_VERSION == 3
+        snapshot = store.load_snapshot(PARTITION, ["selector"])
+        assert [(e.state, e.action, e.q) for e in snapshot.q_entries["selector"]] == [
+            ("k1", 0, 0.5)
+        ]
+        w = episode_write("s2")
+        w.pending_skips = [PendingSkipDelta("t", "k", 1.0)]
+        assert store.write_episode(w)
+        assert store.load_snapshot(PARTITION, []).pending_skips == {"t": {"k": 1.0}}
     assert tables(pg_url) == TABLES
 
 
@@ -303,6 +328,7 @@ def test_a_write_is_a_fixed_number_of_statements_whatever_its_size(pg_url: str) 
             q=[(f"state-{i}", i % 3, 0.5, 1) for i in range(size)],
             observations=[(t, PASSED, 0.1) for t in ids],
         )
+        w.pending_skips = [PendingSkipDelta(t, "k", 1.0) for t in ids]
         log: list[str] = []
         with opened(pg_url) as store:
             assert store._conn is not None

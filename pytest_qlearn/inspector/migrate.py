@@ -3,7 +3,8 @@
 The copy goes through the same :meth:`Store.write_episode` every run uses, one write per
 stored session (oldest first, with its trajectories and reward components), the last one also
 carrying the Q-tables (as deltas onto an empty table: ``0 + q`` is ``q`` exactly), the visit
-counts, the patterns, the agents' counters and ε, and the test histories (taken as they are).
+counts, the patterns, the agents' counters and ε, the selector's pending skips (as deltas onto
+an empty table too), and the test histories (taken as they are).
 So the target holds exactly what the source holds; only timestamps of the copy itself
 (``updated_at``, expiry, ``last_active``) are new. The target partitions must be empty, and
 everything is read back and compared after the copy.
@@ -22,6 +23,7 @@ from ..store.base import (
     EpisodeWrite,
     Observation,
     Partition,
+    PendingSkipDelta,
     QDelta,
     Store,
     TrajectoryStep,
@@ -59,10 +61,12 @@ def _agents(store: Store, partition: Partition) -> list[str]:
 def _content(store: Store, partition: Partition) -> dict[str, Any]:
     """Everything a partition holds that the copy must preserve exactly, comparable."""
     agents = _agents(store, partition)
+    snapshot = store.load_snapshot(partition, [])
     return {
         "sessions": store.sessions(partition),
         "rewards": store.rewards(partition),
-        "histories": store.load_snapshot(partition, []).histories,
+        "histories": snapshot.histories,
+        "pending_skips": snapshot.pending_skips,
         "q": {
             a: [
                 (r.state, r.state_text, r.action, r.q, r.visits)
@@ -150,6 +154,11 @@ def _copy_partition(source: Store, target: Store, partition: Partition, ttl_days
                 if rows
             }
             write.patterns = list(content["patterns"])
+            write.pending_skips = [
+                PendingSkipDelta(test_id, state_key, count)
+                for test_id, rows in sorted(content["pending_skips"].items())
+                for state_key, count in sorted(rows.items())
+            ]
             write.agents = [
                 AgentProgress(name, episodes, epsilon, reward_sum, rewards)
                 for name, (episodes, epsilon, reward_sum, rewards) in content["agents"].items()

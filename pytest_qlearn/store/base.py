@@ -19,7 +19,9 @@ from ..history import TestHistory
 from ..qlearner import QEntry
 
 #: Schema version this code writes; a store with a higher one is refused.
-SCHEMA_VERSION = 2  # 2: file_hashes (which test files changed since the last episode)
+#: 2: file_hashes (which test files changed since the last episode);
+#: 3: pending_skips (the selector's skips of deselected tests, until they next run).
+SCHEMA_VERSION = 3
 DEFAULT_TTL_DAYS = 30
 SECONDS_PER_DAY = 86_400.0
 #: Automatic TTL cleanup runs at most this often per project.
@@ -119,6 +121,26 @@ class PatternDelta(NamedTuple):
     hits: int
 
 
+class PendingSkipDelta(NamedTuple):
+    """A change of how many skips of ``test_id``, decided in ``state_key``, wait to be paid
+    back by its next run (+1 a skip, −count when paid back); the store adds it up."""
+
+    test_id: str
+    state_key: str
+    delta: float
+
+
+def merged_pending_skips(
+    deltas: Sequence[PendingSkipDelta],
+) -> list[tuple[tuple[str, str], float]]:
+    """The deltas summed per (test id, state key), in key order (a statement may change a
+    row only once; writers take row locks in one order)."""
+    merged: dict[tuple[str, str], float] = {}
+    for d in deltas:
+        merged[(d.test_id, d.state_key)] = merged.get((d.test_id, d.state_key), 0.0) + d.delta
+    return sorted(merged.items())
+
+
 class RewardEvent(NamedTuple):
     component: str
     value: float | None
@@ -211,6 +233,8 @@ class EpisodeWrite:
     #: (path, content digest) of the test files this run collected: the next run tells
     #: changed test files (always run under a time budget) from unchanged ones.
     file_hashes: list[tuple[str, str]] = field(default_factory=list)
+    #: The selector's pending skips, added up by the store (a count at 0 or below is deleted).
+    pending_skips: list[PendingSkipDelta] = field(default_factory=list)
 
 
 @dataclass
@@ -224,6 +248,8 @@ class Snapshot:
     recent_sessions: list[SessionRecord] = field(default_factory=list)  # newest first
     episodes: int = 0
     file_hashes: dict[str, str] = field(default_factory=dict)  # test file path -> digest
+    #: The selector's pending skips: test id -> {state key at the skip: count}.
+    pending_skips: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialised for pytest-xdist workers, which must not open the store."""
@@ -239,6 +265,7 @@ class Snapshot:
                 "sessions": [asdict(s) for s in self.recent_sessions],
                 "episodes": self.episodes,
                 "file_hashes": self.file_hashes,
+                "pending_skips": self.pending_skips,
             }
         )
 
@@ -256,6 +283,10 @@ class Snapshot:
             recent_sessions=[SessionRecord(**s) for s in data["sessions"]],
             episodes=int(data["episodes"]),
             file_hashes=dict(data.get("file_hashes", {})),
+            pending_skips={
+                test_id: {state: float(count) for state, count in rows.items()}
+                for test_id, rows in data.get("pending_skips", {}).items()
+            },
         )
 
 

@@ -58,6 +58,7 @@ from .base import (
     Store,
     StoreError,
     TrajectoryRecord,
+    merged_pending_skips,
 )
 from .url import password_of, postgres_dsn, redact
 
@@ -206,6 +207,23 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE UNIQUE INDEX IF NOT EXISTS file_hashes_key
             ON file_hashes (partition_key, (md5(path)::uuid))""",
     ),
+    3: (
+        # the selector's skips of deselected tests, until their next run pays them back
+        """CREATE TABLE IF NOT EXISTS pending_skips (
+            partition_key uuid NOT NULL,
+            test_id text NOT NULL,
+            state_key text COLLATE "C" NOT NULL,
+            count double precision NOT NULL,
+            updated_at double precision NOT NULL,
+            expires_at double precision NOT NULL,
+            project text NOT NULL,
+            environment text NOT NULL) WITH (fillfactor = 70)""",
+        # test ids keyed by md5, like test_history
+        """CREATE UNIQUE INDEX IF NOT EXISTS pending_skips_key
+            ON pending_skips (partition_key, (md5(test_id)::uuid), state_key)""",
+        # they were rows of the selector's Q-table before; they go
+        "DELETE FROM q_values WHERE agent = 'selector' AND state_hash LIKE 'selector:pending:%'",
+    ),
 }
 
 _HISTORY_FIELDS = TestHistory._fields
@@ -309,6 +327,15 @@ _UPSERT_HISTORIES = (
     + ", ".join(f"{name} = EXCLUDED.{name}" for name in (*_HISTORY_FIELDS[1:], "updated_at"))
     + ", expires_at = EXCLUDED.expires_at"
 )
+# count = count + Δ; the rows a write brings to 0 or below are deleted next (no row is left
+# there, so only this write's can be).
+_MERGE_PENDING_SKIPS = """
+    INSERT INTO pending_skips AS t (partition_key, project, environment, updated_at,
+        expires_at, test_id, state_key, count)
+    SELECT $1, $2, $3, $4, $5, u.* FROM unnest($6::text[], $7::text[], $8::float8[]) AS u
+    ON CONFLICT (partition_key, (md5(test_id)::uuid), state_key) DO UPDATE SET
+        count = t.count + EXCLUDED.count, updated_at = EXCLUDED.updated_at,
+        expires_at = EXCLUDED.expires_at"""
 _SELECT_HISTORIES = f"SELECT {', '.join(_HISTORY_FIELDS)} FROM test_history WHERE {_PARTITION}"
 _SELECT_SESSIONS = (
     f"SELECT {', '.join(_SESSION_FIELDS)}, count(*) OVER () FROM sessions WHERE {_PARTITION} "
@@ -582,6 +609,11 @@ class PostgresStore(Store):
                     f"SELECT path, digest FROM file_hashes WHERE {_PARTITION}", *key
                 )
             }
+            pending_skips: dict[str, dict[str, float]] = {}
+            for test_id, state_key, count in await conn.fetch(
+                f"SELECT test_id, state_key, count FROM pending_skips WHERE {_PARTITION}", *key
+            ):
+                pending_skips.setdefault(test_id, {})[state_key] = float(count)
         return Snapshot(
             partition=partition,
             histories=histories,
@@ -590,6 +622,7 @@ class PostgresStore(Store):
             recent_sessions=sessions,
             episodes=episodes,
             file_hashes=file_hashes,
+            pending_skips=pending_skips,
         )
 
     @staticmethod
@@ -834,6 +867,18 @@ class PostgresStore(Store):
                 [path for path, _ in write.file_hashes],
                 [digest for _, digest in write.file_hashes],
             )
+        if write.pending_skips:
+            merged = merged_pending_skips(write.pending_skips)
+            await conn.execute(
+                _MERGE_PENDING_SKIPS,
+                *key,
+                now,
+                expires,
+                [test_id for (test_id, _), _ in merged],
+                [state_key for (_, state_key), _ in merged],
+                [delta for _, delta in merged],
+            )
+            await conn.execute(f"DELETE FROM pending_skips WHERE {_PARTITION} AND count <= 0", *key)
 
     async def _merge_histories(
         self,
@@ -894,7 +939,7 @@ class PostgresStore(Store):
             if claim and not await conn.fetchval(_CLAIM_CLEANUP, project, now, interval):
                 return 0
             removed = 0
-            for table in ("q_values", "patterns", "test_history"):
+            for table in ("q_values", "patterns", "test_history", "pending_skips"):
                 status = await conn.execute(
                     f"DELETE FROM {table} WHERE project = $1 "
                     "AND (expires_at < $2 OR updated_at < $3)",

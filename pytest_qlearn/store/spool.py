@@ -39,6 +39,7 @@ from .base import (
     Observation,
     Partition,
     PatternDelta,
+    PendingSkipDelta,
     QDelta,
     RewardEvent,
     SessionRecord,
@@ -50,6 +51,10 @@ FORMAT = 1
 RUN_KIND = "run"  # a spool file of raw results (no "kind": an EpisodeWrite)
 #: At most this many episodes wait per store; beyond, the oldest are dropped (with a warning).
 LIMIT = 100
+#: The selector's pending skips were Q rows ``selector:pending:<state key>:<test id>`` before
+#: schema version 3; episodes spooled then still carry them so.
+_SELECTOR = "selector"
+_OLD_PENDING_PREFIX = _SELECTOR + ":pending:"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 
@@ -79,6 +84,7 @@ def episode_to_json(write: EpisodeWrite) -> str:
             "base_episodes": write.base_episodes,
             "next_histories": [h._asdict() for h in write.next_histories],
             "file_hashes": [list(pair) for pair in write.file_hashes],
+            "pending_skips": [list(p) for p in write.pending_skips],
         },
         ensure_ascii=False,
     )
@@ -91,6 +97,21 @@ def episode_from_json(text: str) -> EpisodeWrite:
 def _episode_from_data(data: dict[str, Any]) -> EpisodeWrite:
     if data.get("format") != FORMAT:
         raise ValueError(f"unknown spool format {data.get('format')!r}")
+    q_deltas = {agent: [QDelta(*d) for d in ds] for agent, ds in data["q_deltas"].items()}
+    pending_skips = [
+        PendingSkipDelta(str(test_id), str(state_key), float(delta))
+        for test_id, state_key, delta in data.get("pending_skips", [])
+    ]
+    # Files spooled before schema version 3 kept the selector's pending skips as Q rows.
+    if _SELECTOR in q_deltas:
+        kept: list[QDelta] = []
+        for d in q_deltas[_SELECTOR]:
+            if not d.state.startswith(_OLD_PENDING_PREFIX):
+                kept.append(d)
+            elif d.action == 1:  # the skip action
+                state_key, _, test_id = d.state[len(_OLD_PENDING_PREFIX) :].partition(":")
+                pending_skips.append(PendingSkipDelta(test_id, state_key, float(d.dq)))
+        q_deltas[_SELECTOR] = kept
     return EpisodeWrite(
         partition=Partition(**data["partition"]),
         session=SessionRecord(**data["session"]),
@@ -106,7 +127,7 @@ def _episode_from_data(data: dict[str, Any]) -> EpisodeWrite:
             for t in data["agent_types"]
         ],
         observations=[Observation(*o) for o in data["observations"]],
-        q_deltas={agent: [QDelta(*d) for d in ds] for agent, ds in data["q_deltas"].items()},
+        q_deltas=q_deltas,
         trajectories=[TrajectoryStep(*t) for t in data["trajectories"]],
         rewards=[RewardEvent(*r) for r in data["rewards"]],
         patterns=[PatternDelta(*p) for p in data["patterns"]],
@@ -114,6 +135,7 @@ def _episode_from_data(data: dict[str, Any]) -> EpisodeWrite:
         base_episodes=data["base_episodes"],
         next_histories=[TestHistory(**h) for h in data["next_histories"]],
         file_hashes=[(str(path), str(digest)) for path, digest in data.get("file_hashes", [])],
+        pending_skips=pending_skips,
     )
 
 

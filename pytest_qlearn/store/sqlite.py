@@ -6,7 +6,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from .base import (
     EpisodeWrite,
     Partition,
     PatternDelta,
+    PendingSkipDelta,
     QTableSummary,
     QValueRecord,
     RewardEvent,
@@ -33,6 +34,7 @@ from .base import (
     Store,
     StoreError,
     TrajectoryRecord,
+    merged_pending_skips,
 )
 
 # Forward-only migrations: version -> statements. Each runs once, in one transaction, and
@@ -149,6 +151,21 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             digest TEXT NOT NULL,
             updated_at REAL NOT NULL,
             PRIMARY KEY (project, environment, path)) WITHOUT ROWID""",
+    ),
+    3: (
+        # the selector's skips of deselected tests, until their next run pays them back
+        """CREATE TABLE IF NOT EXISTS pending_skips (
+            project TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            test_id TEXT NOT NULL,
+            state_key TEXT NOT NULL,
+            count REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (project, environment, test_id, state_key)) WITHOUT ROWID""",
+        # they were rows of the selector's Q-table before; they do not move (they add up
+        # to nothing a run could not learn again): they go
+        "DELETE FROM q_values WHERE agent = 'selector' AND state_hash LIKE 'selector:pending:%'",
     ),
 }
 
@@ -348,6 +365,13 @@ class SqliteStore(Store):
                     "SELECT path, digest FROM file_hashes WHERE project = ? AND environment = ?",
                     key,
                 ).fetchall()
+            ),
+            pending_skips=_pending_skips(
+                conn.execute(
+                    "SELECT test_id, state_key, count FROM pending_skips "
+                    "WHERE project = ? AND environment = ?",
+                    key,
+                )
             ),
         )
 
@@ -630,6 +654,7 @@ class SqliteStore(Store):
                 "digest = excluded.digest, updated_at = excluded.updated_at",
                 [(project, environment, path, digest, now) for path, digest in write.file_hashes],
             )
+            self._merge_pending_skips(write.pending_skips, (project, environment), now, expires)
             conn.execute("COMMIT")
             return True
         except BaseException as exc:
@@ -670,6 +695,30 @@ class SqliteStore(Store):
             rows.append((*key, *updated, now, expires))
         self._upsert_histories(rows)
 
+    def _merge_pending_skips(
+        self,
+        deltas: Sequence[PendingSkipDelta],
+        key: tuple[str, str],
+        now: float,
+        expires: float,
+    ) -> None:
+        """``count = count + Δ``; a count that drops to 0 or below is paid back: deleted."""
+        if not deltas:
+            return
+        merged = merged_pending_skips(deltas)
+        self.conn.executemany(
+            "INSERT INTO pending_skips (project, environment, test_id, state_key, count, "
+            "updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (project, environment, test_id, state_key) DO UPDATE SET "
+            "count = count + excluded.count, updated_at = excluded.updated_at, "
+            "expires_at = excluded.expires_at",
+            [(*key, test_id, state, delta, now, expires) for (test_id, state), delta in merged],
+        )
+        # no row is left at 0 or below, so only this write's can be: one primary-key range
+        self.conn.execute(
+            "DELETE FROM pending_skips WHERE project = ? AND environment = ? AND count <= 0", key
+        )
+
     def _upsert_histories(self, rows: Sequence[tuple[object, ...]]) -> None:
         self.conn.executemany(
             f"INSERT OR REPLACE INTO test_history (project, environment, "
@@ -686,7 +735,7 @@ class SqliteStore(Store):
         conn.execute("BEGIN IMMEDIATE")
         try:
             removed = 0
-            for table in ("q_values", "patterns", "test_history"):
+            for table in ("q_values", "patterns", "test_history", "pending_skips"):
                 removed += conn.execute(
                     f"DELETE FROM {table} WHERE project = ? AND (expires_at < ? OR updated_at < ?)",
                     (project, now, cutoff),
@@ -720,3 +769,11 @@ class SqliteStore(Store):
         if row is not None and now - float(row[0]) < CLEANUP_INTERVAL:
             return 0
         return self.cleanup(project, ttl_days, now)
+
+
+def _pending_skips(rows: Iterable[tuple[str, str, float]]) -> dict[str, dict[str, float]]:
+    """Rows of (test id, state key, count) as test id -> {state key: count}."""
+    out: dict[str, dict[str, float]] = {}
+    for test_id, state_key, count in rows:
+        out.setdefault(test_id, {})[state_key] = float(count)
+    return out
