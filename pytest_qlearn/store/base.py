@@ -211,7 +211,14 @@ class EpisodeAgentStats:
 
 
 #: Orders :meth:`Store.q_values` accepts: Q descending, Q ascending, visits descending, key.
-Q_ORDERS = ("q", "-q", "visits", "key")
+#: ``ORDER BY`` of each order of :meth:`Store.q_values` (the same SQL in every store).
+Q_ORDER_SQL = {
+    "q": "q DESC, state_hash, action",
+    "-q": "q, state_hash, action",
+    "visits": "visits DESC, state_hash, action",
+    "key": "state_hash, action",
+}
+Q_ORDERS = tuple(Q_ORDER_SQL)
 
 
 @dataclass

@@ -39,6 +39,7 @@ from ..qlearner import QEntry
 from .base import (
     CLEANUP_INTERVAL,
     DEFAULT_TTL_DAYS,
+    Q_ORDER_SQL,
     Q_ORDERS,
     SCHEMA_VERSION,
     SECONDS_PER_DAY,
@@ -228,12 +229,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 
 _HISTORY_FIELDS = TestHistory._fields
 _SESSION_FIELDS = tuple(f.name for f in fields(SessionRecord))
-_Q_ORDER_SQL = {
-    "q": "q DESC, state_hash, action",
-    "-q": "q, state_hash, action",
-    "visits": "visits DESC, state_hash, action",
-    "key": "state_hash, action",
-}
 _HISTORY_TYPES = (
     "text",  # test_id
     "integer",  # runs
@@ -664,7 +659,7 @@ class PostgresStore(Store):
         rows = self._fetch(
             "SELECT agent, state_hash, state_text, action, q, visits, updated_at, expires_at "
             f"FROM q_values WHERE {_PARTITION} AND agent = $4 "
-            f"ORDER BY {_Q_ORDER_SQL[order]} LIMIT $5",
+            f"ORDER BY {Q_ORDER_SQL[order]} LIMIT $5",
             *_key(partition),
             agent,
             limit,

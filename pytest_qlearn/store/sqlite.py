@@ -16,6 +16,7 @@ from ..qlearner import QEntry
 from .base import (
     CLEANUP_INTERVAL,
     DEFAULT_TTL_DAYS,
+    Q_ORDER_SQL,
     Q_ORDERS,
     SCHEMA_VERSION,
     SECONDS_PER_DAY,
@@ -171,12 +172,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 
 _HISTORY_FIELDS = TestHistory._fields
 _SESSION_FIELDS = tuple(f.name for f in fields(SessionRecord))
-_Q_ORDER_SQL = {
-    "q": "q DESC, state_hash, action",
-    "-q": "q, state_hash, action",
-    "visits": "visits DESC, state_hash, action",
-    "key": "state_hash, action",
-}
 
 
 class SqliteStore(Store):
@@ -405,7 +400,7 @@ class SqliteStore(Store):
     ) -> list[QValueRecord]:
         if order not in Q_ORDERS:
             raise ValueError(f"order must be one of {', '.join(Q_ORDERS)}")
-        by = _Q_ORDER_SQL[order]
+        by = Q_ORDER_SQL[order]
         rows = self._rows(
             "SELECT agent, state_hash, state_text, action, q, visits, updated_at, expires_at "
             "FROM q_values WHERE project = ? AND environment = ? AND agent = ? "
