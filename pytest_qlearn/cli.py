@@ -137,17 +137,21 @@ def _add_replay(commands: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.add_argument(
         "--seeds",
-        type=_positive_int,
+        type=inspector.positive_int,
         default=1,
         metavar="N",
         help="replay the learner with N seeds and report mean ± sd (default: 1)",
     )
     p.add_argument(
-        "--seed", type=_non_negative_int, default=0, metavar="N", help="first seed (default: 0)"
+        "--seed",
+        type=inspector.non_negative_int,
+        default=0,
+        metavar="N",
+        help="first seed (default: 0)",
     )
     p.add_argument(
         "--random-seeds",
-        type=_positive_int,
+        type=inspector.positive_int,
         default=DEFAULT_RANDOM_SEEDS,
         metavar="N",
         help=f"seeds the random baseline averages over (default: {DEFAULT_RANDOM_SEEDS})",
@@ -176,30 +180,13 @@ def _add_replay(commands: Any) -> None:
     )
     p.add_argument(
         "--split",
-        type=_non_negative_int,
+        type=inspector.non_negative_int,
         default=DEFAULT_SPLIT,
         metavar="N",
         help=f"report the first N cycles against the rest (default: {DEFAULT_SPLIT})",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_replay)
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative")
-    return value
 
 
 def _budgets(text: str) -> tuple[float, ...]:
