@@ -863,3 +863,24 @@ def test_cleanup_forgets_pending_skips_not_touched_for_the_ttl(store: Store) -> 
     assert pending_skips(store) == {"t::used": {"k": 2.0}}
     assert store.cleanup(PARTITION.project, ttl_days=30, now=written + 31 * DAY) == 1
     assert pending_skips(store) == {}
+
+
+def test_cleanup_keeps_the_trajectories_of_the_newest_sessions_only(store: Store) -> None:
+    store.keep_trajectory_sessions = 2
+    other_env = Partition(PARTITION.project, "py3.12")
+    hour_ago = time.time() - 3600  # well inside the TTL: only the cap applies
+    for session_id, started_at, partition in [
+        ("oldest", hour_ago + 100, PARTITION),
+        ("middle", hour_ago + 200, PARTITION),
+        ("newest", hour_ago + 300, PARTITION),
+        ("other-env", hour_ago + 50, other_env),  # alone in its partition: kept
+    ]:
+        w = episode_write(session_id, started_at=started_at, partition=partition)
+        w.trajectories = _steps(AGENT, [1.0, 2.0], [False, True])
+        write(store, w)
+    assert store.cleanup(PARTITION.project, ttl_days=30, now=time.time()) == 2
+    assert {t.session_id for t in store.trajectories(PARTITION, AGENT)} == {"middle", "newest"}
+    assert {t.session_id for t in store.trajectories(other_env, AGENT)} == {"other-env"}
+    # the sessions themselves (the learning curve) are all kept
+    assert [s.session_id for s in store.sessions(PARTITION)] == ["oldest", "middle", "newest"]
+    assert store.cleanup(PARTITION.project, ttl_days=30, now=time.time()) == 0

@@ -26,6 +26,10 @@ DEFAULT_TTL_DAYS = 30
 SECONDS_PER_DAY = 86_400.0
 #: Automatic TTL cleanup runs at most this often per project.
 CLEANUP_INTERVAL = SECONDS_PER_DAY
+#: Cleanup keeps the trajectories of this many newest sessions per partition (and drops
+#: older ones even inside the TTL): they are the bulky per-decision log, one row per test
+#: per run, and a store cached between CI jobs must stay small.
+KEEP_TRAJECTORY_SESSIONS = 100
 
 
 class StoreError(Exception):
@@ -298,10 +302,12 @@ class Snapshot:
 
 
 class Store(ABC):
-    """Where learning persists. Implementations: SQLite (default), PostgreSQL (later)."""
+    """Where learning persists. Implementations: SQLite (default) and PostgreSQL."""
 
     #: The location for people: never contains a password.
     display_url: str
+    #: See :data:`KEEP_TRAJECTORY_SESSIONS`.
+    keep_trajectory_sessions: int = KEEP_TRAJECTORY_SESSIONS
 
     @abstractmethod
     def open(self) -> None:

@@ -956,6 +956,15 @@ class PostgresStore(Store):
                 cutoff,
             )
             removed += _count(status)
+            status = await conn.execute(
+                "DELETE FROM trajectories WHERE session_id IN (SELECT session_id FROM ("
+                "SELECT session_id, row_number() OVER (PARTITION BY partition_key "
+                "ORDER BY started_at DESC, seq DESC) AS newest FROM sessions "
+                "WHERE project = $1) AS s WHERE newest > $2)",
+                project,
+                self.keep_trajectory_sessions,
+            )
+            removed += _count(status)
             if not claim:
                 await conn.execute(
                     "INSERT INTO maintenance AS m (project, last_cleanup) VALUES ($1, $2) "

@@ -745,6 +745,13 @@ class SqliteStore(Store):
                 "WHERE project = ? AND started_at < ?)",
                 (project, cutoff),
             ).rowcount
+            removed += conn.execute(
+                "DELETE FROM trajectories WHERE session_id IN (SELECT session_id FROM ("
+                "SELECT session_id, ROW_NUMBER() OVER (PARTITION BY environment "
+                "ORDER BY started_at DESC, rowid DESC) AS newest FROM sessions "
+                "WHERE project = ?) WHERE newest > ?)",
+                (project, self.keep_trajectory_sessions),
+            ).rowcount
             conn.execute(
                 "INSERT INTO maintenance (project, last_cleanup) VALUES (?, ?) "
                 "ON CONFLICT (project) DO UPDATE SET last_cleanup = excluded.last_cleanup",
