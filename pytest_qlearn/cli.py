@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn
 from rich.table import Table
 
-from .hyperparams import RANGES, ConfigError, Hyperparameters
+from .hyperparams import Hyperparameters, parse_overrides
 from .inspector import commands as inspector
 from .inspector.commands import InspectorUsageError
 from .inspector.data import InspectorError
@@ -211,21 +211,10 @@ def _budgets(text: str) -> tuple[float, ...]:
 
 
 def _hyper(overrides: Sequence[str]) -> Hyperparameters:
-    values: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError("qlearn replay", f"--set {item!r}: expected KEY=VALUE")
-        values[key.strip()] = value.strip()
     try:
-        return Hyperparameters().overridden(**values)
-    except ConfigError as exc:
-        key = exc.key.removeprefix("qlearn_")
-        if key not in RANGES:
-            message = f"--set {key}: unknown hyperparameter, use one of {', '.join(RANGES)}"
-        else:
-            message = f"--set {key}={exc.value}: not valid, allowed is {exc.allowed}"
-        raise UsageError("qlearn replay", message) from None
+        return parse_overrides(overrides)
+    except ValueError as exc:
+        raise UsageError("qlearn replay", str(exc)) from None
 
 
 def _replay(args: argparse.Namespace) -> int:

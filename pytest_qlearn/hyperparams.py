@@ -6,7 +6,9 @@ Pure Python: the plugin, the replay harness and the CLI validate values with the
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -103,3 +105,22 @@ def parse_hyperparameter(key: str, suffix: str, raw: object) -> float | int:
     if not allowed.contains(float(value)):
         raise ConfigError(key, raw, allowed.describe())
     return value
+
+
+def parse_overrides(items: Sequence[str]) -> Hyperparameters:
+    """The defaults with ``KEY=VALUE`` overrides (ini names without ``qlearn_``), as the
+    command line's repeatable ``--set`` gives them. A bad item raises ``ValueError`` with a
+    one-line message naming it and what is allowed."""
+    values: dict[str, Any] = {}  # validated and converted by overridden()
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in RANGES:
+            raise ValueError(
+                f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(RANGES)}"
+            )
+        values[key.strip()] = value.strip()
+    try:
+        return Hyperparameters().overridden(**values)
+    except ConfigError as exc:
+        key = exc.key.removeprefix("qlearn_")
+        raise ValueError(f"--set {key}={exc.value}: allowed is {exc.allowed}") from None

@@ -231,23 +231,17 @@ class QLearnPlugin:
         )
         return write
 
-    def _spool(self, write: EpisodeWrite) -> Path | None:
-        """Keep a write that the store did not take; None (and a warning) if that fails too."""
+    def _spool(self, entry: EpisodeWrite | PendingRun) -> Path | None:
+        """Keep what the store did not take (a learned write, or an offline run's raw
+        results); None (and a warning) if that fails too."""
         if self.spool is None:
             return None
         try:
-            return self.spool.add(write, on_warning=self._warn)
+            if isinstance(entry, PendingRun):
+                return self.spool.add_run(entry, on_warning=self._warn)
+            return self.spool.add(entry, on_warning=self._warn)
         except OSError as exc:
             self._warn(f"cannot spool this run's learning to {self.spool.directory}: {exc}")
-            return None
-
-    def _spool_run(self, run: PendingRun) -> Path | None:
-        if self.spool is None:
-            return None
-        try:
-            return self.spool.add_run(run, on_warning=self._warn)
-        except OSError as exc:
-            self._warn(f"cannot spool this run's results to {self.spool.directory}: {exc}")
             return None
 
     def _seed(self, snapshot: Snapshot) -> int:
@@ -496,17 +490,8 @@ class QLearnPlugin:
         results = self._results()
         if not results:
             return
-        run = PendingRun(
-            partition=self.learning.snapshot.partition,
-            session_id=self.learning.session_id,
-            seed=self.learning.seed,
-            mode=self.mode,
-            started_at=self.started_at,
-            duration=time.perf_counter() - self.started,
-            exit_status=int(pytest.ExitCode.INTERRUPTED),
-            session_failed=True,
-            results=[list(result) for result in results],
-            owner=owner_id(),
+        run = self._pending_run(
+            self.learning, results, int(pytest.ExitCode.INTERRUPTED), True, owner_id()
         )
         try:
             self.spool.add_run(run, on_warning=self._warn)
@@ -514,6 +499,28 @@ class QLearnPlugin:
         except OSError as exc:
             self._next_checkpoint = math.inf
             self._warn(f"cannot save a checkpoint of this run to {self.spool.directory}: {exc}")
+
+    def _pending_run(
+        self,
+        learning: LearningSession,
+        results: list[TestResult],
+        exit_status: int,
+        session_failed: bool,
+        owner: str = "",
+    ) -> PendingRun:
+        """This run's raw results, to be learned by a later run that reaches the store."""
+        return PendingRun(
+            partition=learning.snapshot.partition,
+            session_id=learning.session_id,
+            seed=learning.seed,
+            mode=learning.mode,
+            started_at=self.started_at,
+            duration=time.perf_counter() - self.started,
+            exit_status=exit_status,
+            session_failed=session_failed,
+            results=[list(result) for result in results],
+            owner=owner,
+        )
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_worker or self.learning is None:
@@ -556,17 +563,9 @@ class QLearnPlugin:
                 else:
                     self._store_failed(exc, "write", self._spool(write))
         else:  # offline from the start: the results wait in the spool, to be learned later
-            spooled = self._spool_run(
-                PendingRun(
-                    partition=write.partition,
-                    session_id=write.session.session_id,
-                    seed=write.session.seed,
-                    mode=write.session.mode,
-                    started_at=write.session.started_at,
-                    duration=write.session.duration,
-                    exit_status=write.session.exit_status,
-                    session_failed=exitstatus in _FAILED_SESSION,
-                    results=[list(result) for result in results],
+            spooled = self._spool(
+                self._pending_run(
+                    self.learning, results, int(exitstatus), exitstatus in _FAILED_SESSION
                 )
             )
             if spooled is not None:

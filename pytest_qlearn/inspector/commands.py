@@ -25,7 +25,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..hyperparams import RANGES, ConfigError, Hyperparameters
+from ..hyperparams import RANGES, ConfigError, Hyperparameters, parse_overrides
 from ..settings import DATABASE_URL_ENV, DEFAULT_ENVIRONMENT, MAX_NAME_LENGTH, default_project
 from ..store import Store, StoreError, open_store
 from ..store.base import DEFAULT_TTL_DAYS, Q_ORDERS, Partition
@@ -779,17 +779,7 @@ def _import_junit(args: argparse.Namespace) -> int:
 
 
 def _hyperparameters(overrides: list[str], prog: str) -> Hyperparameters:
-    values: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key.strip() not in RANGES:
-            raise InspectorUsageError(
-                prog, f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(RANGES)}"
-            )
-        values[key.strip()] = value.strip()
     try:
-        return Hyperparameters().overridden(**values)
-    except ConfigError as exc:
-        raise InspectorUsageError(
-            prog, f"--set {exc.key.removeprefix('qlearn_')}={exc.value}: allowed is {exc.allowed}"
-        ) from None
+        return parse_overrides(overrides)
+    except ValueError as exc:
+        raise InspectorUsageError(prog, str(exc)) from None
