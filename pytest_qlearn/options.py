@@ -84,6 +84,15 @@ def add_options(parser: pytest.Parser) -> None:
         help="run only the tests that fit this time budget, picked by the selector agent "
         "(ini qlearn_budget); failed-last-time, new and qlearn_always tests always run",
     )
+    group.addoption(
+        "--qlearn-cov",
+        action="store_true",
+        dest="qlearn_cov",
+        default=None,
+        help="trace per-test coverage (coverage.py), re-tracing only what the coverage-tracer "
+        "agent expects to have changed; tests covering changed code rank and run first "
+        "(ini qlearn_cov)",
+    )
     parser.addini("qlearn", type="bool", default=False, help="enable pytest-qlearn")
     parser.addini("qlearn_db", type="string", default="", help="store URL (see --qlearn-db)")
     parser.addini("qlearn_env", type="string", default="", help="environment partition")
@@ -133,6 +142,12 @@ def add_options(parser: pytest.Parser) -> None:
         "qlearn_budget", type="string", default="", help="time budget (see --qlearn-budget)"
     )
     parser.addini(
+        "qlearn_cov",
+        type="string",  # validated in settings: pytest's bool type crashes on a bad value
+        default="",
+        help="true: per-test coverage as with --qlearn-cov (false)",
+    )
+    parser.addini(
         "qlearn_full_run_every",
         type="string",  # validated in settings, like the other numbers
         default="",
@@ -169,6 +184,8 @@ def read_settings(config: pytest.Config) -> Settings:
         cli_budget=config.getoption("qlearn_budget"),
         ini_budget=ini("qlearn_budget"),
         ini_full_run_every=ini("qlearn_full_run_every"),
+        cli_cov=config.getoption("qlearn_cov"),
+        ini_cov=ini("qlearn_cov"),
         rootpath=config.rootpath,
     )
     try:

@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 
 from . import budget as qbudget
+from . import coverage_plugin as qcov
+from . import coverage_tracer as ct
 from . import hookspecs, junit, report
 from . import prioritizer as prio
 from . import selector as sel
@@ -30,11 +32,12 @@ from .changes import file_digests
 from .history import FAILED, PASSED, SKIPPED
 from .options import add_options, read_settings
 from .reports import ReportContext, build_document, write_reports
+from .reports.text import coverage_facts
 from .rewards import RewardCalculator
 from .session import EpisodeSummary, LearningSession, Ranking, TestResult, default_registry
 from .settings import Settings
 from .store import SchemaTooNewError, Snapshot, Store, StoreError, open_store
-from .store.base import EpisodeWrite, Partition
+from .store.base import CoverageSnapshot, EpisodeWrite, Partition
 from .store.spool import PendingRun, Spool, owner_id, spool_directory
 from .store.url import StoreUrl, redact
 
@@ -77,9 +80,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     plugin.close()
     config.pluginmanager.unregister(plugin, PLUGIN_NAME)
-    worker = config.pluginmanager.get_plugin(WORKER_PLUGIN_NAME)
-    if worker is not None:
-        config.pluginmanager.unregister(worker, WORKER_PLUGIN_NAME)
+    for name in (WORKER_PLUGIN_NAME, qcov.PLUGIN_NAME):
+        other = config.pluginmanager.get_plugin(name)
+        if other is not None:
+            config.pluginmanager.unregister(other, name)
     del config.stash[plugin_key]
 
 
@@ -148,6 +152,9 @@ class QLearnPlugin:
         self._next_checkpoint = time.monotonic() + interval if interval > 0 else math.inf
         self._checkpointed = False
         self._snapshot_dir: Path | None = None
+        #: ``--qlearn-cov`` for this session, once the store's maps are loaded.
+        self.coverage: qcov.CoverageRun | None = None
+        self.coverage_line = ""
         #: Why a --qlearn-budget selects nothing this run (-k, -m, --lf, node ids), or None.
         self.budget_off = qbudget.narrowed_by(config) if settings.budget is not None else None
 
@@ -166,6 +173,9 @@ class QLearnPlugin:
         self.mode = data.get("mode", self.mode)  # "observe" when the controller is offline
         snapshot = Snapshot.from_json(Path(data["snapshot"]).read_text(encoding="utf-8"))
         self.learning = self._learning_session(snapshot, int(data["seed"]), data["session_id"])
+        if data.get("coverage"):
+            stored = CoverageSnapshot.from_json(Path(data["coverage"]).read_text(encoding="utf-8"))
+            self._start_coverage(stored, snapshot.file_hashes)
 
     def _start_controller(self) -> None:
         for message in self.settings.warnings:
@@ -185,10 +195,9 @@ class QLearnPlugin:
             self.replayed = self.spool.replay(
                 self.store, self.settings.ttl_days, self._warn, relearn=self._relearn
             )
-            snapshot = self.store.load_snapshot(
-                Partition(self.settings.project, self.settings.environment),
-                [prio.NAME, sel.NAME],
-            )
+            partition = Partition(self.settings.project, self.settings.environment)
+            snapshot = self.store.load_snapshot(partition, self._agents())
+            stored = self.store.load_coverage(partition) if self.settings.coverage else None
         # Exception, not only StoreError/OSError: whatever goes wrong in the store (a driver
         # error, a bug of ours) must not break the user's test run (safety contract)
         except Exception as exc:
@@ -202,6 +211,23 @@ class QLearnPlugin:
         self.store_status = f"loaded {len(snapshot.histories)} test histories"
         seed = self._seed(snapshot)
         self.learning = self._learning_session(snapshot, seed, None)
+        if stored is not None:
+            self._start_coverage(stored, snapshot.file_hashes)
+
+    def _agents(self) -> list[str]:
+        """The agents whose Q-tables a run loads."""
+        return [prio.NAME, sel.NAME, *([ct.NAME] if self.settings.coverage else [])]
+
+    def _start_coverage(self, stored: CoverageSnapshot, file_hashes: dict[str, str]) -> None:
+        assert self.learning is not None
+        self.coverage = qcov.CoverageRun(
+            self.config, stored, dict(file_hashes), learns=not self.is_worker
+        )
+        self.learning.previous_coverage_percent = stored.last_percent
+        self.config.pluginmanager.register(self.coverage, qcov.PLUGIN_NAME)
+        if not self.is_worker:
+            for message in self.coverage.messages:
+                self._warn(message)
 
     def _start_offline(self) -> None:
         """The store cannot be reached: keep collection order (observe mode) and rank from an
@@ -218,7 +244,7 @@ class QLearnPlugin:
         """Learn an offline run's results against the store as it is now, as if that run
         had reached it (its episode number and deltas then fit the stored table)."""
         assert self.store is not None
-        snapshot = self.store.load_snapshot(run.partition, [prio.NAME, sel.NAME])
+        snapshot = self.store.load_snapshot(run.partition, self._agents())
         learning = self._learning_session(snapshot, run.seed, run.session_id)
         learning.mode = run.mode
         write, _ = learning.finish(
@@ -281,6 +307,8 @@ class QLearnPlugin:
         return registry
 
     def close(self) -> None:
+        if self.coverage is not None:
+            self.coverage.close()
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -337,8 +365,13 @@ class QLearnPlugin:
             (self._snapshot_dir / "snapshot.json").write_text(
                 self.learning.snapshot_json(), encoding="utf-8"
             )
+            if self.coverage is not None:
+                (self._snapshot_dir / "coverage.json").write_text(
+                    self.coverage.stored.to_json(), encoding="utf-8"
+                )
         node.workerinput[WORKERINPUT_KEY] = {
             "snapshot": str(self._snapshot_dir / "snapshot.json"),
+            "coverage": "" if self.coverage is None else str(self._snapshot_dir / "coverage.json"),
             "seed": self.learning.seed,
             "session_id": self.learning.session_id,
             "mode": self.mode,
@@ -362,6 +395,10 @@ class QLearnPlugin:
             off = "nothing learned to select with"
         observe = self.mode == "observe"
         notes = [] if budget is None else [report.budget_header(budget.text, off, observe)]
+        if self.coverage is not None:
+            notes.append(self.coverage.header())
+        elif self.settings.coverage:
+            notes.append("qlearn: coverage features are off: the store could not be read")
         if self.learning is None or self.store is None:
             return [
                 f"qlearn: store {self.store_display} {self.store_status}; collection order",
@@ -381,6 +418,8 @@ class QLearnPlugin:
     ) -> None:
         if self.learning is None or not items:
             return
+        if self.coverage is not None:
+            self.coverage.prepare(self.learning, items)
         refs = [
             prio.TestRef(item.nodeid, *_groups(item), index) for index, item in enumerate(items)
         ]
@@ -529,6 +568,9 @@ class QLearnPlugin:
         if not results:
             self.store_status = "nothing ran, nothing learned"
             return
+        coverage_write, percent = None, None
+        if self.coverage is not None:
+            coverage_write, percent = self.coverage.learn(self.learning)
         write, summary = self.learning.finish(
             results,
             started_at=self.started_at,
@@ -536,13 +578,20 @@ class QLearnPlugin:
             exit_status=int(exitstatus),
             session_failed=exitstatus in _FAILED_SESSION,
             riskiest=5 if self._detailed_report(session.config) else 0,
+            coverage_percent=percent,
         )
         self.summary = summary
         # what the test files look like now, so the next run can tell which ones changed
         root = session.config.rootpath
-        write.file_hashes = sorted(
-            file_digests({root / r.test_id.split("::", 1)[0] for r in results}, root).items()
-        )
+        hashes = file_digests({root / r.test_id.split("::", 1)[0] for r in results}, root)
+        if self.coverage is not None:
+            hashes.update(self.coverage.file_hashes_now())  # and the code the tests cover
+            write.coverage = coverage_write
+            self.coverage_line = self.coverage.summary(percent)
+            summary.coverage = self.coverage.report(
+                percent, self.learning.previous_coverage_percent
+            )
+        write.file_hashes = sorted(hashes.items())
         if self.store is not None:
             try:
                 written = False
@@ -616,6 +665,9 @@ class QLearnPlugin:
                 terminalreporter.write_line(line)
             for line in report.budget_lines(summary.budget):
                 terminalreporter.write_line(line)
+            if summary.coverage is not None:
+                for label, value in coverage_facts(summary.coverage.as_dict()):
+                    terminalreporter.write_line(f"coverage, {label}: {value}")
             if self.first_failure_after is not None:
                 terminalreporter.write_line(
                     f"first failure reported after {self.first_failure_after:.2f}s of wall time"
@@ -624,6 +676,8 @@ class QLearnPlugin:
             terminalreporter.write_line(report.summary_line(summary, self.store_status))
             if summary.budget is not None:
                 terminalreporter.write_line(report.budget_line(summary.budget))
+            if self.coverage_line:
+                terminalreporter.write_line(f"qlearn: {self.coverage_line}")
 
 
 def _groups(item: pytest.Item) -> tuple[str, str | None]:

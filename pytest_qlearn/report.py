@@ -103,6 +103,8 @@ def budget_lines(b: BudgetSummary | None) -> list[str]:
         f"  estimated: {b.estimated_selected:.2f}s selected of {b.estimated_total:.2f}s "
         f"for all tests; actual time of the selected tests {b.actual_time:.2f}s",
     ]
+    if b.always_run:
+        lines.append("  always run: " + ", ".join(f"{n} {why}" for why, n in b.always_run))
     if b.always_over_budget:
         lines.append("  the always-run tests alone are estimated over the budget: ran only those")
     return lines

@@ -19,7 +19,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 
 #: Why a component can be unavailable in this version (shown in reports, never faked).
 UNAVAILABLE_BECAUSE: dict[str, str] = {
-    "coverage_gain": "needs coverage (--qlearn-cov, not in this version)",
+    "coverage_gain": "needs --qlearn-cov on this run and on an earlier one",
     "cost_efficiency": "needs a budget (--qlearn-budget) or reruns (--qlearn-reruns, not yet)",
 }
 

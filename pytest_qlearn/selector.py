@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -53,11 +54,12 @@ FAILED_LAST = "failed last time"
 NEW = "new test"
 MARKED = "marked qlearn_always"
 CHANGED = "test file changed"
+COVERS_CHANGED = "covers changed code"
 FULL_RUN = "full run"
 FITS = "fits the budget"
 DECLINED = "selector chose skip"
 OVER = "over the budget"
-ALWAYS = (FAILED_LAST, NEW, CHANGED, MARKED)
+ALWAYS = (FAILED_LAST, NEW, CHANGED, COVERS_CHANGED, MARKED)
 #: How far (in failures caught per run) running must be expected to lose before the greedy
 #: choice is to decline a test that fits.
 DECLINE_MARGIN = 0.05
@@ -212,6 +214,8 @@ class BudgetSummary:
     always_over_budget: bool
     missed: tuple[str, ...] = ()  # observe: failing tests the budget would have deselected
     saved: float = 0.0  # observe: seconds the deselected tests took
+    #: How many tests ran because they always run, per reason (failed last time, new...).
+    always_run: tuple[tuple[str, int], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -228,6 +232,7 @@ class BudgetSummary:
             "always_over_budget": self.always_over_budget,
             "missed": list(self.missed),
             "saved": self.saved,
+            "always_run": dict(self.always_run),
         }
 
 
@@ -270,7 +275,10 @@ class Selector(Agent):
 
     @staticmethod
     def always_reason(
-        history: TestHistory | None, marked: bool, changed: bool = False
+        history: TestHistory | None,
+        marked: bool,
+        changed: bool = False,
+        covers_changed: bool = False,
     ) -> str | None:
         if history is None or history.is_new:
             return NEW
@@ -278,6 +286,8 @@ class Selector(Agent):
             return FAILED_LAST
         if changed:
             return CHANGED
+        if covers_changed:
+            return COVERS_CHANGED
         if marked:
             return MARKED
         return None
@@ -291,10 +301,12 @@ class Selector(Agent):
         *,
         marked: Collection[str] = (),
         changed: Collection[str] = (),
+        covering_changed: Collection[str] = (),
         full_run: bool = False,
     ) -> Selection:
-        """The tests that run, walking ``order`` (the prioritizer's ranking). ``marked`` and
-        ``changed`` (tests whose file changed since the last episode) always run."""
+        """The tests that run, walking ``order`` (the prioritizer's ranking). ``marked``,
+        ``changed`` (tests whose file changed since the last episode) and
+        ``covering_changed`` (tests that execute changed code, ``--qlearn-cov``) always run."""
         estimates, median = estimate_durations(order, histories)
         total = sum(estimates.values())
         selection = Selection(budget, budget.resolve(total), total, median, full_run=full_run)
@@ -302,7 +314,10 @@ class Selector(Agent):
             selection.choices = [Choice(t, True, FULL_RUN, estimates[t]) for t in order]
             return selection
         reasons = {
-            t: self.always_reason(histories.get(t), t in marked, t in changed) for t in order
+            t: self.always_reason(
+                histories.get(t), t in marked, t in changed, t in covering_changed
+            )
+            for t in order
         }
         used = sum(estimates[t] for t, reason in reasons.items() if reason is not None)
         for test_id in order:
@@ -435,6 +450,7 @@ def summarise(
     picked = {c.test_id for c in selection.selected}
     failing = {t for t, (v, _) in verdicts.items() if v == FAILED}
     left_out = [c.test_id for c in selection.deselected]
+    always = Counter(c.reason for c in selection.selected if c.reason in ALWAYS)
     return BudgetSummary(
         budget=selection.budget.text,
         budget_seconds=selection.budget_seconds,
@@ -449,4 +465,5 @@ def summarise(
         always_over_budget=selection.always_over_budget,
         missed=tuple(t for t in left_out if t in failing) if observe else (),
         saved=sum(verdicts[t][1] for t in left_out if t in verdicts) if observe else 0.0,
+        always_run=tuple(sorted(always.items())),
     )

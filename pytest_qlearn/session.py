@@ -14,10 +14,12 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from . import coverage_tracer as ct
 from . import metrics
 from . import prioritizer as prio
 from . import selector as sel
 from .agents import AgentRegistry, AgentType
+from .coverage_map import CoverageMap, CoverageSummary
 from .history import FAILED, PASSED, SKIPPED, TestHistory
 from .hyperparams import Hyperparameters
 from .ordering import locality_order
@@ -43,6 +45,7 @@ def default_registry(hyper: Hyperparameters | None = None) -> AgentRegistry:
     registry = AgentRegistry()
     registry.register(prio.agent_type(hyper))
     registry.register(sel.agent_type(hyper))
+    registry.register(ct.agent_type(hyper))
     return registry
 
 
@@ -93,6 +96,8 @@ class EpisodeSummary:
     recent_sessions: list[SessionRecord] = field(default_factory=list)
     #: What the time budget did (``--qlearn-budget``), None when no budget was applied.
     budget: sel.BudgetSummary | None = None
+    #: What ``--qlearn-cov`` did, None when it was not asked for.
+    coverage: CoverageSummary | None = None
 
 
 @dataclass
@@ -148,6 +153,27 @@ class LearningSession:
         )
         #: The budget's selection, when one was made (or handed over by a pytest-xdist worker).
         self.selection: sel.Selection | None = None
+        tracer_type = (
+            self.registry.get(ct.NAME) if ct.NAME in self.registry else ct.agent_type(hyper)
+        )
+        tracer_state = snapshot.agent_states.get(ct.NAME)
+        self.tracer_learner = QLearner(
+            ct.NAME,
+            tracer_type.n_actions,
+            tracer_type.hyper,
+            random.Random(f"{seed}:{ct.NAME}"),
+            episodes=tracer_state.episodes if tracer_state else 0,
+        )
+        self.tracer_learner.load(snapshot.q_entries.get(ct.NAME, ()))
+        #: The coverage-tracer agent (``--qlearn-cov``), and what its traces taught it.
+        self.tracer = ct.CoverageTracer(self.tracer_learner, self.rewards, tracer_type)
+        self.trace_outcome: ct.TraceOutcome | None = None
+        #: Tests whose covered code changed since the last coverage episode (``--qlearn-cov``):
+        #: a budget always runs them.
+        self.covering_changed: frozenset[str] = frozenset()
+        #: The previous coverage run's total line coverage, for the coverage-gain reward.
+        self.previous_coverage_percent: float | None = None
+        self.tracer_readable: dict[str, str] = {}
         # the learners now hold the Q-tables; do not keep a second copy alive
         snapshot.q_entries = {}
         self.epsilon = self.learner.epsilon
@@ -164,6 +190,7 @@ class LearningSession:
             q_entries={
                 prio.NAME: self.learner.entries(),
                 sel.NAME: self.selector_learner.entries(),
+                ct.NAME: self.tracer_learner.entries(),
             },
             agent_states=self.snapshot.agent_states,
             recent_sessions=self.snapshot.recent_sessions,
@@ -207,9 +234,43 @@ class LearningSession:
             budget,
             marked=marked,
             changed=changed,
+            covering_changed=self.covering_changed,
             full_run=full_run,
         )
         return self.selection
+
+    def decide_traces(
+        self,
+        test_ids: Collection[str],
+        maps: dict[str, CoverageMap],
+        stale: dict[str, set[str]],
+        *,
+        own_changed: Collection[str] = (),
+        unreadable: Collection[str] = (),
+    ) -> dict[str, ct.TraceDecision]:
+        """The coverage-tracer's decision for every test (``--qlearn-cov``)."""
+        return self.tracer.decide(
+            test_ids,
+            maps,
+            stale,
+            own_changed=own_changed,
+            unreadable=unreadable,
+            episode=self.episode,
+        )
+
+    def learn_traces(
+        self,
+        decisions: dict[str, ct.TraceDecision],
+        old_maps: dict[str, CoverageMap],
+        new_maps: dict[str, CoverageMap],
+    ) -> ct.TraceOutcome:
+        """Teach the coverage-tracer what this run's traces found (before :meth:`finish`)."""
+        for decision in decisions.values():
+            state = decision.state
+            if state is not None and not self.tracer_learner.knows(state.key):
+                self.tracer_readable[state.key] = state.readable
+        self.trace_outcome = self.tracer.learn(decisions, old_maps, new_maps)
+        return self.trace_outcome
 
     # -- learning --------------------------------------------------------------------------
     def finish(
@@ -221,11 +282,13 @@ class LearningSession:
         exit_status: int,
         session_failed: bool = False,
         riskiest: int = 5,
+        coverage_percent: float | None = None,
     ) -> tuple[EpisodeWrite, EpisodeSummary]:
         """Learn from the results and build the store write and the report summary.
 
         ``riskiest`` is how many of the riskiest tests the summary lists; 0 skips estimating
-        every test again when no detailed report will show them.
+        every test again when no detailed report will show them. ``coverage_percent``: this
+        run's total line coverage (``--qlearn-cov``), compared with the previous episode's.
         """
         histories = self.snapshot.histories
         by_id = {r.test_id: r for r in results}
@@ -340,6 +403,8 @@ class LearningSession:
                 session_failed=session_failed,
                 budget_seconds=budget_seconds,
                 budget_used=budget_used,
+                coverage_percent=coverage_percent,
+                previous_coverage_percent=self.previous_coverage_percent,
             )
         )
         session = SessionRecord(
@@ -388,6 +453,16 @@ class LearningSession:
                 for (state, action), (dq, dn) in self.selector_learner.take_deltas().items()
             ]
             write.pending_skips = selector_learning.pending
+        if self.trace_outcome is not None:
+            self.tracer_learner.end_episode()
+            write.q_deltas[ct.NAME] = [
+                QDelta(state, self.tracer_readable.get(state, ""), action, dq, int(dn))
+                for (state, action), (dq, dn) in self.tracer_learner.take_deltas().items()
+            ]
+            tracer_stats = self.tracer_learner.statistics()
+            write.agents.append(
+                AgentProgress(ct.NAME, 1, self.tracer_learner.epsilon, tracer_stats.mean_reward, 1)
+            )
         if selection is not None:
             selector_stats = self.selector_learner.statistics()
             write.agents.append(

@@ -57,6 +57,8 @@ class Settings:
     budget: Budget | None = None
     #: With a budget, every N-th episode runs everything (0: never).
     full_run_every: int = 0
+    #: Per-test coverage (``--qlearn-cov``).
+    coverage: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class RawOptions:
     cli_budget: str | None = None
     ini_budget: str | None = None
     ini_full_run_every: str | None = None
+    cli_cov: bool | None = None
+    ini_cov: str | None = None
     rootpath: Path = Path()
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
@@ -228,6 +232,7 @@ def resolve(raw: RawOptions) -> Settings:
         step_summary=step_summary,
         budget=budget,
         full_run_every=full_run_every,
+        coverage=bool(raw.cli_cov) or _flag("qlearn_cov", raw.ini_cov),
     )
 
 

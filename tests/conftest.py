@@ -100,7 +100,11 @@ class PgInstance:
     def _run(self, program: str, *args: str | Path, check: bool = True) -> None:
         proc = subprocess.run(
             [str(self.bin / program), *map(str, args)],
+            # drop root's groups too: a directory closed to its group (/root at 0705) would
+            # otherwise stop the unprivileged user on the way to the binaries
             user=self.user,
+            group=self.user,
+            extra_groups=[] if self.user is not None else None,
             cwd=self.root,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

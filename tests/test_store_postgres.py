@@ -53,6 +53,8 @@ TABLES = {
     "maintenance",
     "file_hashes",
     "pending_skips",
+    "coverage_maps",
+    "coverage_runs",
     "qlearn_schema",
 }
 
@@ -203,7 +205,7 @@ def test_a_version_2_schema_is_migrated_losing_the_selectors_pending_rows_only(
     # as a pytest-qlearn of schema version 2 left it
     pg_execute(pg_url, "DROP TABLE pending_skips", "DELETE FROM qlearn_schema WHERE version > 2")
     with opened(pg_url) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 3
+        assert store.schema_version() == SCHEMA_VERSION == 4
         snapshot = store.load_snapshot(PARTITION, ["selector"])
         assert [(e.state, e.action, e.q) for e in snapshot.q_entries["selector"]] == [
             ("k1", 0, 0.5)

@@ -120,6 +120,8 @@ def build_document(summary: EpisodeSummary, context: ReportContext) -> Document:
         "progress": _progress(summary.recent_sessions, session),
         # only when --qlearn-budget applied (selected or observed)
         **({} if summary.budget is None else {"budget": summary.budget.as_dict()}),
+        # only with --qlearn-cov
+        **({} if summary.coverage is None else {"coverage": summary.coverage.as_dict()}),
     }
 
 

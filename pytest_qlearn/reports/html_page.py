@@ -161,7 +161,9 @@ def render_html(doc: Document) -> str:
     ]
     out += _this_run(doc, session, learner, orders)
     if "budget" in doc:
-        out += _budget(doc["budget"])
+        out += _facts("Time budget", text.budget_facts(doc["budget"]))
+    if "coverage" in doc:
+        out += _facts("Coverage", text.coverage_facts(doc["coverage"]))
     out += _failures(tests)
     out += _reward(doc["episode_reward"])
     out += _progress(doc["progress"])
@@ -237,12 +239,9 @@ def _this_run(
     return out
 
 
-def _budget(budget: dict[str, Any]) -> list[str]:
-    out = ["<h2>Time budget</h2>", "<table><tbody>"]
-    out += [
-        f'<tr><th scope="row">{escape(k)}</th><td>{escape(v)}</td></tr>'
-        for k, v in text.budget_facts(budget)
-    ]
+def _facts(title: str, facts: list[tuple[str, str]]) -> list[str]:
+    out = [f"<h2>{escape(title)}</h2>", "<table><tbody>"]
+    out += [f'<tr><th scope="row">{escape(k)}</th><td>{escape(v)}</td></tr>' for k, v in facts]
     out.append("</tbody></table>")
     return out
 

@@ -112,6 +112,13 @@ def render_markdown(doc: Document) -> str:
             [[escape(label), escape(value)] for label, value in text.budget_facts(doc["budget"])],
         )
 
+    if "coverage" in doc:
+        out += ["", "### Coverage", ""]
+        out += table(
+            ["", "value"],
+            [[escape(k), escape(v)] for k, v in text.coverage_facts(doc["coverage"])],
+        )
+
     failed = [t for t in tests if t["verdict"] == "failed"]
     out += ["", f"### Failures found: {len(failed)}"]
     if failed:

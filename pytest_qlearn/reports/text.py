@@ -50,9 +50,44 @@ def budget_facts(budget: dict[str, Any]) -> list[tuple[str, str]]:
         ("actual time", f"{budget['actual_time']:.2f}s"),
         ("failures caught", f"{budget['caught']} of {budget['failures']}"),
     ]
+    always = budget.get("always_run") or {}
+    if always:
+        facts.append(("always run", ", ".join(f"{n} {why}" for why, n in always.items())))
     if budget["always_over_budget"]:
         facts.append(("note", "the always-run tests alone exceed the budget; ran only those"))
     if budget["mode"] == "observe":
         facts.append(("would save", f"{budget['saved']:.2f}s"))
         facts.append(("would miss", ", ".join(budget["missed"]) or "no failure"))
+    return facts
+
+
+def coverage_facts(coverage: dict[str, Any]) -> list[tuple[str, str]]:
+    """The coverage section's rows (label, value), from the report document's ``coverage``."""
+    facts = [("mode", f"{coverage['mode']} ({coverage['why']})")]
+    if coverage["mode"] == "off":
+        return facts
+    facts.append(("tests traced", f"{coverage['traced']} of {coverage['tests']}"))
+    facts.append(("new information", f"{coverage['new_information']} map(s) changed"))
+    percent, previous = coverage["percent"], coverage["previous_percent"]
+    if percent is not None:
+        was = "" if previous is None else f" (previous run {previous:.1f}%)"
+        facts.append(("line coverage", f"{percent:.1f}% of the covered files{was}"))
+    changed = coverage["changed_files"]
+    shown = ", ".join(changed[:10]) + (
+        f" and {len(changed) - 10} more" if len(changed) > 10 else ""
+    )
+    facts.append(
+        (
+            "changed files",
+            f"{len(changed)} ({coverage['change_source']}){': ' if changed else ''}" + shown,
+        )
+    )
+    facts.append(("tests covering them", str(coverage["covering_changed"])))
+    if coverage["unique_lines"]:
+        facts.append(
+            (
+                "most lines only they cover",
+                ", ".join(f"{u['test_id']} ({u['lines']})" for u in coverage["unique_lines"]),
+            )
+        )
     return facts

@@ -20,8 +20,9 @@ from ..qlearner import QEntry
 
 #: Schema version this code writes; a store with a higher one is refused.
 #: 2: file_hashes (which test files changed since the last episode);
-#: 3: pending_skips (the selector's skips of deselected tests, until they next run).
-SCHEMA_VERSION = 3
+#: 3: pending_skips (the selector's skips of deselected tests, until they next run);
+#: 4: coverage_maps and coverage_runs (``--qlearn-cov``).
+SCHEMA_VERSION = 4
 DEFAULT_TTL_DAYS = 30
 SECONDS_PER_DAY = 86_400.0
 #: Automatic TTL cleanup runs at most this often per project.
@@ -226,6 +227,44 @@ Q_ORDERS = tuple(Q_ORDER_SQL)
 
 
 @dataclass
+class CoverageSnapshot:
+    """What ``--qlearn-cov`` starts from: every stored per-test map (still encoded: a corrupt
+    one is the engine's to handle) and what the newest coverage run recorded."""
+
+    #: test id -> (the map as :meth:`CoverageMap.to_json` wrote it, the episode that traced it)
+    maps: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: The git commit of the newest run with coverage, and its files with uncommitted changes.
+    last_commit: str | None = None
+    last_dirty: tuple[str, ...] = ()
+    last_percent: float | None = None
+
+    def to_json(self) -> str:
+        """Serialised for pytest-xdist workers, which must not open the store."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> CoverageSnapshot:
+        data: dict[str, Any] = json.loads(text)
+        return cls(
+            maps={t: (str(m), int(e)) for t, (m, e) in data["maps"].items()},
+            last_commit=data["last_commit"],
+            last_dirty=tuple(data["last_dirty"]),
+            last_percent=data["last_percent"],
+        )
+
+
+@dataclass
+class CoverageWrite:
+    """A coverage run's part of the episode write: the maps it traced (test id, map JSON,
+    episode), the commit and uncommitted files it ran on, its total line coverage."""
+
+    maps: list[tuple[str, str, int]] = field(default_factory=list)
+    commit: str | None = None
+    dirty: list[str] = field(default_factory=list)
+    percent: float | None = None
+
+
+@dataclass
 class EpisodeWrite:
     partition: Partition
     session: SessionRecord
@@ -246,6 +285,8 @@ class EpisodeWrite:
     file_hashes: list[tuple[str, str]] = field(default_factory=list)
     #: The selector's pending skips, added up by the store (a count at 0 or below is deleted).
     pending_skips: list[PendingSkipDelta] = field(default_factory=list)
+    #: With ``--qlearn-cov``: the maps traced this run and the run's coverage facts.
+    coverage: CoverageWrite | None = None
 
 
 @dataclass
@@ -316,6 +357,10 @@ class Store(ABC):
     @abstractmethod
     def load_snapshot(self, partition: Partition, agents: Sequence[str]) -> Snapshot:
         """Everything learned so far in ``partition`` for these agents."""
+
+    @abstractmethod
+    def load_coverage(self, partition: Partition) -> CoverageSnapshot:
+        """The stored coverage maps of ``partition`` and its newest coverage run's facts."""
 
     @abstractmethod
     def write_episode(self, write: EpisodeWrite, ttl_days: float = DEFAULT_TTL_DAYS) -> bool:

@@ -45,6 +45,8 @@ from .base import (
     SECONDS_PER_DAY,
     AgentProgress,
     AgentState,
+    CoverageSnapshot,
+    CoverageWrite,
     EpisodeAgentStats,
     EpisodeWrite,
     Partition,
@@ -224,6 +226,31 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             ON pending_skips (partition_key, (md5(test_id)::uuid), state_key)""",
         # they were rows of the selector's Q-table before; they go
         "DELETE FROM q_values WHERE agent = 'selector' AND state_hash LIKE 'selector:pending:%'",
+    ),
+    4: (
+        # --qlearn-cov: each test's coverage map (JSON, with its files' digests) ...
+        """CREATE TABLE IF NOT EXISTS coverage_maps (
+            partition_key uuid NOT NULL,
+            test_id text NOT NULL,
+            data text NOT NULL,
+            traced_episode integer NOT NULL,
+            updated_at double precision NOT NULL,
+            project text NOT NULL,
+            environment text NOT NULL)""",
+        """CREATE UNIQUE INDEX IF NOT EXISTS coverage_maps_key
+            ON coverage_maps (partition_key, (md5(test_id)::uuid))""",
+        # ... and per coverage run: the commit and dirty files it ran on, its line coverage
+        """CREATE TABLE IF NOT EXISTS coverage_runs (
+            session_id text PRIMARY KEY,
+            partition_key uuid NOT NULL,
+            started_at double precision NOT NULL,
+            vcs_commit text,
+            dirty text[] NOT NULL,
+            coverage_percent double precision,
+            project text NOT NULL,
+            environment text NOT NULL)""",
+        """CREATE INDEX IF NOT EXISTS coverage_runs_newest
+            ON coverage_runs (partition_key, started_at DESC)""",
     ),
 }
 
@@ -620,6 +647,29 @@ class PostgresStore(Store):
             pending_skips=pending_skips,
         )
 
+    def load_coverage(self, partition: Partition) -> CoverageSnapshot:
+        return self._call("read", self._load_coverage(partition))
+
+    async def _load_coverage(self, partition: Partition) -> CoverageSnapshot:
+        conn = self.conn
+        key = _key(partition)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            rows = await conn.fetch(
+                "SELECT array_agg(test_id), array_agg(data), array_agg(traced_episode) "
+                f"FROM coverage_maps WHERE {_PARTITION}",
+                *key,
+            )
+            newest = await conn.fetchrow(
+                "SELECT vcs_commit, dirty, coverage_percent FROM coverage_runs "
+                f"WHERE {_PARTITION} ORDER BY started_at DESC LIMIT 1",
+                *key,
+            )
+        ids, datas, episodes = rows[0]
+        maps = {} if ids is None else dict(zip(ids, zip(datas, episodes, strict=True), strict=True))
+        if newest is None:
+            return CoverageSnapshot(maps)
+        return CoverageSnapshot(maps, newest[0], tuple(newest[1]), newest[2])
+
     @staticmethod
     async def _sessions(
         conn: asyncpg.Connection, partition: Partition, limit: int
@@ -874,6 +924,42 @@ class PostgresStore(Store):
                 [delta for _, delta in merged],
             )
             await conn.execute(f"DELETE FROM pending_skips WHERE {_PARTITION} AND count <= 0", *key)
+        if write.coverage is not None:
+            await self._write_coverage(conn, write.coverage, write, key, now)
+
+    @staticmethod
+    async def _write_coverage(
+        conn: asyncpg.Connection,
+        coverage: CoverageWrite,
+        write: EpisodeWrite,
+        key: tuple[uuid.UUID, str, str],
+        now: float,
+    ) -> None:
+        if coverage.maps:
+            await conn.execute(
+                "INSERT INTO coverage_maps AS c (partition_key, project, environment, updated_at, "
+                "test_id, data, traced_episode) SELECT $1, $2, $3, $4, u.* FROM "
+                "unnest($5::text[], $6::text[], $7::integer[]) AS u "
+                "ON CONFLICT (partition_key, (md5(test_id)::uuid)) DO UPDATE SET "
+                "data = EXCLUDED.data, traced_episode = EXCLUDED.traced_episode, "
+                "updated_at = EXCLUDED.updated_at",
+                *key,
+                now,
+                [test_id for test_id, _, _ in coverage.maps],
+                [data for _, data, _ in coverage.maps],
+                [episode for _, _, episode in coverage.maps],
+            )
+        await conn.execute(
+            "INSERT INTO coverage_runs (session_id, partition_key, project, environment, "
+            "started_at, vcs_commit, dirty, coverage_percent) "
+            "VALUES ($4, $1, $2, $3, $5, $6, $7, $8)",
+            *key,
+            write.session.session_id,
+            write.session.started_at,
+            coverage.commit,
+            sorted(coverage.dirty),
+            coverage.percent,
+        )
 
     async def _merge_histories(
         self,
@@ -945,6 +1031,20 @@ class PostgresStore(Store):
                 removed += _count(status)
             status = await conn.execute(
                 "DELETE FROM file_hashes WHERE project = $1 AND updated_at < $2", project, cutoff
+            )
+            removed += _count(status)
+            # a map outlives neither its test's history nor the TTL
+            status = await conn.execute(
+                "DELETE FROM coverage_maps AS c WHERE project = $1 AND (updated_at < $2 OR "
+                "NOT EXISTS (SELECT 1 FROM test_history h WHERE h.partition_key = "
+                "c.partition_key AND md5(h.test_id)::uuid = md5(c.test_id)::uuid "
+                "AND h.test_id = c.test_id))",
+                project,
+                cutoff,
+            )
+            removed += _count(status)
+            status = await conn.execute(
+                "DELETE FROM coverage_runs WHERE project = $1 AND started_at < $2", project, cutoff
             )
             removed += _count(status)
             # Trajectories are the bulky per-step log; sessions and rewards (the learning

@@ -21,6 +21,8 @@ from .base import (
     SCHEMA_VERSION,
     SECONDS_PER_DAY,
     AgentState,
+    CoverageSnapshot,
+    CoverageWrite,
     EpisodeAgentStats,
     EpisodeWrite,
     Partition,
@@ -167,6 +169,28 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # they were rows of the selector's Q-table before; they do not move (they add up
         # to nothing a run could not learn again): they go
         "DELETE FROM q_values WHERE agent = 'selector' AND state_hash LIKE 'selector:pending:%'",
+    ),
+    4: (
+        # --qlearn-cov: each test's coverage map (JSON, with its files' digests) ...
+        """CREATE TABLE IF NOT EXISTS coverage_maps (
+            project TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            test_id TEXT NOT NULL,
+            data TEXT NOT NULL,
+            traced_episode INTEGER NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (project, environment, test_id)) WITHOUT ROWID""",
+        # ... and per coverage run: the commit and dirty files it ran on, its line coverage
+        """CREATE TABLE IF NOT EXISTS coverage_runs (
+            session_id TEXT PRIMARY KEY,
+            project TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            vcs_commit TEXT,
+            dirty TEXT NOT NULL,
+            coverage_percent REAL)""",
+        """CREATE INDEX IF NOT EXISTS coverage_runs_newest
+            ON coverage_runs (project, environment, started_at)""",
     ),
 }
 
@@ -369,6 +393,29 @@ class SqliteStore(Store):
                 )
             ),
         )
+
+    def load_coverage(self, partition: Partition) -> CoverageSnapshot:
+        key = (partition.project, partition.environment)
+        try:
+            conn = self.conn
+            maps = {
+                test_id: (data, int(episode))
+                for test_id, data, episode in conn.execute(
+                    "SELECT test_id, data, traced_episode FROM coverage_maps "
+                    "WHERE project = ? AND environment = ?",
+                    key,
+                )
+            }
+            newest = conn.execute(
+                "SELECT vcs_commit, dirty, coverage_percent FROM coverage_runs "
+                "WHERE project = ? AND environment = ? ORDER BY started_at DESC LIMIT 1",
+                key,
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the qlearn store {self.display_url}: {exc}") from exc
+        if newest is None:
+            return CoverageSnapshot(maps)
+        return CoverageSnapshot(maps, newest[0], tuple(_dirty_list(newest[1])), newest[2])
 
     def recent_sessions(self, partition: Partition, limit: int = 20) -> list[SessionRecord]:
         rows = self.conn.execute(
@@ -650,6 +697,8 @@ class SqliteStore(Store):
                 [(project, environment, path, digest, now) for path, digest in write.file_hashes],
             )
             self._merge_pending_skips(write.pending_skips, (project, environment), now, expires)
+            if write.coverage is not None:
+                self._write_coverage(write.coverage, write, now)
             conn.execute("COMMIT")
             return True
         except BaseException as exc:
@@ -722,6 +771,28 @@ class SqliteStore(Store):
             rows,
         )
 
+    def _write_coverage(self, coverage: CoverageWrite, write: EpisodeWrite, now: float) -> None:
+        key = (write.partition.project, write.partition.environment)
+        self.conn.executemany(
+            "INSERT INTO coverage_maps (project, environment, test_id, data, traced_episode, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project, environment, test_id) "
+            "DO UPDATE SET data = excluded.data, traced_episode = excluded.traced_episode, "
+            "updated_at = excluded.updated_at",
+            [(*key, test_id, data, episode, now) for test_id, data, episode in coverage.maps],
+        )
+        self.conn.execute(
+            "INSERT INTO coverage_runs (session_id, project, environment, started_at, "
+            "vcs_commit, dirty, coverage_percent) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                write.session.session_id,
+                *key,
+                write.session.started_at,
+                coverage.commit,
+                json.dumps(sorted(coverage.dirty)),
+                coverage.percent,
+            ),
+        )
+
     # -- maintenance -------------------------------------------------------------------------
     def cleanup(self, project: str, ttl_days: float, now: float | None = None) -> int:
         now = time.time() if now is None else now
@@ -737,6 +808,16 @@ class SqliteStore(Store):
                 ).rowcount
             removed += conn.execute(
                 "DELETE FROM file_hashes WHERE project = ? AND updated_at < ?", (project, cutoff)
+            ).rowcount
+            # a map outlives neither its test's history nor the TTL
+            removed += conn.execute(
+                "DELETE FROM coverage_maps WHERE project = ? AND (updated_at < ? OR NOT EXISTS ("
+                "SELECT 1 FROM test_history h WHERE h.project = coverage_maps.project AND "
+                "h.environment = coverage_maps.environment AND h.test_id = coverage_maps.test_id))",
+                (project, cutoff),
+            ).rowcount
+            removed += conn.execute(
+                "DELETE FROM coverage_runs WHERE project = ? AND started_at < ?", (project, cutoff)
             ).rowcount
             # Trajectories are the bulky per-step log; sessions and rewards (the learning
             # curve) are kept.
@@ -771,6 +852,15 @@ class SqliteStore(Store):
         if row is not None and now - float(row[0]) < CLEANUP_INTERVAL:
             return 0
         return self.cleanup(project, ttl_days, now)
+
+
+def _dirty_list(text: str) -> list[str]:
+    """The stored dirty-file list; a damaged one counts as unknown (empty)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return []
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def _pending_skips(rows: Iterable[tuple[str, str, float]]) -> dict[str, dict[str, float]]:

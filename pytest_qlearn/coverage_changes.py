@@ -1,0 +1,83 @@
+"""Which files changed since the last coverage episode, and which stored maps went stale.
+
+git answers cheaply (the commit recorded with the last coverage run, plus the files that
+were uncommitted then and are now); without git, or when that commit is not in this
+checkout (a shallow clone), every covered file is hashed and compared instead. Either way
+the files git names are hashed too, so a file touched but unchanged is not a change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import vcs
+from .changes import file_digests
+from .coverage_map import CoverageMap, stale_files
+
+
+@dataclass
+class ChangeFacts:
+    #: Every covered file's content digest now (None: the file is gone).
+    digests: dict[str, str | None] = field(default_factory=dict)
+    #: Covered files whose content differs from the last coverage episode's.
+    changed: set[str] = field(default_factory=set)
+    #: "git" or "file digests"; and why git was not used, when it was not.
+    source: str = "file digests"
+    note: str = ""
+    commit: str | None = None
+    dirty: frozenset[str] = frozenset()
+
+    def stale(self, maps: Mapping[str, CoverageMap]) -> dict[str, set[str]]:
+        """Per test: its covered files that changed since its map was traced."""
+        result = {}
+        for test_id, cmap in maps.items():
+            files = stale_files(cmap, self.digests)
+            if files:
+                result[test_id] = files
+        return result
+
+    def covering_changed(self, maps: Mapping[str, CoverageMap]) -> set[str]:
+        """The tests whose map covers a file changed since the last coverage episode."""
+        if not self.changed:
+            return set()
+        return {t for t, cmap in maps.items() if not self.changed.isdisjoint(cmap.lines)}
+
+
+def detect(
+    root: Path,
+    maps: Mapping[str, CoverageMap],
+    stored_digests: Mapping[str, str],
+    last_commit: str | None,
+    last_dirty: Collection[str],
+) -> ChangeFacts:
+    """The change facts of the files any of ``maps`` covers; ``stored_digests`` are the
+    digests the last episode recorded (the store's ``file_hashes``)."""
+    covered: set[str] = set()
+    for cmap in maps.values():
+        covered.update(cmap.digests)
+    now = vcs.state(root)
+    facts = ChangeFacts(commit=now.commit, dirty=now.dirty)
+    if not covered:
+        return facts
+    git = vcs.changed_since(root, last_commit) if last_commit else None
+    if git is not None and git.files is not None:
+        candidates = git.files | set(last_dirty)
+        to_hash = {p for p in covered if p in candidates or p not in stored_digests}
+        facts.source = "git"
+    else:
+        to_hash = covered
+        facts.note = git.reason if git is not None else now.reason or "no commit recorded"
+    hashed = file_digests((root / p for p in to_hash), root)
+    for path in covered:
+        if path in to_hash:
+            facts.digests[path] = hashed.get(path)
+        else:
+            facts.digests[path] = stored_digests[path]
+    facts.changed = {
+        path
+        for path, digest in facts.digests.items()
+        if path in stored_digests and stored_digests[path] != digest
+    }
+    return facts

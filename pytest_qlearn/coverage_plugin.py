@@ -1,0 +1,312 @@
+"""The pytest side of ``--qlearn-cov``: decide per test whether to trace it, trace it, and
+bring its map to the process that learns.
+
+Three ways to get per-test coverage, decided once per session:
+
+* ``trace`` — qlearn's own tracer (:mod:`pytest_qlearn.line_tracer`), started only around
+  the tests the coverage-tracer agent picked; the others run at full speed;
+* ``pytest-cov`` — pytest-cov is measuring with ``--cov-context=test``: qlearn starts no
+  second tracer and reads pytest-cov's per-test contexts at the end (every test is traced);
+* ``off`` — pytest-cov without per-test contexts, or a debugger tracing the process: qlearn
+  steps aside and says so in the header.
+
+Under pytest-xdist the workers decide (identically, from the same snapshot and seed) and
+trace; each traced test's lines travel to the controller on its teardown report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+
+import pytest
+
+from . import coverage_tracer as ct
+from .changes import file_digests, relative_key
+from .coverage_changes import ChangeFacts, detect
+from .coverage_map import (
+    CorruptMapError,
+    CoverageMap,
+    CoverageSummary,
+    compress_lines,
+    coverage_percent,
+    union_lines,
+    unique_line_counts,
+)
+from .line_tracer import LineTracer, other_tracer, statements
+from .session import LearningSession
+from .state import State
+from .store.base import CoverageSnapshot, CoverageWrite
+
+PLUGIN_NAME = "qlearn-coverage"
+#: The attribute of a teardown report that carries a test's decision and lines.
+REPORT_ATTR = "qlearn_cov"
+#: What a debugger's presence is told by (pytest's own options).
+_DEBUG_OPTIONS = ("usepdb", "trace")
+
+
+def coverage_mode(config: pytest.Config) -> tuple[str, str]:
+    """(mode, why) — see the module docstring."""
+    cov_plugin = config.pluginmanager.get_plugin("_cov")
+    if cov_plugin is not None and getattr(cov_plugin, "cov_controller", None) is not None:
+        if getattr(config.option, "cov_context", None) == "test":
+            return "pytest-cov", "using pytest-cov's per-test contexts"
+        return "off", (
+            "pytest-cov is measuring without per-test contexts; add --cov-context=test to "
+            "share them with qlearn"
+        )
+    for option in _DEBUG_OPTIONS:
+        if config.getoption(option, False):
+            return "off", f"--{option.removeprefix('use')} debugs this run; qlearn does not trace"
+    tracer = other_tracer()
+    if tracer is not None:
+        return "off", f"{tracer} (a debugger?); qlearn does not trace"
+    return "trace", "per-test tracing with coverage.py"
+
+
+class CoverageRun:
+    """``--qlearn-cov`` for one session (registered as a plugin while the session runs)."""
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        stored: CoverageSnapshot,
+        file_hashes: dict[str, str],
+        *,
+        learns: bool,
+    ) -> None:
+        self.config = config
+        self.root = config.rootpath
+        self.mode, self.why = coverage_mode(config)
+        self.learns = learns  # the controller (or a run without xdist)
+        self.stored = stored
+        self.file_hashes = file_hashes
+        self.maps: dict[str, CoverageMap] = {}
+        self.unreadable: set[str] = set()
+        for test_id, (data, episode) in stored.maps.items():
+            try:
+                self.maps[test_id] = CoverageMap.from_json(test_id, data, episode)
+            except CorruptMapError:
+                self.unreadable.add(test_id)
+        self.tracer = LineTracer(self.root) if self.mode == "trace" else None
+        self.facts = ChangeFacts()
+        self.decisions: dict[str, ct.TraceDecision] = {}
+        self.new_lines: dict[str, dict[str, str]] = {}  # test id -> path -> line ranges
+        self.ran: set[str] = set()
+        self.messages: list[str] = []
+        if self.unreadable:
+            self.messages.append(
+                f"{len(self.unreadable)} stored coverage map(s) were unreadable; those tests "
+                "are traced again"
+            )
+
+    # -- deciding -------------------------------------------------------------------------
+    def prepare(self, learning: LearningSession, items: list[pytest.Item]) -> None:
+        """Before ranking: which files changed, which tests cover them, which to trace."""
+        self.facts = detect(
+            self.root,
+            self.maps,
+            self.file_hashes,
+            self.stored.last_commit,
+            self.stored.last_dirty,
+        )
+        learning.covering_changed = frozenset(self.facts.covering_changed(self.maps))
+        if self.mode != "trace":
+            return
+        test_files = {item.nodeid: relative_key(item.path, self.root) for item in items}
+        own_changed = {
+            test_id
+            for test_id, path in test_files.items()
+            if test_id in self.maps and path in self.facts.changed
+        }
+        own_changed |= {
+            test_id
+            for test_id, path in test_files.items()
+            if (cmap := self.maps.get(test_id)) is not None
+            and path in cmap.digests
+            and self.facts.digests.get(path, cmap.digests[path]) != cmap.digests[path]
+        }
+        self.decisions = learning.decide_traces(
+            list(test_files),
+            self.maps,
+            self.facts.stale(self.maps),
+            own_changed=own_changed,
+            unreadable=self.unreadable,
+        )
+
+    # -- tracing (wherever tests run) ------------------------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_protocol(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> Generator[None, object, object]:
+        decision = self.decisions.get(item.nodeid)
+        if self.tracer is not None and decision is not None and decision.trace:
+            self.tracer.start(item.nodeid)
+        try:
+            return (yield)
+        finally:
+            if self.tracer is not None and self.tracer.tracing == item.nodeid:
+                self.tracer.stop()  # teardown failed before its report: nothing to keep
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        rep = yield
+        if call.when != "teardown":
+            return rep
+        decision = self.decisions.get(item.nodeid)
+        if decision is None:
+            return rep
+        lines: dict[str, list[int]] = {}
+        if self.tracer is not None and self.tracer.tracing == item.nodeid:
+            lines = self.tracer.stop()
+        state = decision.state
+        setattr(
+            rep,
+            REPORT_ATTR,
+            [
+                decision.trace,
+                decision.reason,
+                None if state is None else state.key,
+                "" if state is None else state.readable,
+                decision.explored,
+                {path: compress_lines(executed) for path, executed in lines.items()},
+            ],
+        )
+        return rep
+
+    # -- collecting (the learning process) -------------------------------------------------
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self.learns or report.when != "teardown":
+            return
+        self.ran.add(report.nodeid)
+        info = getattr(report, REPORT_ATTR, None)
+        if info is None:
+            return
+        trace, reason, key, text, explored, lines = info
+        if report.nodeid not in self.decisions:  # decided on a pytest-xdist worker
+            state = None if key is None else State(key, text)
+            self.decisions[report.nodeid] = ct.TraceDecision(
+                report.nodeid, bool(trace), str(reason), state, bool(explored)
+            )
+        if trace:
+            self.new_lines[report.nodeid] = dict(lines)
+
+    def close(self) -> None:
+        if self.tracer is not None:
+            self.tracer.close()
+
+    # -- learning (the learning process, at the end) ---------------------------------------
+    def learn(self, learning: LearningSession) -> tuple[CoverageWrite, float | None]:
+        """Teach the coverage-tracer, and build the maps and facts the store keeps; returns
+        them with this run's total line coverage (None when nothing is known)."""
+        if self.mode == "pytest-cov":
+            self.new_lines = self._pytest_cov_lines()
+        new_maps = self._new_maps(learning.episode)
+        if self.decisions:
+            learning.learn_traces(self.decisions, self.maps, new_maps)
+        current = {t: m for t, m in self.maps.items() if t in self.ran}
+        current.update(new_maps)
+        percent = None
+        if current:
+            covered = union_lines(current.values())
+            percent = coverage_percent(covered, statements(self.root, covered))
+        self.current = current
+        write = CoverageWrite(
+            maps=[(t, m.to_json(), m.traced_episode) for t, m in sorted(new_maps.items())],
+            commit=self.facts.commit,
+            dirty=sorted(self.facts.dirty),
+            percent=percent,
+        )
+        return write, percent
+
+    def file_hashes_now(self) -> list[tuple[str, str]]:
+        """The digests of every file the current maps cover, for the next run's comparison."""
+        digests: dict[str, str] = {}
+        for cmap in getattr(self, "current", {}).values():
+            digests.update(cmap.digests)
+        return sorted(digests.items())
+
+    def _new_maps(self, episode: int) -> dict[str, CoverageMap]:
+        paths = {path for lines in self.new_lines.values() for path in lines}
+        known = {p: d for p, d in self.facts.digests.items() if d is not None and p in paths}
+        missing = paths - set(known)
+        known.update(file_digests((self.root / p for p in missing), self.root))
+        maps = {}
+        for test_id, lines in self.new_lines.items():
+            kept = {p: r for p, r in lines.items() if p in known}
+            maps[test_id] = CoverageMap(test_id, kept, {p: known[p] for p in kept}, episode)
+        return maps
+
+    def _pytest_cov_lines(self) -> dict[str, dict[str, str]]:
+        """Per test, the lines pytest-cov recorded in its contexts (``nodeid|run`` etc.)."""
+        cov_plugin = self.config.pluginmanager.get_plugin("_cov")
+        cov = getattr(getattr(cov_plugin, "cov_controller", None), "cov", None)
+        if cov is None:
+            return {}
+        data = cov.get_data()
+        per_test: dict[str, dict[str, set[int]]] = {}
+        for path in data.measured_files():
+            relative = relative_key(Path(path), self.root)
+            if relative.startswith("/"):  # outside the project
+                continue
+            for line, contexts in data.contexts_by_lineno(path).items():
+                for context in contexts:
+                    test_id = context.rsplit("|", 1)[0]
+                    if test_id in self.ran:
+                        per_test.setdefault(test_id, {}).setdefault(relative, set()).add(line)
+        return {
+            test_id: {path: compress_lines(lines) for path, lines in files.items()}
+            for test_id, files in per_test.items()
+        }
+
+    # -- reporting --------------------------------------------------------------------------
+    def header(self) -> str:
+        if self.mode == "off":
+            return f"qlearn: coverage features are off: {self.why}"
+        return f"qlearn: coverage: {self.why}"
+
+    def report(self, percent: float | None, previous: float | None) -> CoverageSummary:
+        """The coverage section of the reports (after :meth:`learn`)."""
+        current = getattr(self, "current", {})
+        unique = sorted(
+            ((t, n) for t, n in unique_line_counts(current.values()).items() if n > 0),
+            key=lambda item: (-item[1], item[0]),
+        )
+        source = self.facts.source + (f": {self.facts.note}" if self.facts.note else "")
+        return CoverageSummary(
+            mode=self.mode,
+            why=self.why,
+            tests=len(self.ran),
+            traced=len(self.new_lines),
+            new_information=sum(
+                1
+                for t, lines in self.new_lines.items()
+                if (old := self.maps.get(t)) is None or old.lines != lines
+            ),
+            percent=percent,
+            previous_percent=previous,
+            change_source=source,
+            changed_files=tuple(sorted(self.facts.changed)),
+            covering_changed=len(self.facts.covering_changed(self.maps)),
+            unique_lines=tuple(unique[:5]),
+        )
+
+    def summary(self, percent: float | None) -> str:
+        traced = sum(1 for d in self.decisions.values() if d.trace)
+        parts = [f"coverage: {traced} of {len(self.ran)} tests traced"]
+        if self.mode == "pytest-cov":
+            parts = [f"coverage: read {len(self.new_lines)} tests' maps from pytest-cov"]
+        elif self.mode == "off":
+            parts = ["coverage: off"]
+        if percent is not None:
+            parts.append(f"{percent:.1f}% of the covered files' lines")
+        source = self.facts.source
+        if self.facts.note:
+            source += f": {self.facts.note}"
+        parts.append(f"{len(self.facts.changed)} covered file(s) changed ({source})")
+        if self.facts.changed:
+            covering = len(self.facts.covering_changed(self.maps))
+            parts.append(f"{covering} test(s) cover them")
+        return "; ".join(parts)

@@ -1,0 +1,87 @@
+"""Per-test line coverage with coverage.py: a private ``Coverage`` object limited to the
+project's own files, started around each test chosen for tracing and stopped after it, with
+the test id as coverage.py's dynamic context (the C tracer core: it records contexts).
+
+Private on purpose: it writes no data file and never touches a ``.coveragerc``, so a
+project's own coverage configuration and reports are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import coverage
+
+from .changes import relative_key
+
+#: Never measured even under the project root: installed packages, tool caches.
+OMIT = ("*/site-packages/*", "*/dist-packages/*", "*/.tox/*", "*/.nox/*", "*/.venv/*")
+
+
+def other_tracer() -> str | None:
+    """What else traces this process (a debugger, another coverage tool), or None: two
+    tracers cannot share ``sys.settrace``, and the user's tool wins."""
+    tracer = sys.gettrace()
+    if tracer is None:
+        return None
+    owner = getattr(tracer, "__module__", None) or type(tracer).__module__
+    return f"{owner} is tracing this process"
+
+
+class LineTracer:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.cov = coverage.Coverage(
+            data_file=None,  # in memory only
+            source=[str(root)],
+            omit=list(OMIT),
+            config_file=False,
+        )
+        # the default core of newer Pythons (sys.monitoring) records no contexts; an older
+        # coverage.py has no such option, and ctrace is its default anyway
+        with contextlib.suppress(coverage.CoverageException):
+            self.cov.set_option("run:core", "ctrace")
+        self.tracing: str | None = None
+
+    def start(self, test_id: str) -> None:
+        self.cov.start()
+        self.cov.switch_context(test_id)
+        self.tracing = test_id
+
+    def stop(self) -> dict[str, list[int]]:
+        """Stop tracing; the lines the test executed, per file relative to the root."""
+        test_id, self.tracing = self.tracing, None
+        self.cov.stop()
+        if test_id is None:
+            return {}
+        data = self.cov.get_data()
+        data.set_query_contexts([f"^{re.escape(test_id)}$"])
+        lines: dict[str, list[int]] = {}
+        for path in data.measured_files():
+            executed = data.lines(path)
+            if executed:
+                lines[relative_key(Path(path), self.root)] = executed
+        return lines
+
+    def close(self) -> None:
+        if self.tracing is not None:
+            self.tracing = None
+            self.cov.stop()
+
+
+def statements(root: Path, paths: Iterable[str]) -> dict[str, set[int]]:
+    """The executable lines of each file (relative to ``root``), as coverage.py counts them;
+    files it cannot analyse (gone, not Python) are left out."""
+    analyser = coverage.Coverage(data_file=None, config_file=False)
+    result: dict[str, set[int]] = {}
+    for path in paths:
+        try:
+            _, lines, _, _, _ = analyser.analysis2(str(root / path))
+        except Exception:  # coverage.py raises several kinds for unanalysable files
+            continue
+        result[path] = set(lines)
+    return result

@@ -1,0 +1,259 @@
+"""End to end: ``--qlearn-cov`` through real pytest sessions — what is traced when, where the
+maps go, how changed code reaches the budget, and how qlearn steps aside for pytest-cov and
+debuggers."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+import subprocess
+import textwrap
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from test_plugin_e2e import BASE_ARGS, DEFAULT_DB
+
+from pytest_qlearn.coverage_map import CoverageMap
+
+SOURCES = {
+    "pkg/__init__.py": "",
+    "pkg/arith.py": """
+        def add(x, y):
+            return x + y
+
+
+        def sub(x, y):
+            return x - y
+    """,
+    "pkg/text.py": """
+        def shout(word):
+            return word.upper() + "!"
+    """,
+    "tests/test_arith.py": """
+        from pkg.arith import add, sub
+
+
+        def test_add():
+            assert add(1, 2) == 3
+
+
+        def test_sub():
+            assert sub(3, 2) == 1
+    """,
+    "tests/test_text.py": """
+        from pkg.text import shout
+
+
+        def test_shout():
+            assert shout("hi") == "HI!"
+
+
+        def test_constant():
+            assert 2 * 2 == 4
+    """,
+}
+TRACED = re.compile(r"qlearn: coverage: (\d+) of (\d+) tests traced")
+
+
+@pytest.fixture(autouse=True)
+def _no_store_url_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("QLEARN_DATABASE_URL", raising=False)
+
+
+def make(pytester: pytest.Pytester, *, git: bool = True) -> Path:
+    for name, text in SOURCES.items():
+        path = pytester.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    pytester.makeini("[pytest]\npythonpath = .\nqlearn_exploration_rate = 0\n")
+    if git:
+        commit(pytester.path, "first")
+    return pytester.path
+
+
+def commit(root: Path, message: str) -> None:
+    for args in (("init", "-q"), ("add", "-A"), ("commit", "-qm", message)):
+        subprocess.run(
+            ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
+            cwd=root,
+            check=True,
+            capture_output=True,
+        )
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest(*BASE_ARGS, "--qlearn", "--qlearn-cov", *args)
+
+
+def traced(result: pytest.RunResult) -> tuple[int, int]:
+    match = TRACED.search(result.stdout.str())
+    assert match, result.stdout.str()
+    return int(match.group(1)), int(match.group(2))
+
+
+def stored_maps(root: Path) -> dict[str, CoverageMap]:
+    with closing(sqlite3.connect(root / DEFAULT_DB)) as conn:
+        rows = conn.execute("SELECT test_id, data, traced_episode FROM coverage_maps").fetchall()
+    return {t: CoverageMap.from_json(t, data, episode) for t, data, episode in rows}
+
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+
+@needs_git
+def test_first_run_traces_all_later_runs_only_what_changed(pytester: pytest.Pytester) -> None:
+    root = make(pytester)
+    first = run(pytester)
+    first.assert_outcomes(passed=4)
+    assert traced(first) == (4, 4)
+    maps = stored_maps(root)
+    add_files = set(maps["tests/test_arith.py::test_add"].lines)
+    assert add_files == {"pkg/arith.py", "tests/test_arith.py"}
+    assert "pkg/text.py" in maps["tests/test_text.py::test_shout"].lines
+    assert set(maps["tests/test_text.py::test_constant"].lines) == {"tests/test_text.py"}
+    # the body of add() (line 2) ran in test_add, sub()'s body (line 6) did not
+    assert maps["tests/test_arith.py::test_add"].lines["pkg/arith.py"] == "2"
+
+    second = run(pytester)
+    assert traced(second) == (0, 4)  # nothing changed: every map is reused
+    assert "0 covered file(s) changed (git)" in second.stdout.str()
+
+    # change the code only test_shout executes
+    (root / "pkg/text.py").write_text('def shout(word):\n    return word.upper() + "!!"[:1]\n')
+    third = run(pytester)
+    third.assert_outcomes(passed=4)
+    assert traced(third) == (1, 4)
+    assert "1 covered file(s) changed (git); 1 test(s) cover them" in third.stdout.str()
+    assert stored_maps(root)["tests/test_text.py::test_shout"].traced_episode == 3
+    assert stored_maps(root)["tests/test_arith.py::test_add"].traced_episode == 1
+
+
+def test_without_git_file_digests_find_the_change(pytester: pytest.Pytester) -> None:
+    root = make(pytester, git=False)
+    assert traced(run(pytester)) == (4, 4)
+    arith = root / "pkg/arith.py"
+    arith.write_text(arith.read_text().replace("x + y", "y + x"))
+    result = run(pytester)
+    assert traced(result) == (2, 4)  # test_add and test_sub cover arith.py
+    assert "(file digests: not a git checkout)" in result.stdout.str()
+
+
+@needs_git
+def test_a_budget_always_runs_the_tests_covering_changed_code(pytester: pytest.Pytester) -> None:
+    root = make(pytester)
+    run(pytester).assert_outcomes(passed=4)
+    run(pytester).assert_outcomes(passed=4)
+    (root / "pkg/text.py").write_text('def shout(word):\n    return word.upper() + "?"\n')
+    result = run(pytester, "--qlearn-budget", "1%", "--qlearn-report=report.json", "-v")
+    result.assert_outcomes(failed=1)  # shout("hi") is now "HI?": the change broke it
+    assert "tests/test_text.py::test_shout FAILED" in result.stdout.str()
+    assert "3 deselected" in result.stdout.str()
+    report = json.loads((root / "report.json").read_text(encoding="utf-8"))
+    assert report["budget"]["always_run"] == {"covers changed code": 1}
+
+
+@needs_git
+def test_a_corrupt_stored_map_is_traced_again_with_a_warning(pytester: pytest.Pytester) -> None:
+    root = make(pytester)
+    run(pytester).assert_outcomes(passed=4)
+    with closing(sqlite3.connect(root / DEFAULT_DB)) as conn:
+        conn.execute(
+            "UPDATE coverage_maps SET data = '{broken' WHERE test_id = ?",
+            ("tests/test_arith.py::test_sub",),
+        )
+        conn.commit()
+    result = run(pytester)
+    result.assert_outcomes(passed=4)
+    assert traced(result) == (1, 4)
+    assert "1 stored coverage map(s) were unreadable" in result.stdout.str()
+    assert stored_maps(root)["tests/test_arith.py::test_sub"].lines  # repaired
+
+
+@needs_git
+def test_coverage_gain_is_rewarded_from_the_second_run(pytester: pytest.Pytester) -> None:
+    root = make(pytester)
+    run(pytester, "--qlearn-report=one.json").assert_outcomes(passed=4)
+    run(pytester, "--qlearn-report=two.json").assert_outcomes(passed=4)
+    one = (root / "one.json").read_text(encoding="utf-8")
+    two = (root / "two.json").read_text(encoding="utf-8")
+    assert '"needs --qlearn-cov on this run and on an earlier one"' in one
+    assert re.search(r'"coverage_gain": \{[^}]*"value": 50\.0', two), two
+
+
+@needs_git
+def test_xdist_workers_trace_and_the_maps_reach_the_store(pytester: pytest.Pytester) -> None:
+    root = make(pytester)
+    result = run(pytester, "-n", "2")
+    result.assert_outcomes(passed=4)
+    assert traced(result) == (4, 4)
+    maps = stored_maps(root)
+    assert len(maps) == 4 and maps["tests/test_arith.py::test_add"].lines["pkg/arith.py"] == "2"
+    assert traced(run(pytester, "-n", "2")) == (0, 4)
+
+
+@needs_git
+def test_pytest_cov_with_test_contexts_is_shared_and_its_report_unchanged(
+    pytester: pytest.Pytester,
+) -> None:
+    root = make(pytester)
+    plain = pytester.runpytest(*BASE_ARGS, "--cov=pkg", "--cov-context=test", "-p", "no:qlearn")
+    together = run(pytester, "--cov=pkg", "--cov-context=test")
+    together.assert_outcomes(passed=4)
+    assert "qlearn: coverage: using pytest-cov's per-test contexts" in together.stdout.str()
+    total = re.compile(r"^TOTAL\s+.*$", re.MULTILINE)
+    assert total.findall(together.stdout.str()) == total.findall(plain.stdout.str())
+    assert total.findall(plain.stdout.str())
+    maps = stored_maps(root)
+    assert maps["tests/test_arith.py::test_add"].lines == {"pkg/arith.py": "2"}
+
+
+@needs_git
+def test_pytest_cov_without_contexts_turns_the_features_off(pytester: pytest.Pytester) -> None:
+    make(pytester)
+    result = run(pytester, "--cov=pkg")
+    result.assert_outcomes(passed=4)
+    out = result.stdout.str()
+    assert "qlearn: coverage features are off: pytest-cov is measuring without per-test" in out
+    assert re.search(r"^TOTAL\s+", out, re.MULTILINE)
+
+
+def test_a_debugger_makes_qlearn_step_aside(pytester: pytest.Pytester) -> None:
+    make(pytester, git=False)
+    result = run(pytester, "--pdb")
+    result.assert_outcomes(passed=4)
+    assert "qlearn: coverage features are off: --pdb debugs this run" in result.stdout.str()
+
+
+@needs_git
+def test_the_reports_show_what_coverage_did(pytester: pytest.Pytester) -> None:
+    root = make(pytester)
+    run(pytester).assert_outcomes(passed=4)
+    (root / "pkg/arith.py").write_text((root / "pkg/arith.py").read_text() + "\n# touched\n")
+    result = run(
+        pytester, "--qlearn-report", "--qlearn-report=r.json", "--qlearn-report=r.md",
+        "--qlearn-report=r.html",
+    )  # fmt: skip
+    result.assert_outcomes(passed=4)
+    section = json.loads((root / "r.json").read_text(encoding="utf-8"))["coverage"]
+    assert section["mode"] == "trace"
+    assert (section["tests"], section["traced"]) == (4, 2)  # test_add and test_sub
+    assert section["new_information"] == 0  # a comment changes no executed line
+    assert section["changed_files"] == ["pkg/arith.py"]
+    assert section["change_source"] == "git"
+    assert section["covering_changed"] == 2
+    assert section["percent"] == section["previous_percent"] > 0
+    # every test covers a line of its own test function
+    assert {u["test_id"] for u in section["unique_lines"]} == {
+        "tests/test_arith.py::test_add",
+        "tests/test_arith.py::test_sub",
+        "tests/test_text.py::test_shout",
+        "tests/test_text.py::test_constant",
+    }
+    assert "### Coverage" in (root / "r.md").read_text(encoding="utf-8")
+    assert "<h2>Coverage</h2>" in (root / "r.html").read_text(encoding="utf-8")
+    out = result.stdout.str()
+    assert "coverage, tests traced: 2 of 4" in out
+    assert "coverage, changed files: 1 (git): pkg/arith.py" in out
