@@ -16,8 +16,10 @@ trace; each traced test's lines travel to the controller on its teardown report.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+import contextlib
+from collections.abc import Generator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,7 @@ from .coverage_map import (
     CoverageSummary,
     compress_lines,
     coverage_percent,
+    expand_lines,
     union_lines,
     unique_line_counts,
 )
@@ -39,8 +42,12 @@ from .state import State
 from .store.base import CoverageSnapshot, CoverageWrite
 
 PLUGIN_NAME = "qlearn-coverage"
-#: The attribute of a teardown report that carries a test's decision and lines.
+#: The attribute of a teardown report that carries a test's decision (and a batch of lines).
 REPORT_ATTR = "qlearn_cov"
+#: Where a pytest-xdist worker leaves lines no report carried (``workeroutput``).
+WORKEROUTPUT_KEY = "qlearn_cov_lines"
+#: Traced tests whose lines are read from coverage.py at once.
+READ_BATCH = 50
 #: What a debugger's presence is told by (pytest's own options).
 _DEBUG_OPTIONS = ("usepdb", "trace")
 
@@ -94,6 +101,8 @@ class CoverageRun:
         self.new_lines: dict[str, dict[str, str]] = {}  # test id -> path -> line ranges
         self.ran: set[str] = set()
         self.messages: list[str] = []
+        self.current: dict[str, CoverageMap] = {}  # after learn(): every map of this run
+        self._last_of_run = False
         if self.unreadable:
             self.messages.append(
                 f"{len(self.unreadable)} stored coverage map(s) were unreadable; those tests "
@@ -140,13 +149,14 @@ class CoverageRun:
         self, item: pytest.Item, nextitem: pytest.Item | None
     ) -> Generator[None, object, object]:
         decision = self.decisions.get(item.nodeid)
+        self._last_of_run = nextitem is None
         if self.tracer is not None and decision is not None and decision.trace:
             self.tracer.start(item.nodeid)
         try:
             return (yield)
         finally:
             if self.tracer is not None and self.tracer.tracing == item.nodeid:
-                self.tracer.stop()  # teardown failed before its report: nothing to keep
+                self.tracer.stop()  # teardown failed before its report was made
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -158,23 +168,30 @@ class CoverageRun:
         decision = self.decisions.get(item.nodeid)
         if decision is None:
             return rep
-        lines: dict[str, list[int]] = {}
-        if self.tracer is not None and self.tracer.tracing == item.nodeid:
-            lines = self.tracer.stop()
         state = decision.state
-        setattr(
-            rep,
-            REPORT_ATTR,
-            [
-                decision.trace,
-                decision.reason,
-                None if state is None else state.key,
-                "" if state is None else state.readable,
-                decision.explored,
-                {path: compress_lines(executed) for path, executed in lines.items()},
-            ],
-        )
+        info: list[Any] = [
+            decision.trace,
+            decision.reason,
+            None if state is None else state.key,
+            "" if state is None else state.readable,
+            decision.explored,
+            {},
+        ]
+        tracer = self.tracer
+        if tracer is not None:
+            if tracer.tracing == item.nodeid:
+                tracer.stop()
+            # lines travel in batches: reading them costs the same for one test or fifty
+            if len(tracer.pending) >= READ_BATCH or (self._last_of_run and tracer.pending):
+                info[5] = _compressed(tracer.take())
+        setattr(rep, REPORT_ATTR, info)
         return rep
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """A pytest-xdist worker hands over lines no report carried (an interrupted run)."""
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None and self.tracer is not None and self.tracer.pending:
+            workeroutput[WORKEROUTPUT_KEY] = _compressed(self.tracer.take())
 
     # -- collecting (the learning process) -------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -190,8 +207,11 @@ class CoverageRun:
             self.decisions[report.nodeid] = ct.TraceDecision(
                 report.nodeid, bool(trace), str(reason), state, bool(explored)
             )
-        if trace:
-            self.new_lines[report.nodeid] = dict(lines)
+        self.new_lines.update(lines)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        self.new_lines.update(getattr(node, "workeroutput", {}).get(WORKEROUTPUT_KEY, {}))
 
     def close(self) -> None:
         if self.tracer is not None:
@@ -203,28 +223,48 @@ class CoverageRun:
         them with this run's total line coverage (None when nothing is known)."""
         if self.mode == "pytest-cov":
             self.new_lines = self._pytest_cov_lines()
+        elif self.tracer is not None and self.tracer.pending:  # e.g. a run stopped by -x
+            self.new_lines.update(_compressed(self.tracer.take()))
         new_maps = self._new_maps(learning.episode)
         if self.decisions:
             learning.learn_traces(self.decisions, self.maps, new_maps)
         current = {t: m for t, m in self.maps.items() if t in self.ran}
         current.update(new_maps)
-        percent = None
-        if current:
-            covered = union_lines(current.values())
-            percent = coverage_percent(covered, statements(self.root, covered))
         self.current = current
+        percent, analysed = self._percent(current)
         write = CoverageWrite(
             maps=[(t, m.to_json(), m.traced_episode) for t, m in sorted(new_maps.items())],
             commit=self.facts.commit,
             dirty=sorted(self.facts.dirty),
             percent=percent,
+            statements=analysed,
         )
         return write, percent
+
+    def _percent(
+        self, current: dict[str, CoverageMap]
+    ) -> tuple[float | None, list[tuple[str, str, str]]]:
+        """This run's line coverage, and the statement sets newly analysed for the store
+        (a file is analysed again only when its digest moved)."""
+        if not current:
+            return None, []
+        digests: dict[str, str] = {}
+        for cmap in current.values():
+            digests.update(cmap.digests)
+        known: dict[str, set[int]] = {}
+        for path, (digest, ranges) in self.stored.statements.items():
+            if digests.get(path) == digest:
+                with contextlib.suppress(ValueError):
+                    known[path] = expand_lines(ranges)
+        fresh = statements(self.root, [p for p in digests if p not in known])
+        known.update(fresh)
+        analysed = [(p, digests[p], compress_lines(lines)) for p, lines in sorted(fresh.items())]
+        return coverage_percent(union_lines(current.values()), known), analysed
 
     def file_hashes_now(self) -> list[tuple[str, str]]:
         """The digests of every file the current maps cover, for the next run's comparison."""
         digests: dict[str, str] = {}
-        for cmap in getattr(self, "current", {}).values():
+        for cmap in self.current.values():
             digests.update(cmap.digests)
         return sorted(digests.items())
 
@@ -269,7 +309,7 @@ class CoverageRun:
 
     def report(self, percent: float | None, previous: float | None) -> CoverageSummary:
         """The coverage section of the reports (after :meth:`learn`)."""
-        current = getattr(self, "current", {})
+        current = self.current
         unique = sorted(
             ((t, n) for t, n in unique_line_counts(current.values()).items() if n > 0),
             key=lambda item: (-item[1], item[0]),
@@ -310,3 +350,11 @@ class CoverageRun:
             covering = len(self.facts.covering_changed(self.maps))
             parts.append(f"{covering} test(s) cover them")
         return "; ".join(parts)
+
+
+def _compressed(lines: Mapping[str, Mapping[str, list[int]]]) -> dict[str, dict[str, str]]:
+    """Test id → file → executed lines, as compact ranges (what reports carry)."""
+    return {
+        test_id: {path: compress_lines(executed) for path, executed in files.items()}
+        for test_id, files in lines.items()
+    }

@@ -9,7 +9,6 @@ project's own coverage configuration and reports are left alone.
 from __future__ import annotations
 
 import contextlib
-import re
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,26 +45,38 @@ class LineTracer:
         with contextlib.suppress(coverage.CoverageException):
             self.cov.set_option("run:core", "ctrace")
         self.tracing: str | None = None
+        self.pending: list[str] = []  # traced tests whose lines were not taken yet
 
     def start(self, test_id: str) -> None:
         self.cov.start()
         self.cov.switch_context(test_id)
         self.tracing = test_id
 
-    def stop(self) -> dict[str, list[int]]:
-        """Stop tracing; the lines the test executed, per file relative to the root."""
+    def stop(self) -> None:
+        """Stop tracing; the test's lines wait in coverage.py's data until :meth:`take`."""
         test_id, self.tracing = self.tracing, None
         self.cov.stop()
-        if test_id is None:
+        if test_id is not None:
+            self.pending.append(test_id)
+
+    def take(self) -> dict[str, dict[str, list[int]]]:
+        """The lines of every test traced since the last call (test id → file relative to
+        the root → lines), then the data is erased. Reading costs about 10 ms whatever the
+        number of tests, so tests are read in batches, not one by one."""
+        if not self.pending:
             return {}
+        wanted = set(self.pending)
+        self.pending.clear()
         data = self.cov.get_data()
-        data.set_query_contexts([f"^{re.escape(test_id)}$"])
-        lines: dict[str, list[int]] = {}
+        per_test: dict[str, dict[str, list[int]]] = {}
         for path in data.measured_files():
-            executed = data.lines(path)
-            if executed:
-                lines[relative_key(Path(path), self.root)] = executed
-        return lines
+            relative = relative_key(Path(path), self.root)
+            for line, contexts in data.contexts_by_lineno(path).items():
+                for context in contexts:
+                    if context in wanted:
+                        per_test.setdefault(context, {}).setdefault(relative, []).append(line)
+        self.cov.erase()
+        return per_test
 
     def close(self) -> None:
         if self.tracing is not None:

@@ -257,3 +257,64 @@ def test_the_reports_show_what_coverage_did(pytester: pytest.Pytester) -> None:
     out = result.stdout.str()
     assert "coverage, tests traced: 2 of 4" in out
     assert "coverage, changed files: 1 (git): pkg/arith.py" in out
+
+
+def many_tests(pytester: pytest.Pytester, count: int) -> None:
+    body = ["from pkg.arith import add, sub", ""]
+    for i in range(count):
+        call = f"add({i}, 1) == {i + 1}" if i % 2 else f"sub({i}, 1) == {i - 1}"
+        body += [f"def test_n{i}():", f"    assert {call}", ""]
+    (pytester.path / "tests/test_many.py").write_text("\n".join(body), encoding="utf-8")
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "xdist"])
+def test_lines_read_in_batches_reach_every_test(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    root = make(pytester, git=False)
+    many_tests(pytester, 130)  # more than two batches of 50
+    result = run(pytester, *workers)
+    result.assert_outcomes(passed=134)
+    assert traced(result) == (134, 134)
+    maps = stored_maps(root)
+    assert len(maps) == 134
+    assert maps["tests/test_many.py::test_n7"].lines["pkg/arith.py"] == "2"  # add's body
+    assert maps["tests/test_many.py::test_n8"].lines["pkg/arith.py"] == "6"  # sub's body
+    assert maps["tests/test_many.py::test_n8"].lines["tests/test_many.py"] == str(8 * 3 + 4)
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "xdist"])
+def test_a_run_stopped_early_keeps_the_lines_it_traced(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    root = make(pytester, git=False)
+    many_tests(pytester, 20)
+    many = root / "tests/test_many.py"
+    many.write_text(many.read_text().replace("add(11, 1) == 12", "add(11, 1) == 0"))
+    result = run(pytester, "-x", *workers)
+    assert result.ret in (1, 2)  # failed (interrupted, says pytest-xdist)
+    maps = stored_maps(root)
+    ran = {t for t in maps if t.startswith("tests/test_many.py")}
+    assert "tests/test_many.py::test_n11" in ran
+    assert all(maps[t].lines for t in ran)
+
+
+def test_statements_are_analysed_again_only_for_changed_files(pytester: pytest.Pytester) -> None:
+    root = make(pytester, git=False)
+    run(pytester).assert_outcomes(passed=4)
+
+    def analysed() -> dict[str, float]:
+        with closing(sqlite3.connect(root / DEFAULT_DB)) as conn:
+            return dict(conn.execute("SELECT path, updated_at FROM coverage_files").fetchall())
+
+    first = analysed()
+    assert set(first) == {
+        "pkg/arith.py",
+        "pkg/text.py",
+        "tests/test_arith.py",
+        "tests/test_text.py",
+    }
+    (root / "pkg/text.py").write_text((root / "pkg/text.py").read_text() + "\nX = 1\n")
+    run(pytester).assert_outcomes(passed=4)
+    second = analysed()
+    assert {p for p in first if first[p] != second[p]} == {"pkg/text.py"}

@@ -29,6 +29,8 @@ from pytest_qlearn.store.base import (
     SCHEMA_VERSION,
     SECONDS_PER_DAY,
     AgentProgress,
+    CoverageSnapshot,
+    CoverageWrite,
     EpisodeWrite,
     Observation,
     Partition,
@@ -884,3 +886,71 @@ def test_cleanup_keeps_the_trajectories_of_the_newest_sessions_only(store: Store
     # the sessions themselves (the learning curve) are all kept
     assert [s.session_id for s in store.sessions(PARTITION)] == ["oldest", "middle", "newest"]
     assert store.cleanup(PARTITION.project, ttl_days=30, now=time.time()) == 0
+
+
+# -- coverage (--qlearn-cov) -------------------------------------------------------------------
+HOSTILE_ID = "t.py::test_x[';DROP TABLE coverage_maps;--\u00e9\U0001f600" + "z" * 10_000 + "]"
+
+
+def coverage_write(session_id: str, started_at: float, **coverage: object) -> EpisodeWrite:
+    w = episode_write(session_id, started_at=started_at, observations=[(HOSTILE_ID, PASSED, 0.1)])
+    w.coverage = CoverageWrite(**coverage)  # type: ignore[arg-type]
+    return w
+
+
+def test_coverage_maps_runs_and_statements_round_trip(store: Store) -> None:
+    assert store.load_coverage(PARTITION) == CoverageSnapshot()
+    write(
+        store,
+        coverage_write(
+            "c1",
+            1_000.0,
+            maps=[(HOSTILE_ID, '{"d": {"a.py": "x"}, "l": {"a.py": "1-3"}}', 1)],
+            commit="abc123",
+            dirty=["b.py", "a.py"],
+            percent=62.5,
+            statements=[("a.py", "x", "1-5"), ("pkg/ü b.py", "y", "2")],
+        ),
+    )
+    loaded = store.load_coverage(PARTITION)
+    assert loaded.maps == {HOSTILE_ID: ('{"d": {"a.py": "x"}, "l": {"a.py": "1-3"}}', 1)}
+    assert (loaded.last_commit, loaded.last_dirty, loaded.last_percent) == (
+        "abc123",
+        ("a.py", "b.py"),
+        62.5,
+    )
+    assert loaded.statements == {"a.py": ("x", "1-5"), "pkg/ü b.py": ("y", "2")}
+    # a later run retraces the test and re-analyses one file; the newest run's facts win
+    write(
+        store,
+        coverage_write(
+            "c2",
+            2_000.0,
+            maps=[(HOSTILE_ID, '{"d": {}, "l": {}}', 2)],
+            commit=None,
+            percent=None,
+            statements=[("a.py", "x2", "1-6")],
+        ),
+    )
+    later = store.load_coverage(PARTITION)
+    assert later.maps == {HOSTILE_ID: ('{"d": {}, "l": {}}', 2)}
+    assert (later.last_commit, later.last_dirty, later.last_percent) == (None, (), None)
+    assert later.statements == {"a.py": ("x2", "1-6"), "pkg/ü b.py": ("y", "2")}
+    assert store.load_coverage(Partition("project", "elsewhere")) == CoverageSnapshot()
+    # the xdist hand-over keeps everything
+    assert CoverageSnapshot.from_json(later.to_json()) == later
+
+
+def test_cleanup_drops_maps_of_expired_tests_and_old_coverage_rows(store: Store) -> None:
+    write(
+        store,
+        coverage_write(
+            "c1", time.time(), maps=[(HOSTILE_ID, "{}", 1)], statements=[("a.py", "x", "1")]
+        ),
+    )
+    assert store.cleanup(PARTITION.project, ttl_days=30, now=time.time()) == 0
+    assert store.load_coverage(PARTITION).maps
+    # 31 days later the test's history, its map, the run and the statements have expired
+    removed = store.cleanup(PARTITION.project, ttl_days=30, now=time.time() + 31 * DAY)
+    assert removed >= 4
+    assert store.load_coverage(PARTITION) == CoverageSnapshot()

@@ -55,6 +55,7 @@ TABLES = {
     "pending_skips",
     "coverage_maps",
     "coverage_runs",
+    "coverage_files",
     "qlearn_schema",
 }
 

@@ -237,6 +237,8 @@ class CoverageSnapshot:
     last_commit: str | None = None
     last_dirty: tuple[str, ...] = ()
     last_percent: float | None = None
+    #: file path -> (its digest when analysed, its statements as line ranges)
+    statements: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialised for pytest-xdist workers, which must not open the store."""
@@ -250,6 +252,7 @@ class CoverageSnapshot:
             last_commit=data["last_commit"],
             last_dirty=tuple(data["last_dirty"]),
             last_percent=data["last_percent"],
+            statements={p: (str(d), str(r)) for p, (d, r) in data["statements"].items()},
         )
 
 
@@ -262,6 +265,8 @@ class CoverageWrite:
     commit: str | None = None
     dirty: list[str] = field(default_factory=list)
     percent: float | None = None
+    #: (path, digest, statements as line ranges) of the files analysed this run
+    statements: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass

@@ -251,6 +251,17 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             environment text NOT NULL)""",
         """CREATE INDEX IF NOT EXISTS coverage_runs_newest
             ON coverage_runs (partition_key, started_at DESC)""",
+        # ... and the statements of each covered file (analysed again only when it changed)
+        """CREATE TABLE IF NOT EXISTS coverage_files (
+            partition_key uuid NOT NULL,
+            path text NOT NULL,
+            digest text NOT NULL,
+            statements text NOT NULL,
+            updated_at double precision NOT NULL,
+            project text NOT NULL,
+            environment text NOT NULL)""",
+        """CREATE UNIQUE INDEX IF NOT EXISTS coverage_files_key
+            ON coverage_files (partition_key, (md5(path)::uuid))""",
     ),
 }
 
@@ -664,11 +675,17 @@ class PostgresStore(Store):
                 f"WHERE {_PARTITION} ORDER BY started_at DESC LIMIT 1",
                 *key,
             )
+            files = {
+                path: (digest, ranges)
+                for path, digest, ranges in await conn.fetch(
+                    f"SELECT path, digest, statements FROM coverage_files WHERE {_PARTITION}", *key
+                )
+            }
         ids, datas, episodes = rows[0]
         maps = {} if ids is None else dict(zip(ids, zip(datas, episodes, strict=True), strict=True))
         if newest is None:
-            return CoverageSnapshot(maps)
-        return CoverageSnapshot(maps, newest[0], tuple(newest[1]), newest[2])
+            return CoverageSnapshot(maps, statements=files)
+        return CoverageSnapshot(maps, newest[0], tuple(newest[1]), newest[2], statements=files)
 
     @staticmethod
     async def _sessions(
@@ -949,6 +966,20 @@ class PostgresStore(Store):
                 [data for _, data, _ in coverage.maps],
                 [episode for _, _, episode in coverage.maps],
             )
+        if coverage.statements:
+            await conn.execute(
+                "INSERT INTO coverage_files AS c (partition_key, project, environment, "
+                "updated_at, path, digest, statements) SELECT $1, $2, $3, $4, u.* FROM "
+                "unnest($5::text[], $6::text[], $7::text[]) AS u "
+                "ON CONFLICT (partition_key, (md5(path)::uuid)) DO UPDATE SET "
+                "digest = EXCLUDED.digest, statements = EXCLUDED.statements, "
+                "updated_at = EXCLUDED.updated_at",
+                *key,
+                now,
+                [path for path, _, _ in coverage.statements],
+                [digest for _, digest, _ in coverage.statements],
+                [ranges for _, _, ranges in coverage.statements],
+            )
         await conn.execute(
             "INSERT INTO coverage_runs (session_id, partition_key, project, environment, "
             "started_at, vcs_commit, dirty, coverage_percent) "
@@ -1045,6 +1076,10 @@ class PostgresStore(Store):
             removed += _count(status)
             status = await conn.execute(
                 "DELETE FROM coverage_runs WHERE project = $1 AND started_at < $2", project, cutoff
+            )
+            removed += _count(status)
+            status = await conn.execute(
+                "DELETE FROM coverage_files WHERE project = $1 AND updated_at < $2", project, cutoff
             )
             removed += _count(status)
             # Trajectories are the bulky per-step log; sessions and rewards (the learning

@@ -191,6 +191,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             coverage_percent REAL)""",
         """CREATE INDEX IF NOT EXISTS coverage_runs_newest
             ON coverage_runs (project, environment, started_at)""",
+        # ... and the statements of each covered file (analysed again only when it changed)
+        """CREATE TABLE IF NOT EXISTS coverage_files (
+            project TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            path TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            statements TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (project, environment, path)) WITHOUT ROWID""",
     ),
 }
 
@@ -411,11 +420,20 @@ class SqliteStore(Store):
                 "WHERE project = ? AND environment = ? ORDER BY started_at DESC LIMIT 1",
                 key,
             ).fetchone()
+            files = {
+                path: (digest, ranges)
+                for path, digest, ranges in conn.execute(
+                    "SELECT path, digest, statements FROM coverage_files "
+                    "WHERE project = ? AND environment = ?",
+                    key,
+                )
+            }
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the qlearn store {self.display_url}: {exc}") from exc
         if newest is None:
-            return CoverageSnapshot(maps)
-        return CoverageSnapshot(maps, newest[0], tuple(_dirty_list(newest[1])), newest[2])
+            return CoverageSnapshot(maps, statements=files)
+        dirty = tuple(_dirty_list(newest[1]))
+        return CoverageSnapshot(maps, newest[0], dirty, newest[2], statements=files)
 
     def recent_sessions(self, partition: Partition, limit: int = 20) -> list[SessionRecord]:
         rows = self.conn.execute(
@@ -780,6 +798,13 @@ class SqliteStore(Store):
             "updated_at = excluded.updated_at",
             [(*key, test_id, data, episode, now) for test_id, data, episode in coverage.maps],
         )
+        self.conn.executemany(
+            "INSERT INTO coverage_files (project, environment, path, digest, statements, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (project, environment, path) "
+            "DO UPDATE SET digest = excluded.digest, statements = excluded.statements, "
+            "updated_at = excluded.updated_at",
+            [(*key, path, digest, ranges, now) for path, digest, ranges in coverage.statements],
+        )
         self.conn.execute(
             "INSERT INTO coverage_runs (session_id, project, environment, started_at, "
             "vcs_commit, dirty, coverage_percent) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -818,6 +843,9 @@ class SqliteStore(Store):
             ).rowcount
             removed += conn.execute(
                 "DELETE FROM coverage_runs WHERE project = ? AND started_at < ?", (project, cutoff)
+            ).rowcount
+            removed += conn.execute(
+                "DELETE FROM coverage_files WHERE project = ? AND updated_at < ?", (project, cutoff)
             ).rowcount
             # Trajectories are the bulky per-step log; sessions and rewards (the learning
             # curve) are kept.
