@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import NamedTuple
 
 from .agents import Agent, AgentType
@@ -38,6 +38,8 @@ NAME = "prioritizer"
 TIERS = ("first", "middle", "last")
 SHARED_FEATURES = ("since_fail", "fail_rate", "duration", "new")
 PER_TEST_FEATURES = ("test", "since_fail")
+#: The third level, for tests whose covered code changed (``--qlearn-cov``).
+CHANGE_FEATURES = ("covers_changed", "fail_rate")
 
 _SINCE_FAIL = Buckets((1, 2, 3, 6, 11, 21))
 #: The per-test level tells only short gaps apart (short periods), so its rows stay full.
@@ -49,6 +51,11 @@ _DURATION = Buckets((0.1, 0.5, 1.0, 2.0, 10.0), integer=False)
 PRIOR_WEIGHT = 1.0
 #: Pseudo-observations the shared level counts for, once it has been updated.
 SHARED_WEIGHT = 5.0
+#: Pseudo-observations the change level counts for, once it has been updated: a code change
+#: is news the test's own record cannot know, so it weighs like many runs of it.
+CHANGE_WEIGHT = 20.0
+#: Where a test covering changed code starts before the change level learned anything.
+CHANGE_PRIOR = 0.5
 #: Estimates closer than this are equal (float noise); equal ones run shortest first.
 P_RESOLUTION = 1e-9
 #: Durations are compared in whole steps of this (seconds): within 10 ms they
@@ -61,7 +68,7 @@ def agent_type(hyper: Hyperparameters | None = None) -> AgentType:
         name=NAME,
         description="orders tests: a priority tier per test, failures found early pay",
         actions=TIERS,
-        features=tuple(sorted({*SHARED_FEATURES, *PER_TEST_FEATURES})),
+        features=tuple(sorted({*SHARED_FEATURES, *PER_TEST_FEATURES, *CHANGE_FEATURES})),
         hyper=hyper or Hyperparameters(),
     )
 
@@ -125,6 +132,7 @@ class Decision(NamedTuple):
     shared: State
     known: bool  # True when a learned value (not only the prior) shaped the estimate
     duration: float = 0.0  # expected seconds (mean of earlier runs; 0 when unknown)
+    change: State | None = None  # the change level's state, when its covered code changed
 
 
 def order_key(decision: Decision) -> tuple[int, float, float]:
@@ -143,6 +151,7 @@ class Prioritizer(Agent):
         super().__init__(agent, learner, rewards)
         self.per_test_encoder = StateEncoder(NAME + ":test", PER_TEST_FEATURES, memoise=False)
         self.shared_encoder = StateEncoder(NAME + ":shared", SHARED_FEATURES)
+        self.change_encoder = StateEncoder(NAME + ":change", CHANGE_FEATURES)
         self.n_tiers = agent.n_actions
         # the reward of every tier, for a failing and for a passing test
         self._tier_rewards = {
@@ -170,6 +179,12 @@ class Prioritizer(Agent):
             per_test = self.per_test_encoder.encode_values(values)
         return per_test, self.shared_encoder.encode_values(shared_values(history, since))
 
+    def change_state(self, history: TestHistory) -> State:
+        """The change level's state of a test whose covered code changed: what tests with
+        this failure record do when code they execute changes."""
+        rate = "0" if history.failures == 0 else _FAIL_RATE.label(history.failure_rate)
+        return self.change_encoder.encode_values((True, rate))
+
     def estimate(self, history: TestHistory, states: tuple[State, State]) -> float:
         """The failure probability of a test in these (per-test, shared) states.
 
@@ -180,16 +195,29 @@ class Prioritizer(Agent):
         tests like it do."""
         return self._blend(history, states)[0]
 
-    def _blend(self, history: TestHistory, states: tuple[State, State]) -> tuple[float, bool]:
-        """(the estimate, whether a learned Q-row shaped it)."""
+    def _blend(
+        self, history: TestHistory, states: tuple[State, State], change: State | None = None
+    ) -> tuple[float, bool]:
+        """(the estimate, whether a learned Q-row shaped it). With a ``change`` state (the
+        test's covered code changed) the change level joins the blend: learned, it weighs
+        ``CHANGE_WEIGHT``; unlearned, the prior is at least ``CHANGE_PRIOR``."""
         row = self.learner.row
         test_row, shared_row = row(states[0].key), row(states[1].key)
         p_test, w_test = self._row_estimate(test_row)
         p_shared, w_shared = self._row_estimate(shared_row)
         w_shared = SHARED_WEIGHT if w_shared > 0 else 0.0
         prior = prior_failure_probability(history)
-        total = w_test + w_shared + PRIOR_WEIGHT
-        p = (p_test * w_test + p_shared * w_shared + prior * PRIOR_WEIGHT) / total
+        p_change = w_change = 0.0
+        if change is not None:
+            p_change, w_change = self._row_estimate(row(change.key))
+            if w_change > 0:
+                w_change = CHANGE_WEIGHT
+            else:
+                prior = max(prior, CHANGE_PRIOR)
+        total = w_test + w_shared + w_change + PRIOR_WEIGHT
+        p = (
+            p_test * w_test + p_shared * w_shared + p_change * w_change + prior * PRIOR_WEIGHT
+        ) / total
         return p, test_row is not None or shared_row is not None
 
     def _estimate(self, state: State) -> tuple[float, float]:
@@ -218,19 +246,28 @@ class Prioritizer(Agent):
 
     # -- deciding ----------------------------------------------------------------------
     def decide(
-        self, histories: Mapping[str, TestHistory], test_ids: Sequence[str]
+        self,
+        histories: Mapping[str, TestHistory],
+        test_ids: Sequence[str],
+        covering_changed: Collection[str] = (),
     ) -> list[Decision]:
         """One ε-greedy tier per test. Tests are visited in sorted id order so the random
-        draws, and so the order, depend only on the seed and the set of tests."""
+        draws, and so the order, depend only on the seed and the set of tests.
+        ``covering_changed``: the tests whose covered code changed (``--qlearn-cov``)."""
         decisions = []
         for test_id in sorted(test_ids):
             history = histories.get(test_id) or TestHistory(test_id)
-            p, known, per_test, shared = self.failure_probability(history)
+            change = self.change_state(history) if test_id in covering_changed else None
+            if change is None:
+                p, known, per_test, shared = self.failure_probability(history)
+            else:
+                per_test, shared = self.states(history)
+                p, known = self._blend(history, (per_test, shared), change)
             expected = [passing + p * gap for passing, gap in self._expected_terms]
             tier, explored = self.learner.choose(expected)
             duration = history.duration_mean if history.runs else 0.0
             decisions.append(
-                Decision(test_id, tier, explored, p, per_test, shared, known, duration)
+                Decision(test_id, tier, explored, p, per_test, shared, known, duration, change)
             )
         return decisions
 
@@ -244,4 +281,6 @@ class Prioritizer(Agent):
         rewards = self._tier_rewards[verdict == FAILED]
         self.learner.update_all(decision.per_test.key, rewards, next_states[0].key, decision.tier)
         self.learner.update_all(decision.shared.key, rewards, next_states[1].key)
+        if decision.change is not None:
+            self.learner.update_all(decision.change.key, rewards, next_states[1].key)
         return rewards[decision.tier]

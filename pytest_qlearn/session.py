@@ -207,7 +207,9 @@ class LearningSession:
     def rank(self, refs: Sequence[prio.TestRef], scope: str = "module") -> Ranking:
         decisions = {
             d.test_id: d
-            for d in self.prioritizer.decide(self.snapshot.histories, [r.test_id for r in refs])
+            for d in self.prioritizer.decide(
+                self.snapshot.histories, [r.test_id for r in refs], self.covering_changed
+            )
         }
 
         def key(ref: prio.TestRef) -> tuple[float, ...]:
@@ -325,9 +327,11 @@ class LearningSession:
             per_test, shared, known = decision.per_test, decision.shared, decision.known
             next_per_test, next_shared = self.prioritizer.states(nxt, decision.per_test)
             next_states[test_id] = (nxt, (next_per_test, next_shared))
-            for state in (per_test, shared):
+            for state in (per_test, shared, decision.change):
                 # the store keeps a state's text from when the state first appeared, so
                 # only states new to the Q-table need theirs built (before learn adds them)
+                if state is None:
+                    continue
                 if state.key not in readable and not self.learner.knows(state.key):
                     readable[state.key] = state.readable
             shared_states[shared.key] = shared

@@ -318,3 +318,17 @@ def test_statements_are_analysed_again_only_for_changed_files(pytester: pytest.P
     run(pytester).assert_outcomes(passed=4)
     second = analysed()
     assert {p for p in first if first[p] != second[p]} == {"pkg/text.py"}
+
+
+@needs_git
+def test_tests_covering_changed_code_run_first(pytester: pytest.Pytester) -> None:
+    root = make(pytester)
+    run(pytester).assert_outcomes(passed=4)
+    run(pytester).assert_outcomes(passed=4)
+    (root / "pkg/text.py").write_text('def shout(word):\n    return word.upper() + "!" * 1\n')
+    result = run(pytester, "-v")
+    result.assert_outcomes(passed=4)
+    order = [
+        line.split(" ")[0] for line in result.outlines if re.match(r"^tests/\S+ PASSED", line)
+    ]
+    assert order[0] == "tests/test_text.py::test_shout", order

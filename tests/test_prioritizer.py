@@ -41,7 +41,11 @@ def test_agent_type() -> None:
     assert agent.name == "prioritizer"
     assert agent.actions == ("first", "middle", "last")
     assert agent.n_actions == 3
-    assert set(agent.features) == {*prio.SHARED_FEATURES, *prio.PER_TEST_FEATURES}
+    assert set(agent.features) == {
+        *prio.SHARED_FEATURES,
+        *prio.PER_TEST_FEATURES,
+        *prio.CHANGE_FEATURES,
+    }
 
 
 def test_features_of_a_new_test() -> None:
@@ -408,3 +412,32 @@ def test_next_per_test_state_is_reused_only_when_the_run_left_it_unchanged() -> 
     assert changed != per_test
     assert changed == agent.states(failed)[0]
     assert changed.readable == "since_fail=<1 test=m.py::test_a"
+
+
+# -- covered code changed (--qlearn-cov) -------------------------------------------------------
+def test_a_test_covering_changed_code_starts_as_a_coin_flip_and_runs_first() -> None:
+    p = make_prioritizer()
+    steady = {t: history(t, "PPPPPPPP") for t in ("a", "b")}
+    plain = {d.test_id: d for d in p.decide(steady, ["a", "b"])}
+    changed = {d.test_id: d for d in p.decide(steady, ["a", "b"], covering_changed={"b"})}
+    assert plain["b"].change is None and changed["a"].change is None
+    assert changed["b"].change is not None
+    assert changed["b"].p_fail >= prio.CHANGE_PRIOR / 2 > plain["b"].p_fail
+    assert prio.order_key(changed["b"]) < prio.order_key(changed["a"])
+
+
+def test_the_change_level_learns_how_often_changes_break_such_tests() -> None:
+    p = make_prioritizer()
+    steady = {"t": history("t", "PPPPPPPP")}
+    first = p.decide(steady, ["t"], covering_changed={"t"})[0]
+    assert first.change is not None
+    nxt = p.states(steady["t"].record(PASSED, 0.5, 9), first.per_test)
+    for _ in range(30):  # every change so far left tests like it passing
+        p.learn(p.decide(steady, ["t"], covering_changed={"t"})[0], PASSED, nxt)
+    learned = p.decide(steady, ["t"], covering_changed={"t"})[0]
+    assert learned.p_fail < first.p_fail / 4
+    # ... while one that breaks whenever its code changes stays in front
+    breaking = make_prioritizer()
+    for _ in range(30):
+        breaking.learn(breaking.decide(steady, ["t"], covering_changed={"t"})[0], FAILED, nxt)
+    assert breaking.decide(steady, ["t"], covering_changed={"t"})[0].p_fail > 0.5
