@@ -103,6 +103,7 @@ class CoverageRun:
         self.messages: list[str] = []
         self.current: dict[str, CoverageMap] = {}  # after learn(): every map of this run
         self._last_of_run = False
+        self._detected = False  # a pytest-xdist controller collects nothing: see learn()
         if self.unreadable:
             self.messages.append(
                 f"{len(self.unreadable)} stored coverage map(s) were unreadable; those tests "
@@ -112,13 +113,7 @@ class CoverageRun:
     # -- deciding -------------------------------------------------------------------------
     def prepare(self, learning: LearningSession, items: list[pytest.Item]) -> None:
         """Before ranking: which files changed, which tests cover them, which to trace."""
-        self.facts = detect(
-            self.root,
-            self.maps,
-            self.file_hashes,
-            self.stored.last_commit,
-            self.stored.last_dirty,
-        )
+        self._detect()
         learning.covering_changed = frozenset(self.facts.covering_changed(self.maps))
         if self.mode != "trace":
             return
@@ -142,6 +137,16 @@ class CoverageRun:
             own_changed=own_changed,
             unreadable=self.unreadable,
         )
+
+    def _detect(self) -> None:
+        self.facts = detect(
+            self.root,
+            self.maps,
+            self.file_hashes,
+            self.stored.last_commit,
+            self.stored.last_dirty,
+        )
+        self._detected = True
 
     # -- tracing (wherever tests run) ------------------------------------------------------
     @pytest.hookimpl(wrapper=True)
@@ -221,6 +226,8 @@ class CoverageRun:
     def learn(self, learning: LearningSession) -> tuple[CoverageWrite, float | None]:
         """Teach the coverage-tracer, and build the maps and facts the store keeps; returns
         them with this run's total line coverage (None when nothing is known)."""
+        if not self._detected:  # the workers decided; the controller needs the facts too
+            self._detect()
         if self.mode == "pytest-cov":
             self.new_lines = self._pytest_cov_lines()
         elif self.tracer is not None and self.tracer.pending:  # e.g. a run stopped by -x
@@ -248,9 +255,7 @@ class CoverageRun:
         (a file is analysed again only when its digest moved)."""
         if not current:
             return None, []
-        digests: dict[str, str] = {}
-        for cmap in current.values():
-            digests.update(cmap.digests)
+        digests = dict(self.file_hashes_now())
         known: dict[str, set[int]] = {}
         for path, (digest, ranges) in self.stored.statements.items():
             if digests.get(path) == digest:
@@ -262,10 +267,14 @@ class CoverageRun:
         return coverage_percent(union_lines(current.values()), known), analysed
 
     def file_hashes_now(self) -> list[tuple[str, str]]:
-        """The digests of every file the current maps cover, for the next run's comparison."""
+        """The digests every file the current maps cover has *now* (a reused map keeps the
+        digests of its trace), for the next run's "changed since the last episode"."""
         digests: dict[str, str] = {}
         for cmap in self.current.values():
             digests.update(cmap.digests)
+        for path, digest in self.facts.digests.items():
+            if path in digests and digest is not None:
+                digests[path] = digest
         return sorted(digests.items())
 
     def _new_maps(self, episode: int) -> dict[str, CoverageMap]:

@@ -191,7 +191,14 @@ def test_xdist_workers_trace_and_the_maps_reach_the_store(pytester: pytest.Pytes
     assert traced(result) == (4, 4)
     maps = stored_maps(root)
     assert len(maps) == 4 and maps["tests/test_arith.py::test_add"].lines["pkg/arith.py"] == "2"
-    assert traced(run(pytester, "-n", "2")) == (0, 4)
+    second = run(pytester, "-n", "2")
+    assert traced(second) == (0, 4)
+    # the controller recorded the commit: the workers compared with git
+    assert "0 covered file(s) changed (git)" in second.stdout.str()
+    (root / "pkg/text.py").write_text('def shout(word):\n    return word.upper() + "!" * 1\n')
+    third = run(pytester, "-n", "2")
+    assert traced(third) == (1, 4)
+    assert "1 covered file(s) changed (git); 1 test(s) cover them" in third.stdout.str()
 
 
 @needs_git
