@@ -335,7 +335,5 @@ def test_tests_covering_changed_code_run_first(pytester: pytest.Pytester) -> Non
     (root / "pkg/text.py").write_text('def shout(word):\n    return word.upper() + "!" * 1\n')
     result = run(pytester, "-v")
     result.assert_outcomes(passed=4)
-    order = [
-        line.split(" ")[0] for line in result.outlines if re.match(r"^tests/\S+ PASSED", line)
-    ]
+    order = [line.split(" ")[0] for line in result.outlines if re.match(r"^tests/\S+ PASSED", line)]
     assert order[0] == "tests/test_text.py::test_shout", order
