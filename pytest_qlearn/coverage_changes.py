@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import vcs
 from .changes import file_digests
-from .coverage_map import CoverageMap, stale_files
+from .coverage_map import CoverageMap, changed_share_label, stale_files
 
 
 @dataclass
@@ -38,11 +38,16 @@ class ChangeFacts:
                 result[test_id] = files
         return result
 
-    def covering_changed(self, maps: Mapping[str, CoverageMap]) -> set[str]:
-        """The tests whose map covers a file changed since the last coverage episode."""
+    def covering_changed(self, maps: Mapping[str, CoverageMap]) -> dict[str, str]:
+        """The tests whose map covers a file changed since the last coverage episode, with
+        how much of their covered code that is (the share of their files, bucketed)."""
         if not self.changed:
-            return set()
-        return {t for t, cmap in maps.items() if not self.changed.isdisjoint(cmap.lines)}
+            return {}
+        return {
+            t: changed_share_label(cmap, self.changed)
+            for t, cmap in maps.items()
+            if not self.changed.isdisjoint(cmap.lines)
+        }
 
 
 def detect(

@@ -114,7 +114,7 @@ class CoverageRun:
     def prepare(self, learning: LearningSession, items: list[pytest.Item]) -> None:
         """Before ranking: which files changed, which tests cover them, which to trace."""
         self._detect()
-        learning.covering_changed = frozenset(self.facts.covering_changed(self.maps))
+        learning.covering_changed = self.facts.covering_changed(self.maps)
         if self.mode != "trace":
             return
         test_files = {item.nodeid: relative_key(item.path, self.root) for item in items}

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from .agents import Agent, AgentType
@@ -179,11 +179,11 @@ class Prioritizer(Agent):
             per_test = self.per_test_encoder.encode_values(values)
         return per_test, self.shared_encoder.encode_values(shared_values(history, since))
 
-    def change_state(self, history: TestHistory) -> State:
-        """The change level's state of a test whose covered code changed: what tests with
-        this failure record do when code they execute changes."""
+    def change_state(self, history: TestHistory, share: str) -> State:
+        """The change level's state of a test whose covered code changed (``share``: how
+        much of it, bucketed): what a change that size does to tests with this record."""
         rate = "0" if history.failures == 0 else _FAIL_RATE.label(history.failure_rate)
-        return self.change_encoder.encode_values((True, rate))
+        return self.change_encoder.encode_values((share, rate))
 
     def estimate(self, history: TestHistory, states: tuple[State, State]) -> float:
         """The failure probability of a test in these (per-test, shared) states.
@@ -249,15 +249,18 @@ class Prioritizer(Agent):
         self,
         histories: Mapping[str, TestHistory],
         test_ids: Sequence[str],
-        covering_changed: Collection[str] = (),
+        covering_changed: Mapping[str, str] | None = None,
     ) -> list[Decision]:
         """One ε-greedy tier per test. Tests are visited in sorted id order so the random
         draws, and so the order, depend only on the seed and the set of tests.
-        ``covering_changed``: the tests whose covered code changed (``--qlearn-cov``)."""
+        ``covering_changed``: test id → how much of its covered code changed (the bucketed
+        share of its files), for the tests whose covered code changed (``--qlearn-cov``)."""
+        covering_changed = covering_changed or {}
         decisions = []
         for test_id in sorted(test_ids):
             history = histories.get(test_id) or TestHistory(test_id)
-            change = self.change_state(history) if test_id in covering_changed else None
+            share = covering_changed.get(test_id)
+            change = None if share is None else self.change_state(history, share)
             if change is None:
                 p, known, per_test, shared = self.failure_probability(history)
             else:

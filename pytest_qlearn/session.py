@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -170,7 +170,7 @@ class LearningSession:
         self.trace_outcome: ct.TraceOutcome | None = None
         #: Tests whose covered code changed since the last coverage episode (``--qlearn-cov``):
         #: a budget always runs them.
-        self.covering_changed: frozenset[str] = frozenset()
+        self.covering_changed: Mapping[str, str] = {}  # test id -> share of its code changed
         #: The previous coverage run's total line coverage, for the coverage-gain reward.
         self.previous_coverage_percent: float | None = None
         self.tracer_readable: dict[str, str] = {}

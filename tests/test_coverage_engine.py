@@ -196,7 +196,7 @@ def test_detect_uses_git_and_confirms_with_digests(repo: Path) -> None:
     facts = detect(repo, maps, stored, commit, ())
     assert facts.source == "git" and facts.note == ""
     assert facts.changed == {"a.py"}
-    assert facts.covering_changed(maps) == {"t1"}
+    assert facts.covering_changed(maps) == {"t1": "0.5+"}  # its only file changed
     assert facts.stale(maps) == {"t1": {"a.py"}}
     assert facts.dirty == {"a.py"}
 

@@ -419,7 +419,7 @@ def test_a_test_covering_changed_code_starts_as_a_coin_flip_and_runs_first() -> 
     p = make_prioritizer()
     steady = {t: history(t, "PPPPPPPP") for t in ("a", "b")}
     plain = {d.test_id: d for d in p.decide(steady, ["a", "b"])}
-    changed = {d.test_id: d for d in p.decide(steady, ["a", "b"], covering_changed={"b"})}
+    changed = {d.test_id: d for d in p.decide(steady, ["a", "b"], covering_changed={"b": "0.5+"})}
     assert plain["b"].change is None and changed["a"].change is None
     assert changed["b"].change is not None
     assert changed["b"].p_fail >= prio.CHANGE_PRIOR / 2 > plain["b"].p_fail
@@ -429,15 +429,16 @@ def test_a_test_covering_changed_code_starts_as_a_coin_flip_and_runs_first() -> 
 def test_the_change_level_learns_how_often_changes_break_such_tests() -> None:
     p = make_prioritizer()
     steady = {"t": history("t", "PPPPPPPP")}
-    first = p.decide(steady, ["t"], covering_changed={"t"})[0]
+    first = p.decide(steady, ["t"], covering_changed={"t": "0.5+"})[0]
     assert first.change is not None
     nxt = p.states(steady["t"].record(PASSED, 0.5, 9), first.per_test)
     for _ in range(30):  # every change so far left tests like it passing
-        p.learn(p.decide(steady, ["t"], covering_changed={"t"})[0], PASSED, nxt)
-    learned = p.decide(steady, ["t"], covering_changed={"t"})[0]
+        p.learn(p.decide(steady, ["t"], covering_changed={"t": "0.5+"})[0], PASSED, nxt)
+    learned = p.decide(steady, ["t"], covering_changed={"t": "0.5+"})[0]
     assert learned.p_fail < first.p_fail / 4
     # ... while one that breaks whenever its code changes stays in front
     breaking = make_prioritizer()
     for _ in range(30):
-        breaking.learn(breaking.decide(steady, ["t"], covering_changed={"t"})[0], FAILED, nxt)
-    assert breaking.decide(steady, ["t"], covering_changed={"t"})[0].p_fail > 0.5
+        decision = breaking.decide(steady, ["t"], covering_changed={"t": "0.5+"})[0]
+        breaking.learn(decision, FAILED, nxt)
+    assert breaking.decide(steady, ["t"], covering_changed={"t": "0.5+"})[0].p_fail > 0.5
