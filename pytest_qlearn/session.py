@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -126,45 +126,19 @@ class LearningSession:
         self.session_id = session_id or uuid.uuid4().hex
         self.rewards = rewards or RewardCalculator()
         self.registry = registry or default_registry(hyper)
-        agent_type = self.registry.get(prio.NAME)
-        state = snapshot.agent_states.get(prio.NAME)
-        self.learner = QLearner(
-            prio.NAME,
-            agent_type.n_actions,
-            agent_type.hyper,
-            random.Random(seed),
-            episodes=state.episodes if state else 0,
+        agent_type, self.learner = self._learner(prio.NAME, prio.agent_type, hyper, seed)
+        # the other agents draw from their own RNGs: the order stays the same with or without
+        selector_type, self.selector_learner = self._learner(
+            sel.NAME, sel.agent_type, hyper, f"{seed}:{sel.NAME}"
         )
-        self.learner.load(snapshot.q_entries.get(prio.NAME, ()))
-        selector_type = (
-            self.registry.get(sel.NAME) if sel.NAME in self.registry else sel.agent_type(hyper)
-        )
-        selector_state = snapshot.agent_states.get(sel.NAME)
-        self.selector_learner = QLearner(
-            sel.NAME,
-            selector_type.n_actions,
-            selector_type.hyper,
-            random.Random(f"{seed}:{sel.NAME}"),  # its own draws: the order stays the same
-            episodes=selector_state.episodes if selector_state else 0,
-        )
-        self.selector_learner.load(snapshot.q_entries.get(sel.NAME, ()))
         self.selector = sel.Selector(
             self.selector_learner, self.rewards, selector_type, snapshot.pending_skips
         )
         #: The budget's selection, when one was made (or handed over by a pytest-xdist worker).
         self.selection: sel.Selection | None = None
-        tracer_type = (
-            self.registry.get(ct.NAME) if ct.NAME in self.registry else ct.agent_type(hyper)
+        tracer_type, self.tracer_learner = self._learner(
+            ct.NAME, ct.agent_type, hyper, f"{seed}:{ct.NAME}"
         )
-        tracer_state = snapshot.agent_states.get(ct.NAME)
-        self.tracer_learner = QLearner(
-            ct.NAME,
-            tracer_type.n_actions,
-            tracer_type.hyper,
-            random.Random(f"{seed}:{ct.NAME}"),
-            episodes=tracer_state.episodes if tracer_state else 0,
-        )
-        self.tracer_learner.load(snapshot.q_entries.get(ct.NAME, ()))
         #: The coverage-tracer agent (``--qlearn-cov``), and what its traces taught it.
         self.tracer = ct.CoverageTracer(self.tracer_learner, self.rewards, tracer_type)
         self.trace_outcome: ct.TraceOutcome | None = None
@@ -180,6 +154,27 @@ class LearningSession:
         self.prioritizer = prio.Prioritizer(self.learner, self.rewards, agent_type)
         self.episode = snapshot.episodes + 1
         self._decisions: dict[str, prio.Decision] = {}
+
+    def _learner(
+        self,
+        name: str,
+        default_type: Callable[[Hyperparameters | None], AgentType],
+        hyper: Hyperparameters | None,
+        seed: int | str,
+    ) -> tuple[AgentType, QLearner]:
+        """An agent's type (from the registry, else its default) and its learner, loaded
+        with the snapshot's Q-table and episode count for it."""
+        agent_type = self.registry.get(name) if name in self.registry else default_type(hyper)
+        state = self.snapshot.agent_states.get(name)
+        learner = QLearner(
+            name,
+            agent_type.n_actions,
+            agent_type.hyper,
+            random.Random(seed),
+            episodes=state.episodes if state else 0,
+        )
+        learner.load(self.snapshot.q_entries.get(name, ()))
+        return agent_type, learner
 
     def snapshot_json(self) -> str:
         """The snapshot this episode started from, for pytest-xdist workers (call it before

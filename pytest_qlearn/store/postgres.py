@@ -284,6 +284,12 @@ assert len(_HISTORY_TYPES) == len(_HISTORY_FIELDS)
 
 #: A partition's rows ($1 its key, $2 the project, $3 the environment).
 _PARTITION = "partition_key = $1 AND project = $2 AND environment = $3"
+#: Tables whose rows simply age out: (table, the column of their last use).
+_AGED_TABLES = (
+    ("file_hashes", "updated_at"),
+    ("coverage_runs", "started_at"),
+    ("coverage_files", "updated_at"),
+)
 
 _SCHEMA_EXISTS = "SELECT to_regclass('qlearn_schema') IS NOT NULL"
 _MIGRATION_LOCK = "hashtextextended('pytest-qlearn migrate ' || coalesce(current_schema(), ''), 0)"
@@ -1060,10 +1066,11 @@ class PostgresStore(Store):
                     cutoff,
                 )
                 removed += _count(status)
-            status = await conn.execute(
-                "DELETE FROM file_hashes WHERE project = $1 AND updated_at < $2", project, cutoff
-            )
-            removed += _count(status)
+            for table, column in _AGED_TABLES:
+                status = await conn.execute(
+                    f"DELETE FROM {table} WHERE project = $1 AND {column} < $2", project, cutoff
+                )
+                removed += _count(status)
             # a map outlives neither its test's history nor the TTL
             status = await conn.execute(
                 "DELETE FROM coverage_maps AS c WHERE project = $1 AND (updated_at < $2 OR "
@@ -1072,14 +1079,6 @@ class PostgresStore(Store):
                 "AND h.test_id = c.test_id))",
                 project,
                 cutoff,
-            )
-            removed += _count(status)
-            status = await conn.execute(
-                "DELETE FROM coverage_runs WHERE project = $1 AND started_at < $2", project, cutoff
-            )
-            removed += _count(status)
-            status = await conn.execute(
-                "DELETE FROM coverage_files WHERE project = $1 AND updated_at < $2", project, cutoff
             )
             removed += _count(status)
             # Trajectories are the bulky per-step log; sessions and rewards (the learning

@@ -203,6 +203,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 
+#: Tables whose rows simply age out: (table, the column of their last use).
+_AGED_TABLES = (
+    ("file_hashes", "updated_at"),
+    ("coverage_runs", "started_at"),
+    ("coverage_files", "updated_at"),
+)
 _HISTORY_FIELDS = TestHistory._fields
 _SESSION_FIELDS = tuple(f.name for f in fields(SessionRecord))
 
@@ -831,9 +837,10 @@ class SqliteStore(Store):
                     f"DELETE FROM {table} WHERE project = ? AND (expires_at < ? OR updated_at < ?)",
                     (project, now, cutoff),
                 ).rowcount
-            removed += conn.execute(
-                "DELETE FROM file_hashes WHERE project = ? AND updated_at < ?", (project, cutoff)
-            ).rowcount
+            for table, column in _AGED_TABLES:
+                removed += conn.execute(
+                    f"DELETE FROM {table} WHERE project = ? AND {column} < ?", (project, cutoff)
+                ).rowcount
             # a map outlives neither its test's history nor the TTL
             removed += conn.execute(
                 "DELETE FROM coverage_maps WHERE project = ? AND (updated_at < ? OR NOT EXISTS ("
@@ -841,12 +848,7 @@ class SqliteStore(Store):
                 "h.environment = coverage_maps.environment AND h.test_id = coverage_maps.test_id))",
                 (project, cutoff),
             ).rowcount
-            removed += conn.execute(
-                "DELETE FROM coverage_runs WHERE project = ? AND started_at < ?", (project, cutoff)
-            ).rowcount
-            removed += conn.execute(
-                "DELETE FROM coverage_files WHERE project = ? AND updated_at < ?", (project, cutoff)
-            ).rowcount
+
             # Trajectories are the bulky per-step log; sessions and rewards (the learning
             # curve) are kept.
             removed += conn.execute(
