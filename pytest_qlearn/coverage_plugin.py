@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from . import coverage_tracer as ct
+from . import selector as sel
 from .changes import file_digests, relative_key
 from .coverage_changes import ChangeFacts, detect
 from .coverage_map import (
@@ -115,6 +116,11 @@ class CoverageRun:
         """Before ranking: which files changed, which tests cover them, which to trace."""
         self._detect()
         learning.covering_changed = self.facts.covering_changed(self.maps)
+        collected = [self.maps[i.nodeid] for i in items if i.nodeid in self.maps]
+        learning.unique_lines = {
+            test_id: sel.UNIQUE if count > 0 else sel.NOT_UNIQUE
+            for test_id, count in unique_line_counts(collected).items()
+        }
         if self.mode != "trace":
             return
         test_files = {item.nodeid: relative_key(item.path, self.root) for item in items}

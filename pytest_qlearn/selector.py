@@ -42,7 +42,7 @@ from .store.base import PendingSkipDelta, TrajectoryStep
 NAME = "selector"
 ACTIONS = ("run", "skip")
 RUN, SKIP = 0, 1
-FEATURES = ("cost", "fail_rate", "new", "since_fail")  # sorted, the encoder's order
+FEATURES = ("cost", "fail_rate", "new", "since_fail", "unique")  # sorted: the encoder's order
 
 _SINCE_FAIL = Buckets((1, 2, 3, 6, 11, 21))
 _FAIL_RATE = Buckets((0.001, 0.05, 0.2, 0.5), integer=False)
@@ -63,6 +63,11 @@ ALWAYS = (FAILED_LAST, NEW, CHANGED, COVERS_CHANGED, MARKED)
 #: How far (in failures caught per run) running must be expected to lose before the greedy
 #: choice is to decline a test that fits.
 DECLINE_MARGIN = 0.05
+#: With ``--qlearn-cov``: what running a test that covers lines no other test covers is worth,
+#: in failures caught (coverage a budget keeps); the ``unique`` feature tells such tests apart.
+UNIQUE_LINES_VALUE = 0.1
+#: ``unique`` feature values: covers lines no other test does / does not / no map (no coverage).
+UNIQUE, NOT_UNIQUE, UNKNOWN = "yes", "no", "?"
 
 BUDGET_FORMS = "a duration like 120s, 2.5m or 1h (more than 0) or a share like 25% (0-100%]"
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|m|h|%)\s*$", re.IGNORECASE)
@@ -137,6 +142,7 @@ class Choice(NamedTuple):
     reason: str
     estimate: float
     explored: bool = False
+    unique: str = UNKNOWN  # the ``unique`` feature when it was decided
 
 
 @dataclass
@@ -190,8 +196,8 @@ class Selection:
             float(data["estimated_total"]),
             float(data["median"]),
             [
-                Choice(str(t), bool(r), str(w), float(e), bool(x))
-                for t, r, w, e, x in data["choices"]
+                Choice(str(t), bool(r), str(w), float(e), bool(x), str(u))
+                for t, r, w, e, x, u in data["choices"]
             ],
             bool(data["full_run"]),
         )
@@ -258,7 +264,8 @@ class Selector(Agent):
         self.pending = {t: dict(rows) for t, rows in (pending or {}).items()}
 
     # -- states ------------------------------------------------------------------------
-    def state(self, history: TestHistory, median: float) -> State:
+    def state(self, history: TestHistory, median: float, unique: str = UNKNOWN) -> State:
+        """``unique``: whether the test covers lines no other test does (``--qlearn-cov``)."""
         since = history.runs_since_failure()
         if history.runs == 0 or median <= 0:
             cost = "?"
@@ -270,6 +277,7 @@ class Selector(Agent):
                 "0" if history.failures == 0 else _FAIL_RATE.label(history.failure_rate),
                 history.is_new,
                 "never" if since is None else _SINCE_FAIL.label(since),
+                unique,
             )
         )
 
@@ -302,11 +310,14 @@ class Selector(Agent):
         marked: Collection[str] = (),
         changed: Collection[str] = (),
         covering_changed: Collection[str] = (),
+        unique: Mapping[str, str] | None = None,
         full_run: bool = False,
     ) -> Selection:
         """The tests that run, walking ``order`` (the prioritizer's ranking). ``marked``,
         ``changed`` (tests whose file changed since the last episode) and
-        ``covering_changed`` (tests that execute changed code, ``--qlearn-cov``) always run."""
+        ``covering_changed`` (tests that execute changed code, ``--qlearn-cov``) always run.
+        ``unique``: test id → the ``unique`` feature (``--qlearn-cov``; else unknown)."""
+        unique = unique or {}
         estimates, median = estimate_durations(order, histories)
         total = sum(estimates.values())
         selection = Selection(budget, budget.resolve(total), total, median, full_run=full_run)
@@ -323,19 +334,22 @@ class Selector(Agent):
         for test_id in order:
             estimate = estimates[test_id]
             reason = reasons[test_id]
+            covers = unique.get(test_id, UNKNOWN)
             if reason is not None:
-                selection.choices.append(Choice(test_id, True, reason, estimate))
+                selection.choices.append(Choice(test_id, True, reason, estimate, False, covers))
                 continue
             if used + estimate > selection.budget_seconds:
-                selection.choices.append(Choice(test_id, False, OVER, estimate))
+                selection.choices.append(Choice(test_id, False, OVER, estimate, False, covers))
                 continue
-            state = self.state(histories[test_id], median)
+            state = self.state(histories[test_id], median, covers)
             action, explored = self.learner.choose((self.advantage(state.key) + DECLINE_MARGIN, 0))
             if action == RUN:
                 used += estimate
-                selection.choices.append(Choice(test_id, True, FITS, estimate, explored))
+                selection.choices.append(Choice(test_id, True, FITS, estimate, explored, covers))
             else:
-                selection.choices.append(Choice(test_id, False, DECLINED, estimate, explored))
+                selection.choices.append(
+                    Choice(test_id, False, DECLINED, estimate, explored, covers)
+                )
         return selection
 
     def advantage(self, state_key: str) -> float:
@@ -349,11 +363,15 @@ class Selector(Agent):
         return (q[RUN] - q[SKIP]) / debias if debias > 0 else 0.0
 
     # -- learning ----------------------------------------------------------------------
-    def run_rewards(self, failed: bool, duration: float, budget_seconds: float) -> list[float]:
+    def run_rewards(
+        self, failed: bool, duration: float, budget_seconds: float, unique: str = UNKNOWN
+    ) -> list[float]:
         """[reward of run, reward of skip] for a test whose outcome is known; the time
-        used costs its share of ``budget_seconds`` (0: free)."""
+        used costs its share of ``budget_seconds`` (0: free); covering lines no other test
+        covers is worth ``UNIQUE_LINES_VALUE`` to running it."""
         cost = duration / budget_seconds if budget_seconds > 0 else 0.0
-        return [float(failed) - min(cost, 1.0), -1.0 if failed else 0.0]
+        kept = UNIQUE_LINES_VALUE if unique == UNIQUE else 0.0
+        return [float(failed) + kept - min(cost, 1.0), -1.0 if failed else 0.0]
 
     def learn(
         self,
@@ -391,10 +409,11 @@ class Selector(Agent):
                 continue
             failed = verdict == FAILED
             before = histories.get(test_id) or TestHistory(test_id)
-            state = self.state(before, median)
-            next_state = self.state(after, median)
-            rewards = self.run_rewards(failed, duration, budget_seconds)
             choice = chosen.get(test_id)
+            covers = UNKNOWN if choice is None else choice.unique
+            state = self.state(before, median, covers)
+            next_state = self.state(after, median, covers)
+            rewards = self.run_rewards(failed, duration, budget_seconds, covers)
             action = RUN if choice is None or choice.run else SKIP
             if selection is not None:
                 if not self.learner.knows(state.key):
@@ -437,7 +456,7 @@ class Selector(Agent):
                 if choice.test_id in verdicts:
                     continue
                 history = histories.get(choice.test_id) or TestHistory(choice.test_id)
-                state = self.state(history, median)
+                state = self.state(history, median, choice.unique)
                 pending.append(PendingSkipDelta(choice.test_id, state.key, 1.0))
         return SelectorLearning(steps, pending, readable)
 

@@ -145,6 +145,8 @@ class LearningSession:
         #: Tests whose covered code changed since the last coverage episode (``--qlearn-cov``):
         #: a budget always runs them.
         self.covering_changed: Mapping[str, str] = {}  # test id -> share of its code changed
+        #: Whether each test covers lines no other test covers (the selector's ``unique``).
+        self.unique_lines: Mapping[str, str] = {}
         #: The previous coverage run's total line coverage, for the coverage-gain reward.
         self.previous_coverage_percent: float | None = None
         self.tracer_readable: dict[str, str] = {}
@@ -232,6 +234,7 @@ class LearningSession:
             marked=marked,
             changed=changed,
             covering_changed=self.covering_changed,
+            unique=self.unique_lines,
             full_run=full_run,
         )
         return self.selection

@@ -366,3 +366,34 @@ def test_a_test_whose_file_changed_always_runs() -> None:
     assert reasons["D"] == (True, sel.NEW)
     assert reasons["A"][0] is False and reasons["B"][0] is False
     assert selection.always_over_budget
+
+
+# -- lines only one test covers (--qlearn-cov) ------------------------------------------------
+def test_covering_lines_no_other_test_covers_is_worth_running_and_has_its_own_state() -> None:
+    s = selector()
+    assert s.run_rewards(False, 0.5, 1.0, sel.UNIQUE) == [
+        pytest.approx(sel.UNIQUE_LINES_VALUE - 0.5),
+        0.0,
+    ]
+    assert s.run_rewards(False, 0.5, 1.0, sel.NOT_UNIQUE) == [-0.5, 0.0]
+    h = HISTORIES["A"]
+    keys = {s.state(h, 1.0, u).key for u in (sel.UNIQUE, sel.NOT_UNIQUE, sel.UNKNOWN)}
+    assert len(keys) == 3
+    assert s.state(h, 1.0).key == s.state(h, 1.0, sel.UNKNOWN).key
+
+
+def test_the_unique_feature_is_decided_once_and_learned_in_that_state() -> None:
+    s = selector()
+    unique = {"A": sel.UNIQUE, "B": sel.NOT_UNIQUE}
+    selection = s.select(ORDER, HISTORIES, sel.Budget("100s", seconds=100.0), unique=unique)
+    by_id = {c.test_id: c for c in selection.choices}
+    assert (by_id["A"].unique, by_id["B"].unique, by_id["C"].unique) == ("yes", "no", "?")
+    # the controller of a pytest-xdist run learns from the worker's selection
+    handed = sel.Selection.from_json(selection.to_json())
+    assert handed == selection
+    verdicts = {t: ("P", 1.0, HISTORIES[t].record("P", 1.0, 4)) for t in ("A", "B")}
+    s.learn(handed, HISTORIES, verdicts)
+    a_state = s.state(HISTORIES["A"], selection.median, sel.UNIQUE)
+    b_state = s.state(HISTORIES["B"], selection.median, sel.NOT_UNIQUE)
+    assert s.advantage(a_state.key) == pytest.approx(sel.UNIQUE_LINES_VALUE)
+    assert s.advantage(b_state.key) == pytest.approx(0.0)
