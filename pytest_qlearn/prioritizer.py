@@ -49,8 +49,9 @@ _DURATION = Buckets((0.1, 0.5, 1.0, 2.0, 10.0), integer=False)
 
 #: Pseudo-observations given to the history-based prior.
 PRIOR_WEIGHT = 1.0
-#: Pseudo-observations the shared level counts for, once it has been updated.
-SHARED_WEIGHT = 5.0
+#: Pseudo-observations the shared level counts for, once it has been updated: enough to
+#: rank a new or rarely seen test, little enough that a test's own record soon decides.
+SHARED_WEIGHT = 2.0
 #: Pseudo-observations the change level counts for, once it has been updated: a code change
 #: is news the test's own record cannot know, so it weighs like many runs of it.
 CHANGE_WEIGHT = 20.0

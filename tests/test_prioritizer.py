@@ -177,9 +177,10 @@ def test_shared_level_counts_as_fixed_pseudo_observations() -> None:
     h = TestHistory("t")
     _, shared = p.states(h)
     _train(p, shared.key, "F" * 50, None)
-    # p_shared = 1 with weight SHARED_WEIGHT = 5 (whatever its visits); prior 0.5 with
-    # weight 1; the per-test level was never updated -> (5 + 0.5) / 6 = 11/12
-    assert p.failure_probability(h)[0] == pytest.approx(11 / 12)
+    # p_shared = 1 with weight SHARED_WEIGHT = 2 (whatever its visits); prior 0.5 with
+    # weight 1; the per-test level was never updated -> (2 + 0.5) / 3 = 5/6
+    assert prio.SHARED_WEIGHT == 2.0
+    assert p.failure_probability(h)[0] == pytest.approx(5 / 6)
 
 
 # -- determinism --------------------------------------------------------------------------
@@ -331,19 +332,18 @@ def test_per_test_identity_separates_tests_with_identical_histories(store: Sqlit
     #   per-test a: passes only                                   -> 0, weight min(6, 2) = 2
     #   per-test b: P P F P P F -> (1/8 + 1) / (63/32) = 4/7,        weight 2
     #   shared: 12 updates a,b per episode, failures at updates 6 and 12
-    #           -> (1/64 + 1) / (4095/2048) = 32/63,                 weight SHARED_WEIGHT = 5
+    #           -> (1/64 + 1) / (4095/2048) = 32/63,                 weight SHARED_WEIGHT = 2
     #   prior of P P P: 0.5 * 0.5 / 4 = 1/16,                       weight 1
-    expected_a = (0.0 * 2 + 32 / 63 * 5 + 1 / 16) / 8  # 0.3253
-    expected_b = (4 / 7 * 2 + 32 / 63 * 5 + 1 / 16) / 8  # 0.4681
+    expected_a = (0.0 * 2 + 32 / 63 * 2 + 1 / 16) / 5  # 0.2157
+    expected_b = (4 / 7 * 2 + 32 / 63 * 2 + 1 / 16) / 5  # 0.4443
     assert p_a == pytest.approx(expected_a)
     assert p_b == pytest.approx(expected_b)
-    assert p_b - p_a == pytest.approx(1 / 7)
+    assert p_b - p_a == pytest.approx(8 / 35)
     # the ranking of episode 7 uses exactly these estimates
     assert ranking.decisions[a].p_fail == pytest.approx(expected_a)
     assert ranking.decisions[b].p_fail == pytest.approx(expected_b)
-    assert ranking.decisions[b].tier == 1  # p_b = 0.468 is nearest to 0.5
-    assert ranking.decisions[a].tier == 1  # p_a = 0.325 is nearer to 0.5 than to 0
-    # same tier: the likelier failure first
+    assert ranking.decisions[b].tier == 1  # p_b = 0.444 is nearest to 0.5
+    assert ranking.decisions[a].tier == 2  # p_a = 0.216 is nearer to 0 than to 0.5
     assert [r.test_id for r in ranking.order] == [b, a]
 
 
