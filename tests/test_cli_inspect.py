@@ -25,6 +25,7 @@ from pytest_qlearn.store import Store, open_store, parse_store_url
 from pytest_qlearn.store.base import (
     SCHEMA_VERSION,
     AgentProgress,
+    CoverageWrite,
     EpisodeWrite,
     Observation,
     Partition,
@@ -604,6 +605,8 @@ def everything(store: Store, partition: Partition) -> dict[str, Any]:
         "rewards": store.rewards(partition),
         "histories": store.load_snapshot(partition, []).histories,
         "pending_skips": store.load_snapshot(partition, []).pending_skips,
+        "file_hashes": store.load_snapshot(partition, []).file_hashes,
+        "coverage": store.load_coverage(partition),
         "trajectories": {a: store.trajectories(partition, a) for a in agents},
         "patterns": store.patterns(partition),
         "agents": {
@@ -632,10 +635,19 @@ def test_migrate_copies_a_project_exactly(
         PendingSkipDelta("t::a", "k1", 2.0),
         PendingSkipDelta("t::b", "k", 1),
     ]
+    writes[0].file_hashes = [("t.py", "d1"), ("pkg/ü.py", "d2")]
+    writes[0].coverage = CoverageWrite(
+        maps=[("t::a", '{"d": {"t.py": "d1"}, "l": {"t.py": "1-3"}}', 1)],
+        commit="c0ffee",
+        dirty=["t.py"],
+        percent=71.5,
+        statements=[("t.py", "d1", "1-9")],
+    )
     for w in writes:
         assert source.write_episode(w)
     learn(source)
     assert source.load_snapshot(SHOP, []).pending_skips == {"t::a": {"k1": 2.0}, "t::b": {"k": 1}}
+    assert source.load_coverage(SHOP).last_percent == 71.5
     # the target already holds another project: it is left alone
     target = store_at(target_url)
     marker = known_writes()[-1]

@@ -4,7 +4,9 @@ The copy goes through the same :meth:`Store.write_episode` every run uses, one w
 stored session (oldest first, with its trajectories and reward components), the last one also
 carrying the Q-tables (as deltas onto an empty table: ``0 + q`` is ``q`` exactly), the visit
 counts, the patterns, the agents' counters and ε, the selector's pending skips (as deltas onto
-an empty table too), and the test histories (taken as they are).
+an empty table too), the test histories (taken as they are), the file digests and, from
+``--qlearn-cov``, the coverage maps, the files' statements and the newest coverage run's
+commit, uncommitted files and line coverage.
 So the target holds exactly what the source holds; only timestamps of the copy itself
 (``updated_at``, expiry, ``last_active``) are new. The target partitions must be empty, and
 everything is read back and compared after the copy.
@@ -20,6 +22,8 @@ from ..history import SKIPPED
 from ..store.base import (
     DEFAULT_TTL_DAYS,
     AgentProgress,
+    CoverageSnapshot,
+    CoverageWrite,
     EpisodeWrite,
     Observation,
     Partition,
@@ -67,6 +71,8 @@ def _content(store: Store, partition: Partition) -> dict[str, Any]:
         "rewards": store.rewards(partition),
         "histories": snapshot.histories,
         "pending_skips": snapshot.pending_skips,
+        "file_hashes": snapshot.file_hashes,
+        "coverage": store.load_coverage(partition),
         "q": {
             a: [
                 (r.state, r.state_text, r.action, r.q, r.visits)
@@ -171,6 +177,18 @@ def _copy_partition(source: Store, target: Store, partition: Partition, ttl_days
             ]
             write.next_histories = histories
             write.base_episodes = last
+            write.file_hashes = sorted(content["file_hashes"].items())
+            coverage: CoverageSnapshot = content["coverage"]
+            if coverage != CoverageSnapshot():
+                write.coverage = CoverageWrite(
+                    maps=[
+                        (t, data, episode) for t, (data, episode) in sorted(coverage.maps.items())
+                    ],
+                    commit=coverage.last_commit,
+                    dirty=list(coverage.last_dirty),
+                    percent=coverage.last_percent,
+                    statements=[(p, d, r) for p, (d, r) in sorted(coverage.statements.items())],
+                )
         if not target.write_episode(write, ttl_days=ttl_days):
             raise InspectorError(
                 f"session {session.session_id!r} is already stored in {target.display_url} "
