@@ -98,9 +98,12 @@ class PgInstance:
                 parent.chmod(mode | 0o005)
 
     def _run(self, program: str, *args: str | Path, check: bool = True) -> None:
+        # as the unprivileged user with its own group only: root's supplementary groups kept
+        # would make group permission bits (e.g. a 0705 /root) deny what "others" may do
+        drop = {"user": self.user, "group": self.user, "extra_groups": []} if self.user else {}
         proc = subprocess.run(
             [str(self.bin / program), *map(str, args)],
-            user=self.user,
+            **drop,
             cwd=self.root,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

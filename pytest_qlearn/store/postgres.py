@@ -45,10 +45,12 @@ from .base import (
     SECONDS_PER_DAY,
     AgentProgress,
     AgentState,
+    CheckpointPush,
     EpisodeAgentStats,
     EpisodeWrite,
     Partition,
     PatternDelta,
+    PendingRun,
     QDelta,
     QTableSummary,
     QValueRecord,
@@ -61,6 +63,7 @@ from .base import (
     TrajectoryRecord,
     merged_pending_skips,
 )
+from .checkpoint import claimed_run, header_json, orphaned, results_json
 from .url import password_of, postgres_dsn, redact
 
 if TYPE_CHECKING:
@@ -225,6 +228,26 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # they were rows of the selector's Q-table before; they go
         "DELETE FROM q_values WHERE agent = 'selector' AND state_hash LIKE 'selector:pending:%'",
     ),
+    4: (
+        # results so far of runs in progress (see checkpoint.py): one row per run...
+        """CREATE TABLE IF NOT EXISTS checkpoints (
+            session_id text COLLATE "C" PRIMARY KEY,
+            partition_key uuid NOT NULL,
+            project text NOT NULL,
+            environment text NOT NULL,
+            owner text NOT NULL,
+            heartbeat double precision NOT NULL,
+            beat double precision NOT NULL,
+            pushes integer NOT NULL,
+            run text NOT NULL)""",
+        """CREATE INDEX IF NOT EXISTS checkpoints_partition ON checkpoints (partition_key)""",
+        # ... and one per push, with the results new since the one before
+        """CREATE TABLE IF NOT EXISTS checkpoint_results (
+            session_id text COLLATE "C" NOT NULL,
+            seq integer NOT NULL,
+            results text NOT NULL,
+            PRIMARY KEY (session_id, seq))""",
+    ),
 }
 
 _HISTORY_FIELDS = TestHistory._fields
@@ -249,8 +272,12 @@ _PARTITION = "partition_key = $1 AND project = $2 AND environment = $3"
 
 _SCHEMA_EXISTS = "SELECT to_regclass('qlearn_schema') IS NOT NULL"
 _MIGRATION_LOCK = "hashtextextended('pytest-qlearn migrate ' || coalesce(current_schema(), ''), 0)"
-#: Writers of one partition take turns; other partitions are not held up.
-_PARTITION_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('pytest-qlearn ' || $1, 0))"
+#: Writers of one partition take turns; other partitions are not held up. In the same round
+#: trip: room for the joins of a large merge in memory rather than temp files.
+_PARTITION_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtextextended('pytest-qlearn ' || $1, 0)), "
+    "set_config('work_mem', '64MB', true)"
+)
 
 _INSERT_SESSION = (
     f"INSERT INTO sessions (partition_key, project, environment, {', '.join(_SESSION_FIELDS)}) "
@@ -336,6 +363,27 @@ _SELECT_SESSIONS = (
     f"SELECT {', '.join(_SESSION_FIELDS)}, count(*) OVER () FROM sessions WHERE {_PARTITION} "
     "ORDER BY started_at DESC, seq DESC LIMIT $4"
 )
+# One statement, one round trip: the run's row is inserted, or renewed by its owner with a
+# newer push (never by a stale or repeated one, nor once a later run claimed it, nor for a
+# run whose episode is stored), and the push's results are added once.
+_PUSH_CHECKPOINT = """
+    WITH header AS (
+        INSERT INTO checkpoints AS c (session_id, partition_key, project, environment, owner,
+            heartbeat, beat, pushes, run)
+        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+        WHERE NOT EXISTS (SELECT FROM sessions WHERE session_id = $1)
+        ON CONFLICT (session_id) DO UPDATE SET heartbeat = EXCLUDED.heartbeat,
+            beat = EXCLUDED.beat, pushes = EXCLUDED.pushes, run = EXCLUDED.run
+            WHERE c.owner = EXCLUDED.owner AND c.pushes < EXCLUDED.pushes
+        RETURNING 1
+    )
+    INSERT INTO checkpoint_results (session_id, seq, results)
+    SELECT $1, $8, $10 WHERE EXISTS (SELECT FROM header)
+    ON CONFLICT (session_id, seq) DO NOTHING"""
+_BEAT_CHECKPOINT = "UPDATE checkpoints SET heartbeat = $3 WHERE session_id = $1 AND owner = $2"
+_DROP_CHECKPOINT = """
+    WITH header AS (DELETE FROM checkpoints WHERE session_id = $1)
+    DELETE FROM checkpoint_results WHERE session_id = $1"""
 _CLAIM_CLEANUP = """
     INSERT INTO maintenance AS m (project, last_cleanup) VALUES ($1, $2)
     ON CONFLICT ((md5(project)::uuid)) DO UPDATE SET last_cleanup = EXCLUDED.last_cleanup
@@ -360,10 +408,6 @@ class _Secret:
 
     def __repr__(self) -> str:
         return "<secret>"
-
-
-class _AlreadyStored(Exception):
-    """Raised inside the write transaction to roll it back: the session id is stored."""
 
 
 class _LoopThread:
@@ -435,6 +479,9 @@ class PostgresStore(Store):
         self._on_warning = on_warning
         self._loop: _LoopThread | None = None
         self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+        #: heartbeat tasks of runs whose checkpoint this store pushed, by session id
+        self._beats: dict[str, asyncio.Task[None]] = {}
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.display_url!r})"
@@ -448,7 +495,7 @@ class PostgresStore(Store):
             raise StoreError(f"the qlearn store {self.display_url} is not open")
         timeout = budget if budget is not None else self.command_timeout * 3 + 5
         try:
-            return self._loop.run(coro, timeout)
+            return self._loop.run(self._serialized(coro), timeout)
         except StoreError:
             raise
         except (KeyboardInterrupt, SystemExit):
@@ -459,6 +506,15 @@ class PostgresStore(Store):
                 self._drop_connection()  # the connection's state is unknown now
             message = self._describe(exc)
         raise StoreError(f"cannot {doing} the qlearn store {self.display_url}: {message}")
+
+    async def _serialized(self, coro: Coroutine[Any, Any, T]) -> T:
+        """One use of the connection at a time (a checkpoint push or heartbeat in the
+        background, and the calls of the run)."""
+        try:
+            async with self._lock:
+                return await coro
+        finally:
+            coro.close()  # cancelled while waiting for the lock: never awaited, no warning
 
     def _describe(self, exc: BaseException) -> str:
         text = str(exc).strip() or "no details"
@@ -488,6 +544,7 @@ class PostgresStore(Store):
             return
         if self._loop is None:
             self._loop = _LoopThread()
+            self._lock = asyncio.Lock()  # used on this loop only
         try:
             self._call("connect to", self._connect(), budget=self.connect_timeout + 5)
             self._call("migrate", self._migrate())
@@ -512,6 +569,9 @@ class PostgresStore(Store):
         self._loop, self._conn = None, None
         if loop is None:
             return
+        beats, self._beats = list(self._beats.values()), {}
+        for task in beats:
+            loop.loop.call_soon_threadsafe(task.cancel)
         try:
             if conn is not None and not conn.is_closed():
                 loop.run(_close_connection(conn), timeout=10.0)
@@ -758,22 +818,131 @@ class PostgresStore(Store):
         expires = now + ttl_days * SECONDS_PER_DAY
         key = _key(write.partition)
         record = asdict(write.session)
-        try:
-            async with conn.transaction():
-                # Writers of one partition take turns: the history fast path needs to know
-                # whether anyone wrote since the snapshot.
-                await conn.execute(_PARTITION_LOCK, str(key[0]))
-                # room for the joins of a large merge in memory rather than temp files
-                await conn.execute("SET LOCAL work_mem = '64MB'")
-                inserted = await conn.fetchval(
-                    _INSERT_SESSION, *key, *(record[name] for name in _SESSION_FIELDS)
-                )
-                if inserted is None:
-                    raise _AlreadyStored  # rolls the transaction back
-                await self._write_rows(conn, write, key, now, expires)
-        except _AlreadyStored:
-            return False
+        session_id = write.session.session_id
+        beat = self._beats.pop(session_id, None)
+        if beat is not None:  # the run's checkpoint goes with this write
+            beat.cancel()
+        async with conn.transaction():
+            # Writers of one partition take turns: the history fast path needs to know
+            # whether anyone wrote since the snapshot.
+            await conn.execute(_PARTITION_LOCK, str(key[0]))
+            # the run's checkpoint (if any) is superseded by its episode, or by the one stored
+            await conn.execute(_DROP_CHECKPOINT, session_id)
+            inserted = await conn.fetchval(
+                _INSERT_SESSION, *key, *(record[name] for name in _SESSION_FIELDS)
+            )
+            if inserted is None:
+                return False  # stored already: only the checkpoint's removal commits
+            await self._write_rows(conn, write, key, now, expires)
         return True
+
+    # -- checkpoints -------------------------------------------------------------------------
+    outlives_runner = True
+
+    def push_checkpoint(self, push: CheckpointPush, now: float | None = None) -> None:
+        self._call("push a checkpoint to", self._push_checkpoint(push, now))
+
+    def push_checkpoint_soon(self, push: CheckpointPush) -> concurrent.futures.Future[None]:
+        future: concurrent.futures.Future[None]
+        if self._loop is None:
+            future = concurrent.futures.Future()
+            future.set_exception(StoreError(f"the qlearn store {self.display_url} is not open"))
+            return future
+        return asyncio.run_coroutine_threadsafe(
+            self._in_background("push a checkpoint to", self._push_and_beat(push)),
+            self._loop.loop,
+        )
+
+    async def _in_background(self, doing: str, coro: Coroutine[Any, Any, T]) -> T:
+        """``coro`` serialised with every other use of the connection; errors as
+        :class:`StoreError` without the password (as :meth:`_call` does)."""
+        try:
+            return await self._serialized(coro)
+        except (StoreError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            message = self._describe(exc)
+        raise StoreError(f"cannot {doing} the qlearn store {self.display_url}: {message}")
+
+    async def _push_and_beat(self, push: CheckpointPush) -> None:
+        await self._push_checkpoint(push, None)
+        run = push.run
+        if run.session_id not in self._beats and push.beat > 0:
+            self._beats[run.session_id] = asyncio.create_task(
+                self._beat_forever(run.session_id, run.owner, push.beat)
+            )
+
+    async def _push_checkpoint(self, push: CheckpointPush, now: float | None) -> None:
+        run = push.run
+        await self.conn.execute(
+            _PUSH_CHECKPOINT,
+            run.session_id,
+            *_key(run.partition),
+            run.owner,
+            time.time() if now is None else now,
+            push.beat,
+            push.seq,
+            header_json(run),
+            results_json(run),
+        )
+
+    async def _beat_forever(self, session_id: str, owner: str, beat: float) -> None:
+        """The owner's heartbeat, from this thread: the run's tests never hold it up."""
+        while True:
+            await asyncio.sleep(beat)
+            try:
+                await self._serialized(self._beat(session_id, owner, None))
+            except Exception:  # a silent owner only looks orphaned sooner; nothing is lost
+                self._beats.pop(session_id, None)
+                return
+
+    async def _beat(self, session_id: str, owner: str, now: float | None) -> None:
+        await self.conn.execute(
+            _BEAT_CHECKPOINT, session_id, owner, time.time() if now is None else now
+        )
+
+    def beat_checkpoint(self, session_id: str, owner: str, now: float | None = None) -> None:
+        self._call("write to", self._beat(session_id, owner, now))
+
+    def claim_checkpoints(
+        self, partition: Partition, claimer: str, now: float | None = None
+    ) -> list[PendingRun]:
+        now = time.time() if now is None else now
+        return self._call("claim checkpoints in", self._claim(partition, claimer, now))
+
+    async def _claim(self, partition: Partition, claimer: str, now: float) -> list[PendingRun]:
+        conn = self.conn
+        key = _key(partition)
+        select = f"SELECT session_id, owner, heartbeat, beat FROM checkpoints WHERE {_PARTITION}"
+        # the common case, nothing there, costs one read and no transaction
+        if not any(orphaned(r[1], r[2], r[3], now) for r in await conn.fetch(select, *key)):
+            return []
+        async with conn.transaction():
+            # Rows another claimer holds are skipped; the ones read here are locked until
+            # commit, and whoever reads them afterwards finds them owned by this claimer.
+            rows = await conn.fetch(select + " ORDER BY session_id FOR UPDATE SKIP LOCKED", *key)
+            ids = [r[0] for r in rows if orphaned(r[1], r[2], r[3], now)]
+            if not ids:
+                return []
+            headers: dict[str, str] = {
+                row[0]: row[1]
+                for row in await conn.fetch(
+                    "UPDATE checkpoints SET owner = $2, heartbeat = $3 "
+                    "WHERE session_id = ANY($1::text[]) RETURNING session_id, run",
+                    ids,
+                    claimer,
+                    now,
+                )
+            }
+            chunks: dict[str, list[str]] = {
+                row[0]: row[1]
+                for row in await conn.fetch(
+                    "SELECT session_id, array_agg(results ORDER BY seq) FROM checkpoint_results "
+                    "WHERE session_id = ANY($1::text[]) GROUP BY session_id",
+                    ids,
+                )
+            }
+        return [claimed_run(headers[i], list(chunks.get(i) or []), claimer) for i in ids]
 
     async def _write_rows(
         self,
@@ -945,6 +1114,17 @@ class PostgresStore(Store):
                 removed += _count(status)
             status = await conn.execute(
                 "DELETE FROM file_hashes WHERE project = $1 AND updated_at < $2", project, cutoff
+            )
+            removed += _count(status)
+            # checkpoints nobody claimed within the TTL (the results go with them)
+            await conn.execute(
+                "DELETE FROM checkpoint_results WHERE session_id IN (SELECT session_id "
+                "FROM checkpoints WHERE project = $1 AND heartbeat < $2)",
+                project,
+                cutoff,
+            )
+            status = await conn.execute(
+                "DELETE FROM checkpoints WHERE project = $1 AND heartbeat < $2", project, cutoff
             )
             removed += _count(status)
             # Trajectories are the bulky per-step log; sessions and rewards (the learning
