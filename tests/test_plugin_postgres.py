@@ -728,3 +728,32 @@ def test_a_killed_runs_checkpoint_in_the_database_is_learned_once(
     assert pg_execute(pg_url, "SELECT count(*) FROM checkpoints")[0][0] == 0
     assert pg_execute(pg_url, "SELECT count(*) FROM checkpoint_results")[0][0] == 0
     assert tuple(pg_execute(pg_url, "SELECT episodes FROM agent_states")[0]) == (4,)
+
+
+def test_a_failed_push_whose_run_then_saves_its_episode_warns_once(
+    pytester: pytest.Pytester, pg_url: str
+) -> None:
+    """A push that fails (the database refuses it) stops the pushing; the final write still
+    saves the run: one warning, saying so."""
+    make_project(pytester, fail=("test_c",), ini=PUSH_EVERY_TEST)
+    pytester.makeconftest(
+        CONFTEST
+        + """
+
+from pytest_qlearn.store import postgres
+
+
+async def _refused(self, push, now):
+    await self.conn.execute("SELECT * FROM no_such_table")
+
+
+postgres.PostgresStore._push_checkpoint = _refused
+"""
+    )
+    result = run_subprocess(pytester, "--qlearn-db", pg_url)
+    result.assert_outcomes(passed=TESTS - 1, failed=1)
+    [warning] = warnings_of(result)
+    assert "cannot push a checkpoint to the qlearn store" in warning
+    assert "no_such_table" in warning and "its learning was saved" in warning
+    assert len(sessions(pg_url)) == 1
+    assert pg_execute(pg_url, "SELECT count(*) FROM checkpoints")[0][0] == 0
