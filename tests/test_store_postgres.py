@@ -39,7 +39,7 @@ from pytest_qlearn.store.base import (
     QDelta,
     SessionRecord,
 )
-from pytest_qlearn.store.postgres import MIGRATIONS, PostgresStore, partition_key
+from pytest_qlearn.store.postgres import COPY_THRESHOLD, MIGRATIONS, PostgresStore, partition_key
 
 AGENT = prio.NAME
 PARTITION = Partition("project", "env")
@@ -352,8 +352,35 @@ def test_a_write_is_a_fixed_number_of_statements_whatever_its_size(pg_url: str) 
             assert store.write_episode(w)
         return log
 
-    small, large = statements_for(10, "small"), statements_for(3_000, "large")
-    assert len(large) == len(small) <= 20, large
+    # parameter arrays below COPY_THRESHOLD deltas per agent, COPY from there on
+    small, smaller = statements_for(COPY_THRESHOLD - 1, "small"), statements_for(10, "smaller")
+    assert len(small) == len(smaller) <= 20, small
+    large, larger = statements_for(COPY_THRESHOLD, "large"), statements_for(30_000, "larger")
+    assert len(large) == len(larger) <= 30, large
+
+
+def test_a_large_merge_by_copy_adds_up_exactly_for_two_agents_in_one_write(pg_url: str) -> None:
+    n = COPY_THRESHOLD + 500
+    first = episode_write("first", q=[(f"s{i}", i % 3, 0.5, 1) for i in range(n)])
+    first.q_deltas["selector"] = [QDelta(f"x{i}", f"text x{i}", 1, 1.0, 2) for i in range(n)]
+    # half of them known, half new, and one key given twice
+    rows = [(f"s{i}", i % 3, 0.25, 2) for i in range(n // 2, n + n // 2)] + [("s0", 0, 1.0, 1)]
+    second = episode_write("second", q=rows)
+    second.q_deltas["selector"] = [QDelta(f"x{i}", "changed text", 1, -1.0, 1) for i in range(n)]
+    with opened(pg_url) as store:
+        assert store.write_episode(first) and store.write_episode(second)
+        table = q_table(store)
+        snapshot = store.load_snapshot(PARTITION, ["selector"])
+    expected: dict[tuple[str, str, int], tuple[float, int]] = {}
+    for s_, a, dq, dn in [(f"s{i}", i % 3, 0.5, 1) for i in range(n)] + rows:
+        q, v = expected.get((AGENT, s_, a), (0.0, 0))
+        expected[(AGENT, s_, a)] = (q + dq, v + dn)
+    assert table == expected
+    assert {(e.state, e.action, e.q, e.visits) for e in snapshot.q_entries["selector"]} == {
+        (f"x{i}", 1, 0.0, 3) for i in range(n)
+    }
+    texts = pg_execute(pg_url, "SELECT DISTINCT state_text FROM q_values WHERE agent = 'selector'")
+    assert len(texts) == n  # a state keeps the text it first came with
 
 
 def test_a_write_is_one_transaction(pg_url: str) -> None:

@@ -314,6 +314,29 @@ _MERGE_Q = """
     SELECT $1, $4, u.s, u.a, u.dq, u.dn, $10, $11, $2, $3, u.txt FROM u
     WHERE NOT EXISTS (SELECT FROM updated WHERE updated.state_hash = u.s
         AND updated.action = u.a)"""
+#: From this many deltas of an agent on, they go by COPY (:meth:`PostgresStore._copy_merge_q`).
+COPY_THRESHOLD = 2_000
+_Q_DELTAS = "qlearn_q_deltas"
+_CREATE_Q_DELTAS = f"""
+    DROP TABLE IF EXISTS {_Q_DELTAS};
+    CREATE TEMPORARY TABLE {_Q_DELTAS} (s text COLLATE "C", a integer, txt text, dq float8,
+        dn bigint) ON COMMIT DROP"""
+# Writers of a partition take turns (the partition lock), so no other writer inserts these
+# keys between the UPDATE and the INSERT (see _MERGE_Q).
+_COPY_UPDATE_Q = f"""
+    UPDATE q_values AS t SET q = t.q + u.dq, visits = t.visits + u.dn, updated_at = $5,
+        expires_at = $6
+    FROM {_Q_DELTAS} AS u
+    WHERE t.partition_key = $1 AND t.agent = $4 AND t.state_hash = u.s AND t.action = u.a
+        AND t.project = $2 AND t.environment = $3"""
+# in key order: the index is filled left to right, page by page
+_COPY_INSERT_Q = f"""
+    INSERT INTO q_values (partition_key, agent, state_hash, action, q, visits, updated_at,
+        expires_at, project, environment, state_text)
+    SELECT $1, $4, u.s, u.a, u.dq, u.dn, $5, $6, $2, $3, u.txt FROM {_Q_DELTAS} AS u
+    {{new_only}} ORDER BY u.s, u.a"""
+_NEW_ONLY = """WHERE NOT EXISTS (SELECT FROM q_values AS t WHERE t.partition_key = $1
+    AND t.agent = $4 AND t.state_hash = u.s AND t.action = u.a)"""
 _INSERT_TRAJECTORIES = """
     INSERT INTO trajectories (session_id, agent, step, test_id, state_hash, action, explored,
         reward, next_state_hash)
@@ -968,10 +991,11 @@ class PostgresStore(Store):
                 now,
             )
         for agent in sorted(write.q_deltas):
-            if write.q_deltas[agent]:
-                await conn.execute(
-                    _MERGE_Q, *key, agent, *_delta_columns(write.q_deltas[agent]), now, expires
-                )
+            deltas = write.q_deltas[agent]
+            if len(deltas) >= COPY_THRESHOLD:
+                await self._copy_merge_q(conn, agent, deltas, key, now, expires)
+            elif deltas:
+                await conn.execute(_MERGE_Q, *key, agent, *_delta_columns(deltas), now, expires)
         if write.trajectories:
             steps = write.trajectories
             await conn.execute(
@@ -1043,6 +1067,30 @@ class PostgresStore(Store):
                 [delta for _, delta in merged],
             )
             await conn.execute(f"DELETE FROM pending_skips WHERE {_PARTITION} AND count <= 0", *key)
+
+    @staticmethod
+    async def _copy_merge_q(
+        conn: asyncpg.Connection,
+        agent: str,
+        deltas: Sequence[QDelta],
+        key: tuple[uuid.UUID, str, str],
+        now: float,
+        expires: float,
+    ) -> None:
+        """A large batch: COPY (binary) into a temporary table, then one UPDATE of the rows
+        that exist and one INSERT of the others, in key order. Far cheaper than the same
+        rows as parameter arrays, whose decoding and ``unnest`` cost the server more than
+        the merge itself (measured: 100,000 deltas, 0.8 s of 1.4 s)."""
+        await conn.execute(_CREATE_Q_DELTAS)
+        columns = _delta_columns(deltas)
+        await conn.copy_records_to_table(_Q_DELTAS, records=zip(*columns, strict=True))
+        await conn.execute(f"ANALYZE {_Q_DELTAS}")  # a plan for 100,000 rows, not for 0
+        updated = _count(await conn.execute(_COPY_UPDATE_Q, *key, agent, now, expires))
+        # (the rows are distinct keys) all updated: nothing is new; none: nothing to look up
+        if updated == 0:
+            await conn.execute(_COPY_INSERT_Q.format(new_only=""), *key, agent, now, expires)
+        elif updated < len(columns[0]):
+            await conn.execute(_COPY_INSERT_Q.format(new_only=_NEW_ONLY), *key, agent, now, expires)
 
     async def _merge_histories(
         self,
