@@ -16,7 +16,10 @@ _HYPER_HELP = {
     "exploration_decay": f"ε decay per episode in [0.9, 1] (default {_DEFAULTS.epsilon_decay})",
     "min_exploration_rate": f"ε floor in [0, 0.1] (default {_DEFAULTS.epsilon_min})",
     "update_frequency": (
-        f"Q-updates batched between store syncs, 1-100000 (default {_DEFAULTS.update_frequency})"
+        "new test results between store syncs: a run pushes its results so far into a shared "
+        "store (PostgreSQL) once qlearn_checkpoint_seconds have passed and at least this many "
+        "tests ended since the last push; also the learner's batch of Q-updates, 1-100000 "
+        f"(default {_DEFAULTS.update_frequency})"
     ),
 }
 
@@ -129,8 +132,9 @@ def add_options(parser: pytest.Parser) -> None:
         "qlearn_checkpoint_seconds",
         type="string",
         default="",
-        help="a long run saves its results so far every N seconds, so a killed run loses "
-        "nothing it saw (60; 0 = never)",
+        help="a long run saves its results so far every N seconds (locally, and with "
+        "PostgreSQL also into the database once qlearn_update_frequency tests ended since "
+        "the last push), so a killed run loses nothing it saw (60; 0 = never)",
     )
     parser.addini(
         "qlearn_step_summary",

@@ -37,8 +37,9 @@ from .rewards import RewardCalculator
 from .session import EpisodeSummary, LearningSession, Ranking, TestResult, default_registry
 from .settings import Settings
 from .store import SchemaTooNewError, Snapshot, Store, StoreError, open_store
-from .store.base import CoverageSnapshot, EpisodeWrite, Partition
-from .store.spool import PendingRun, Spool, owner_id, spool_directory
+from .store.base import CoverageSnapshot, EpisodeWrite, Partition, PendingRun
+from .store.checkpoint import CheckpointPusher, owner_id
+from .store.spool import Spool, spool_directory
 from .store.url import StoreUrl, redact
 
 PLUGIN_NAME = "qlearn-plugin"
@@ -151,6 +152,10 @@ class QLearnPlugin:
         interval = settings.checkpoint_seconds
         self._next_checkpoint = time.monotonic() + interval if interval > 0 else math.inf
         self._checkpointed = False
+        #: pushes the results so far into a store that outlives the runner (PostgreSQL)
+        self.pusher: CheckpointPusher | None = None
+        self._ended: list[str] = []  # tests whose teardown was reported, in that order
+        self.recovered = 0  # interrupted runs claimed from the store and learned
         self._snapshot_dir: Path | None = None
         #: ``--qlearn-cov`` for this session, once the store's maps are loaded.
         self.coverage: qcov.CoverageRun | None = None
@@ -196,6 +201,10 @@ class QLearnPlugin:
                 self.store, self.settings.ttl_days, self._warn, relearn=self._relearn
             )
             partition = Partition(self.settings.project, self.settings.environment)
+            # interrupted runs whose checkpoints only the store kept (their runner is gone)
+            for run in self.store.claim_checkpoints(partition, owner_id()):
+                if self.store.write_episode(self._relearn(run), self.settings.ttl_days):
+                    self.recovered += 1
             snapshot = self.store.load_snapshot(partition, self._agents())
             stored = self.store.load_coverage(partition) if self.settings.coverage else None
         # Exception, not only StoreError/OSError: whatever goes wrong in the store (a driver
@@ -211,6 +220,10 @@ class QLearnPlugin:
         self.store_status = f"loaded {len(snapshot.histories)} test histories"
         seed = self._seed(snapshot)
         self.learning = self._learning_session(snapshot, seed, None)
+        if self.store.outlives_runner and self.settings.checkpoint_seconds > 0:
+            self.pusher = CheckpointPusher(
+                self.store, self.settings.checkpoint_seconds, self.settings.hyper.update_frequency
+            )
         if stored is not None:
             self._start_coverage(stored, snapshot.file_hashes)
 
@@ -501,8 +514,15 @@ class QLearnPlugin:
                 fold.verdict = SKIPPED
         elif report.when == "call" and fold.verdict is None:
             fold.verdict = PASSED
-        if report.when == "teardown" and time.monotonic() >= self._next_checkpoint:
+        if report.when != "teardown":
+            return
+        if time.monotonic() >= self._next_checkpoint:
             self._checkpoint()
+        pusher = self.pusher
+        if pusher is not None:
+            self._ended.append(report.nodeid)
+            if pusher.due(len(self._ended)):
+                self._push_checkpoint(pusher)
 
     def _results(self) -> list[TestResult]:
         return [
@@ -538,6 +558,28 @@ class QLearnPlugin:
         except OSError as exc:
             self._next_checkpoint = math.inf
             self._warn(f"cannot save a checkpoint of this run to {self.spool.directory}: {exc}")
+
+    def _push_checkpoint(self, pusher: CheckpointPusher) -> None:
+        """Hand the store the results of the tests that ended since the last push; it
+        writes them in the background (see :mod:`pytest_qlearn.store.checkpoint`)."""
+        assert self.learning is not None
+        folds = self.folds
+        fresh = [
+            TestResult(
+                test_id,
+                fold.verdict,
+                fold.duration,
+                fold.index,
+                fold.position,
+                fold.tier,
+                fold.explored,
+            )
+            for test_id in self._ended[pusher.pushed :]
+            if (fold := folds[test_id]).verdict is not None
+        ]
+        interrupted = int(pytest.ExitCode.INTERRUPTED)
+        run = self._pending_run(self.learning, fresh, interrupted, True, owner_id())
+        pusher.push(run, len(self._ended))
 
     def _pending_run(
         self,
@@ -592,16 +634,31 @@ class QLearnPlugin:
                 percent, self.learning.previous_coverage_percent
             )
         write.file_hashes = sorted(hashes.items())
+        push_failure = None
+        if self.pusher is not None:  # a push under way finishes first
+            # bounded by the store's command timeout (PostgreSQL: 60 s unless configured)
+            timeout = float(getattr(self.store, "command_timeout", 30.0)) + 5.0
+            push_failure = self.pusher.finish(timeout)
+            self.pusher = None
         if self.store is not None:
             try:
                 written = False
                 self.store.write_episode(write, self.settings.ttl_days)
                 written = True
+                if push_failure is not None:  # the one warning: the final write had none
+                    self._warn(
+                        f"{redact(str(push_failure)) or type(push_failure).__name__}; this "
+                        "run's checkpoints stayed local from then on (its learning was saved)"
+                    )
                 if self._checkpointed and self.spool is not None:
                     self.spool.remove(write.session.session_id)  # the episode is safe now
                 self.store_status = f"saved to {self.store_display}"
                 if self.replayed:
                     self.store_status += f" with {self.replayed} spooled earlier run(s)"
+                if self.recovered:
+                    self.store_status += (
+                        f" with {self.recovered} interrupted run(s) recovered from the store"
+                    )
                 removed = self.store.maybe_cleanup(self.settings.project, self.settings.ttl_days)
                 if removed:
                     self.store_status += f" (expired {removed} rows unused for "

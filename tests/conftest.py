@@ -98,13 +98,12 @@ class PgInstance:
                 parent.chmod(mode | 0o005)
 
     def _run(self, program: str, *args: str | Path, check: bool = True) -> None:
+        # as the unprivileged user with its own group only: root's supplementary groups kept
+        # would make group permission bits (e.g. a 0705 /root) deny what "others" may do
+        drop = {"user": self.user, "group": self.user, "extra_groups": []} if self.user else {}
         proc = subprocess.run(
             [str(self.bin / program), *map(str, args)],
-            # drop root's groups too: a directory closed to its group (/root at 0705) would
-            # otherwise stop the unprivileged user on the way to the binaries
-            user=self.user,
-            group=self.user,
-            extra_groups=[] if self.user is not None else None,
+            **drop,
             cwd=self.root,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

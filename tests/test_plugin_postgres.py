@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -277,6 +278,23 @@ STOPPER = """
 
 
     def test_zz_stop_the_database():
+        pushed_to = os.environ.get("QLEARN_WAIT_FOR_PUSH")
+        if pushed_to:  # a checkpoint of the tests before this one reached the database first
+            import asyncio
+
+            import asyncpg
+
+            async def pushes():
+                conn = await asyncpg.connect(pushed_to)
+                try:
+                    return await conn.fetchval("SELECT count(*) FROM checkpoint_results")
+                finally:
+                    await conn.close()
+
+            deadline = time.monotonic() + 60
+            while not asyncio.run(pushes()):
+                assert time.monotonic() < deadline, "no checkpoint was pushed"
+                time.sleep(0.02)
         pid = int(os.environ["QLEARN_POSTMASTER_PID"])
         os.kill(pid, signal.SIGINT)  # fast shutdown: every connection is dropped
         deadline = time.monotonic() + 60
@@ -286,16 +304,27 @@ STOPPER = """
 """
 
 
+PUSH_EVERY_TEST = "qlearn_checkpoint_seconds = 1e-9\nqlearn_update_frequency = 1\n"
+
+
+@pytest.mark.parametrize("pushing", [False, True], ids=["no-checkpoints", "pushing-checkpoints"])
 def test_database_stopping_mid_run_completes_the_run_and_the_next_run_replays(
-    pytester: pytest.Pytester, pg_instance: PgInstance, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester,
+    pg_instance: PgInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    pushing: bool,
 ) -> None:
-    make_project(pytester, fail=("test_c",))
+    """With checkpoints pushed after every test, the pushes after the stop fail too: still
+    one warning, and the local checkpoint and spool hold everything."""
+    make_project(pytester, fail=("test_c",), ini=PUSH_EVERY_TEST if pushing else "")
     pg_instance.start()
     url = pg_instance.url()
     run(pytester, "--qlearn-db", url).assert_outcomes(passed=TESTS - 1, failed=1)
 
     pytester.makepyfile(test_stopper=textwrap.dedent(STOPPER))
     monkeypatch.setenv("QLEARN_POSTMASTER_PID", str(pg_instance.postmaster_pid()))
+    if pushing:
+        monkeypatch.setenv("QLEARN_WAIT_FOR_PUSH", url)
     stopped = run_subprocess(pytester, "-v", "--qlearn-db", url, "--qlearn-report=r1.json")
     stopped.assert_outcomes(passed=TESTS, failed=1)  # the stopper passed, test_c failed
     assert stopped.ret == pytest.ExitCode.TESTS_FAILED
@@ -310,6 +339,8 @@ def test_database_stopping_mid_run_completes_the_run_and_the_next_run_replays(
 
     (pytester.path / "test_stopper.py").unlink()
     pg_instance.start()
+    # what it pushed before the stop (superseded by its spooled episode in the next run)
+    assert pg_execute(url, "SELECT count(*) FROM checkpoints")[0][0] == int(pushing)
     after = run_subprocess(pytester, "--qlearn-db", url)
     after.assert_outcomes(passed=TESTS - 1, failed=1)
     assert not warnings_of(after)
@@ -328,6 +359,7 @@ def test_database_stopping_mid_run_completes_the_run_and_the_next_run_replays(
     run(pytester, "--qlearn-db", url).assert_outcomes(passed=TESTS - 1, failed=1)
     assert sessions(url).count(lost_id) == 1 and len(sessions(url)) == 4
     assert tuple(pg_execute(url, "SELECT episodes FROM agent_states")[0]) == (4,)
+    assert pg_execute(url, "SELECT count(*) FROM checkpoints")[0][0] == 0
 
 
 def test_strict_makes_a_failed_write_fail_the_run(
@@ -579,3 +611,149 @@ def test_spool_and_replay_work_for_sqlite_too(pytester: pytest.Pytester) -> None
         conn.close()
     assert first_id in stored and len(stored) == 2
     shutil.rmtree(pytester.path / "blocker")
+
+
+# -- a run killed in the middle: its checkpoint in the database --------------------------------
+KILLER = """
+    import asyncio
+    import os
+    import signal
+    import time
+
+    import asyncpg
+
+
+    async def pushed():
+        conn = await asyncpg.connect(os.environ["QLEARN_KILL_DB"])
+        try:
+            return await conn.fetchval("SELECT count(*) FROM checkpoint_results")
+        finally:
+            await conn.close()
+
+
+    def test_zz_kill():
+        deadline = time.monotonic() + 120
+        while not asyncio.run(pushed()):  # at least one push reached the database
+            assert time.monotonic() < deadline, "no checkpoint was pushed"
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _runs_by_test(url: str) -> dict[str, int]:
+    return {row[0]: row[1] for row in pg_execute(url, "SELECT test_id, runs FROM test_history")}
+
+
+@pytest.mark.parametrize("local_checkpoint", ["deleted", "kept"])
+def test_a_killed_runs_checkpoint_in_the_database_is_learned_once(
+    pytester: pytest.Pytester, pg_url: str, monkeypatch: pytest.MonkeyPatch, local_checkpoint: str
+) -> None:
+    """A CI job killed mid-run, whose runner's disk (and local checkpoint) is gone: the
+    results it pushed to the database are learned by a later run, once, even when two later
+    runs race for them, or a run is retried; with the local checkpoint still there, also once."""
+    make_project(
+        pytester,
+        fail=("test_c",),
+        ini=PUSH_EVERY_TEST,
+    )
+    pytester.makepyfile(test_zz_killer=textwrap.dedent(KILLER))
+    monkeypatch.setenv("QLEARN_KILL_DB", pg_url)
+    killed = run_subprocess(pytester, "--qlearn-db", pg_url)
+    assert killed.ret == -signal.SIGKILL, killed.stdout.str()
+    (pytester.path / "test_zz_killer.py").unlink()
+    [(killed_id, owner)] = pg_execute(pg_url, "SELECT session_id, owner FROM checkpoints")
+    assert owner.rpartition(":")[0] == socket.gethostname()
+    pushed = {
+        result[0]
+        for (chunk,) in pg_execute(pg_url, "SELECT results FROM checkpoint_results")
+        for result in json.loads(chunk)
+    }
+    assert pushed and sessions(pg_url) == []
+    if local_checkpoint == "deleted":
+        shutil.rmtree(pytester.path / ".pytest_cache")  # the runner is gone, and its disk
+        expected = pushed
+    else:
+        assert len(spooled(pytester)) == 1  # the local checkpoint: every test before the kill
+        expected = {r[0] for r in json.loads(spooled(pytester)[0].read_text())["results"]}
+        assert expected >= pushed
+
+    # two later runs at once: one of them claims and learns it
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    racers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                *BASE_ARGS,
+                "--qlearn-db",
+                pg_url,
+                f"--qlearn-report=race{i}.json",
+            ],
+            cwd=pytester.path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [racer.communicate(timeout=300)[0] for racer in racers]
+    for racer, output in zip(racers, outputs, strict=True):
+        assert racer.returncode == pytest.ExitCode.TESTS_FAILED, output
+        assert "qlearn: warning" not in output, output
+    statuses = [report(pytester.path / f"race{i}.json")["store"]["status"] for i in range(2)]
+    recovered = "with 1 interrupted run(s) recovered from the store"
+    spool_replayed = "with 1 spooled earlier run(s)"
+    if local_checkpoint == "deleted":
+        assert sorted(recovered in s for s in statuses) == [False, True], statuses
+    else:  # the local checkpoint was replayed (it superseded the database's)
+        assert not any(recovered in s for s in statuses), statuses
+        shutil.rmtree(pytester.path / ".pytest_cache", ignore_errors=True)
+    retried = run_subprocess(pytester, "--qlearn-db", pg_url, "--qlearn-report=retry.json")
+    retried.assert_outcomes(passed=TESTS - 1, failed=1)
+    assert recovered not in report(pytester.path / "retry.json")["store"]["status"]
+    assert spool_replayed not in report(pytester.path / "retry.json")["store"]["status"]
+
+    stored = sessions(pg_url)
+    assert stored.count(killed_id) == 1 and len(stored) == 4  # killed, 2 racers, the retry
+    [(tests, exit_status)] = pg_execute(
+        pg_url, f"SELECT tests, exit_status FROM sessions WHERE session_id = '{killed_id}'"
+    )
+    assert (tests, exit_status) == (len(expected), int(pytest.ExitCode.INTERRUPTED))
+    runs = _runs_by_test(pg_url)
+    assert len(runs) == TESTS
+    for test_id, count in runs.items():
+        assert count == 3 + (test_id in expected), test_id
+    assert pg_execute(pg_url, "SELECT count(*) FROM checkpoints")[0][0] == 0
+    assert pg_execute(pg_url, "SELECT count(*) FROM checkpoint_results")[0][0] == 0
+    assert tuple(pg_execute(pg_url, "SELECT episodes FROM agent_states")[0]) == (4,)
+
+
+def test_a_failed_push_whose_run_then_saves_its_episode_warns_once(
+    pytester: pytest.Pytester, pg_url: str
+) -> None:
+    """A push that fails (the database refuses it) stops the pushing; the final write still
+    saves the run: one warning, saying so."""
+    make_project(pytester, fail=("test_c",), ini=PUSH_EVERY_TEST)
+    pytester.makeconftest(
+        CONFTEST
+        + """
+
+from pytest_qlearn.store import postgres
+
+
+async def _refused(self, push, now):
+    await self.conn.execute("SELECT * FROM no_such_table")
+
+
+postgres.PostgresStore._push_checkpoint = _refused
+"""
+    )
+    result = run_subprocess(pytester, "--qlearn-db", pg_url)
+    result.assert_outcomes(passed=TESTS - 1, failed=1)
+    [warning] = warnings_of(result)
+    assert "cannot push a checkpoint to the qlearn store" in warning
+    assert "no_such_table" in warning and "its learning was saved" in warning
+    assert len(sessions(pg_url)) == 1
+    assert pg_execute(pg_url, "SELECT count(*) FROM checkpoints")[0][0] == 0

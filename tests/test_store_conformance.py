@@ -11,6 +11,10 @@ fresh, *unopened* store over empty storage and removes that storage afterwards.
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -29,12 +33,14 @@ from pytest_qlearn.store.base import (
     SCHEMA_VERSION,
     SECONDS_PER_DAY,
     AgentProgress,
+    CheckpointPush,
     CoverageSnapshot,
     CoverageWrite,
     EpisodeWrite,
     Observation,
     Partition,
     PatternDelta,
+    PendingRun,
     PendingSkipDelta,
     QDelta,
     RewardEvent,
@@ -42,6 +48,7 @@ from pytest_qlearn.store.base import (
     Snapshot,
     TrajectoryStep,
 )
+from pytest_qlearn.store.checkpoint import stale_after
 from pytest_qlearn.store.postgres import PostgresStore
 
 AGENT = prio.NAME
@@ -954,3 +961,124 @@ def test_cleanup_drops_maps_of_expired_tests_and_old_coverage_rows(store: Store)
     removed = store.cleanup(PARTITION.project, ttl_days=30, now=time.time() + 31 * DAY)
     assert removed >= 4
     assert store.load_coverage(PARTITION) == CoverageSnapshot()
+
+
+# -- checkpoints of runs in progress -----------------------------------------------------------
+FAR_OWNER = "far-away-runner:4242"  # another host: alive as long as its heartbeat is fresh
+BEAT = 60.0
+STALE = stale_after(BEAT)
+
+
+def checkpoint_push(
+    seq: int,
+    results: Sequence[Sequence[object]],
+    *,
+    session_id: str = "killed",
+    owner: str = FAR_OWNER,
+    duration: float = 10.0,
+    partition: Partition = PARTITION,
+) -> CheckpointPush:
+    run = PendingRun(
+        partition=partition,
+        session_id=session_id,
+        seed=7,
+        mode="reorder",
+        started_at=1_000.0,
+        duration=duration,
+        exit_status=2,
+        session_failed=True,
+        results=[list(r) for r in results],
+        owner=owner,
+    )
+    return CheckpointPush(run, seq, BEAT)
+
+
+R1 = ["t.py::test_a", PASSED, 0.5, 0, 0, 1, False]
+R2 = ["t.py::test_b", FAILED, 1.5, 1, 1, 0, True]
+R3 = ["t.py::test_c", SKIPPED, 0.0, 2, 2, None, False]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)
+
+
+def test_checkpoint_pushes_are_kept_once_and_claimed_once_with_every_result(
+    store: Store,
+) -> None:
+    store.push_checkpoint(checkpoint_push(1, [R1, R2], duration=5.0), now=2_000.0)
+    store.push_checkpoint(checkpoint_push(2, [R3], duration=9.0), now=2_010.0)
+    store.push_checkpoint(checkpoint_push(2, [R3], duration=9.0), now=2_011.0)  # sent twice
+    store.push_checkpoint(checkpoint_push(1, [R1, R2], duration=5.0), now=2_012.0)  # late
+    # its owner is on another host and its heartbeat is fresh: the run is alive
+    assert store.claim_checkpoints(PARTITION, "claimer:1", now=2_011.0 + STALE - 1) == []
+    assert store.claim_checkpoints(Partition("other", "py3.11"), "claimer:1", now=1e9) == []
+
+    [run] = store.claim_checkpoints(PARTITION, "claimer:1", now=2_011.0 + STALE + 1)
+    assert run.results == [R1, R2, R3]
+    assert (run.session_id, run.partition, run.owner) == ("killed", PARTITION, "claimer:1")
+    assert (run.seed, run.mode, run.started_at, run.duration) == (7, "reorder", 1_000.0, 9.0)
+    assert (run.exit_status, run.session_failed) == (2, True)
+    # claimed once: the claimer owns it now, with a fresh heartbeat
+    assert store.claim_checkpoints(PARTITION, "claimer:2", now=2_011.0 + STALE + 2) == []
+    # its former owner's pushes no longer change it
+    store.push_checkpoint(checkpoint_push(3, [R1]), now=2_011.0 + STALE + 3)
+    # a claimer that never wrote it leaves it orphaned again
+    [again] = store.claim_checkpoints(PARTITION, "claimer:2", now=2_011.0 + 3 * STALE)
+    assert again.results == [R1, R2, R3] and again.owner == "claimer:2"
+
+
+def test_a_heartbeat_keeps_a_checkpoint_owned(store: Store) -> None:
+    store.push_checkpoint(checkpoint_push(1, [R1]), now=1_000.0)
+    store.beat_checkpoint("killed", FAR_OWNER, now=1_500.0)
+    store.beat_checkpoint("killed", "someone-else:1", now=9_000.0)  # not its owner: ignored
+    assert store.claim_checkpoints(PARTITION, "claimer:1", now=1_000.0 + STALE + 1) == []
+    [run] = store.claim_checkpoints(PARTITION, "claimer:1", now=1_500.0 + STALE + 1)
+    assert run.results == [R1]
+
+
+def test_a_checkpoint_whose_process_on_this_host_ended_is_orphaned_at_once(
+    store: Store,
+) -> None:
+    host = socket.gethostname()
+    store.push_checkpoint(checkpoint_push(1, [R1], owner=f"{host}:{dead_pid()}"), now=1_000.0)
+    alive = checkpoint_push(1, [R2], session_id="alive", owner=f"{host}:{os.getppid()}")
+    store.push_checkpoint(alive, now=1_000.0)
+    [run] = store.claim_checkpoints(PARTITION, "claimer:1", now=1_001.0)
+    assert run.session_id == "killed" and run.results == [R1]
+
+
+def test_the_episode_write_supersedes_the_checkpoint(store: Store) -> None:
+    store.push_checkpoint(checkpoint_push(1, [R1]), now=1_000.0)
+    write(store, episode_write("killed", observations=[("t.py::test_a", PASSED, 0.5)]))
+    assert store.claim_checkpoints(PARTITION, "claimer:1", now=1e9) == []
+    # a push that arrives after the episode is stored keeps nothing
+    store.push_checkpoint(checkpoint_push(2, [R2]), now=1_001.0)
+    assert store.claim_checkpoints(PARTITION, "claimer:1", now=1e9) == []
+    # a checkpoint of an episode stored already goes with the write that finds it stored
+    store.push_checkpoint(checkpoint_push(1, [R1], session_id="twice"), now=1_000.0)
+    write(store, episode_write("twice"))
+    store.push_checkpoint(checkpoint_push(1, [R1], session_id="again"), now=1_000.0)
+    write(store, episode_write("again"))
+    store.push_checkpoint(checkpoint_push(2, [R2], session_id="again"), now=1_000.0)
+    assert store.write_episode(episode_write("again")) is False
+    assert store.claim_checkpoints(PARTITION, "claimer:1", now=1e9) == []
+    assert store.load_snapshot(PARTITION, [AGENT]).episodes == 3
+
+
+def test_cleanup_forgets_checkpoints_unclaimed_for_the_ttl(store: Store) -> None:
+    now = 100 * DAY
+    store.push_checkpoint(checkpoint_push(1, [R1], session_id="old"), now=now - 31 * DAY)
+    store.push_checkpoint(checkpoint_push(1, [R2], session_id="new"), now=now - 29 * DAY)
+    other = checkpoint_push(1, [R3], session_id="elsewhere", partition=Partition("x", "y"))
+    store.push_checkpoint(other, now=now - 31 * DAY)
+    assert store.cleanup(PARTITION.project, ttl_days=30, now=now) == 1
+    [run] = store.claim_checkpoints(PARTITION, "claimer:1", now=now)
+    assert run.session_id == "new" and run.results == [R2]
+    assert len(store.claim_checkpoints(Partition("x", "y"), "claimer:1", now=now)) == 1

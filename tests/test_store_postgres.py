@@ -29,15 +29,17 @@ from pytest_qlearn.store import SchemaTooNewError, StoreError, open_store, parse
 from pytest_qlearn.store.base import (
     SCHEMA_VERSION,
     AgentProgress,
+    CheckpointPush,
     EpisodeWrite,
     Observation,
     Partition,
     PatternDelta,
+    PendingRun,
     PendingSkipDelta,
     QDelta,
     SessionRecord,
 )
-from pytest_qlearn.store.postgres import MIGRATIONS, PostgresStore, partition_key
+from pytest_qlearn.store.postgres import COPY_THRESHOLD, MIGRATIONS, PostgresStore, partition_key
 
 AGENT = prio.NAME
 PARTITION = Partition("project", "env")
@@ -56,6 +58,8 @@ TABLES = {
     "coverage_maps",
     "coverage_runs",
     "coverage_files",
+    "checkpoints",
+    "checkpoint_results",
     "qlearn_schema",
 }
 
@@ -171,6 +175,12 @@ PART = f"partition_key = {KEY} AND project = 'p' AND environment = 'e'"
         (f"SELECT * FROM pending_skips WHERE {PART}", "pending_skips_key"),
         ("SELECT * FROM trajectories WHERE session_id = 'x'", "trajectories_pkey"),
         ("SELECT * FROM sessions WHERE session_id = 'x'", "sessions_pkey"),
+        (f"SELECT * FROM checkpoints WHERE partition_key = {KEY}", "checkpoints_partition"),
+        ("SELECT * FROM checkpoints WHERE session_id = 'x'", "checkpoints_pkey"),
+        (
+            "SELECT * FROM checkpoint_results WHERE session_id = 'x' ORDER BY seq",
+            "checkpoint_results_pkey",
+        ),
     ],
 )
 def test_the_queries_are_served_by_indexes(pg_url: str, query: str, index: str) -> None:
@@ -204,9 +214,15 @@ def test_a_version_2_schema_is_migrated_losing_the_selectors_pending_rows_only(
         q = [("k1", 0, 0.5, 2), (pending_row, 1, 1.0, 1)]
         assert store.write_episode(episode_write("s1", q=q, agent="selector"))
     # as a pytest-qlearn of schema version 2 left it
-    pg_execute(pg_url, "DROP TABLE pending_skips", "DELETE FROM qlearn_schema WHERE version > 2")
+    pg_execute(
+        pg_url,
+        "DROP TABLE pending_skips",
+        "DROP TABLE checkpoints",
+        "DROP TABLE checkpoint_results",
+        "DELETE FROM qlearn_schema WHERE version > 2",
+    )
     with opened(pg_url) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 4
+        assert store.schema_version() == SCHEMA_VERSION == 5
         snapshot = store.load_snapshot(PARTITION, ["selector"])
         assert [(e.state, e.action, e.q) for e in snapshot.q_entries["selector"]] == [
             ("k1", 0, 0.5)
@@ -339,8 +355,35 @@ def test_a_write_is_a_fixed_number_of_statements_whatever_its_size(pg_url: str) 
             assert store.write_episode(w)
         return log
 
-    small, large = statements_for(10, "small"), statements_for(3_000, "large")
-    assert len(large) == len(small) <= 20, large
+    # parameter arrays below COPY_THRESHOLD deltas per agent, COPY from there on
+    small, smaller = statements_for(COPY_THRESHOLD - 1, "small"), statements_for(10, "smaller")
+    assert len(small) == len(smaller) <= 20, small
+    large, larger = statements_for(COPY_THRESHOLD, "large"), statements_for(30_000, "larger")
+    assert len(large) == len(larger) <= 30, large
+
+
+def test_a_large_merge_by_copy_adds_up_exactly_for_two_agents_in_one_write(pg_url: str) -> None:
+    n = COPY_THRESHOLD + 500
+    first = episode_write("first", q=[(f"s{i}", i % 3, 0.5, 1) for i in range(n)])
+    first.q_deltas["selector"] = [QDelta(f"x{i}", f"text x{i}", 1, 1.0, 2) for i in range(n)]
+    # half of them known, half new, and one key given twice
+    rows = [(f"s{i}", i % 3, 0.25, 2) for i in range(n // 2, n + n // 2)] + [("s0", 0, 1.0, 1)]
+    second = episode_write("second", q=rows)
+    second.q_deltas["selector"] = [QDelta(f"x{i}", "changed text", 1, -1.0, 1) for i in range(n)]
+    with opened(pg_url) as store:
+        assert store.write_episode(first) and store.write_episode(second)
+        table = q_table(store)
+        snapshot = store.load_snapshot(PARTITION, ["selector"])
+    expected: dict[tuple[str, str, int], tuple[float, int]] = {}
+    for s_, a, dq, dn in [(f"s{i}", i % 3, 0.5, 1) for i in range(n)] + rows:
+        q, v = expected.get((AGENT, s_, a), (0.0, 0))
+        expected[(AGENT, s_, a)] = (q + dq, v + dn)
+    assert table == expected
+    assert {(e.state, e.action, e.q, e.visits) for e in snapshot.q_entries["selector"]} == {
+        (f"x{i}", 1, 0.0, 3) for i in range(n)
+    }
+    texts = pg_execute(pg_url, "SELECT DISTINCT state_text FROM q_values WHERE agent = 'selector'")
+    assert len(texts) == n  # a state keeps the text it first came with
 
 
 def test_a_write_is_one_transaction(pg_url: str) -> None:
@@ -653,3 +696,67 @@ def test_concurrent_learning_sessions_keep_every_verdict(pg_url: str) -> None:
     for key, (q, visits) in expected.items():
         assert got[key][1] == visits
         assert got[key][0] == pytest.approx(q, rel=1e-12, abs=1e-12)
+
+
+# -- checkpoints of runs in progress -----------------------------------------------------------
+def checkpoint(seq: int, results: list[list[Any]], beat: float, owner: str) -> CheckpointPush:
+    run = PendingRun(PARTITION, "long-run", 1, "reorder", 1_000.0, 3.0, 2, True, results, owner)
+    return CheckpointPush(run, seq, beat)
+
+
+def test_a_background_push_lands_and_its_heartbeat_keeps_beating(pg_url: str) -> None:
+    owner = "far-away-runner:7"
+    with opened(pg_url) as store:
+        store.push_checkpoint_soon(
+            checkpoint(1, [["t::a", PASSED, 1.0, 0, 0, 1, False]], 0.05, owner)
+        ).result(30)
+        [(first,)] = pg_execute(pg_url, "SELECT heartbeat FROM checkpoints")
+        deadline = time.monotonic() + 60
+        while pg_execute(pg_url, "SELECT heartbeat FROM checkpoints")[0][0] == first:
+            assert time.monotonic() < deadline, "the heartbeat never beat"
+            time.sleep(0.02)
+        # the store's other calls share the connection with the heartbeat meanwhile
+        for _ in range(20):
+            assert store.load_snapshot(PARTITION, [AGENT]).episodes == 0
+        write = EpisodeWrite(PARTITION, session_record("long-run"), [prio.agent_type()])
+        assert store.write_episode(write)
+    assert pg_execute(pg_url, "SELECT count(*) FROM checkpoints")[0][0] == 0
+    assert pg_execute(pg_url, "SELECT count(*) FROM checkpoint_results")[0][0] == 0
+
+
+def test_a_background_push_to_a_closed_store_fails_without_the_password(pg_url: str) -> None:
+    store = PostgresStore(pg_url.replace("postgres@", "postgres:sekrit@", 1))
+    future = store.push_checkpoint_soon(checkpoint(1, [], 60.0, "h:1"))
+    with pytest.raises(StoreError, match="not open") as info:
+        future.result(5)
+    assert "sekrit" not in str(info.value)
+
+
+def test_concurrent_claimers_get_an_orphaned_checkpoint_exactly_once(pg_url: str) -> None:
+    with opened(pg_url) as store:
+        for seq in (1, 2):
+            result = ["t::" + str(seq), PASSED, 1.0, seq, seq, 1, False]
+            store.push_checkpoint(checkpoint(seq, [result], 60.0, "gone-runner:1"), now=1_000.0)
+    claimers = 8
+    barrier = threading.Barrier(claimers)
+    claimed: list[list[PendingRun]] = []
+    errors: list[BaseException] = []
+
+    def claim(i: int) -> None:
+        try:
+            with opened(pg_url) as store:
+                barrier.wait(30)
+                claimed.append(store.claim_checkpoints(PARTITION, f"claimer-{i}:1", now=1e9))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(claimers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    winners = [runs for runs in claimed if runs]
+    assert len(claimed) == claimers and len(winners) == 1
+    [run] = winners[0]
+    assert [r[0] for r in run.results] == ["t::1", "t::2"]

@@ -8,6 +8,7 @@ applies to the stored history, so concurrent writers never lose each other's lea
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -21,8 +22,10 @@ from ..qlearner import QEntry
 #: Schema version this code writes; a store with a higher one is refused.
 #: 2: file_hashes (which test files changed since the last episode);
 #: 3: pending_skips (the selector's skips of deselected tests, until they next run);
-#: 4: coverage_maps and coverage_runs (``--qlearn-cov``).
-SCHEMA_VERSION = 4
+#: 4: checkpoints, checkpoint_results (results so far of runs in progress, see
+#: :mod:`pytest_qlearn.store.checkpoint`).
+#: 5: coverage_maps, coverage_runs, coverage_files (``--qlearn-cov``).
+SCHEMA_VERSION = 5
 DEFAULT_TTL_DAYS = 30
 SECONDS_PER_DAY = 86_400.0
 #: Automatic TTL cleanup runs at most this often per project.
@@ -294,6 +297,38 @@ class EpisodeWrite:
     coverage: CoverageWrite | None = None
 
 
+@dataclass(frozen=True)
+class PendingRun:
+    """What a run saw, to be learned later against the stored table: the per-test results
+    as plain lists (the fields of :class:`pytest_qlearn.session.TestResult`). An offline run
+    spools one; a run in progress saves one as its checkpoint."""
+
+    partition: Partition
+    session_id: str
+    seed: int
+    mode: str
+    started_at: float
+    duration: float
+    exit_status: int
+    session_failed: bool
+    results: list[list[Any]]
+    #: ``host:pid`` of a run still in progress that saved its results so far (a checkpoint);
+    #: empty for a finished run. A checkpoint is learned only once its owner is gone.
+    owner: str = ""
+
+
+@dataclass(frozen=True)
+class CheckpointPush:
+    """One push of a run in progress into a shared store: ``run`` carries the run's header
+    and only the results recorded since push ``seq - 1`` (pushes count from 1); the owner
+    promises a heartbeat every ``beat`` seconds. Stores keep pushes by (session id, seq), so
+    a push sent twice is kept once."""
+
+    run: PendingRun
+    seq: int
+    beat: float
+
+
 @dataclass
 class Snapshot:
     """What a run starts from: everything learned so far in one partition."""
@@ -369,8 +404,48 @@ class Store(ABC):
 
     @abstractmethod
     def write_episode(self, write: EpisodeWrite, ttl_days: float = DEFAULT_TTL_DAYS) -> bool:
-        """Apply one episode in one transaction. Returns False (and changes nothing) when a
-        session with that id is already stored, so replaying a spooled episode is safe."""
+        """Apply one episode in one transaction, removing the session's checkpoint (if any)
+        in it. Returns False (and changes nothing but the checkpoint's removal) when a session
+        with that id is already stored, so replaying a spooled episode is safe."""
+
+    # -- checkpoints of runs in progress (see :mod:`pytest_qlearn.store.checkpoint`) ----------
+    #: Whether checkpoints pushed into this store outlive the machine the run is on (a
+    #: database server does; a file on the runner's disk gains nothing over the local spool).
+    outlives_runner: bool = False
+
+    @abstractmethod
+    def push_checkpoint(self, push: CheckpointPush, now: float | None = None) -> None:
+        """Add a run's newest results to its checkpoint and renew its heartbeat. Idempotent by
+        (session id, seq); a push of a run already stored, or of a checkpoint another run has
+        claimed meanwhile, changes nothing."""
+
+    def push_checkpoint_soon(self, push: CheckpointPush) -> concurrent.futures.Future[None]:
+        """:meth:`push_checkpoint` without waiting for it where the store can (PostgreSQL: on
+        its own loop thread, with a heartbeat every ``push.beat`` seconds until the run's
+        episode is written or the store closed); here it is done at once."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        try:
+            self.push_checkpoint(push)
+        except Exception as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+        return future
+
+    @abstractmethod
+    def beat_checkpoint(self, session_id: str, owner: str, now: float | None = None) -> None:
+        """Renew the heartbeat of ``owner``'s checkpoint (nothing if it is not its own)."""
+
+    @abstractmethod
+    def claim_checkpoints(
+        self, partition: Partition, claimer: str, now: float | None = None
+    ) -> list[PendingRun]:
+        """Take over every orphaned checkpoint of ``partition`` (see
+        :func:`~pytest_qlearn.store.checkpoint.orphaned`), atomically: of concurrent
+        claimers one gets each. The claimer becomes its owner (so it is orphaned again if
+        the claimer dies before writing it); the runs come back with every pushed result
+        (in push order), to be learned and written with :meth:`write_episode`, which
+        removes the checkpoint in the same transaction."""
 
     @abstractmethod
     def cleanup(self, project: str, ttl_days: float, now: float | None = None) -> int:

@@ -45,12 +45,14 @@ from .base import (
     SECONDS_PER_DAY,
     AgentProgress,
     AgentState,
+    CheckpointPush,
     CoverageSnapshot,
     CoverageWrite,
     EpisodeAgentStats,
     EpisodeWrite,
     Partition,
     PatternDelta,
+    PendingRun,
     QDelta,
     QTableSummary,
     QValueRecord,
@@ -63,6 +65,7 @@ from .base import (
     TrajectoryRecord,
     merged_pending_skips,
 )
+from .checkpoint import claimed_run, header_json, orphaned, results_json
 from .url import password_of, postgres_dsn, redact
 
 if TYPE_CHECKING:
@@ -228,6 +231,26 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DELETE FROM q_values WHERE agent = 'selector' AND state_hash LIKE 'selector:pending:%'",
     ),
     4: (
+        # results so far of runs in progress (see checkpoint.py): one row per run...
+        """CREATE TABLE IF NOT EXISTS checkpoints (
+            session_id text COLLATE "C" PRIMARY KEY,
+            partition_key uuid NOT NULL,
+            project text NOT NULL,
+            environment text NOT NULL,
+            owner text NOT NULL,
+            heartbeat double precision NOT NULL,
+            beat double precision NOT NULL,
+            pushes integer NOT NULL,
+            run text NOT NULL)""",
+        """CREATE INDEX IF NOT EXISTS checkpoints_partition ON checkpoints (partition_key)""",
+        # ... and one per push, with the results new since the one before
+        """CREATE TABLE IF NOT EXISTS checkpoint_results (
+            session_id text COLLATE "C" NOT NULL,
+            seq integer NOT NULL,
+            results text NOT NULL,
+            PRIMARY KEY (session_id, seq))""",
+    ),
+    5: (
         # --qlearn-cov: each test's coverage map (JSON, with its files' digests) ...
         """CREATE TABLE IF NOT EXISTS coverage_maps (
             partition_key uuid NOT NULL,
@@ -293,8 +316,12 @@ _AGED_TABLES = (
 
 _SCHEMA_EXISTS = "SELECT to_regclass('qlearn_schema') IS NOT NULL"
 _MIGRATION_LOCK = "hashtextextended('pytest-qlearn migrate ' || coalesce(current_schema(), ''), 0)"
-#: Writers of one partition take turns; other partitions are not held up.
-_PARTITION_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('pytest-qlearn ' || $1, 0))"
+#: Writers of one partition take turns; other partitions are not held up. In the same round
+#: trip: room for the joins of a large merge in memory rather than temp files.
+_PARTITION_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtextextended('pytest-qlearn ' || $1, 0)), "
+    "set_config('work_mem', '64MB', true)"
+)
 
 _INSERT_SESSION = (
     f"INSERT INTO sessions (partition_key, project, environment, {', '.join(_SESSION_FIELDS)}) "
@@ -331,6 +358,29 @@ _MERGE_Q = """
     SELECT $1, $4, u.s, u.a, u.dq, u.dn, $10, $11, $2, $3, u.txt FROM u
     WHERE NOT EXISTS (SELECT FROM updated WHERE updated.state_hash = u.s
         AND updated.action = u.a)"""
+#: From this many deltas of an agent on, they go by COPY (:meth:`PostgresStore._copy_merge_q`).
+COPY_THRESHOLD = 2_000
+_Q_DELTAS = "qlearn_q_deltas"
+_CREATE_Q_DELTAS = f"""
+    DROP TABLE IF EXISTS {_Q_DELTAS};
+    CREATE TEMPORARY TABLE {_Q_DELTAS} (s text COLLATE "C", a integer, txt text, dq float8,
+        dn bigint) ON COMMIT DROP"""
+# Writers of a partition take turns (the partition lock), so no other writer inserts these
+# keys between the UPDATE and the INSERT (see _MERGE_Q).
+_COPY_UPDATE_Q = f"""
+    UPDATE q_values AS t SET q = t.q + u.dq, visits = t.visits + u.dn, updated_at = $5,
+        expires_at = $6
+    FROM {_Q_DELTAS} AS u
+    WHERE t.partition_key = $1 AND t.agent = $4 AND t.state_hash = u.s AND t.action = u.a
+        AND t.project = $2 AND t.environment = $3"""
+# in key order: the index is filled left to right, page by page
+_COPY_INSERT_Q = f"""
+    INSERT INTO q_values (partition_key, agent, state_hash, action, q, visits, updated_at,
+        expires_at, project, environment, state_text)
+    SELECT $1, $4, u.s, u.a, u.dq, u.dn, $5, $6, $2, $3, u.txt FROM {_Q_DELTAS} AS u
+    {{new_only}} ORDER BY u.s, u.a"""
+_NEW_ONLY = """WHERE NOT EXISTS (SELECT FROM q_values AS t WHERE t.partition_key = $1
+    AND t.agent = $4 AND t.state_hash = u.s AND t.action = u.a)"""
 _INSERT_TRAJECTORIES = """
     INSERT INTO trajectories (session_id, agent, step, test_id, state_hash, action, explored,
         reward, next_state_hash)
@@ -380,6 +430,27 @@ _SELECT_SESSIONS = (
     f"SELECT {', '.join(_SESSION_FIELDS)}, count(*) OVER () FROM sessions WHERE {_PARTITION} "
     "ORDER BY started_at DESC, seq DESC LIMIT $4"
 )
+# One statement, one round trip: the run's row is inserted, or renewed by its owner with a
+# newer push (never by a stale or repeated one, nor once a later run claimed it, nor for a
+# run whose episode is stored), and the push's results are added once.
+_PUSH_CHECKPOINT = """
+    WITH header AS (
+        INSERT INTO checkpoints AS c (session_id, partition_key, project, environment, owner,
+            heartbeat, beat, pushes, run)
+        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+        WHERE NOT EXISTS (SELECT FROM sessions WHERE session_id = $1)
+        ON CONFLICT (session_id) DO UPDATE SET heartbeat = EXCLUDED.heartbeat,
+            beat = EXCLUDED.beat, pushes = EXCLUDED.pushes, run = EXCLUDED.run
+            WHERE c.owner = EXCLUDED.owner AND c.pushes < EXCLUDED.pushes
+        RETURNING 1
+    )
+    INSERT INTO checkpoint_results (session_id, seq, results)
+    SELECT $1, $8, $10 WHERE EXISTS (SELECT FROM header)
+    ON CONFLICT (session_id, seq) DO NOTHING"""
+_BEAT_CHECKPOINT = "UPDATE checkpoints SET heartbeat = $3 WHERE session_id = $1 AND owner = $2"
+_DROP_CHECKPOINT = """
+    WITH header AS (DELETE FROM checkpoints WHERE session_id = $1)
+    DELETE FROM checkpoint_results WHERE session_id = $1"""
 _CLAIM_CLEANUP = """
     INSERT INTO maintenance AS m (project, last_cleanup) VALUES ($1, $2)
     ON CONFLICT ((md5(project)::uuid)) DO UPDATE SET last_cleanup = EXCLUDED.last_cleanup
@@ -404,10 +475,6 @@ class _Secret:
 
     def __repr__(self) -> str:
         return "<secret>"
-
-
-class _AlreadyStored(Exception):
-    """Raised inside the write transaction to roll it back: the session id is stored."""
 
 
 class _LoopThread:
@@ -479,6 +546,9 @@ class PostgresStore(Store):
         self._on_warning = on_warning
         self._loop: _LoopThread | None = None
         self._conn: asyncpg.Connection | None = None
+        self._lock = asyncio.Lock()
+        #: heartbeat tasks of runs whose checkpoint this store pushed, by session id
+        self._beats: dict[str, asyncio.Task[None]] = {}
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.display_url!r})"
@@ -492,7 +562,7 @@ class PostgresStore(Store):
             raise StoreError(f"the qlearn store {self.display_url} is not open")
         timeout = budget if budget is not None else self.command_timeout * 3 + 5
         try:
-            return self._loop.run(coro, timeout)
+            return self._loop.run(self._serialized(coro), timeout)
         except StoreError:
             raise
         except (KeyboardInterrupt, SystemExit):
@@ -503,6 +573,15 @@ class PostgresStore(Store):
                 self._drop_connection()  # the connection's state is unknown now
             message = self._describe(exc)
         raise StoreError(f"cannot {doing} the qlearn store {self.display_url}: {message}")
+
+    async def _serialized(self, coro: Coroutine[Any, Any, T]) -> T:
+        """One use of the connection at a time (a checkpoint push or heartbeat in the
+        background, and the calls of the run)."""
+        try:
+            async with self._lock:
+                return await coro
+        finally:
+            coro.close()  # cancelled while waiting for the lock: never awaited, no warning
 
     def _describe(self, exc: BaseException) -> str:
         text = str(exc).strip() or "no details"
@@ -532,6 +611,7 @@ class PostgresStore(Store):
             return
         if self._loop is None:
             self._loop = _LoopThread()
+            self._lock = asyncio.Lock()  # used on this loop only
         try:
             self._call("connect to", self._connect(), budget=self.connect_timeout + 5)
             self._call("migrate", self._migrate())
@@ -556,6 +636,9 @@ class PostgresStore(Store):
         self._loop, self._conn = None, None
         if loop is None:
             return
+        beats, self._beats = list(self._beats.values()), {}
+        for task in beats:
+            loop.loop.call_soon_threadsafe(task.cancel)
         try:
             if conn is not None and not conn.is_closed():
                 loop.run(_close_connection(conn), timeout=10.0)
@@ -831,22 +914,131 @@ class PostgresStore(Store):
         expires = now + ttl_days * SECONDS_PER_DAY
         key = _key(write.partition)
         record = asdict(write.session)
-        try:
-            async with conn.transaction():
-                # Writers of one partition take turns: the history fast path needs to know
-                # whether anyone wrote since the snapshot.
-                await conn.execute(_PARTITION_LOCK, str(key[0]))
-                # room for the joins of a large merge in memory rather than temp files
-                await conn.execute("SET LOCAL work_mem = '64MB'")
-                inserted = await conn.fetchval(
-                    _INSERT_SESSION, *key, *(record[name] for name in _SESSION_FIELDS)
-                )
-                if inserted is None:
-                    raise _AlreadyStored  # rolls the transaction back
-                await self._write_rows(conn, write, key, now, expires)
-        except _AlreadyStored:
-            return False
+        session_id = write.session.session_id
+        beat = self._beats.pop(session_id, None)
+        if beat is not None:  # the run's checkpoint goes with this write
+            beat.cancel()
+        async with conn.transaction():
+            # Writers of one partition take turns: the history fast path needs to know
+            # whether anyone wrote since the snapshot.
+            await conn.execute(_PARTITION_LOCK, str(key[0]))
+            # the run's checkpoint (if any) is superseded by its episode, or by the one stored
+            await conn.execute(_DROP_CHECKPOINT, session_id)
+            inserted = await conn.fetchval(
+                _INSERT_SESSION, *key, *(record[name] for name in _SESSION_FIELDS)
+            )
+            if inserted is None:
+                return False  # stored already: only the checkpoint's removal commits
+            await self._write_rows(conn, write, key, now, expires)
         return True
+
+    # -- checkpoints -------------------------------------------------------------------------
+    outlives_runner = True
+
+    def push_checkpoint(self, push: CheckpointPush, now: float | None = None) -> None:
+        self._call("push a checkpoint to", self._push_checkpoint(push, now))
+
+    def push_checkpoint_soon(self, push: CheckpointPush) -> concurrent.futures.Future[None]:
+        future: concurrent.futures.Future[None]
+        if self._loop is None:
+            future = concurrent.futures.Future()
+            future.set_exception(StoreError(f"the qlearn store {self.display_url} is not open"))
+            return future
+        return asyncio.run_coroutine_threadsafe(
+            self._in_background("push a checkpoint to", self._push_and_beat(push)),
+            self._loop.loop,
+        )
+
+    async def _in_background(self, doing: str, coro: Coroutine[Any, Any, T]) -> T:
+        """``coro`` serialised with every other use of the connection; errors as
+        :class:`StoreError` without the password (as :meth:`_call` does)."""
+        try:
+            return await self._serialized(coro)
+        except (StoreError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            message = self._describe(exc)
+        raise StoreError(f"cannot {doing} the qlearn store {self.display_url}: {message}")
+
+    async def _push_and_beat(self, push: CheckpointPush) -> None:
+        await self._push_checkpoint(push, None)
+        run = push.run
+        if run.session_id not in self._beats and push.beat > 0:
+            self._beats[run.session_id] = asyncio.create_task(
+                self._beat_forever(run.session_id, run.owner, push.beat)
+            )
+
+    async def _push_checkpoint(self, push: CheckpointPush, now: float | None) -> None:
+        run = push.run
+        await self.conn.execute(
+            _PUSH_CHECKPOINT,
+            run.session_id,
+            *_key(run.partition),
+            run.owner,
+            time.time() if now is None else now,
+            push.beat,
+            push.seq,
+            header_json(run),
+            results_json(run),
+        )
+
+    async def _beat_forever(self, session_id: str, owner: str, beat: float) -> None:
+        """The owner's heartbeat, from this thread: the run's tests never hold it up."""
+        while True:
+            await asyncio.sleep(beat)
+            try:
+                await self._serialized(self._beat(session_id, owner, None))
+            except Exception:  # a silent owner only looks orphaned sooner; nothing is lost
+                self._beats.pop(session_id, None)
+                return
+
+    async def _beat(self, session_id: str, owner: str, now: float | None) -> None:
+        await self.conn.execute(
+            _BEAT_CHECKPOINT, session_id, owner, time.time() if now is None else now
+        )
+
+    def beat_checkpoint(self, session_id: str, owner: str, now: float | None = None) -> None:
+        self._call("write to", self._beat(session_id, owner, now))
+
+    def claim_checkpoints(
+        self, partition: Partition, claimer: str, now: float | None = None
+    ) -> list[PendingRun]:
+        now = time.time() if now is None else now
+        return self._call("claim checkpoints in", self._claim(partition, claimer, now))
+
+    async def _claim(self, partition: Partition, claimer: str, now: float) -> list[PendingRun]:
+        conn = self.conn
+        key = _key(partition)
+        select = f"SELECT session_id, owner, heartbeat, beat FROM checkpoints WHERE {_PARTITION}"
+        # the common case, nothing there, costs one read and no transaction
+        if not any(orphaned(r[1], r[2], r[3], now) for r in await conn.fetch(select, *key)):
+            return []
+        async with conn.transaction():
+            # Rows another claimer holds are skipped; the ones read here are locked until
+            # commit, and whoever reads them afterwards finds them owned by this claimer.
+            rows = await conn.fetch(select + " ORDER BY session_id FOR UPDATE SKIP LOCKED", *key)
+            ids = [r[0] for r in rows if orphaned(r[1], r[2], r[3], now)]
+            if not ids:
+                return []
+            headers: dict[str, str] = {
+                row[0]: row[1]
+                for row in await conn.fetch(
+                    "UPDATE checkpoints SET owner = $2, heartbeat = $3 "
+                    "WHERE session_id = ANY($1::text[]) RETURNING session_id, run",
+                    ids,
+                    claimer,
+                    now,
+                )
+            }
+            chunks: dict[str, list[str]] = {
+                row[0]: row[1]
+                for row in await conn.fetch(
+                    "SELECT session_id, array_agg(results ORDER BY seq) FROM checkpoint_results "
+                    "WHERE session_id = ANY($1::text[]) GROUP BY session_id",
+                    ids,
+                )
+            }
+        return [claimed_run(headers[i], list(chunks.get(i) or []), claimer) for i in ids]
 
     async def _write_rows(
         self,
@@ -872,10 +1064,11 @@ class PostgresStore(Store):
                 now,
             )
         for agent in sorted(write.q_deltas):
-            if write.q_deltas[agent]:
-                await conn.execute(
-                    _MERGE_Q, *key, agent, *_delta_columns(write.q_deltas[agent]), now, expires
-                )
+            deltas = write.q_deltas[agent]
+            if len(deltas) >= COPY_THRESHOLD:
+                await self._copy_merge_q(conn, agent, deltas, key, now, expires)
+            elif deltas:
+                await conn.execute(_MERGE_Q, *key, agent, *_delta_columns(deltas), now, expires)
         if write.trajectories:
             steps = write.trajectories
             await conn.execute(
@@ -998,6 +1191,30 @@ class PostgresStore(Store):
             coverage.percent,
         )
 
+    @staticmethod
+    async def _copy_merge_q(
+        conn: asyncpg.Connection,
+        agent: str,
+        deltas: Sequence[QDelta],
+        key: tuple[uuid.UUID, str, str],
+        now: float,
+        expires: float,
+    ) -> None:
+        """A large batch: COPY (binary) into a temporary table, then one UPDATE of the rows
+        that exist and one INSERT of the others, in key order. Far cheaper than the same
+        rows as parameter arrays, whose decoding and ``unnest`` cost the server more than
+        the merge itself (measured: 100,000 deltas, 0.8 s of 1.4 s)."""
+        await conn.execute(_CREATE_Q_DELTAS)
+        columns = _delta_columns(deltas)
+        await conn.copy_records_to_table(_Q_DELTAS, records=zip(*columns, strict=True))
+        await conn.execute(f"ANALYZE {_Q_DELTAS}")  # a plan for 100,000 rows, not for 0
+        updated = _count(await conn.execute(_COPY_UPDATE_Q, *key, agent, now, expires))
+        # (the rows are distinct keys) all updated: nothing is new; none: nothing to look up
+        if updated == 0:
+            await conn.execute(_COPY_INSERT_Q.format(new_only=""), *key, agent, now, expires)
+        elif updated < len(columns[0]):
+            await conn.execute(_COPY_INSERT_Q.format(new_only=_NEW_ONLY), *key, agent, now, expires)
+
     async def _merge_histories(
         self,
         conn: asyncpg.Connection,
@@ -1079,6 +1296,17 @@ class PostgresStore(Store):
                 "AND h.test_id = c.test_id))",
                 project,
                 cutoff,
+            )
+            removed += _count(status)
+            # checkpoints nobody claimed within the TTL (the results go with them)
+            await conn.execute(
+                "DELETE FROM checkpoint_results WHERE session_id IN (SELECT session_id "
+                "FROM checkpoints WHERE project = $1 AND heartbeat < $2)",
+                project,
+                cutoff,
+            )
+            status = await conn.execute(
+                "DELETE FROM checkpoints WHERE project = $1 AND heartbeat < $2", project, cutoff
             )
             removed += _count(status)
             # Trajectories are the bulky per-step log; sessions and rewards (the learning

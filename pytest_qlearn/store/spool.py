@@ -22,10 +22,9 @@ import hashlib
 import json
 import os
 import re
-import socket
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from .base import (
     Observation,
     Partition,
     PatternDelta,
+    PendingRun,
     PendingSkipDelta,
     QDelta,
     RewardEvent,
@@ -46,6 +46,10 @@ from .base import (
     Store,
     TrajectoryStep,
 )
+from .checkpoint import alive as _alive
+from .checkpoint import owner_id
+
+__all__ = ["PendingRun", "Spool", "owner_id"]
 
 FORMAT = 1
 RUN_KIND = "run"  # a spool file of raw results (no "kind": an EpisodeWrite)
@@ -137,25 +141,6 @@ def _episode_from_data(data: dict[str, Any]) -> EpisodeWrite:
         file_hashes=[(str(path), str(digest)) for path, digest in data.get("file_hashes", [])],
         pending_skips=pending_skips,
     )
-
-
-@dataclass(frozen=True)
-class PendingRun:
-    """What an offline run saw, to be learned when the store is back: the per-test results
-    as plain lists (the fields of :class:`pytest_qlearn.session.TestResult`)."""
-
-    partition: Partition
-    session_id: str
-    seed: int
-    mode: str
-    started_at: float
-    duration: float
-    exit_status: int
-    session_failed: bool
-    results: list[list[Any]]
-    #: ``host:pid`` of a run still in progress that saved its results so far (a checkpoint);
-    #: empty for a finished run. A checkpoint is replayed only once its owner is gone.
-    owner: str = ""
 
 
 def run_to_json(run: PendingRun) -> str:
@@ -273,30 +258,6 @@ class Spool:
 def _file_stem(session_id: str) -> str:
     """One file per run: a checkpoint is replaced by the run's final spool entry."""
     return session_id if _SAFE_NAME.fullmatch(session_id) else _digest(session_id)
-
-
-def owner_id() -> str:
-    """``host:pid`` of this process, for checkpoints."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _alive(owner: str) -> bool:
-    """Whether the process that wrote a checkpoint may still be running (then its file is
-    its own to finish). A checkpoint from another host (a restored CI cache) or from this
-    very pid (reused by a later process) belongs to a run that is over."""
-    host, _, pid_text = owner.rpartition(":")
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. PermissionError: it exists, owned by someone else
-        return True
-    return True
 
 
 def _digest(text: str) -> str:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..history import TestHistory
 from ..qlearner import QEntry
@@ -21,12 +21,14 @@ from .base import (
     SCHEMA_VERSION,
     SECONDS_PER_DAY,
     AgentState,
+    CheckpointPush,
     CoverageSnapshot,
     CoverageWrite,
     EpisodeAgentStats,
     EpisodeWrite,
     Partition,
     PatternDelta,
+    PendingRun,
     PendingSkipDelta,
     QTableSummary,
     QValueRecord,
@@ -39,6 +41,7 @@ from .base import (
     TrajectoryRecord,
     merged_pending_skips,
 )
+from .checkpoint import claimed_run, header_json, orphaned, results_json
 
 # Forward-only migrations: version -> statements. Each runs once, in one transaction, and
 # every statement is written to be safe to re-apply.
@@ -171,6 +174,26 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "DELETE FROM q_values WHERE agent = 'selector' AND state_hash LIKE 'selector:pending:%'",
     ),
     4: (
+        # results so far of runs in progress (see checkpoint.py): one row per run...
+        """CREATE TABLE IF NOT EXISTS checkpoints (
+            session_id TEXT PRIMARY KEY,
+            project TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            owner TEXT NOT NULL,
+            heartbeat REAL NOT NULL,
+            beat REAL NOT NULL,
+            pushes INTEGER NOT NULL,
+            run TEXT NOT NULL)""",
+        """CREATE INDEX IF NOT EXISTS checkpoints_partition
+            ON checkpoints (project, environment)""",
+        # ... and one per push, with the results new since the one before
+        """CREATE TABLE IF NOT EXISTS checkpoint_results (
+            session_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            results TEXT NOT NULL,
+            PRIMARY KEY (session_id, seq)) WITHOUT ROWID""",
+    ),
+    5: (
         # --qlearn-cov: each test's coverage map (JSON, with its files' digests) ...
         """CREATE TABLE IF NOT EXISTS coverage_maps (
             project TEXT NOT NULL,
@@ -211,6 +234,7 @@ _AGED_TABLES = (
 )
 _HISTORY_FIELDS = TestHistory._fields
 _SESSION_FIELDS = tuple(f.name for f in fields(SessionRecord))
+T = TypeVar("T")
 
 
 class SqliteStore(Store):
@@ -589,11 +613,13 @@ class SqliteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write to the qlearn store {self.display_url}: {exc}") from exc
         try:
+            # the run's checkpoint (if any) is superseded by its episode, or by the one stored
+            self._drop_checkpoint(session.session_id)
             exists = conn.execute(
                 "SELECT 1 FROM sessions WHERE session_id = ?", (session.session_id,)
             ).fetchone()
             if exists:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
                 return False
             record = asdict(session)
             conn.execute(
@@ -733,6 +759,115 @@ class SqliteStore(Store):
                 ) from exc
             raise
 
+    def _drop_checkpoint(self, session_id: str) -> None:
+        self.conn.execute("DELETE FROM checkpoints WHERE session_id = ?", (session_id,))
+        self.conn.execute("DELETE FROM checkpoint_results WHERE session_id = ?", (session_id,))
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def push_checkpoint(self, push: CheckpointPush, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        run = push.run
+        self._in_write_transaction(
+            "write to",
+            lambda conn: self._push(conn, push, run, now),
+        )
+
+    def _push(
+        self, conn: sqlite3.Connection, push: CheckpointPush, run: PendingRun, now: float
+    ) -> None:
+        if conn.execute(
+            "SELECT 1 FROM sessions WHERE session_id = ?", (run.session_id,)
+        ).fetchone():
+            return  # the run's episode is stored: nothing to keep
+        held = conn.execute(
+            "SELECT owner, pushes FROM checkpoints WHERE session_id = ?", (run.session_id,)
+        ).fetchone()
+        if held is None:
+            conn.execute(
+                "INSERT INTO checkpoints (session_id, project, environment, owner, heartbeat, "
+                "beat, pushes, run) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run.session_id,
+                    run.partition.project,
+                    run.partition.environment,
+                    run.owner,
+                    now,
+                    push.beat,
+                    push.seq,
+                    header_json(run),
+                ),
+            )
+        elif held[0] != run.owner:
+            return  # claimed by a later run meanwhile: its owner decides now
+        elif held[1] < push.seq:
+            conn.execute(
+                "UPDATE checkpoints SET heartbeat = ?, beat = ?, pushes = ?, run = ? "
+                "WHERE session_id = ?",
+                (now, push.beat, push.seq, header_json(run), run.session_id),
+            )
+        conn.execute(
+            "INSERT INTO checkpoint_results (session_id, seq, results) VALUES (?, ?, ?) "
+            "ON CONFLICT (session_id, seq) DO NOTHING",
+            (run.session_id, push.seq, results_json(run)),
+        )
+
+    def beat_checkpoint(self, session_id: str, owner: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self._in_write_transaction(
+            "write to",
+            lambda conn: conn.execute(
+                "UPDATE checkpoints SET heartbeat = ? WHERE session_id = ? AND owner = ?",
+                (now, session_id, owner),
+            ),
+        )
+
+    def claim_checkpoints(
+        self, partition: Partition, claimer: str, now: float | None = None
+    ) -> list[PendingRun]:
+        now = time.time() if now is None else now
+        return self._in_write_transaction(
+            "claim checkpoints in", lambda conn: self._claim(conn, partition, claimer, now)
+        )
+
+    def _claim(
+        self, conn: sqlite3.Connection, partition: Partition, claimer: str, now: float
+    ) -> list[PendingRun]:
+        runs = []
+        for session_id, owner, heartbeat, beat, header in conn.execute(
+            "SELECT session_id, owner, heartbeat, beat, run FROM checkpoints "
+            "WHERE project = ? AND environment = ? ORDER BY session_id",
+            (partition.project, partition.environment),
+        ).fetchall():
+            if not orphaned(owner, heartbeat, beat, now):
+                continue
+            conn.execute(
+                "UPDATE checkpoints SET owner = ?, heartbeat = ? WHERE session_id = ?",
+                (claimer, now, session_id),
+            )
+            chunks = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT results FROM checkpoint_results WHERE session_id = ? ORDER BY seq",
+                    (session_id,),
+                )
+            ]
+            runs.append(claimed_run(header, chunks, claimer))
+        return runs
+
+    def _in_write_transaction(self, doing: str, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot {doing} the qlearn store {self.display_url}: {exc}") from exc
+
     def _merge_histories(self, write: EpisodeWrite, now: float, expires: float) -> None:
         """Apply this run's verdicts to the histories as stored *now* (under the write lock),
         so a concurrent run's verdicts are kept, not overwritten."""
@@ -848,7 +983,15 @@ class SqliteStore(Store):
                 "h.environment = coverage_maps.environment AND h.test_id = coverage_maps.test_id))",
                 (project, cutoff),
             ).rowcount
-
+            # checkpoints nobody claimed within the TTL (the results go with them)
+            conn.execute(
+                "DELETE FROM checkpoint_results WHERE session_id IN (SELECT session_id FROM "
+                "checkpoints WHERE project = ? AND heartbeat < ?)",
+                (project, cutoff),
+            )
+            removed += conn.execute(
+                "DELETE FROM checkpoints WHERE project = ? AND heartbeat < ?", (project, cutoff)
+            ).rowcount
             # Trajectories are the bulky per-step log; sessions and rewards (the learning
             # curve) are kept.
             removed += conn.execute(
