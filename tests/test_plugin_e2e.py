@@ -868,8 +868,7 @@ def test_an_offline_run_is_learned_later_exactly_as_if_it_had_reached_the_store(
     # which moves it to another duration bucket (another shared state) in one store only.
     conftest = pytester.path / "conftest.py"
     conftest.write_text(
-        conftest.read_text(encoding="utf-8")
-        + "\n\n@pytest.hookimpl(wrapper=True)\n"
+        conftest.read_text(encoding="utf-8") + "\n\n@pytest.hookimpl(wrapper=True)\n"
         "def pytest_runtest_makereport(item, call):\n"
         "    report = yield\n"
         "    report.duration = 0.001\n"
