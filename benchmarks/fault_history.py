@@ -671,14 +671,17 @@ def choose_faults(
 ) -> list[Mutant]:
     """``needed`` killed, mutually non-overlapping mutants, in seeded random order."""
     candidates = []
+    digest = hashlib.sha256()
     for relative in source_files(project):
         source = (project.pristine / relative).read_text(encoding="utf-8")
+        digest.update(f"{relative}\0{source}\0".encode())
         try:
             candidates.extend(find_mutants(source, str(relative)))
         except SyntaxError:
             continue
     rng.shuffle(candidates)
-    verdict_file = cache / "kills" / f"{project.name}-{project.version}.json"
+    # Verdicts are cached per content of the sources, so an edited --path tree is rechecked.
+    verdict_file = cache / "kills" / f"{project.name}-{digest.hexdigest()[:16]}.json"
     verdicts: dict[str, bool] = (
         json.loads(verdict_file.read_text()) if verdict_file.is_file() else {}
     )
