@@ -17,9 +17,9 @@ trace; each traced test's lines travel to the controller on its teardown report.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -42,6 +42,7 @@ from .session import LearningSession
 from .state import State
 from .store.base import CoverageSnapshot, CoverageWrite
 
+T = TypeVar("T")
 PLUGIN_NAME = "qlearn-coverage"
 #: The attribute of a teardown report that carries a test's decision (and a batch of lines).
 REPORT_ATTR = "qlearn_cov"
@@ -104,6 +105,7 @@ class CoverageRun:
         self.messages: list[str] = []
         self.current: dict[str, CoverageMap] = {}  # after learn(): every map of this run
         self._last_of_run = False
+        self.failed = False  # coverage.py failed during the run: tracing stopped
         self._detected = False  # a pytest-xdist controller collects nothing: see learn()
         if self.unreadable:
             self.messages.append(
@@ -113,7 +115,17 @@ class CoverageRun:
 
     # -- deciding -------------------------------------------------------------------------
     def prepare(self, learning: LearningSession, items: list[pytest.Item]) -> None:
-        """Before ranking: which files changed, which tests cover them, which to trace."""
+        """Before ranking: which files changed, which tests cover them, which to trace.
+        Whatever fails here turns coverage off for the run, with one warning."""
+        try:
+            self._prepare(learning, items)
+        except Exception as exc:
+            self.decisions = {}
+            learning.covering_changed = {}
+            learning.unique_lines = {}
+            self._disable(exc)
+
+    def _prepare(self, learning: LearningSession, items: list[pytest.Item]) -> None:
         self._detect()
         learning.covering_changed = self.facts.covering_changed(self.maps)
         collected = [self.maps[i.nodeid] for i in items if i.nodeid in self.maps]
@@ -162,12 +174,12 @@ class CoverageRun:
         decision = self.decisions.get(item.nodeid)
         self._last_of_run = nextitem is None
         if self.tracer is not None and decision is not None and decision.trace:
-            self.tracer.start(item.nodeid)
+            self._guarded(self.tracer.start, item.nodeid)
         try:
             return (yield)
         finally:
             if self.tracer is not None and self.tracer.tracing == item.nodeid:
-                self.tracer.stop()  # teardown failed before its report was made
+                self._guarded(self.tracer.stop)  # teardown failed before its report was made
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -191,18 +203,40 @@ class CoverageRun:
         tracer = self.tracer
         if tracer is not None:
             if tracer.tracing == item.nodeid:
-                tracer.stop()
+                self._guarded(tracer.stop)
             # lines travel in batches: reading them costs the same for one test or fifty
             if len(tracer.pending) >= READ_BATCH or (self._last_of_run and tracer.pending):
-                info[5] = _compressed(tracer.take())
+                info[5] = self._guarded(lambda: _compressed(tracer.take())) or {}
         setattr(rep, REPORT_ATTR, info)
         return rep
+
+    def _guarded(self, action: Callable[..., T], *args: Any) -> T | None:
+        """Run a tracer step; if coverage.py fails, stop tracing for the rest of the run
+        with one warning (the safety contract: qlearn never breaks a test run)."""
+        try:
+            return action(*args)
+        except Exception as exc:
+            self._disable(exc)
+            return None
+
+    def _disable(self, exc: Exception) -> None:
+        tracer, self.tracer = self.tracer, None
+        if tracer is not None:
+            with contextlib.suppress(Exception):
+                tracer.close()
+        self.mode = "off"
+        self.why = f"coverage failed ({type(exc).__name__}: {exc}); it is off for this run"
+        self.messages.append(self.why)
+        self.failed = True
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """A pytest-xdist worker hands over lines no report carried (an interrupted run)."""
         workeroutput = getattr(session.config, "workeroutput", None)
-        if workeroutput is not None and self.tracer is not None and self.tracer.pending:
-            workeroutput[WORKEROUTPUT_KEY] = _compressed(self.tracer.take())
+        tracer = self.tracer
+        if workeroutput is not None and tracer is not None and tracer.pending:
+            lines = self._guarded(lambda: _compressed(tracer.take()))
+            if lines:
+                workeroutput[WORKEROUTPUT_KEY] = lines
 
     # -- collecting (the learning process) -------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -229,15 +263,25 @@ class CoverageRun:
             self.tracer.close()
 
     # -- learning (the learning process, at the end) ---------------------------------------
-    def learn(self, learning: LearningSession) -> tuple[CoverageWrite, float | None]:
+    def learn(self, learning: LearningSession) -> tuple[CoverageWrite | None, float | None]:
         """Teach the coverage-tracer, and build the maps and facts the store keeps; returns
-        them with this run's total line coverage (None when nothing is known)."""
+        them with this run's total line coverage (None when nothing is known). If that fails,
+        nothing of coverage is kept this run, with one warning."""
+        try:
+            return self._learn(learning)
+        except Exception as exc:
+            learning.trace_outcome = None
+            self.current = {}
+            self._disable(exc)
+            return None, None
+
+    def _learn(self, learning: LearningSession) -> tuple[CoverageWrite, float | None]:
         if not self._detected:  # the workers decided; the controller needs the facts too
             self._detect()
         if self.mode == "pytest-cov":
             self.new_lines = self._pytest_cov_lines()
-        elif self.tracer is not None and self.tracer.pending:  # e.g. a run stopped by -x
-            self.new_lines.update(_compressed(self.tracer.take()))
+        elif (tracer := self.tracer) is not None and tracer.pending:  # a run stopped by -x
+            self.new_lines.update(self._guarded(lambda: _compressed(tracer.take())) or {})
         new_maps = self._new_maps(learning.episode)
         if self.decisions:
             learning.learn_traces(self.decisions, self.maps, new_maps)

@@ -10,15 +10,27 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import coverage
+from coverage.exceptions import CoverageWarning
 
 from .changes import relative_key
 
 #: Never measured even under the project root: installed packages, tool caches.
 OMIT = ("*/site-packages/*", "*/dist-packages/*", "*/.tox/*", "*/.nox/*", "*/.venv/*")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """coverage.py warns through ``warnings`` (e.g. "No data was collected" after tests that
+    ran no project code); a suite with ``filterwarnings = error`` must never see those of a
+    tracer it did not ask for."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoverageWarning)
+        yield
 
 
 def other_tracer() -> str | None:
@@ -48,14 +60,16 @@ class LineTracer:
         self.pending: list[str] = []  # traced tests whose lines were not taken yet
 
     def start(self, test_id: str) -> None:
-        self.cov.start()
-        self.cov.switch_context(test_id)
+        with _quiet():
+            self.cov.start()
+            self.cov.switch_context(test_id)
         self.tracing = test_id
 
     def stop(self) -> None:
         """Stop tracing; the test's lines wait in coverage.py's data until :meth:`take`."""
         test_id, self.tracing = self.tracing, None
-        self.cov.stop()
+        with _quiet():
+            self.cov.stop()
         if test_id is not None:
             self.pending.append(test_id)
 
@@ -67,21 +81,23 @@ class LineTracer:
             return {}
         wanted = set(self.pending)
         self.pending.clear()
-        data = self.cov.get_data()
         per_test: dict[str, dict[str, list[int]]] = {}
-        for path in data.measured_files():
-            relative = relative_key(Path(path), self.root)
-            for line, contexts in data.contexts_by_lineno(path).items():
-                for context in contexts:
-                    if context in wanted:
-                        per_test.setdefault(context, {}).setdefault(relative, []).append(line)
-        self.cov.erase()
+        with _quiet():
+            data = self.cov.get_data()
+            for path in data.measured_files():
+                relative = relative_key(Path(path), self.root)
+                for line, contexts in data.contexts_by_lineno(path).items():
+                    for context in contexts:
+                        if context in wanted:
+                            per_test.setdefault(context, {}).setdefault(relative, []).append(line)
+            self.cov.erase()
         return per_test
 
     def close(self) -> None:
         if self.tracing is not None:
             self.tracing = None
-            self.cov.stop()
+            with _quiet():
+                self.cov.stop()
 
 
 def statements(root: Path, paths: Iterable[str]) -> dict[str, set[int]]:
@@ -89,10 +105,11 @@ def statements(root: Path, paths: Iterable[str]) -> dict[str, set[int]]:
     files it cannot analyse (gone, not Python) are left out."""
     analyser = coverage.Coverage(data_file=None, config_file=False)
     result: dict[str, set[int]] = {}
-    for path in paths:
-        try:
-            _, lines, _, _, _ = analyser.analysis2(str(root / path))
-        except Exception:  # coverage.py raises several kinds for unanalysable files
-            continue
-        result[path] = set(lines)
+    with _quiet():
+        for path in paths:
+            try:
+                _, lines, _, _, _ = analyser.analysis2(str(root / path))
+            except Exception:  # coverage.py raises several kinds for unanalysable files
+                continue
+            result[path] = set(lines)
     return result

@@ -238,9 +238,6 @@ class QLearnPlugin:
         )
         self.learning.previous_coverage_percent = stored.last_percent
         self.config.pluginmanager.register(self.coverage, qcov.PLUGIN_NAME)
-        if not self.is_worker:
-            for message in self.coverage.messages:
-                self._warn(message)
 
     def _start_offline(self) -> None:
         """The store cannot be reached: keep collection order (observe mode) and rank from an
@@ -613,6 +610,8 @@ class QLearnPlugin:
         coverage_write, percent = None, None
         if self.coverage is not None:
             coverage_write, percent = self.coverage.learn(self.learning)
+            for message in self.coverage.messages:
+                self._warn(message)
         write, summary = self.learning.finish(
             results,
             started_at=self.started_at,

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import textwrap
+import warnings
 from contextlib import closing
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from test_plugin_e2e import BASE_ARGS, DEFAULT_DB
 
 from pytest_qlearn.coverage_map import CoverageMap
+from pytest_qlearn.line_tracer import LineTracer, statements
 
 SOURCES = {
     "pkg/__init__.py": "",
@@ -337,3 +339,43 @@ def test_tests_covering_changed_code_run_first(pytester: pytest.Pytester) -> Non
     result.assert_outcomes(passed=4)
     order = [line.split(" ")[0] for line in result.outlines if re.match(r"^tests/\S+ PASSED", line)]
     assert order[0] == "tests/test_text.py::test_shout", order
+
+
+def test_coverage_warnings_never_reach_a_suite_that_turns_warnings_into_errors(
+    tmp_path: Path,
+) -> None:
+    """Tracing tests that run no project code makes coverage.py warn "No data was
+    collected"; under ``filterwarnings = error`` that once ended a run in INTERNALERROR."""
+    tracer = LineTracer(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tracer.start("t.py::test_nothing")
+        tracer.stop()
+        assert tracer.take() == {}
+        assert statements(tmp_path, ["gone.py"]) == {}
+
+
+def test_a_failing_tracer_turns_coverage_off_with_one_warning_and_the_run_goes_on(
+    pytester: pytest.Pytester,
+) -> None:
+    make(pytester, git=False)
+    (pytester.path / "conftest.py").write_text(
+        textwrap.dedent(
+            """
+            from pytest_qlearn import line_tracer
+
+            def broken(self, test_id):
+                raise RuntimeError("the tracer broke")
+
+            line_tracer.LineTracer.start = broken
+            """
+        ),
+        encoding="utf-8",
+    )
+    # a subprocess: the patch must not leak into this test process
+    result = pytester.runpytest_subprocess(*BASE_ARGS, "--qlearn", "--qlearn-cov")
+    result.assert_outcomes(passed=4)
+    out = result.stdout.str()
+    assert out.count("coverage failed (RuntimeError: the tracer broke)") == 1, out
+    assert "qlearn: coverage: off" in out
+    assert "saved to" in out  # the rest of the learning was kept
