@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import vcs
 from .changes import file_digests
-from .coverage_map import CoverageMap, changed_share_label, stale_files
+from .coverage_map import CoverageMap, changed_share_label, expand_lines, stale_files
 
 
 @dataclass
@@ -28,6 +28,9 @@ class ChangeFacts:
     note: str = ""
     commit: str | None = None
     dirty: frozenset[str] = frozenset()
+    #: For changed files git can tell it of: the lines of the last episode's version that
+    #: changed, with that version's digest (maps traced from it can be compared line by line).
+    changed_lines: dict[str, tuple[str, set[int]]] = field(default_factory=dict)
 
     def stale(self, maps: Mapping[str, CoverageMap]) -> dict[str, set[str]]:
         """Per test: its covered files that changed since its map was traced."""
@@ -39,15 +42,37 @@ class ChangeFacts:
         return result
 
     def covering_changed(self, maps: Mapping[str, CoverageMap]) -> dict[str, str]:
-        """The tests whose map covers a file changed since the last coverage episode, with
-        how much of their covered code that is (the share of their files, bucketed)."""
+        """The tests whose map covers code changed since the last coverage episode, with
+        how much of their covered code that is (the share of their files, bucketed).
+
+        Where git told the changed lines, a test whose map was traced from the last
+        episode's version of the file must execute one of them; otherwise (no git, a map
+        older than that version, or a change no test executes — module-level code runs at
+        import, outside every test) executing the file is enough."""
         if not self.changed:
             return {}
-        return {
-            t: changed_share_label(cmap, self.changed)
-            for t, cmap in maps.items()
-            if not self.changed.isdisjoint(cmap.lines)
-        }
+        executed: set[str] = set()  # files whose changed lines some map executes
+        for cmap in maps.values():
+            for path in self.changed_lines.keys() & cmap.lines.keys() - executed:
+                if self._runs_changed_lines(cmap, path):
+                    executed.add(path)
+        result = {}
+        for test_id, cmap in maps.items():
+            files = self.changed & cmap.lines.keys()
+            if any(
+                path not in executed
+                or cmap.digests.get(path) != self.changed_lines[path][0]
+                or self._runs_changed_lines(cmap, path)
+                for path in files
+            ):
+                result[test_id] = changed_share_label(cmap, self.changed)
+        return result
+
+    def _runs_changed_lines(self, cmap: CoverageMap, path: str) -> bool:
+        digest, lines = self.changed_lines[path]
+        if cmap.digests.get(path) != digest:
+            return False
+        return not lines.isdisjoint(expand_lines(cmap.lines[path]))
 
 
 def detect(
@@ -85,4 +110,10 @@ def detect(
         for path, digest in facts.digests.items()
         if path in stored_digests and stored_digests[path] != digest
     }
+    if facts.source == "git" and last_commit and facts.changed:
+        # line numbers of the last episode's version are those of its commit unless the
+        # file had uncommitted changes then
+        exact = sorted(p for p in facts.changed if p not in last_dirty)
+        lines = vcs.changed_lines(root, last_commit, exact) or {}
+        facts.changed_lines = {p: (stored_digests[p], lines[p]) for p in exact if p in lines}
     return facts

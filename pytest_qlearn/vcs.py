@@ -9,6 +9,7 @@ then falls back to comparing file digests.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -114,3 +115,40 @@ def changed_since(root: Path, commit: str | None) -> GitChanges:
     if diff is None or diff.returncode != 0:
         return GitChanges(None, "git diff failed")
     return GitChanges(frozenset(_paths(diff.stdout) | now.dirty))
+
+
+_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")
+
+
+def changed_lines(root: Path, commit: str, paths: list[str]) -> dict[str, set[int]] | None:
+    """For each of ``paths`` that differs from ``commit`` in the working tree: the lines *of
+    its version at that commit* that were changed or removed, and for a pure insertion the
+    lines around it. A file new since the commit is absent (it had no lines). None when git
+    cannot tell."""
+    if not paths:
+        return {}
+    diff = _git(
+        root,
+        *("-c", "core.quotepath=off", "diff", "-U0", "--no-color", "--no-ext-diff"),
+        *("--relative", commit, "--", *paths),
+    )
+    if diff is None or diff.returncode != 0:
+        return None
+    result: dict[str, set[int]] = {}
+    current: set[int] | None = None
+    for line in diff.stdout.splitlines():
+        if line.startswith("--- "):
+            old = line[4:].rstrip("\t")  # git ends a name holding a space with a tab
+            # a new file had no lines; a quoted (unusual) name is left to the file level
+            unusable = old == "/dev/null" or old.startswith('"')
+            current = None if unusable else result.setdefault(old.removeprefix("a/"), set())
+        elif line.startswith("@@") and current is not None:
+            match = _HUNK.match(line)
+            if match is None:
+                continue
+            start, count = int(match.group(1)), int(match.group(2) or "1")
+            if count == 0:  # lines inserted after ``start``: the code around them changed
+                current.update((start, start + 1))
+            else:
+                current.update(range(start, start + count))
+    return result

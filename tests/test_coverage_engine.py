@@ -279,3 +279,56 @@ def test_decisions_depend_only_on_the_seed_and_the_tests() -> None:
     again = tracer(epsilon=0.5).decide(list(reversed(maps)), maps, {}, episode=1)
     assert first == again
     assert any(d.explored for d in first.values())
+
+
+# -- line-level change awareness (git) ---------------------------------------------------------
+TWO_FUNCTIONS = "LIMIT = 3\n\n\ndef one():\n    return 1\n\n\ndef two():\n    return 2\n"
+
+
+@needs_git
+def test_git_names_the_changed_lines_of_the_old_version(repo: Path) -> None:
+    (repo / "my mod.py").write_text(TWO_FUNCTIONS)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "two functions")
+    base = vcs.state(repo).commit
+    assert base is not None
+    lines = TWO_FUNCTIONS.splitlines(keepends=True)
+    lines[4] = "    return 11\n"  # a changed line (5)
+    lines.insert(8, "    # note\n")  # an insertion after line 8
+    (repo / "my mod.py").write_text("".join(lines))
+    (repo / "b.py").unlink()  # removed: its one line changed
+    (repo / "new.py").write_text("N = 1\n")  # new: no old lines, so absent
+    found = vcs.changed_lines(repo, base, ["my mod.py", "b.py", "new.py"])
+    assert found == {"my mod.py": {5, 8, 9}, "b.py": {1}}
+    assert vcs.changed_lines(repo, "0" * 40, ["a.py"]) is None
+
+
+@needs_git
+def test_only_tests_that_run_a_changed_line_cover_the_change(repo: Path) -> None:
+    (repo / "m.py").write_text(TWO_FUNCTIONS)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "two functions")
+    base = vcs.state(repo).commit
+    old = digest(TWO_FUNCTIONS)
+    stored = {"m.py": old}
+    maps = {
+        "t_one": cmap("t_one", {"m.py": "5"}, {"m.py": old}),
+        "t_two": cmap("t_two", {"m.py": "9"}, {"m.py": old}),
+        "t_old": cmap("t_old", {"m.py": "9"}, {"m.py": "an older version"}),
+    }
+    (repo / "m.py").write_text(TWO_FUNCTIONS.replace("return 1\n", "return 11\n"))
+    facts = detect(repo, maps, stored, base, ())
+    assert facts.changed_lines == {"m.py": (old, {5})}
+    # t_two runs other lines; t_old's lines are numbered by an older version: file level
+    assert set(facts.covering_changed(maps)) == {"t_one", "t_old"}
+
+    # a change at module level runs at import, outside every test: file level for all
+    (repo / "m.py").write_text(TWO_FUNCTIONS.replace("LIMIT = 3", "LIMIT = 4"))
+    facts = detect(repo, maps, stored, base, ())
+    assert facts.changed_lines == {"m.py": (old, {1})}
+    assert set(facts.covering_changed(maps)) == {"t_one", "t_two", "t_old"}
+
+    # uncommitted at the last episode: its line numbers are not the commit's, file level
+    facts = detect(repo, maps, stored, base, ("m.py",))
+    assert facts.changed_lines == {}
+    assert set(facts.covering_changed(maps)) == {"t_one", "t_two", "t_old"}
