@@ -20,6 +20,8 @@ pytest-ranking, the project's runtime and test dependencies, and pytest-qlearn b
   tests and tests related to changed files, all weighted alike; its default is ``1-0-0``);
 * ``qlearn``: ``--qlearn`` with its own SQLite store;
 * ``qlearn-cov``: ``--qlearn --qlearn-cov`` (only if the plugin's ``pytest --help`` lists it);
+* ``qlearn-test``, ``qlearn-cov-test``: the same two with ``qlearn_order_scope = test`` (no
+  fixture locality: a test moves alone, not with its module);
 * ``qlearn-budget``: ``--qlearn --qlearn-budget 25%`` (really deselects; its own store).
 
 The JUnit XML of each run gives the run order, outcomes and durations. Per ordering, over the
@@ -62,7 +64,16 @@ from pathlib import Path
 from pytest_qlearn.metrics import apfd, time_to_first_failure
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_ORDERINGS = ("collection", "ff", "ranking", "qlearn", "qlearn-cov", "qlearn-budget")
+ALL_ORDERINGS = (
+    "collection",
+    "ff",
+    "ranking",
+    "qlearn",
+    "qlearn-cov",
+    "qlearn-test",
+    "qlearn-cov-test",
+    "qlearn-budget",
+)
 BUDGET_FRACTION = 0.25
 
 
@@ -724,6 +735,13 @@ def ordering_args(ordering: str, series: Path, seed: int, commit: int) -> list[s
         "ranking": ["--rank", "--rank-weight=1-1-1", "-p", "no:qlearn"],
         "qlearn": [*qlearn, "-p", "no:ranking"],
         "qlearn-cov": [*qlearn, "--qlearn-cov", "-p", "no:ranking"],
+        # the same without fixture locality: tests move singly, not with their module
+        "qlearn-test": [*qlearn, "-o", "qlearn_order_scope=test", "-p", "no:ranking"],
+        "qlearn-cov-test": [
+            *qlearn,
+            "--qlearn-cov",
+            *("-o", "qlearn_order_scope=test", "-p", "no:ranking"),
+        ],
         "qlearn-budget": [*qlearn, "--qlearn-budget", "25%", "-p", "no:ranking"],
     }[ordering]
 
@@ -828,9 +846,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     timeout = max(60.0, 10 * baseline_wall)
 
     orderings = list(args.orderings)
-    if "qlearn-cov" in orderings and not plugin_has_cov(python, project):
-        orderings.remove("qlearn-cov")
-        print("skipped ordering qlearn-cov: the plugin has no --qlearn-cov", file=sys.stderr)
+    with_cov = [o for o in ("qlearn-cov", "qlearn-cov-test") if o in orderings]
+    if with_cov and not plugin_has_cov(python, project):
+        for ordering in with_cov:
+            orderings.remove(ordering)
+            print(f"skipped ordering {ordering}: the plugin has no --qlearn-cov", file=sys.stderr)
 
     rng = random.Random(args.seed)
     history = plan_history(args.commits, rng)
