@@ -380,3 +380,12 @@ def test_a_failing_tracer_turns_coverage_off_with_one_warning_and_the_run_goes_o
     assert out.count("coverage failed (RuntimeError: the tracer broke)") == 1, out
     assert "qlearn: coverage: off" in out
     assert "saved to" in out  # the rest of the learning was kept
+
+
+def test_the_ini_key_turns_coverage_on(pytester: pytest.Pytester) -> None:
+    make(pytester, git=False)
+    pytester.makeini("[pytest]\npythonpath = .\nqlearn = true\nqlearn_cov = yes\n")
+    result = pytester.runpytest(*BASE_ARGS)
+    result.assert_outcomes(passed=4)
+    assert traced(result) == (4, 4)
+    assert "qlearn: coverage: per-test tracing with coverage.py" in result.stdout.str()

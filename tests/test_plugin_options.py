@@ -112,6 +112,7 @@ def assert_usage_error(result: pytest.RunResult, *expected: str) -> None:
         ("qlearn_ttl_days", "0", "(0, 3650]"),
         ("qlearn_checkpoint_seconds", "-1", "[0, 86400]"),
         ("qlearn_checkpoint_seconds", "soon", "[0, 86400]"),
+        ("qlearn_cov", "sometimes", "true or false"),
     ],
 )
 def test_bad_ini_value_is_a_usage_error_naming_key_value_and_range(
