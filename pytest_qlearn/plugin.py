@@ -14,7 +14,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -521,7 +521,9 @@ class QLearnPlugin:
             if pusher.due(len(self._ended)):
                 self._push_checkpoint(pusher)
 
-    def _results(self) -> list[TestResult]:
+    def _results(self, test_ids: Iterable[str] | None = None) -> list[TestResult]:
+        """The folded results of ``test_ids`` (all tests when None) that have a verdict."""
+        folds = self.folds
         return [
             TestResult(
                 test_id,
@@ -532,8 +534,8 @@ class QLearnPlugin:
                 fold.tier,
                 fold.explored,
             )
-            for test_id, fold in self.folds.items()
-            if fold.verdict is not None
+            for test_id in (folds if test_ids is None else test_ids)
+            if (fold := folds[test_id]).verdict is not None
         ]
 
     def _checkpoint(self) -> None:
@@ -560,20 +562,7 @@ class QLearnPlugin:
         """Hand the store the results of the tests that ended since the last push; it
         writes them in the background (see :mod:`pytest_qlearn.store.checkpoint`)."""
         assert self.learning is not None
-        folds = self.folds
-        fresh = [
-            TestResult(
-                test_id,
-                fold.verdict,
-                fold.duration,
-                fold.index,
-                fold.position,
-                fold.tier,
-                fold.explored,
-            )
-            for test_id in self._ended[pusher.pushed :]
-            if (fold := folds[test_id]).verdict is not None
-        ]
+        fresh = self._results(self._ended[pusher.pushed :])
         interrupted = int(pytest.ExitCode.INTERRUPTED)
         run = self._pending_run(self.learning, fresh, interrupted, True, owner_id())
         pusher.push(run, len(self._ended))
