@@ -105,7 +105,6 @@ class CoverageRun:
         self.messages: list[str] = []
         self.current: dict[str, CoverageMap] = {}  # after learn(): every map of this run
         self._last_of_run = False
-        self.failed = False  # coverage.py failed during the run: tracing stopped
         self._detected = False  # a pytest-xdist controller collects nothing: see learn()
         if self.unreadable:
             self.messages.append(
@@ -136,22 +135,13 @@ class CoverageRun:
         if self.mode != "trace":
             return
         test_files = {item.nodeid: relative_key(item.path, self.root) for item in items}
-        own_changed = {
-            test_id
-            for test_id, path in test_files.items()
-            if test_id in self.maps and path in self.facts.changed
-        }
-        own_changed |= {
-            test_id
-            for test_id, path in test_files.items()
-            if (cmap := self.maps.get(test_id)) is not None
-            and path in cmap.digests
-            and self.facts.digests.get(path, cmap.digests[path]) != cmap.digests[path]
-        }
+        stale = self.facts.stale(self.maps)
+        # a test whose own file changed since its trace is traced again, whatever it covers
+        own_changed = {t for t, path in test_files.items() if path in stale.get(t, ())}
         self.decisions = learning.decide_traces(
             list(test_files),
             self.maps,
-            self.facts.stale(self.maps),
+            stale,
             own_changed=own_changed,
             unreadable=self.unreadable,
         )
@@ -227,7 +217,6 @@ class CoverageRun:
         self.mode = "off"
         self.why = f"coverage failed ({type(exc).__name__}: {exc}); it is off for this run"
         self.messages.append(self.why)
-        self.failed = True
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """A pytest-xdist worker hands over lines no report carried (an interrupted run)."""

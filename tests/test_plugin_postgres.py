@@ -168,6 +168,22 @@ def with_password(url: str) -> str:
 
 
 # -- learning ----------------------------------------------------------------------------------
+
+
+def spawn_pytest(
+    pytester: pytest.Pytester, env: dict[str, str], *args: str
+) -> subprocess.Popen[str]:
+    """A pytest process of its own in the test project (output: stdout, stderr folded in)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", *BASE_ARGS, *args],
+        cwd=pytester.path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def test_learns_across_runs_in_postgresql(pytester: pytest.Pytester, pg_url: str) -> None:
     make_project(pytester, fail=("test_d",))
     first = run(pytester, "-v", "--qlearn-db", pg_url, "--qlearn-report=r1.json")
@@ -473,23 +489,14 @@ def test_eight_concurrent_pytest_processes_lose_nothing(
             PYTHONPATH=os.pathsep.join(sys.path),
         )
         children.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "pytest",
-                    *BASE_ARGS,
-                    "--qlearn-db",
-                    pg_url,
-                    "--qlearn-seed",
-                    str(i),
-                    f"--qlearn-report=r{i}.json",
-                ],
-                cwd=pytester.path,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
+            spawn_pytest(
+                pytester,
+                env,
+                "--qlearn-db",
+                pg_url,
+                "--qlearn-seed",
+                str(i),
+                f"--qlearn-report=r{i}.json",
             )
         )
     outputs = [child.communicate(timeout=300)[0] for child in children]
@@ -680,22 +687,7 @@ def test_a_killed_runs_checkpoint_in_the_database_is_learned_once(
     # two later runs at once: one of them claims and learns it
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     racers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                *BASE_ARGS,
-                "--qlearn-db",
-                pg_url,
-                f"--qlearn-report=race{i}.json",
-            ],
-            cwd=pytester.path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        spawn_pytest(pytester, env, "--qlearn-db", pg_url, f"--qlearn-report=race{i}.json")
         for i in range(2)
     ]
     outputs = [racer.communicate(timeout=300)[0] for racer in racers]
