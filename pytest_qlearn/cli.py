@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn
 from rich.table import Table
 
+from . import prioritizer as prio
 from .hyperparams import Hyperparameters, parse_overrides
 from .inspector import commands as inspector
 from .inspector.commands import InspectorUsageError
@@ -212,7 +213,7 @@ def _budgets(text: str) -> tuple[float, ...]:
 
 def _hyper(overrides: Sequence[str]) -> Hyperparameters:
     try:
-        return parse_overrides(overrides)
+        return parse_overrides(overrides, prio.DEFAULT_HYPER)  # replay runs the prioritizer
     except ValueError as exc:
         raise UsageError("qlearn replay", str(exc)) from None
 

@@ -6,7 +6,7 @@ Pure Python: the plugin, the replay harness and the CLI validate values with the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -78,6 +78,10 @@ class Hyperparameters:
         floor = min(self.epsilon_min, self.epsilon)
         return max(floor, self.epsilon * self.epsilon_decay**episodes)
 
+    def changed(self, changes: Mapping[str, float | int]) -> Hyperparameters:
+        """A copy with already validated values replaced, keyed by field name."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
     def overridden(self, **values: float) -> Hyperparameters:
         """A validated copy with some values replaced, keyed by ini suffix or field name."""
         by_field = {f.name for f in fields(self)}
@@ -107,10 +111,10 @@ def parse_hyperparameter(key: str, suffix: str, raw: object) -> float | int:
     return value
 
 
-def parse_overrides(items: Sequence[str]) -> Hyperparameters:
-    """The defaults with ``KEY=VALUE`` overrides (ini names without ``qlearn_``), as the
-    command line's repeatable ``--set`` gives them. A bad item raises ``ValueError`` with a
-    one-line message naming it and what is allowed."""
+def parse_changes(items: Sequence[str]) -> dict[str, float | int]:
+    """``KEY=VALUE`` overrides (ini names without ``qlearn_``, as the command line's
+    repeatable ``--set`` gives them), validated, as field name -> value. A bad item raises
+    ``ValueError`` with a one-line message naming it and what is allowed."""
     values: dict[str, Any] = {}  # validated and converted by overridden()
     for item in items:
         key, sep, value = item.partition("=")
@@ -120,7 +124,14 @@ def parse_overrides(items: Sequence[str]) -> Hyperparameters:
             )
         values[key.strip()] = value.strip()
     try:
-        return Hyperparameters().overridden(**values)
+        changed = Hyperparameters().overridden(**values)
     except ConfigError as exc:
         key = exc.key.removeprefix("qlearn_")
         raise ValueError(f"--set {key}={exc.value}: allowed is {exc.allowed}") from None
+    return {RANGES[key][0]: getattr(changed, RANGES[key][0]) for key in values}
+
+
+def parse_overrides(items: Sequence[str], base: Hyperparameters | None = None) -> Hyperparameters:
+    """``base`` (the defaults when None) with ``KEY=VALUE`` overrides (see
+    :func:`parse_changes`)."""
+    return (base or Hyperparameters()).changed(parse_changes(items))

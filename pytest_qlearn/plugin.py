@@ -303,7 +303,7 @@ class QLearnPlugin:
         )
 
     def _registry(self) -> AgentRegistry:
-        registry = default_registry(self.settings.hyper)
+        registry = default_registry(changes=self.settings.hyper_changes)
         for name, hyper in self.settings.agent_hyper.items():
             if name in registry:
                 registry.with_hyper(name, hyper)
@@ -433,7 +433,7 @@ class QLearnPlugin:
         refs = [
             prio.TestRef(item.nodeid, *_groups(item), index) for index, item in enumerate(items)
         ]
-        ranking = self.learning.rank(refs, self.settings.order_scope)
+        ranking = self.learning.rank(refs, self.settings.order_scope, _duration_floor(config))
         self.ranking = ranking
         self.indexes = {ref.test_id: ref.index for ref in refs}
         if self.mode == "reorder":
@@ -731,3 +731,12 @@ def _groups(item: pytest.Item) -> tuple[str, str | None]:
     first). Cheaper than walking each item's parents."""
     parts = item.nodeid.split("[", 1)[0].split("::")
     return parts[0], "::".join(parts[:-1]) if len(parts) > 2 else None
+
+
+def _duration_floor(config: pytest.Config) -> float:
+    """Durations under this count as equal when ranking: while pytest-randomly shuffles,
+    its shuffle of the fast tests is what the user asked for among equals."""
+    shuffles = config.pluginmanager.hasplugin("randomly") and config.getoption(
+        "randomly_reorganize", default=False
+    )
+    return prio.SHUFFLED_DURATION_FLOOR if shuffles else prio.DURATION_FLOOR

@@ -203,18 +203,22 @@ class QLearner:
         rewards: Sequence[float],
         next_state: str | None,
         chosen: int | None = None,
+        alpha: float | None = None,
     ) -> None:
         """Bellman-update every action of ``state`` with the reward it would have earned.
 
         Used when the reward of every action is known after the fact (ordering does not
         change whether a test fails), so no action's value goes stale. The bootstrap term is
-        computed once, before any action of the row changes.
+        computed once, before any action of the row changes. ``alpha``: this update's
+        learning rate when it is not the agent's own (a state many tests share learns
+        slower).
         """
         if len(rewards) != self.n_actions:
             raise ValueError(f"expected {self.n_actions} rewards, got {len(rewards)}")
         bootstrap = self.max_q(next_state)
         gamma = self.hyper.gamma
-        alpha = self.hyper.alpha
+        if alpha is None:
+            alpha = self.hyper.alpha
         row = self._row(state)
         visits = self._visits[state]
         acc = self._accumulator(state)

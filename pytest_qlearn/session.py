@@ -41,11 +41,19 @@ from .store.base import (
 VERDICTS = (PASSED, FAILED, SKIPPED)
 
 
-def default_registry(hyper: Hyperparameters | None = None) -> AgentRegistry:
+def default_registry(
+    hyper: Hyperparameters | None = None, *, changes: Mapping[str, float | int] | None = None
+) -> AgentRegistry:
+    """The built-in agents. ``hyper``: every agent's hyperparameters; without it each agent
+    keeps its own defaults, with ``changes`` (field name -> value, the ini values) applied."""
+
+    def resolve(default: Hyperparameters) -> Hyperparameters:
+        return hyper if hyper is not None else default.changed(changes or {})
+
     registry = AgentRegistry()
-    registry.register(prio.agent_type(hyper))
-    registry.register(sel.agent_type(hyper))
-    registry.register(ct.agent_type(hyper))
+    registry.register(prio.agent_type(resolve(prio.DEFAULT_HYPER)))
+    registry.register(sel.agent_type(resolve(Hyperparameters())))
+    registry.register(ct.agent_type(resolve(Hyperparameters())))
     return registry
 
 
@@ -201,7 +209,15 @@ class LearningSession:
         return self.registry.types()
 
     # -- ranking ---------------------------------------------------------------------------
-    def rank(self, refs: Sequence[prio.TestRef], scope: str = "module") -> Ranking:
+    def rank(
+        self,
+        refs: Sequence[prio.TestRef],
+        scope: str = "module",
+        duration_floor: float = prio.DURATION_FLOOR,
+    ) -> Ranking:
+        """The run order of ``refs``: one decision per test, then the tests sorted by it
+        within ``scope``'s fixture-locality groups. ``duration_floor``: durations under it
+        count as equal (:func:`prioritizer.order_key`)."""
         decisions = {
             d.test_id: d
             for d in self.prioritizer.decide(
@@ -210,7 +226,7 @@ class LearningSession:
         }
 
         def key(ref: prio.TestRef) -> tuple[float, ...]:
-            return (*prio.order_key(decisions[ref.test_id]), ref.index)
+            return (*prio.order_key(decisions[ref.test_id], duration_floor), ref.index)
 
         self._decisions = decisions
         return Ranking(locality_order(refs, key, scope), decisions)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import prioritizer as prio
 from .hyperparams import RANGES, ConfigError, Hyperparameters, parse_hyperparameter
 from .ordering import SCOPES
 from .rewards import DEFAULT_WEIGHTS, parse_weights
@@ -44,8 +45,12 @@ class Settings:
     report_terminal: bool
     report_paths: tuple[Path, ...]
     order_scope: str
+    #: The hyperparameters of agents without defaults of their own (ini values applied).
     hyper: Hyperparameters
     agent_hyper: Mapping[str, Hyperparameters] = field(default_factory=dict)
+    #: The ini hyperparameters that were set (field name -> value): they apply to every
+    #: agent, over its own defaults.
+    hyper_changes: Mapping[str, float | int] = field(default_factory=dict)
     reward_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     ttl_days: float = DEFAULT_TTL_DAYS
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
@@ -153,8 +158,9 @@ def resolve(raw: RawOptions) -> Settings:
             if not eq or key not in RANGES:
                 raise ConfigError("qlearn_agent_hyperparameters", line, allowed)
             pairs[key] = value  # type: ignore[assignment]  # validated by overridden()
-        base = agent_hyper.get(agent.strip(), hyper)
-        agent_hyper[agent.strip()] = base.overridden(**pairs)
+        name = agent.strip()
+        base = agent_hyper.get(name) or agent_defaults(name).changed(changes)
+        agent_hyper[name] = base.overridden(**pairs)
 
     ttl = _ini_number(
         "qlearn_ttl_days",
@@ -225,6 +231,7 @@ def resolve(raw: RawOptions) -> Settings:
         order_scope=scope,
         hyper=hyper,
         agent_hyper=agent_hyper,
+        hyper_changes=changes,
         reward_weights=parse_weights(raw.ini_weights or ""),
         ttl_days=ttl,
         checkpoint_seconds=checkpoint,
@@ -234,6 +241,11 @@ def resolve(raw: RawOptions) -> Settings:
         full_run_every=full_run_every,
         coverage=bool(raw.cli_cov) or _flag("qlearn_cov", raw.ini_cov),
     )
+
+
+def agent_defaults(name: str) -> Hyperparameters:
+    """An agent's hyperparameters before any ini value: the prioritizer has its own."""
+    return prio.DEFAULT_HYPER if name == prio.NAME else Hyperparameters()
 
 
 def _flag(key: str, value: str | None) -> bool:

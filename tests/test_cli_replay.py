@@ -101,7 +101,7 @@ def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert code == 0
     doc = json.loads(out)
     assert doc["settings"]["budgets"] == [10, 50, 80]
-    assert doc["settings"]["hyperparameters"]["alpha"] == 0.01  # the default
+    assert doc["settings"]["hyperparameters"]["alpha"] == 0.0075  # the prioritizer's default
     (data,) = doc["datasets"]
     assert data["name"] == "hist"
     assert data["format"] == "retecs"

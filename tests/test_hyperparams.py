@@ -6,12 +6,18 @@ import math
 
 import pytest
 
+from pytest_qlearn import prioritizer as prio
+from pytest_qlearn import selector as sel
 from pytest_qlearn.hyperparams import (
     RANGES,
     ConfigError,
     Hyperparameters,
+    parse_changes,
     parse_hyperparameter,
+    parse_overrides,
 )
+from pytest_qlearn.session import default_registry
+from pytest_qlearn.settings import RawOptions, resolve
 
 
 def parse(suffix: str, raw: object) -> float | int:
@@ -140,6 +146,55 @@ def test_defaults_are_the_replay_winners() -> None:
         hyper.epsilon_min,
         hyper.update_frequency,
     ) == (0.01, 0.95, 0.2, 0.9, 0.0, 10)
+
+
+def test_the_prioritizer_has_defaults_of_its_own() -> None:
+    # every tier is updated after every run, so exploring teaches the prioritizer nothing:
+    # it starts at ε = 0.02; α = 0.0075 won the replays. The other agents keep the table's.
+    assert Hyperparameters(alpha=0.0075, epsilon=0.02) == prio.DEFAULT_HYPER
+    registry = default_registry()
+    assert registry.get(prio.NAME).hyper == prio.DEFAULT_HYPER
+    assert registry.get(sel.NAME).hyper == Hyperparameters()
+
+
+def test_ini_values_apply_to_every_agent_over_its_own_defaults() -> None:
+    settings = resolve(
+        RawOptions(
+            ini_hyper={"learning_rate": "0.2", "exploration_rate": None},
+            ini_agent_hyper=[
+                "prioritizer: discount_factor=0.5",
+                "selector: min_exploration_rate=0.05",
+            ],
+            environ={},
+        )
+    )
+    assert settings.hyper_changes == {"alpha": 0.2}
+    registry = default_registry(changes=settings.hyper_changes)
+    # the ini α reaches both; the prioritizer keeps its own ε, the selector the table's
+    assert registry.get(prio.NAME).hyper == Hyperparameters(alpha=0.2, epsilon=0.02)
+    assert registry.get(sel.NAME).hyper == Hyperparameters(alpha=0.2)
+    # per-agent lines start from that agent's defaults with the ini values applied
+    assert settings.agent_hyper[prio.NAME] == Hyperparameters(alpha=0.2, epsilon=0.02, gamma=0.5)
+    assert settings.agent_hyper[sel.NAME] == Hyperparameters(alpha=0.2, epsilon_min=0.05)
+
+
+def test_a_full_set_of_hyperparameters_applies_to_every_agent() -> None:
+    hyper = Hyperparameters(alpha=0.3)
+    registry = default_registry(hyper)
+    assert {t.name: t.hyper for t in registry.types()} == {t.name: hyper for t in registry.types()}
+
+
+def test_parse_changes_keeps_only_what_was_set_by_field_name() -> None:
+    assert parse_changes(["learning_rate=0.2", "update_frequency=5"]) == {
+        "alpha": 0.2,
+        "update_frequency": 5,
+    }
+    assert parse_changes([]) == {}
+    assert parse_overrides(["exploration_rate=0.1"], prio.DEFAULT_HYPER) == Hyperparameters(
+        alpha=0.0075, epsilon=0.1
+    )
+    with pytest.raises(ValueError, match=r"--set learning_rate=2: allowed is a number in \(0, 1\]"):
+        parse_changes(["learning_rate=2"])
 
 
 # -- overridden ---------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def test_features_of_a_known_test() -> None:
     # P F P P: two passes since the failure, failure rate 1/4
     assert prio.features(history("t", "PFPP", 0.5)) == {
         "since_fail": "2",
-        "fail_rate": "0.2-0.5",
+        "fail_rate": "0.25-0.3",
         "duration": "0.5-1",
         "new": False,
     }
@@ -71,7 +71,7 @@ def test_features_bucket_long_gaps_and_high_failure_rates() -> None:
     old_failure = history("t", "F" + "P" * (KEPT_VERDICTS + 3), 20.0)
     assert prio.features(old_failure)["since_fail"] == "11-20"
     assert prio.features(old_failure)["duration"] == "10+"
-    assert prio.features(old_failure)["fail_rate"] == "0.05-0.2"  # 1/20
+    assert prio.features(old_failure)["fail_rate"] == "0.05-0.07"  # 1/20
     flaky = history("t", "FFPF", 0.01)
     assert prio.features(flaky)["fail_rate"] == "0.5+"
     assert prio.features(flaky)["since_fail"] == "<1"
@@ -117,12 +117,18 @@ def test_new_tests_are_a_coin_flip_in_the_middle_tier() -> None:
 # -- the estimate read from Q-rows --------------------------------------------------------
 
 
-def _train(p: prio.Prioritizer, state_key: str, verdicts: str, next_key: str | None) -> None:
+def _train(
+    p: prio.Prioritizer,
+    state_key: str,
+    verdicts: str,
+    next_key: str | None,
+    alpha: float | None = None,
+) -> None:
     rewards = RewardCalculator()
     for verdict in verdicts:
         failed = verdict == FAILED
         tier_rewards = [rewards.prioritizer(t, 3, failed) for t in range(3)]
-        p.learner.update_all(state_key, tier_rewards, next_key)
+        p.learner.update_all(state_key, tier_rewards, next_key, alpha=alpha)
 
 
 def test_estimate_is_the_exponentially_weighted_failure_share() -> None:
@@ -176,11 +182,24 @@ def test_shared_level_counts_as_fixed_pseudo_observations() -> None:
     p = make_prioritizer(Hyperparameters(alpha=0.1, epsilon=0.0, epsilon_min=0.0))
     h = TestHistory("t")
     _, shared = p.states(h)
-    _train(p, shared.key, "F" * 50, None)
-    # p_shared = 1 with weight SHARED_WEIGHT = 2 (whatever its visits); prior 0.5 with
-    # weight 1; the per-test level was never updated -> (2 + 0.5) / 3 = 5/6
-    assert prio.SHARED_WEIGHT == 2.0
-    assert p.failure_probability(h)[0] == pytest.approx(5 / 6)
+    _train(p, shared.key, "F" * 50, None, alpha=0.1 * prio.SHARED_ALPHA_SCALE)
+    # p_shared = 1 with weight SHARED_WEIGHT = 5 (whatever its visits); prior 0.5 with
+    # weight 1; the per-test level was never updated -> (5 + 0.5) / 6 = 11/12
+    assert prio.SHARED_WEIGHT == 5.0
+    assert p.failure_probability(h)[0] == pytest.approx(11 / 12)
+
+
+def test_shared_level_learns_at_a_tenth_of_alpha() -> None:
+    hyper = Hyperparameters(alpha=0.5, epsilon=0.0, epsilon_min=0.0)
+    p = make_prioritizer(hyper)
+    per_test, shared = p.states(history("t", "PPP"))
+    p.learn(prio.Decision("t", 2, False, 0.0, per_test, shared, False), FAILED, (per_test, shared))
+    # one failure: Q(first) - Q(last) moves by α·2 on the per-test level, by α/10·2 shared
+    test_q, shared_q = p.learner.values(per_test.key), p.learner.values(shared.key)
+    assert test_q[0] - test_q[2] == pytest.approx(0.5 * 2)
+    assert shared_q[0] - shared_q[2] == pytest.approx(0.05 * 2)
+    # and each reads back de-biased at its own rate: one failure seen -> p = 1
+    assert p._row_estimate(p.learner.row(shared.key), 0.05) == (pytest.approx(1.0), 1.0)
 
 
 # -- determinism --------------------------------------------------------------------------
@@ -331,19 +350,21 @@ def test_per_test_identity_separates_tests_with_identical_histories(store: Sqlit
     # Hand computation, α = 0.5 (weights 0.5**(n-k), see the estimate tests):
     #   per-test a: passes only                                   -> 0, weight min(6, 2) = 2
     #   per-test b: P P F P P F -> (1/8 + 1) / (63/32) = 4/7,        weight 2
-    #   shared: 12 updates a,b per episode, failures at updates 6 and 12
-    #           -> (1/64 + 1) / (4095/2048) = 32/63,                 weight SHARED_WEIGHT = 2
+    #   shared (α/10 = 0.05, weights 0.95**(n-k)): 12 updates, a then b each episode,
+    #           failures at updates 6 and 12 -> (0.95**6 + 1) / Σ_{j<12} 0.95**j = 0.1888,
+    #                                                               weight SHARED_WEIGHT = 5
     #   prior of P P P: 0.5 * 0.5 / 4 = 1/16,                       weight 1
-    expected_a = (0.0 * 2 + 32 / 63 * 2 + 1 / 16) / 5  # 0.2157
-    expected_b = (4 / 7 * 2 + 32 / 63 * 2 + 1 / 16) / 5  # 0.4443
+    shared_p = (0.95**6 + 1) * 0.05 / (1 - 0.95**12)
+    expected_a = (0.0 * 2 + shared_p * 5 + 1 / 16) / 8  # 0.1258
+    expected_b = (4 / 7 * 2 + shared_p * 5 + 1 / 16) / 8  # 0.2687
     assert p_a == pytest.approx(expected_a)
     assert p_b == pytest.approx(expected_b)
-    assert p_b - p_a == pytest.approx(8 / 35)
+    assert p_b - p_a == pytest.approx(1 / 7)
     # the ranking of episode 7 uses exactly these estimates
     assert ranking.decisions[a].p_fail == pytest.approx(expected_a)
     assert ranking.decisions[b].p_fail == pytest.approx(expected_b)
-    assert ranking.decisions[b].tier == 1  # p_b = 0.444 is nearest to 0.5
-    assert ranking.decisions[a].tier == 2  # p_a = 0.216 is nearer to 0 than to 0.5
+    assert ranking.decisions[b].tier == 1  # p_b = 0.269 is nearer to 0.5 than to 0
+    assert ranking.decisions[a].tier == 2  # p_a = 0.126 is nearer to 0 than to 0.5
     assert [r.test_id for r in ranking.order] == [b, a]
 
 
@@ -372,12 +393,23 @@ def test_order_key_tier_then_likeliest_failure_then_shortest() -> None:
     ]
 
 
-def test_order_key_treats_float_noise_and_durations_within_10ms_as_ties() -> None:
+def test_order_key_treats_float_noise_and_durations_of_one_power_of_two_as_ties() -> None:
+    def key(p: float, duration: float, floor: float = prio.DURATION_FLOOR) -> tuple[int, ...]:
+        return prio.order_key(_decision(2, p, duration), floor)
+
     # estimates 1e-12 apart are equal, so the shorter test runs first
-    assert prio.order_key(_decision(2, 0.3 + 1e-12, 0.5)) > prio.order_key(_decision(2, 0.3, 0.2))
-    # durations in the same 10 ms step are equal: the caller's collection index decides
-    assert prio.order_key(_decision(2, 0.3, 0.0002)) == prio.order_key(_decision(2, 0.3, 0.009))
-    assert prio.order_key(_decision(2, 0.3, 0.009)) < prio.order_key(_decision(2, 0.3, 0.011))
+    assert key(0.3 + 1e-12, 0.5) > key(0.3, 0.2)
+    # durations in one power of two (0.25-0.5 s) are equal: the collection index decides
+    assert key(0.3, 0.26) == key(0.3, 0.49)
+    assert key(0.3, 0.24) < key(0.3, 0.26)
+    # a factor of four is a difference even for fast tests: 0.25 ms before 1.04 ms
+    assert key(0.3, 0.00025) < key(0.3, 0.00104)
+    # under the floor every duration is equal (unknown ones, 0, included)
+    assert key(0.3, 0.0) == key(0.3, 0.00002) == key(0.3, 0.00009)
+    # pytest-randomly's floor: fast tests keep its shuffle, slower ones still go by duration
+    shuffled = prio.SHUFFLED_DURATION_FLOOR
+    assert key(0.3, 0.0002, shuffled) == key(0.3, 0.009, shuffled)
+    assert key(0.3, 0.009, shuffled) < key(0.3, 0.02, shuffled)
 
 
 def test_decisions_carry_the_expected_duration() -> None:

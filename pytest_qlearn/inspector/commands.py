@@ -25,7 +25,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..hyperparams import RANGES, ConfigError, Hyperparameters, parse_overrides
+from ..hyperparams import RANGES, ConfigError, parse_changes
 from ..settings import DATABASE_URL_ENV, DEFAULT_ENVIRONMENT, MAX_NAME_LENGTH, default_project
 from ..store import Store, StoreError, open_store
 from ..store.base import DEFAULT_TTL_DAYS, Q_ORDERS, Partition
@@ -744,10 +744,10 @@ def _import_junit(args: argparse.Namespace) -> int:
         raise InspectorUsageError("qlearn import-junit", f"--root {args.root}: not a directory")
     # the project is named after --root, as the plugin names it after pytest's rootdir
     partition = Partition(args.project or default_project(args.root), _partition(args).environment)
-    hyper = _hyperparameters(args.overrides, "qlearn import-junit")
+    changes = _hyperparameters(args.overrides, "qlearn import-junit")
     runs = [junit_import.parse(Path(f), args.root) for f in args.files]  # all, before writing
     with opened(_store_url(args.db, "qlearn import-junit"), must_exist=False) as store:
-        imported = junit_import.learn(store, partition, runs, hyper)
+        imported = junit_import.learn(store, partition, runs, changes)
         where = store.display_url
     if args.json:
         _print_json(
@@ -778,8 +778,9 @@ def _import_junit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _hyperparameters(overrides: list[str], prog: str) -> Hyperparameters:
+def _hyperparameters(overrides: list[str], prog: str) -> dict[str, float | int]:
+    """The ``--set`` values (field name -> value): each agent keeps its own defaults."""
     try:
-        return parse_overrides(overrides)
+        return parse_changes(overrides)
     except ValueError as exc:
         raise InspectorUsageError(prog, str(exc)) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,8 +19,7 @@ from typing import Any
 
 from .. import prioritizer as prio
 from ..history import FAILED, PASSED, SKIPPED
-from ..hyperparams import Hyperparameters
-from ..session import LearningSession, TestResult
+from ..session import LearningSession, TestResult, default_registry
 from ..store.base import DEFAULT_TTL_DAYS, Partition, Store
 from .data import InspectorError
 
@@ -131,15 +131,21 @@ def learn(
     store: Store,
     partition: Partition,
     runs: list[JunitRun],
-    hyper: Hyperparameters | None = None,
+    changes: Mapping[str, float | int] | None = None,
     ttl_days: float = DEFAULT_TTL_DAYS,
 ) -> list[dict[str, Any]]:
-    """Learn from ``runs`` oldest first, with the project's hyperparameters (the defaults when
-    None); returns what happened to each."""
+    """Learn from ``runs`` oldest first, with the project's hyperparameters (``changes``:
+    field name -> value over each agent's own defaults, as the ini values do); returns what
+    happened to each."""
     out = []
     for run in sorted(runs, key=lambda r: (r.started_at, str(r.path))):
         snapshot = store.load_snapshot(partition, [prio.NAME])
-        session = LearningSession(snapshot, seed=run.seed, hyper=hyper, session_id=run.session_id)
+        session = LearningSession(
+            snapshot,
+            seed=run.seed,
+            registry=default_registry(changes=changes),
+            session_id=run.session_id,
+        )
         refs = [_ref(i, t.test_id) for i, t in enumerate(run.tests)]
         ranking = session.rank(refs)
         by_id = {t.test_id: t for t in run.tests}

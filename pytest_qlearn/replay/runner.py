@@ -18,7 +18,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from .. import metrics
@@ -74,7 +74,7 @@ class ReplayConfig:
     seeds: int = 1
     seed: int = 0
     random_seeds: int = DEFAULT_RANDOM_SEEDS
-    hyper: Hyperparameters = field(default_factory=Hyperparameters)
+    hyper: Hyperparameters = prio.DEFAULT_HYPER  # the prioritizer's own defaults
     split: int = DEFAULT_SPLIT
 
     def __post_init__(self) -> None:
