@@ -1175,6 +1175,14 @@ def test_import_junit_uses_the_given_hyperparameters(
     )
     assert [e["epsilon"] for e in progress["episodes"]] == [0.05, pytest.approx(0.045)]
 
+    # a value that was not set keeps the prioritizer's own default (ε₀ = 0.02, decay 0.9)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    ok_json(capsys, *argv[:-1], other, "--set", "learning_rate=0.2")
+    progress = ok_json(
+        capsys, "progress", AGENT, "--db", other, "--env", "default", "--project", "proj"
+    )
+    assert [e["epsilon"] for e in progress["episodes"]] == [0.02, pytest.approx(0.018)]
+
     for bad, message in (
         ("alpha=0.5", "--set 'alpha=0.5': expected KEY=VALUE with KEY one of learning_rate"),
         ("exploration_rate=2", "--set exploration_rate=2: allowed is"),
