@@ -873,6 +873,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "-o",
                 "junit_family=xunit1",
                 f"--junitxml={xml}",
+                # plain tracebacks: pytest's own rendering parses the source with ast, which
+                # CPython 3.11 can fail after a mutant's deep recursion (an INTERNALERROR)
+                "--tb=native",
                 *ordering_args(ordering, series, args.seed, commit),
             )
             result = run_pytest(command, project, timeout)

@@ -72,10 +72,12 @@ def test_features_bucket_long_gaps_and_high_failure_rates() -> None:
     assert prio.features(old_failure)["since_fail"] == "11-20"
     assert prio.features(old_failure)["duration"] == "10+"
     assert prio.features(old_failure)["fail_rate"] == "0.05-0.07"  # 1/20
-    flaky = history("t", "FFPF", 0.01)
+    flaky = history("t", "FFPF", 0.005)
     assert prio.features(flaky)["fail_rate"] == "0.5+"
     assert prio.features(flaky)["since_fail"] == "<1"
-    assert prio.features(flaky)["duration"] == "<0.1"
+    assert prio.features(flaky)["duration"] == "0.001-0.01"
+    assert prio.features(history("t", "P", 0.0005))["duration"] == "<0.001"
+    assert prio.features(history("t", "P", 0.05))["duration"] == "0.01-0.1"
 
 
 @pytest.mark.parametrize(
