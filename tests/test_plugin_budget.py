@@ -94,7 +94,10 @@ def test_budget_runs_what_fits_in_priority_order_and_deselects_the_rest(
     project(pytester)
     result = run(pytester, *BUDGET, "-v", "--qlearn-report=r.json")
     result.assert_outcomes(passed=7, deselected=2)
-    assert run_order(result) == [*FAST, SLOW[0]]
+    # the instant tests first (their order is decided by durations too small to matter),
+    # then the shortest slow one
+    order = run_order(result)
+    assert (sorted(order[:6]), order[6:]) == (FAST, [SLOW[0]])
     assert "qlearn: budget 0.2s, tests chosen by the selector agent" in result.outlines
     budget = load_report(pytester.path / "r.json")["budget"]
     assert (budget["mode"], budget["selected"], budget["deselected"]) == ("select", 7, 2)
