@@ -245,7 +245,8 @@ class Prioritizer(Agent):
         return p, test_row is not None or shared_row is not None
 
     def _estimate(self, state: State) -> tuple[float, float]:
-        """(failure probability, weight) from one state's Q-row; weight 0 if never updated."""
+        """(failure probability, weight) from the Q-row of a per-test or change state (they
+        learn at the agent's α); weight 0 if never updated."""
         return self._row_estimate(self.learner.row(state.key))
 
     @property

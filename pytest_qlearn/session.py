@@ -25,6 +25,7 @@ from .hyperparams import Hyperparameters
 from .ordering import locality_order
 from .qlearner import LearnerStats, QLearner
 from .rewards import EpisodeFacts, EpisodeReward, RewardCalculator
+from .settings import agent_defaults
 from .state import State
 from .store.base import (
     AgentProgress,
@@ -47,13 +48,13 @@ def default_registry(
     """The built-in agents. ``hyper``: every agent's hyperparameters; without it each agent
     keeps its own defaults, with ``changes`` (field name -> value, the ini values) applied."""
 
-    def resolve(default: Hyperparameters) -> Hyperparameters:
-        return hyper if hyper is not None else default.changed(changes or {})
+    def resolve(name: str) -> Hyperparameters:
+        return hyper if hyper is not None else agent_defaults(name).changed(changes or {})
 
     registry = AgentRegistry()
-    registry.register(prio.agent_type(resolve(prio.DEFAULT_HYPER)))
-    registry.register(sel.agent_type(resolve(Hyperparameters())))
-    registry.register(ct.agent_type(resolve(Hyperparameters())))
+    registry.register(prio.agent_type(resolve(prio.NAME)))
+    registry.register(sel.agent_type(resolve(sel.NAME)))
+    registry.register(ct.agent_type(resolve(ct.NAME)))
     return registry
 
 
