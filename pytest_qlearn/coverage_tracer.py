@@ -25,7 +25,7 @@ from typing import NamedTuple
 from .agents import Agent, AgentType
 from .coverage_map import CoverageMap, changed_share_label
 from .hyperparams import Hyperparameters
-from .qlearner import QLearner
+from .qlearner import QLearner, debiased_gap
 from .rewards import RewardCalculator
 from .state import Buckets, State, StateEncoder
 
@@ -95,8 +95,7 @@ class CoverageTracer(Agent):
         q, visits = row
         alpha = self.learner.hyper.alpha
         n = visits[TRACE]
-        debias = 1.0 - (1.0 - alpha) ** n
-        mean = (q[TRACE] - q[REUSE]) / debias if debias > 0 else prior
+        mean = debiased_gap(q, n, TRACE, REUSE, alpha)
         weight = min(float(n), 1.0 / alpha)
         return (mean * weight + prior * PRIOR_WEIGHT) / (weight + PRIOR_WEIGHT)
 

@@ -30,7 +30,7 @@ from typing import NamedTuple
 from .agents import Agent, AgentType
 from .history import FAILED, PASSED, SKIPPED, TestHistory
 from .hyperparams import Hyperparameters
-from .qlearner import QLearner
+from .qlearner import QLearner, debiased_gap
 from .rewards import RewardCalculator
 from .state import Buckets, State, StateEncoder
 
@@ -266,8 +266,7 @@ class Prioritizer(Agent):
             return 0.0, 0.0
         if alpha is None:
             alpha = self.learner.hyper.alpha
-        debias = 1.0 - (1.0 - alpha) ** visits
-        mean_gap = (q[0] - q[-1]) / debias if debias > 0 else 0.0
+        mean_gap = debiased_gap(q, visits, 0, -1, alpha)
         # gap per observation is +tier_gap for a failure and -tier_gap for a pass
         p = (mean_gap / self._tier_gap + 1.0) / 2.0
         return min(1.0, max(0.0, p)), min(float(visits), 1.0 / alpha)

@@ -20,6 +20,14 @@ from .hyperparams import Hyperparameters
 DeltaBatch = dict[tuple[str, int], list[float]]
 
 
+def debiased_gap(q: Sequence[float], visits: int, high: int, low: int, alpha: float) -> float:
+    """Q(s, high) − Q(s, low) for a row whose actions were all updated together ``visits``
+    (≥ 1) times at ``alpha``: the bootstrap terms cancel, and dividing by 1 − (1 − α)^n
+    removes the pull of the zero start, leaving the weighted mean of the reward
+    differences."""
+    return (q[high] - q[low]) / (1.0 - (1.0 - alpha) ** visits)
+
+
 class QEntry(NamedTuple):
     """One stored Q-value: the value and how many Bellman updates produced it."""
 

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 from .agents import Agent, AgentType
 from .history import FAILED, PASSED, TestHistory
 from .hyperparams import ConfigError, Hyperparameters
-from .qlearner import QLearner
+from .qlearner import QLearner, debiased_gap
 from .rewards import RewardCalculator
 from .state import Buckets, State, StateEncoder
 from .store.base import PendingSkipDelta, TrajectoryStep
@@ -359,8 +359,7 @@ class Selector(Agent):
         if row is None or row[1][RUN] == 0:
             return 0.0
         q, visits = row
-        debias = 1.0 - (1.0 - self.learner.hyper.alpha) ** visits[RUN]
-        return (q[RUN] - q[SKIP]) / debias if debias > 0 else 0.0
+        return debiased_gap(q, visits[RUN], RUN, SKIP, self.learner.hyper.alpha)
 
     # -- learning ----------------------------------------------------------------------
     def run_rewards(
