@@ -32,6 +32,9 @@ class TestHistory(NamedTuple):
     duration_mean: float = 0.0
     duration_m2: float = 0.0
     last_duration: float = 0.0
+    #: Running mean, over the same runs as ``duration_mean`` (those with a pass/fail
+    #: verdict), of the seconds spent in the test's setup and teardown.
+    fixture_mean: float = 0.0
 
     @property
     def is_new(self) -> bool:
@@ -59,8 +62,11 @@ class TestHistory(NamedTuple):
         recent = self.verdicts.replace(SKIPPED, "")[-k:]
         return recent.rjust(k, "-")
 
-    def record(self, verdict: str, duration: float, episode: int) -> TestHistory:
-        """A new history with one more episode's verdict; skipped runs keep only the episode."""
+    def record(
+        self, verdict: str, duration: float, episode: int, fixture: float = 0.0
+    ) -> TestHistory:
+        """A new history with one more episode's verdict, its duration and its setup +
+        teardown seconds (``fixture``); skipped runs keep only the episode."""
         first_episode = episode if self.first_episode < 0 else self.first_episode
         if verdict == SKIPPED:
             return self._replace(first_episode=first_episode, last_run_episode=episode)
@@ -81,6 +87,7 @@ class TestHistory(NamedTuple):
             mean,
             self.duration_m2 + delta * (duration - mean),
             duration,
+            self.fixture_mean + (fixture - self.fixture_mean) / runs,
         )
 
 

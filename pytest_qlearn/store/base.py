@@ -25,7 +25,9 @@ from ..qlearner import QEntry
 #: 4: checkpoints, checkpoint_results (results so far of runs in progress, see
 #: :mod:`pytest_qlearn.store.checkpoint`).
 #: 5: coverage_maps, coverage_runs, coverage_files (``--qlearn-cov``).
-SCHEMA_VERSION = 5
+#: 6: test_history.fixture_mean (setup + teardown seconds per test); sessions.partial (a
+#: narrowed or stopped-early run: learned from, but not counted in :attr:`Snapshot.episodes`).
+SCHEMA_VERSION = 6
 DEFAULT_TTL_DAYS = 30
 SECONDS_PER_DAY = 86_400.0
 #: Automatic TTL cleanup runs at most this often per project.
@@ -90,14 +92,21 @@ class SessionRecord:
     exit_status: int
     mode: str  # "reorder" or "observe"
     episode: int = 0
+    #: A narrowed run (``-k``, ``-m``, node ids, ``--lf``) or one stopped early (``-x``,
+    #: ``--maxfail``): learned from, but it does not advance the episode schedule (it is not
+    #: counted in :attr:`Snapshot.episodes`). Its ``episode`` number is not unique: the caller
+    #: gives it the number the next full session will have too.
+    partial: bool = False
 
 
 class Observation(NamedTuple):
-    """One test's verdict in this run (``P``/``F``/``S``) and its duration."""
+    """One test's verdict in this run (``P``/``F``/``S``), its duration and the seconds it
+    spent in setup + teardown (``fixture``)."""
 
     test_id: str
     verdict: str
     duration: float
+    fixture: float = 0.0
 
 
 class TrajectoryStep(NamedTuple):
@@ -283,10 +292,12 @@ class EpisodeWrite:
     rewards: list[RewardEvent] = field(default_factory=list)
     patterns: list[PatternDelta] = field(default_factory=list)
     agents: list[AgentProgress] = field(default_factory=list)
-    #: The sessions count of the snapshot the run learned from, and the histories it
-    #: computed from it: when nobody wrote since, the store takes them as they are instead
-    #: of re-applying the observations to freshly read rows.
+    #: The :attr:`Snapshot.episodes` the run learned from (informational since schema 6; the
+    #: history fast path compares ``base_session_count`` when it is given, see
+    #: :func:`takes_next_histories`).
     base_episodes: int | None = None
+    #: The histories the run computed from its snapshot: when nobody wrote since, the store
+    #: takes them as they are instead of re-applying the observations to freshly read rows.
     next_histories: list[TestHistory] = field(default_factory=list)
     #: (path, content digest) of the test files this run collected: the next run tells
     #: changed test files (always run under a time budget) from unchanged ones.
@@ -295,6 +306,25 @@ class EpisodeWrite:
     pending_skips: list[PendingSkipDelta] = field(default_factory=list)
     #: With ``--qlearn-cov``: the maps traced this run and the run's coverage facts.
     coverage: CoverageWrite | None = None
+    #: :attr:`Snapshot.session_count` of the snapshot the run learned from (every session,
+    #: partial ones included): how the store tells whether anyone wrote since.
+    base_session_count: int | None = None
+
+
+def takes_next_histories(write: EpisodeWrite, sessions_now: int) -> bool:
+    """Whether a store may take ``write.next_histories`` as they are: nobody wrote since the
+    run's snapshot. ``sessions_now`` counts every session of the partition (partial ones
+    included), this run's already inserted, hence the ``+ 1``.
+
+    Without ``base_session_count`` (spool files from before schema 6, callers that do not fill
+    it) ``base_episodes`` is compared instead. That is never wrong, only slower: sessions are
+    never deleted and ``base_episodes`` never exceeds the snapshot's session count, so the
+    counts can only match when the snapshot held no partial session and nobody wrote since.
+    """
+    base = write.base_session_count
+    if base is None:
+        base = write.base_episodes
+    return base is not None and sessions_now == base + 1
 
 
 @dataclass(frozen=True)
@@ -338,10 +368,14 @@ class Snapshot:
     q_entries: dict[str, list[QEntry]] = field(default_factory=dict)
     agent_states: dict[str, AgentState] = field(default_factory=dict)
     recent_sessions: list[SessionRecord] = field(default_factory=list)  # newest first
+    #: Stored sessions that advance the episode schedule (partial ones are not counted).
     episodes: int = 0
     file_hashes: dict[str, str] = field(default_factory=dict)  # test file path -> digest
     #: The selector's pending skips: test id -> {state key at the skip: count}.
     pending_skips: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Every stored session, partial ones included (the run hands it back as
+    #: :attr:`EpisodeWrite.base_session_count`).
+    session_count: int = 0
 
     def to_json(self) -> str:
         """Serialised for pytest-xdist workers, which must not open the store."""
@@ -358,6 +392,7 @@ class Snapshot:
                 "episodes": self.episodes,
                 "file_hashes": self.file_hashes,
                 "pending_skips": self.pending_skips,
+                "session_count": self.session_count,
             }
         )
 
@@ -379,6 +414,8 @@ class Snapshot:
                 test_id: {state: float(count) for state, count in rows.items()}
                 for test_id, rows in data.get("pending_skips", {}).items()
             },
+            # before schema 6 every session counted as an episode
+            session_count=int(data.get("session_count", data["episodes"])),
         )
 
 

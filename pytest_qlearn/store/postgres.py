@@ -64,6 +64,7 @@ from .base import (
     StoreError,
     TrajectoryRecord,
     merged_pending_skips,
+    takes_next_histories,
 )
 from .checkpoint import claimed_run, header_json, orphaned, results_json
 from .url import password_of, postgres_dsn, redact
@@ -286,6 +287,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """CREATE UNIQUE INDEX IF NOT EXISTS coverage_files_key
             ON coverage_files (partition_key, (md5(path)::uuid))""",
     ),
+    6: (
+        # seconds each test spends in setup + teardown (running mean, as duration_mean) ...
+        """ALTER TABLE test_history
+            ADD COLUMN IF NOT EXISTS fixture_mean double precision NOT NULL DEFAULT 0""",
+        # ... and narrowed or stopped-early runs, which do not advance the episode schedule
+        """ALTER TABLE sessions
+            ADD COLUMN IF NOT EXISTS partial boolean NOT NULL DEFAULT false""",
+    ),
 }
 
 _HISTORY_FIELDS = TestHistory._fields
@@ -302,6 +311,7 @@ _HISTORY_TYPES = (
     "float8",  # duration_mean
     "float8",  # duration_m2
     "float8",  # last_duration
+    "float8",  # fixture_mean
 )
 assert len(_HISTORY_TYPES) == len(_HISTORY_FIELDS)
 
@@ -427,7 +437,8 @@ _MERGE_PENDING_SKIPS = """
         expires_at = EXCLUDED.expires_at"""
 _SELECT_HISTORIES = f"SELECT {', '.join(_HISTORY_FIELDS)} FROM test_history WHERE {_PARTITION}"
 _SELECT_SESSIONS = (
-    f"SELECT {', '.join(_SESSION_FIELDS)}, count(*) OVER () FROM sessions WHERE {_PARTITION} "
+    f"SELECT {', '.join(_SESSION_FIELDS)}, count(*) OVER (), "
+    f"count(*) FILTER (WHERE NOT partial) OVER () FROM sessions WHERE {_PARTITION} "
     "ORDER BY started_at DESC, seq DESC LIMIT $4"
 )
 # One statement, one round trip: the run's row is inserted, or renewed by its owner with a
@@ -724,7 +735,7 @@ class PostgresStore(Store):
                     *key,
                 )
             }
-            sessions, episodes = await self._sessions(conn, partition, 20)
+            sessions, session_count, episodes = await self._sessions(conn, partition, 20)
             file_hashes = {
                 row[0]: row[1]
                 for row in await conn.fetch(
@@ -745,6 +756,7 @@ class PostgresStore(Store):
             episodes=episodes,
             file_hashes=file_hashes,
             pending_skips=pending_skips,
+            session_count=session_count,
         )
 
     def load_coverage(self, partition: Partition) -> CoverageSnapshot:
@@ -779,15 +791,18 @@ class PostgresStore(Store):
     @staticmethod
     async def _sessions(
         conn: asyncpg.Connection, partition: Partition, limit: int
-    ) -> tuple[list[SessionRecord], int]:
-        """The newest ``limit`` sessions (all when negative) and how many there are."""
+    ) -> tuple[list[SessionRecord], int, int]:
+        """The newest ``limit`` sessions (all when negative), how many there are, and how
+        many of them are not partial (the episodes)."""
         rows = await conn.fetch(_SELECT_SESSIONS, *_key(partition), limit if limit >= 0 else None)
-        sessions = [SessionRecord(*tuple(row)[:-1]) for row in rows]
-        return sessions, int(rows[0][-1]) if rows else 0
+        sessions = [SessionRecord(*tuple(row)[:-2]) for row in rows]
+        if not rows:
+            return sessions, 0, 0
+        return sessions, int(rows[0][-2]), int(rows[0][-1])
 
     def recent_sessions(self, partition: Partition, limit: int = 20) -> list[SessionRecord]:
         async def read() -> list[SessionRecord]:
-            sessions, _ = await self._sessions(self.conn, partition, limit)
+            sessions, _, _ = await self._sessions(self.conn, partition, limit)
             return sessions
 
         return self._call("read", read())
@@ -1227,9 +1242,8 @@ class PostgresStore(Store):
         lock), so a concurrent run's verdicts are kept, not overwritten."""
         if not write.observations:
             return
-        episodes = await conn.fetchval(f"SELECT count(*) FROM sessions WHERE {_PARTITION}", *key)
-        # this run's session row is already inserted, hence the + 1
-        if write.base_episodes is not None and episodes == write.base_episodes + 1:
+        sessions = await conn.fetchval(f"SELECT count(*) FROM sessions WHERE {_PARTITION}", *key)
+        if takes_next_histories(write, sessions):
             histories: Iterable[TestHistory] = write.next_histories
         else:
             ids = sorted({obs.test_id for obs in write.observations})
@@ -1245,7 +1259,7 @@ class PostgresStore(Store):
             for obs in write.observations:
                 history = stored.get(obs.test_id) or TestHistory(obs.test_id)
                 stored[obs.test_id] = history.record(
-                    obs.verdict, obs.duration, write.session.episode
+                    obs.verdict, obs.duration, write.session.episode, obs.fixture
                 )
             histories = stored.values()
         rows = sorted({h.test_id: h for h in histories}.values(), key=lambda h: h.test_id)

@@ -89,6 +89,7 @@ def episode_to_json(write: EpisodeWrite) -> str:
             "next_histories": [h._asdict() for h in write.next_histories],
             "file_hashes": [list(pair) for pair in write.file_hashes],
             "pending_skips": [list(p) for p in write.pending_skips],
+            "base_session_count": write.base_session_count,
         },
         ensure_ascii=False,
     )
@@ -140,6 +141,8 @@ def _episode_from_data(data: dict[str, Any]) -> EpisodeWrite:
         next_histories=[TestHistory(**h) for h in data["next_histories"]],
         file_hashes=[(str(path), str(digest)) for path, digest in data.get("file_hashes", [])],
         pending_skips=pending_skips,
+        # absent from files spooled before schema 6 (base_episodes is compared then)
+        base_session_count=data.get("base_session_count"),
     )
 
 

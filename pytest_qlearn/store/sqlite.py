@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from ..history import TestHistory
 from ..qlearner import QEntry
@@ -40,12 +40,23 @@ from .base import (
     StoreError,
     TrajectoryRecord,
     merged_pending_skips,
+    takes_next_histories,
 )
 from .checkpoint import claimed_run, header_json, orphaned, results_json
 
+
+class AddColumn(NamedTuple):
+    """A migration step: ``ALTER TABLE table ADD COLUMN column definition``, skipped when the
+    table has that column already (SQLite has no ``ADD COLUMN IF NOT EXISTS``)."""
+
+    table: str
+    column: str
+    definition: str
+
+
 # Forward-only migrations: version -> statements. Each runs once, in one transaction, and
 # every statement is written to be safe to re-apply.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
+MIGRATIONS: dict[int, tuple[str | AddColumn, ...]] = {
     1: (
         """CREATE TABLE IF NOT EXISTS agent_types (
             name TEXT PRIMARY KEY,
@@ -224,6 +235,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             updated_at REAL NOT NULL,
             PRIMARY KEY (project, environment, path)) WITHOUT ROWID""",
     ),
+    6: (
+        # seconds each test spends in setup + teardown (running mean, as duration_mean) ...
+        AddColumn("test_history", "fixture_mean", "REAL NOT NULL DEFAULT 0"),
+        # ... and narrowed or stopped-early runs, which do not advance the episode schedule
+        AddColumn("sessions", "partial", "INTEGER NOT NULL DEFAULT 0"),
+    ),
 }
 
 #: Tables whose rows simply age out: (table, the column of their last use).
@@ -345,7 +362,7 @@ class SqliteStore(Store):
             current = self.schema_version()
             for version in sorted(v for v in MIGRATIONS if v > current):
                 for statement in MIGRATIONS[version]:
-                    conn.execute(statement)
+                    _apply(conn, statement)
                 conn.execute(
                     "INSERT INTO qlearn_schema (version, applied_at) VALUES (?, ?)",
                     (version, time.time()),
@@ -408,8 +425,10 @@ class SqliteStore(Store):
                 key,
             )
         }
-        (episodes,) = conn.execute(
-            "SELECT COUNT(*) FROM sessions WHERE project = ? AND environment = ?", key
+        (sessions, episodes) = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(NOT partial), 0) FROM sessions "
+            "WHERE project = ? AND environment = ?",
+            key,
         ).fetchone()
         return Snapshot(
             partition=partition,
@@ -431,6 +450,7 @@ class SqliteStore(Store):
                     key,
                 )
             ),
+            session_count=int(sessions),
         )
 
     def load_coverage(self, partition: Partition) -> CoverageSnapshot:
@@ -471,7 +491,7 @@ class SqliteStore(Store):
             "WHERE project = ? AND environment = ? ORDER BY started_at DESC, rowid DESC LIMIT ?",
             (partition.project, partition.environment, limit),
         ).fetchall()
-        return [SessionRecord(*row) for row in rows]
+        return [_session(row) for row in rows]
 
     # -- the read-only API -------------------------------------------------------------------
     def _rows(self, sql: str, params: Sequence[object]) -> list[tuple[Any, ...]]:
@@ -546,7 +566,7 @@ class SqliteStore(Store):
             "ORDER BY started_at, rowid",
             (partition.project, partition.environment, since, since),
         )
-        return [SessionRecord(*row) for row in rows]
+        return [_session(row) for row in rows]
 
     def rewards(
         self, partition: Partition, since: float | None = None
@@ -874,11 +894,10 @@ class SqliteStore(Store):
         if not write.observations:
             return
         key = (write.partition.project, write.partition.environment)
-        (episodes,) = self.conn.execute(
+        (sessions,) = self.conn.execute(
             "SELECT COUNT(*) FROM sessions WHERE project = ? AND environment = ?", key
         ).fetchone()
-        # this run's session row is already inserted, hence the + 1
-        if write.base_episodes is not None and episodes == write.base_episodes + 1:
+        if takes_next_histories(write, sessions):
             rows = [(*key, *h, now, expires) for h in write.next_histories]
             self._upsert_histories(rows)
             return
@@ -893,7 +912,7 @@ class SqliteStore(Store):
         rows = []
         for obs in write.observations:
             history = stored.get(obs.test_id) or TestHistory(obs.test_id)
-            updated = history.record(obs.verdict, obs.duration, write.session.episode)
+            updated = history.record(obs.verdict, obs.duration, write.session.episode, obs.fixture)
             stored[obs.test_id] = updated
             rows.append((*key, *updated, now, expires))
         self._upsert_histories(rows)
@@ -1025,6 +1044,23 @@ class SqliteStore(Store):
         if row is not None and now - float(row[0]) < CLEANUP_INTERVAL:
             return 0
         return self.cleanup(project, ttl_days, now)
+
+
+def _apply(conn: sqlite3.Connection, statement: str | AddColumn) -> None:
+    if isinstance(statement, str):
+        conn.execute(statement)
+        return
+    table, column, definition = statement
+    if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
+def _session(row: Sequence[Any]) -> SessionRecord:
+    """A ``sessions`` row (its columns in :data:`_SESSION_FIELDS` order); ``partial`` is
+    stored as an integer, read back as a bool."""
+    record = dict(zip(_SESSION_FIELDS, row, strict=True))
+    record["partial"] = bool(record["partial"])
+    return SessionRecord(**record)
 
 
 def _dirty_list(text: str) -> list[str]:
