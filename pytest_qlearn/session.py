@@ -452,6 +452,7 @@ class LearningSession:
             agent_types=self.agent_types,
             observations=observations,
             base_episodes=self.snapshot.episodes,
+            base_session_count=self.snapshot.session_count,
             next_histories=next_histories,
             q_deltas={prio.NAME: deltas},
             trajectories=trajectories,
