@@ -170,13 +170,15 @@ def _copy_partition(source: Store, target: Store, partition: Partition, ttl_days
                 for name, (episodes, epsilon, reward_sum, rewards) in content["agents"].items()
             ]
             # The histories are taken as they are: the store's fast path for a run that
-            # learned from the latest snapshot (base_episodes = the sessions written before).
+            # learned from the latest snapshot (base_session_count = the sessions written
+            # before, partial ones included).
             write.observations = [
                 Observation(h.test_id, h.verdicts[-1:] or SKIPPED, h.last_duration)
                 for h in histories
             ]
             write.next_histories = histories
-            write.base_episodes = last
+            write.base_episodes = sum(not s.partial for s in sessions[:last])
+            write.base_session_count = last
             write.file_hashes = sorted(content["file_hashes"].items())
             coverage: CoverageSnapshot = content["coverage"]
             if coverage != CoverageSnapshot():
