@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -344,8 +345,10 @@ def test_progress_json_exact_figures(db: str, capsys: pytest.CaptureFixture[str]
     assert episodes[0]["reward_components"] == {"quality": 0.5, "time": 0.1}
     assert episodes[1]["reward_components"] == {"quality": None}
     assert episodes[2]["reward_components"] == {}
+    assert [e["partial"] for e in episodes] == [False, False, False]
     assert doc["summary"] == {
         "episodes": 3,
+        "partial_episodes": 0,
         "tests": 12,
         "failures": 3,
         "mean_apfd": pytest.approx(0.7),
@@ -380,6 +383,37 @@ def test_progress_since_and_table(db: str, capsys: pytest.CaptureFixture[str]) -
     code, out, _ = run(capsys, "progress", AGENT, *shop(db), "--since", "10m")
     assert code == 0
     assert out.startswith("no episodes since ")
+
+
+def test_progress_marks_a_partial_episode(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A narrowed or stopped-early run is listed, with its flag, under the episode number the
+    next full run will have too."""
+    partial = known_writes()[2]
+    partial.session = replace(
+        partial.session, session_id="s4", started_at=NOW - 0.5 * HOUR, episode=4, partial=True
+    )
+    store = store_at(db)
+    try:
+        assert store.write_episode(partial)
+    finally:
+        store.close()
+
+    doc = ok_json(capsys, "progress", AGENT, *shop(db))
+    assert [(e["episode"], e["partial"]) for e in doc["episodes"]] == [
+        (1, False),
+        (2, False),
+        (3, False),
+        (4, True),
+    ]
+    assert (doc["summary"]["episodes"], doc["summary"]["partial_episodes"]) == (4, 1)
+    code, out, err = run(capsys, "progress", AGENT, *shop(db))
+    assert (code, err) == (0, "")
+    assert [row[0] for row in table_rows(out)] == ["1", "2", "3", "4 (partial)"]
+    assert "4 episodes (1 partial), 16 tests" in " ".join(out.split())
+    code, out, err = run(capsys, "export", AGENT, *shop(db), "-o", "-")
+    assert (code, err) == (0, "")
+    exported = json.loads(out)
+    assert [s["partial"] for s in exported["sessions"]] == [False, False, False, True]
 
 
 # -- top-actions ---------------------------------------------------------------------------------
@@ -636,6 +670,13 @@ def test_migrate_copies_a_project_exactly(
         PendingSkipDelta("t::b", "k", 1),
     ]
     writes[0].file_hashes = [("t.py", "d1"), ("pkg/ü.py", "d2")]
+    # fixture time per test (schema 6), and a partial session in the middle
+    writes[0].observations = [
+        Observation("t::a", PASSED, 1.0, 0.25),
+        Observation("t::b", FAILED, 2.0, 1.5),
+    ]
+    writes[1].observations = [Observation("t::a", PASSED, 1.5, 0.75)]
+    writes[1].session = replace(writes[1].session, partial=True)
     writes[0].coverage = CoverageWrite(
         maps=[("t::a", '{"d": {"t.py": "d1"}, "l": {"t.py": "1-3"}}', 1)],
         commit="c0ffee",
@@ -670,6 +711,11 @@ def test_migrate_copies_a_project_exactly(
         for partition in (SHOP, SHOP_12, LEARNED):
             assert everything(target, partition) == everything(source, partition), partition
         assert target.partitions() == [OTHER, LEARNED, SHOP, SHOP_12]
+        assert [s.partial for s in target.sessions(SHOP)] == [False, True, False]
+        copied = target.load_snapshot(SHOP, [])
+        assert (copied.episodes, copied.session_count) == (2, 3)
+        assert copied.histories["t::a"].fixture_mean == pytest.approx(0.5)
+        assert copied.histories["t::b"].fixture_mean == 1.5
         # a run on the copy orders exactly as a run on the original would
         refs = [TestRef(t, t.split("::")[0], None, i) for i, t in enumerate(LEARNED_IDS)]
         orders = [

@@ -484,8 +484,9 @@ def _progress(args: argparse.Namespace) -> int:
     if not doc["episodes"]:
         out.print(f"no episodes since {utc(start)} UTC ({_where(doc)})")
         return 0
+    partial = f" ({s['partial_episodes']} partial)" if s["partial_episodes"] else ""
     caption = (
-        f"{s['episodes']} episodes, {s['tests']} tests, {s['failures']} failures; "
+        f"{s['episodes']} episodes{partial}, {s['tests']} tests, {s['failures']} failures; "
         f"mean APFD {num(s['mean_apfd'])} (collection order {num(s['mean_collection_apfd'])}), "
         f"first half {num(s['first_half_apfd'])} → second half {num(s['second_half_apfd'])}; "
         f"mean reward {num(s['mean_reward'])}; ε {num(s['first_epsilon'])} → "
@@ -509,7 +510,8 @@ def _progress(args: argparse.Namespace) -> int:
         table.add_column(column, justify="left" if column == "started (UTC)" else "right")
     for e in doc["episodes"]:
         table.add_row(
-            str(e["episode"]),
+            # a narrowed or stopped-early run does not advance the episode schedule
+            f"{e['episode']} (partial)" if e["partial"] else str(e["episode"]),
             utc(e["started_at"]),
             str(e["tests"]),
             str(e["failures"]),

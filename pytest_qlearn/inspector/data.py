@@ -157,6 +157,8 @@ def progress(store: Store, partition: Partition, agent: str, since: float | None
     half = len(apfds) // 2
     summary = {
         "episodes": len(sessions),
+        # narrowed or stopped-early runs among them (learned from, not advancing the schedule)
+        "partial_episodes": sum(s.partial for s in sessions),
         "tests": sum(s.tests for s in sessions),
         "failures": sum(s.failures for s in sessions),
         "mean_apfd": fmean(apfds) if apfds else None,
