@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import re
+from dataclasses import replace
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -373,7 +374,55 @@ def test_html_numeric_cells_sort_by_their_value() -> None:
     assert "0.3125" in progress_sorts
 
 
+def test_a_partial_episode_is_marked_in_every_format() -> None:
+    """A narrowed or stopped-early run (schema 6): listed, flagged, never mistaken for a full
+    episode; drawn as an unfilled point."""
+    earlier = [replace(EARLIER[0], partial=True), EARLIER[1]]
+    doc = document(episode(earlier=earlier))
+    assert [(p["episode"], p["partial"]) for p in doc["progress"]] == [
+        (1, False),
+        (2, True),
+        (3, False),
+    ]
+    assert doc["session"]["partial"] is False
+
+    progress = md_tables(render_markdown(doc))[3]
+    assert [r[0] for r in progress[1:]] == ["1", "2 (partial)", "3"]
+
+    source = render_html(doc)
+    page = Page(source)
+    cells = re.findall(r"<tr><td[^>]*>([^<]*)</td>", source.split('id="progress"')[1])
+    assert cells[:3] == ["3", "2 (partial)", "1"]  # newest first
+    hollow = [a for t, a in page.tags if t == "circle" and a.get("class") == "hollow"]
+    assert len(hollow) == 5  # both APFD series, reward, ε, Q-table size
+    assert all(a.get("fill") == "#fff" for a in hollow)
+    assert source.count(" (partial): ") == 5  # the points' tooltips say so
+    assert source.count('<span class="swatch hollow"></span>partial</span>') == 4
+    # a document without partial episodes draws no unfilled point and no legend for them
+    plain = render_html(document())
+    assert 'class="hollow"' not in plain and "swatch hollow" not in plain
+
+
 # -- SVG charts ----------------------------------------------------------------------------
+def test_chart_draws_hollow_points_unfilled_and_labels_a_repeated_x_once() -> None:
+    svg = line_chart(
+        "reward",
+        [1, 2, 2, 3],
+        [Series("<r>", [1.0, 2.0, 3.0, None])],
+        hollow=[False, True, False, True],
+        hollow_label="<partial>",
+    )
+    page = Page(svg)
+    circles = [a for t, a in page.tags if t == "circle"]
+    assert [a.get("class") for a in circles] == [None, "hollow", None]  # the None value: none
+    assert "&lt;r&gt;, episode 2 (&lt;partial&gt;): 2" in svg
+    assert "<partial>" not in svg and "&lt;partial&gt;</span>" in svg
+    ticks = re.findall(r'class="tick" x="[^"]+" y="[^"]+" text-anchor="middle">(\d+)<', svg)
+    assert ticks == ["1", "2", "3"]
+    with pytest.raises(ValueError, match="one flag per x"):
+        line_chart("r", [1, 2], [Series("r", [1.0, 2.0])], hollow=[True])
+
+
 def test_chart_breaks_the_line_where_a_value_is_missing() -> None:
     svg = line_chart("APFD", [1, 2, 3, 4, 5], [Series("q", [0.5, 0.6, None, 0.7, 0.8])])
     assert svg.count("<polyline") == 2

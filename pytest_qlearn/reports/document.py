@@ -171,6 +171,8 @@ def _progress(earlier: Sequence[SessionRecord], this: SessionRecord) -> list[dic
             "reward": s.reward,
             "epsilon": s.epsilon,
             "q_table_size": s.q_table_size,
+            # a narrowed or stopped-early run: learned from, not advancing the schedule
+            "partial": s.partial,
         }
         for s in sessions
     ]

@@ -94,8 +94,10 @@ svg.chart text { font-size: 11px; fill: var(--muted); }
 svg.chart .grid { stroke: var(--line); stroke-width: 1; }
 svg.chart .axis-line { stroke: var(--muted); stroke-width: 1; }
 svg.chart .line { stroke-width: 2; }
+svg.chart .hollow { fill: var(--bg); stroke-width: 1.5; }
 .key { margin-left: 1em; white-space: nowrap; }
 .swatch { display: inline-block; width: .8em; height: .8em; margin-right: .3em; }
+.swatch.hollow { border: 1.5px solid var(--muted); border-radius: 50%; box-sizing: border-box; }
 """
 
 
@@ -293,6 +295,8 @@ def _reward(reward: dict[str, Any]) -> list[str]:
 
 def _progress(progress: list[dict[str, Any]]) -> list[str]:
     xs = [int(p["episode"]) for p in progress]
+    # partial episodes (narrowed or stopped-early runs) are drawn as unfilled points
+    hollow = [bool(p.get("partial")) for p in progress]
     charts = [
         line_chart(
             "APFD",
@@ -303,24 +307,32 @@ def _progress(progress: list[dict[str, Any]]) -> list[str]:
             ],
             y_range=(0.0, 1.0),
             y_format=lambda v: f"{v:.2f}",
+            hollow=hollow,
         ),
-        line_chart("Episode reward", xs, [Series("reward", [p["reward"] for p in progress])]),
+        line_chart(
+            "Episode reward",
+            xs,
+            [Series("reward", [p["reward"] for p in progress])],
+            hollow=hollow,
+        ),
         line_chart(
             "Exploration rate ε",
             xs,
             [Series("ε", [p["epsilon"] for p in progress])],
             y_format=lambda v: f"{v:.3f}",
+            hollow=hollow,
         ),
         line_chart(
             "Q-table size",
             xs,
             [Series("entries", [float(p["q_table_size"]) for p in progress])],
             y_format=lambda v: f"{v:,.0f}",
+            hollow=hollow,
         ),
     ]
     rows = [
         [
-            num(p["episode"], str(p["episode"])),
+            num(p["episode"], text.episode(p)),
             Cell(p["mode"]),
             num(p["tests"], str(p["tests"])),
             num(p["failures"], str(p["failures"])),

@@ -163,7 +163,7 @@ def render_markdown(doc: Document) -> str:
         ["episode", "mode", "tests", "failed", "APFD", "collection APFD", "reward", "ε", "Q-table"],
         [
             [
-                str(p["episode"]),
+                text.episode(p),
                 escape(p["mode"]),
                 str(p["tests"]),
                 str(p["failures"]),

@@ -25,10 +25,17 @@ def line_chart(
     y_range: tuple[float, float] | None = None,
     y_format: Callable[[float], str] = lambda v: f"{v:g}",
     x_label: str = "episode",
+    hollow: Sequence[bool] = (),
+    hollow_label: str = "partial",
 ) -> str:
     """An ``<svg>`` line chart of ``series`` over ``xs`` (episode numbers), with axes, grid,
     a point with a tooltip per value and a legend. ``y_range`` fixes the axis; otherwise it
-    spans the data on round numbers (and a flat line gets some room)."""
+    spans the data on round numbers (and a flat line gets some room). The points whose
+    ``hollow`` flag is set (one per x; none when empty) are drawn unfilled, their tooltips and
+    the legend saying ``hollow_label``."""
+    marked = [bool(h) for h in hollow] or [False] * len(xs)
+    if len(marked) != len(xs):
+        raise ValueError("hollow needs one flag per x")
     known = [v for s in series for v in s.values if v is not None and math.isfinite(v)]
     if y_range is not None:
         low, high = y_range
@@ -60,7 +67,7 @@ def line_chart(
             f'<text class="tick" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
             f"{escape(y_format(tick))}</text>"
         )
-    for x in _x_ticks(xs):
+    for x in _x_ticks(list(dict.fromkeys(xs))):  # an x given twice is labelled once
         parts.append(
             f'<text class="tick" x="{px(x):.1f}" y="{HEIGHT - BOTTOM + 16}" '
             f'text-anchor="middle">{x}</text>'
@@ -81,12 +88,18 @@ def line_chart(
                 parts.append(
                     f'<polyline class="line" fill="none" stroke="{color}" points="{points}"/>'
                 )
-        for x, value in zip(xs, s.values, strict=True):
+        for x, value, unfilled in zip(xs, s.values, marked, strict=True):
             if value is None or not math.isfinite(value):
                 continue
+            where = f"{x_label} {x} ({hollow_label})" if unfilled else f"{x_label} {x}"
+            # unfilled: the page background (class "hollow"), white where no style applies
+            paint = (
+                f'class="hollow" fill="#fff" stroke="{color}"' if unfilled else f'fill="{color}"'
+            )
+
             parts.append(
-                f'<circle cx="{px(x):.1f}" cy="{py(value):.1f}" r="3" fill="{color}">'
-                f"<title>{escape(f'{s.name}, {x_label} {x}: {y_format(value)}')}</title></circle>"
+                f'<circle cx="{px(x):.1f}" cy="{py(value):.1f}" r="3" {paint}>'
+                f"<title>{escape(f'{s.name}, {where}: {y_format(value)}')}</title></circle>"
             )
     parts.append("</svg>")
     legend = "".join(
@@ -94,6 +107,10 @@ def line_chart(
         f"</span>{escape(s.name)}</span>"
         for i, s in enumerate(series)
     )
+    if any(marked):
+        legend += (
+            f'<span class="key"><span class="swatch hollow"></span>{escape(hollow_label)}</span>'
+        )
     return (
         f'<figure class="chart-box">{"".join(parts)}'
         f"<figcaption><strong>{escape(title)}</strong> {legend}</figcaption></figure>"

@@ -31,6 +31,14 @@ def order_name(used: str) -> str:
     return "qlearn order" if used == "qlearn" else "collection order (observe: qlearn only watched)"
 
 
+def episode(progress: dict[str, Any]) -> str:
+    """A progress row's episode number; a partial one (a narrowed or stopped-early run, which
+    does not advance the episode schedule) says so."""
+    return (
+        f"{progress['episode']} (partial)" if progress.get("partial") else str(progress["episode"])
+    )
+
+
 def store(status: str, url: str) -> str:
     """The store's status, naming the store unless the status already does."""
     return status if url in status else f"{status} ({url})"
