@@ -157,3 +157,12 @@ def test_last_verdicts_padding(verdicts: str, k: int, expected: str) -> None:
 def test_last_zero_verdicts_is_empty() -> None:
     # "the last k verdicts" with k = 0 is nothing, not the whole window
     assert replay("PFP").last_verdicts(0) == ""
+
+
+def test_fixture_time_is_a_running_mean_over_the_runs_with_a_verdict() -> None:
+    history = TestHistory("t").record(PASSED, 1.0, 1, 0.5).record(FAILED, 2.0, 2, 1.5)
+    assert history.fixture_mean == 1.0
+    skipped = history.record(SKIPPED, 0.0, 3, 99.0)
+    assert skipped.fixture_mean == 1.0  # a skipped run leaves it, as it leaves the duration
+    assert history.record(PASSED, 1.0, 3).fixture_mean == pytest.approx(2.0 / 3)  # 0 s given
+    assert TestHistory("t").fixture_mean == 0.0

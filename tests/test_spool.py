@@ -24,6 +24,7 @@ from pytest_qlearn.store.base import (
     QDelta,
     Snapshot,
 )
+from pytest_qlearn.store.checkpoint import claimed_run
 from pytest_qlearn.store.spool import (
     PendingRun,
     Spool,
@@ -231,3 +232,78 @@ def test_a_finished_run_replaces_or_removes_its_checkpoint(tmp_path: Path) -> No
     spool.remove("run-2")  # the run's episode reached the store
     spool.remove("never-spooled")  # nothing to remove: no error
     assert spool.pending() == [first]
+
+
+def _as_schema_5_wrote_it(text: str) -> str:
+    """A spooled episode as pytest-qlearn of schema version 5 wrote it: no fixture time in
+    observations and histories, no partial flag, no session count."""
+    data = json.loads(text)
+    del data["base_session_count"]
+    del data["session"]["partial"]
+    data["observations"] = [o[:3] for o in data["observations"]]
+    for h in data["next_histories"]:
+        del h["fixture_mean"]
+    return json.dumps(data)
+
+
+def test_an_episode_spooled_by_the_previous_version_loads_and_takes_the_fast_path(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "q.db")
+    store.open()
+    try:
+        assert store.write_episode(learned_write("base"))
+        snapshot = store.load_snapshot(PARTITION, ["prioritizer"])
+        write = learned_write("next", snapshot)
+        assert write.base_session_count == snapshot.session_count == 1
+        old = episode_from_json(_as_schema_5_wrote_it(episode_to_json(write)))
+        assert old.base_session_count is None  # base_episodes is compared instead
+        assert dataclasses.replace(old, base_session_count=1) == write
+        assert {h.fixture_mean for h in old.next_histories} == {0.0}
+        assert {o.fixture for o in old.observations} == {0.0}
+        assert old.session.partial is False
+
+        spool = Spool(tmp_path / "spool")
+        spool.directory.mkdir()
+        (spool.directory / "next.json").write_text(
+            _as_schema_5_wrote_it(episode_to_json(write)), encoding="utf-8"
+        )
+        assert spool.replay(store) == 1
+        stored = store.load_snapshot(PARTITION, ["prioritizer"])
+        assert stored.histories == {h.test_id: h for h in write.next_histories}
+        assert (stored.episodes, stored.session_count) == (2, 2)
+    finally:
+        store.close()
+
+
+def test_checkpoints_of_the_previous_version_still_load(tmp_path: Path) -> None:
+    """The local checkpoint (a run spool file) and a store's checkpoint header as the previous
+    version wrote them (their format did not change with schema 6)."""
+    run = _pending_run("old-run")
+    text = (
+        '{"format": 1, "kind": "run", "partition": {"project": "proj\'; --", "environment": '
+        '"py3.11 \\u00fc"}, "session_id": "old-run", "seed": 7, "mode": "observe", '
+        '"started_at": 1000.5, "duration": 2.0, "exit_status": 1, "session_failed": false, '
+        '"results": [["t.py::test_a", "P", 0.5, 0, 0, 1, false], '
+        '["t.py::test_b[x\'\\"\\n]", "F", 0.25, 1, 1, 2, true]], "owner": ""}'
+    )
+    spool = Spool(tmp_path / "spool")
+    spool.directory.mkdir()
+    (spool.directory / "old-run.json").write_text(text, encoding="utf-8")
+    seen: list[PendingRun] = []
+
+    def relearn(pending: PendingRun) -> EpisodeWrite:
+        seen.append(pending)
+        return learned_write(pending.session_id)
+
+    store = SqliteStore(":memory:")
+    store.open()
+    try:
+        assert spool.replay(store, relearn=relearn) == 1
+    finally:
+        store.close()
+    assert seen == [run]
+    header = json.loads(text)
+    del header["kind"], header["results"], header["owner"]
+    claimed = claimed_run(json.dumps(header), [json.dumps(run.results)], "me:1")
+    assert claimed == dataclasses.replace(run, owner="me:1")

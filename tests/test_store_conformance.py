@@ -11,15 +11,18 @@ fresh, *unopened* store over empty storage and removes that storage afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -29,6 +32,8 @@ from pytest_qlearn.prioritizer import TestRef
 from pytest_qlearn.qlearner import QEntry
 from pytest_qlearn.session import LearningSession, TestResult
 from pytest_qlearn.store import SqliteStore, Store
+from pytest_qlearn.store import postgres as postgres_store
+from pytest_qlearn.store import sqlite as sqlite_store
 from pytest_qlearn.store.base import (
     SCHEMA_VERSION,
     SECONDS_PER_DAY,
@@ -1082,3 +1087,282 @@ def test_cleanup_forgets_checkpoints_unclaimed_for_the_ttl(store: Store) -> None
     [run] = store.claim_checkpoints(PARTITION, "claimer:1", now=now)
     assert run.session_id == "new" and run.results == [R2]
     assert len(store.claim_checkpoints(Partition("x", "y"), "claimer:1", now=now)) == 1
+
+
+# -- schema 6: fixture time per test, partial sessions ----------------------------------------
+def fixture_write(
+    session_id: str,
+    observations: Sequence[tuple[str, str, float, float]],
+    *,
+    episode: int = 1,
+    started_at: float = 1_000.0,
+    partial: bool = False,
+) -> EpisodeWrite:
+    """A write whose observations carry setup + teardown seconds: (id, verdict, s, fixture s)."""
+    w = episode_write(session_id, episode=episode, started_at=started_at)
+    w.session = replace(w.session, partial=partial)
+    w.observations = [Observation(*o) for o in observations]
+    return w
+
+
+def test_fixture_time_round_trips_and_skipped_runs_leave_it(store: Store) -> None:
+    write(store, fixture_write("s1", [("t::a", PASSED, 1.0, 0.5), ("t::b", FAILED, 2.0, 3.0)]))
+    write(store, fixture_write("s2", [("t::a", FAILED, 1.0, 1.5), ("t::b", SKIPPED, 0.0, 9.0)]))
+    histories = store.load_snapshot(PARTITION, [AGENT]).histories
+    assert histories["t::a"] == TestHistory("t::a").record(PASSED, 1.0, 1, 0.5).record(
+        FAILED, 1.0, 1, 1.5
+    )
+    assert histories["t::a"].fixture_mean == 1.0
+    assert type(histories["t::a"].fixture_mean) is float
+    assert histories["t::b"].fixture_mean == 3.0  # the skipped run's 9.0 is not counted
+
+
+@pytest.mark.parametrize("precomputed", [False, True], ids=["observations", "next-histories"])
+def test_fixture_time_of_two_concurrent_runs_is_merged(store: Store, precomputed: bool) -> None:
+    """As :func:`test_test_histories_of_two_concurrent_runs_are_both_applied`, with fixture
+    time: the first writer may take the fast path, the second is replayed onto it."""
+    write(store, fixture_write("base", [("t::a", PASSED, 2.0, 1.0)]))
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    runs = []
+    for session_id, verdict, fixture in (("run-a", FAILED, 2.0), ("run-b", PASSED, 6.0)):
+        w = fixture_write(session_id, [("t::a", verdict, 1.0, fixture)], episode=2)
+        if precomputed:
+            w.base_episodes = snapshot.episodes
+            w.base_session_count = snapshot.session_count
+            w.next_histories = [snapshot.histories["t::a"].record(verdict, 1.0, 2, fixture)]
+        runs.append(w)
+    for w in runs:
+        write(store, w)
+    history = store.load_snapshot(PARTITION, [AGENT]).histories["t::a"]
+    expected = TestHistory("t::a").record(PASSED, 2.0, 1, 1.0)
+    assert history == expected.record(FAILED, 1.0, 2, 2.0).record(PASSED, 1.0, 2, 6.0)
+    assert history.fixture_mean == pytest.approx(3.0)
+
+
+def test_a_partial_session_is_listed_but_does_not_advance_the_episodes(store: Store) -> None:
+    write(store, fixture_write("full-1", [("t::a", PASSED, 1.0, 0.5)], started_at=100.0))
+    # a narrowed run: numbered as the next full run will be, learned from all the same
+    write(
+        store,
+        fixture_write(
+            "part", [("t::a", FAILED, 1.0, 1.5)], episode=2, started_at=200.0, partial=True
+        ),
+    )
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    assert (snapshot.episodes, snapshot.session_count) == (1, 2)
+    assert [(s.session_id, s.partial) for s in snapshot.recent_sessions] == [
+        ("part", True),
+        ("full-1", False),
+    ]
+    assert snapshot.histories["t::a"].runs == 2
+    assert snapshot.histories["t::a"].fixture_mean == 1.0
+    # the next full run has the same episode number: numbers are not unique
+    write(store, fixture_write("full-2", [("t::a", PASSED, 1.0, 0.5)], episode=2, started_at=300.0))
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    assert (snapshot.episodes, snapshot.session_count) == (2, 3)
+    listed = [(s.session_id, s.episode, s.partial) for s in store.sessions(PARTITION)]
+    assert listed == [("full-1", 1, False), ("part", 2, True), ("full-2", 2, False)]
+    assert all(type(s.partial) is bool for s in store.sessions(PARTITION))
+    assert store.recent_sessions(PARTITION, limit=1)[0].partial is False
+    assert [s.partial for s in store.sessions(PARTITION, since=150.0)] == [True, False]
+
+
+def _fast_path_probe(snapshot: Snapshot, session_id: str, *, counts: bool = True) -> EpisodeWrite:
+    """A run that learned from ``snapshot`` and hands over next histories the store could not
+    compute by replaying its observation (fixture_mean 99.0): they are stored only if the
+    store takes the fast path."""
+    w = fixture_write(session_id, [("t::a", PASSED, 1.0, 1.0)], episode=snapshot.episodes + 1)
+    w.base_episodes = snapshot.episodes
+    if counts:
+        w.base_session_count = snapshot.session_count
+    w.next_histories = [
+        snapshot.histories["t::a"]
+        .record(PASSED, 1.0, snapshot.episodes + 1)
+        ._replace(fixture_mean=99.0)
+    ]
+    return w
+
+
+def test_the_history_fast_path_counts_partial_sessions(store: Store) -> None:
+    write(store, fixture_write("s1", [("t::a", PASSED, 1.0, 1.0)], started_at=100.0))
+    write(
+        store,
+        fixture_write(
+            "s2", [("t::a", PASSED, 1.0, 1.0)], episode=2, started_at=200.0, partial=True
+        ),
+    )
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    assert (snapshot.episodes, snapshot.session_count) == (1, 2)
+
+    # nobody wrote since the snapshot (which holds a partial session): taken as handed over
+    write(store, _fast_path_probe(snapshot, "fast"))
+    assert store.load_snapshot(PARTITION, [AGENT]).histories["t::a"].fixture_mean == 99.0
+
+    # a partial run wrote meanwhile: detected, the observation is replayed onto its verdict
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    probe = _fast_path_probe(snapshot, "late")
+    write(store, fixture_write("concurrent", [("t::a", FAILED, 1.0, 3.0)], episode=3, partial=True))
+    write(store, probe)
+    history = store.load_snapshot(PARTITION, [AGENT]).histories["t::a"]
+    assert history.fixture_mean != 99.0
+    assert history.verdicts == "PPPFP" and history.runs == 5
+
+    # a writer that fills only base_episodes (a spool file of the previous version) is
+    # replayed once partial sessions exist: slower, never wrong
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    assert snapshot.session_count > snapshot.episodes
+    write(store, _fast_path_probe(snapshot, "old-writer", counts=False))
+    history = store.load_snapshot(PARTITION, [AGENT]).histories["t::a"]
+    assert history.fixture_mean != 99.0 and history.runs == 6
+
+
+def test_snapshot_json_carries_the_new_facts_and_reads_what_older_controllers_wrote(
+    store: Store,
+) -> None:
+    write(store, fixture_write("s1", [("t::a", PASSED, 1.0, 0.25)], partial=True))
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    assert Snapshot.from_json(snapshot.to_json()) == snapshot
+    # as pytest-qlearn 5 serialised it for its xdist workers
+    data = json.loads(snapshot.to_json())
+    del data["session_count"]
+    for h in data["histories"]:
+        del h["fixture_mean"]
+    for s in data["sessions"]:
+        del s["partial"]
+    old = Snapshot.from_json(json.dumps(data))
+    assert old.histories["t::a"].fixture_mean == 0.0
+    assert old.recent_sessions[0].partial is False
+    assert old.session_count == old.episodes == 0
+
+
+# -- a store left by the previous version (schema 5) -------------------------------------------
+class Schema5(NamedTuple):
+    """Storage as pytest-qlearn of schema version 5 left it, with the backend's raw access."""
+
+    new_store: Callable[[], Store]
+    execute: Callable[..., list[Any]]  # statements -> rows of the last one
+    key: str  # SQL for the partition key column's value ("" where there is none)
+
+
+def _sqlite_schema5(request: pytest.FixtureRequest) -> Schema5:
+    path: Path = request.getfixturevalue("tmp_path") / "v5.sqlite3"
+
+    def execute(*statements: str) -> list[Any]:
+        with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            rows: list[Any] = []
+            for statement in statements:
+                rows = conn.execute(statement).fetchall()
+            return rows
+
+    ddl = [s for v in range(1, 6) for s in sqlite_store.MIGRATIONS[v]]
+    assert all(isinstance(s, str) for s in ddl)
+    execute(
+        "CREATE TABLE qlearn_schema (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)",
+        *(str(s) for s in ddl),
+        "INSERT INTO qlearn_schema VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)",
+    )
+    return Schema5(lambda: SqliteStore(path), execute, "")
+
+
+def _postgres_schema5(request: pytest.FixtureRequest) -> Schema5:
+    url: str = request.getfixturevalue("pg_url")
+    from conftest import pg_execute
+
+    def execute(*statements: str) -> list[Any]:
+        return [tuple(row) for row in pg_execute(url, *statements)]
+
+    execute(
+        "CREATE TABLE qlearn_schema (version integer PRIMARY KEY, applied_at float8 NOT NULL)",
+        *(s for v in range(1, 6) for s in postgres_store.MIGRATIONS[v]),
+        "INSERT INTO qlearn_schema VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)",
+    )
+    key = f"md5(md5('{PARTITION.project}') || md5('{PARTITION.environment}'))::uuid"
+    return Schema5(lambda: PostgresStore(url), execute, key)
+
+
+SCHEMA5_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], Schema5]] = {
+    "sqlite": _sqlite_schema5,
+    "postgresql": _postgres_schema5,
+}
+assert set(SCHEMA5_FACTORIES) == set(STORE_FACTORIES)
+
+
+@pytest.fixture(params=list(SCHEMA5_FACTORIES), ids=list(SCHEMA5_FACTORIES))
+def schema5(request: pytest.FixtureRequest) -> Schema5:
+    """A schema-5 store holding two sessions and a test's history, written with its DDL."""
+    old = SCHEMA5_FACTORIES[request.param](request)
+    key_column, key_value = ("partition_key, ", f"{old.key}, ") if old.key else ("", "")
+    where = f"{key_value}'{PARTITION.project}', '{PARTITION.environment}'"
+    now = time.time()
+    old.execute(
+        f"INSERT INTO sessions ({key_column}project, environment, session_id, episode, "
+        "started_at, duration, tests, failures, seed, epsilon, q_table_size, apfd, "
+        "collection_apfd, reward, exit_status, mode) VALUES "
+        f"({where}, 'old-1', 1, 100.0, 2.0, 3, 1, 7, 0.2, 4, 0.5, NULL, 10.0, 1, 'reorder'), "
+        f"({where}, 'old-2', 2, 200.0, 2.5, 3, 0, 8, 0.1, 5, NULL, NULL, 5.0, 0, 'observe')",
+        f"INSERT INTO test_history ({key_column}project, environment, test_id, runs, failures, "
+        "flips, verdicts, last_failure_episode, last_run_episode, first_episode, "
+        "duration_mean, duration_m2, last_duration, updated_at, expires_at) VALUES "
+        f"({where}, 't::a', 2, 1, 1, 'FP', 1, 2, 1, 1.5, 0.5, 2.0, {now}, {now + DAY})",
+    )
+    return old
+
+
+OLD_HISTORY = TestHistory("t::a", 2, 1, 1, "FP", 1, 2, 1, 1.5, 0.5, 2.0)
+
+
+def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: Schema5) -> None:
+    store = schema5.new_store()
+    store.open()
+    try:
+        assert store.schema_version() == SCHEMA_VERSION == 6
+        snapshot = store.load_snapshot(PARTITION, [AGENT])
+        assert snapshot.histories == {"t::a": OLD_HISTORY}
+        assert snapshot.histories["t::a"].fixture_mean == 0.0
+        assert [(s.session_id, s.episode, s.partial) for s in snapshot.recent_sessions] == [
+            ("old-2", 2, False),
+            ("old-1", 1, False),
+        ]
+        assert (snapshot.episodes, snapshot.session_count) == (2, 2)
+        old_1 = store.sessions(PARTITION)[0]
+        assert (old_1.apfd, old_1.reward, old_1.mode, old_1.partial) == (
+            0.5,
+            10.0,
+            "reorder",
+            False,
+        )
+        # the new columns are there: a partial run with fixture time is stored and read back
+        write(store, fixture_write("new", [("t::a", PASSED, 1.0, 4.0)], episode=3, partial=True))
+        snapshot = store.load_snapshot(PARTITION, [AGENT])
+        assert snapshot.histories["t::a"] == OLD_HISTORY.record(PASSED, 1.0, 3, 4.0)
+        assert snapshot.histories["t::a"].fixture_mean == pytest.approx(4.0 / 3)
+        assert (snapshot.episodes, snapshot.session_count) == (2, 3)
+    finally:
+        store.close()
+    before = schema5.execute("SELECT version, applied_at FROM qlearn_schema ORDER BY version")
+    assert [row[0] for row in before] == [1, 2, 3, 4, 5, 6]
+
+    # opening again is a no-op
+    store = schema5.new_store()
+    store.open()
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        again = store.load_snapshot(PARTITION, [AGENT])
+        assert again == snapshot
+    finally:
+        store.close()
+    assert schema5.execute("SELECT version, applied_at FROM qlearn_schema ORDER BY version") == (
+        before
+    )
+
+    # migration 6 applied again over its own columns (its record lost) changes nothing
+    schema5.execute("DELETE FROM qlearn_schema WHERE version = 6")
+    store = schema5.new_store()
+    store.open()
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.load_snapshot(PARTITION, [AGENT]) == snapshot
+    finally:
+        store.close()
+    versions = schema5.execute("SELECT version FROM qlearn_schema ORDER BY version")
+    assert [row[0] for row in versions] == [1, 2, 3, 4, 5, 6]
