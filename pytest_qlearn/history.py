@@ -10,6 +10,9 @@ SKIPPED = "S"
 
 #: How many recent verdicts a history keeps (most recent last).
 KEPT_VERDICTS = 16
+#: Setup + teardown seconds are averaged over about this many recent runs: a fixture's cost
+#: follows the code, and one slow setup should not weigh for ever.
+FIXTURE_WINDOW = 10
 
 
 class TestHistory(NamedTuple):
@@ -87,8 +90,16 @@ class TestHistory(NamedTuple):
             mean,
             self.duration_m2 + delta * (duration - mean),
             duration,
-            self.fixture_mean + (fixture - self.fixture_mean) / runs,
+            _recent_mean(self.fixture_mean, fixture, runs),
         )
+
+
+def _recent_mean(mean: float, value: float, runs: int) -> float:
+    """A mean over about the last :data:`FIXTURE_WINDOW` runs. 0 means never measured (a
+    history from before fixture times were kept): the first measurement replaces it."""
+    if mean == 0.0:
+        return value
+    return mean + (value - mean) / min(runs, FIXTURE_WINDOW)
 
 
 TestHistory.__test__ = False  # type: ignore[attr-defined]  # not a pytest test class

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from .hyperparams import RANGES, ConfigError, Hyperparameters
-from .ordering import SCOPES
+from .ordering import DEFAULT_SCOPE, SCOPES
 from .settings import DATABASE_URL_ENV, RawOptions, Settings, resolve
 
 _DEFAULTS = Hyperparameters()
@@ -108,8 +108,10 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini(
         "qlearn_order_scope",
         type="string",
-        default="module",
-        help=f"fixture locality kept when reordering: {'|'.join(SCOPES)} (default module)",
+        default=DEFAULT_SCOPE,
+        help=f"fixture locality kept when reordering: {'|'.join(SCOPES)} (default "
+        f"{DEFAULT_SCOPE}: a module or class stays together only where its measured "
+        "setup makes splitting it costly; pin 'module' for a non-idempotent setup_module)",
     )
     for suffix in RANGES:
         parser.addini(f"qlearn_{suffix}", type="string", default="", help=_HYPER_HELP[suffix])

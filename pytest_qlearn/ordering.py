@@ -1,43 +1,126 @@
-"""Turning per-test priorities into a run order that respects fixture locality.
+"""Turning per-test priorities into a run order that keeps fixture locality where it pays.
 
-With scope ``module`` (the default) the tests of a module stay together, and so do the tests
-of a class inside it, so module- and class-scoped fixtures are set up once as usual; groups
-are ordered by their most urgent test. Scope ``class`` keeps only classes together; ``test``
-orders tests freely.
+A module or class is kept together (its tests run in one stretch, so its module- and
+class-scoped fixtures are set up once) or its tests move freely. The scope says which:
+
+* ``auto`` (the default): a group is kept together only where splitting it costs real time —
+  where its measured shared setup (:func:`shared_setup_seconds`, from pytest's setup and
+  teardown durations) reaches :data:`AUTO_KEEP_SECONDS`, or where nothing is measured yet;
+* ``module``: every module and every class inside it stays together;
+* ``class``: classes stay together, modules do not;
+* ``test``: every test moves alone.
+
+A kept group runs where its most urgent test would; inside it, tests still go by urgency.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from .history import TestHistory
 from .prioritizer import TestRef
 
-SCOPES = ("module", "class", "test")
+SCOPES = ("auto", "module", "class", "test")
+DEFAULT_SCOPE = "auto"
+#: ``auto`` keeps a group together when re-running its shared setup would cost at least this
+#: (seconds per extra split). Below it a module-scoped fixture is cheap next to what running a
+#: risky test a few hundred tests earlier saves; above it (a database, a server, a big file)
+#: a split run pays the setup again for every stretch.
+AUTO_KEEP_SECONDS = 0.1
+#: Per-test setup/teardown differences under this are timer noise, not a fixture's cost.
+SETUP_NOISE_SECONDS = 0.005
 
-T = TypeVar("T")
 SortKey = tuple[float, ...]
+Sticky = Callable[[str], bool]
+
+
+def shared_setup_seconds(histories: Iterable[TestHistory]) -> float | None:
+    """What a group's tests spend in setup and teardown beyond a typical member's: the cost
+    of its module/class-scoped fixtures, paid by whichever test runs first (and last) in each
+    stretch of the group. The typical member is the lower quartile (the fixture is paid by
+    few), and differences under :data:`SETUP_NOISE_SECONDS` are timer noise. None when no
+    member has a measured run."""
+    measured = sorted(h.fixture_mean for h in histories if h.runs > 0)
+    if not measured:
+        return None
+    typical = measured[(len(measured) - 1) // 4]
+    return sum(max(0.0, value - typical - SETUP_NOISE_SECONDS) for value in measured)
+
+
+def auto_sticky(
+    refs: Sequence[TestRef], histories: Mapping[str, TestHistory]
+) -> tuple[set[str], set[str]]:
+    """(modules, classes) that ``auto`` keeps together: the groups whose own shared setup
+    costs at least :data:`AUTO_KEEP_SECONDS` (a module's without what its classes' own
+    fixtures cost: a costly class keeps only the class together), and those with no
+    measured member (a new module stays as written until one run has measured it)."""
+    modules: dict[str, list[TestHistory]] = {}
+    classes: dict[str, list[TestHistory]] = {}
+    class_module: dict[str, str] = {}
+    for ref in refs:
+        history = histories.get(ref.test_id)
+        members = modules.setdefault(ref.module, [])
+        if ref.cls is not None:
+            class_module[ref.cls] = ref.module
+            cls_members = classes.setdefault(ref.cls, [])
+        if history is not None:
+            members.append(history)
+            if ref.cls is not None:
+                cls_members.append(history)
+    class_costs = {name: shared_setup_seconds(members) for name, members in classes.items()}
+    inner: dict[str, float] = {}
+    for name, cost in class_costs.items():
+        inner[class_module[name]] = inner.get(class_module[name], 0.0) + (cost or 0.0)
+    kept_classes = {n for n, c in class_costs.items() if c is None or c >= AUTO_KEEP_SECONDS}
+    kept_modules = set()
+    for name, members in modules.items():
+        cost = shared_setup_seconds(members)
+        if cost is None or cost - inner.get(name, 0.0) >= AUTO_KEEP_SECONDS:
+            kept_modules.add(name)
+    return kept_modules, kept_classes
 
 
 def locality_order(
-    refs: Sequence[TestRef], key: Callable[[TestRef], SortKey], scope: str
+    refs: Sequence[TestRef],
+    key: Callable[[TestRef], SortKey],
+    scope: str,
+    histories: Mapping[str, TestHistory] | None = None,
 ) -> list[TestRef]:
-    """Order ``refs`` by ``key`` (smaller runs first) within the groups ``scope`` keeps."""
+    """Order ``refs`` by ``key`` (smaller runs first) within the groups ``scope`` keeps
+    (``auto`` reads the groups' measured setup costs from ``histories``)."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
-    keyed = [(key(ref), ref) for ref in refs]
-    if scope == "test":
-        return [ref for _, ref in sorted(keyed, key=lambda pair: pair[0])]
-    if scope == "class":
-        return _grouped(keyed, lambda ref: ref.cls or ref.test_id)
-    # module scope: modules by their most urgent test, then classes inside each module
-    modules: dict[str, list[tuple[SortKey, TestRef]]] = {}
-    for pair in keyed:
-        modules.setdefault(pair[1].module, []).append(pair)
-    ordered_modules = sorted(modules.values(), key=lambda members: min(k for k, _ in members))
+    if scope == "auto":
+        modules, classes = auto_sticky(refs, histories or {})
+        return _ordered(refs, key, modules.__contains__, classes.__contains__)
+    return _ordered(refs, key, lambda _: scope == "module", lambda _: scope != "test")
+
+
+def _ordered(
+    refs: Sequence[TestRef],
+    key: Callable[[TestRef], SortKey],
+    module_kept: Sticky,
+    class_kept: Sticky,
+) -> list[TestRef]:
+    """Units — a kept module, a kept class, or a single test — sorted by their most urgent
+    member; a kept module's own units (kept classes, single tests) sorted the same way."""
+
+    def unit_in_module(ref: TestRef) -> str:
+        return ref.cls if ref.cls is not None and class_kept(ref.cls) else "\0" + ref.test_id
+
+    top: dict[str, list[tuple[SortKey, TestRef]]] = {}
+    for ref in refs:
+        pair = (key(ref), ref)
+        if module_kept(ref.module):
+            top.setdefault("\1" + ref.module, []).append(pair)
+        else:
+            top.setdefault(unit_in_module(ref), []).append(pair)
     out: list[TestRef] = []
-    for members in ordered_modules:
-        out.extend(_grouped(members, lambda ref: ref.cls or ref.test_id))
+    for name, members in sorted(top.items(), key=lambda item: min(k for k, _ in item[1])):
+        if name.startswith("\1"):  # a kept module: its classes and tests as units inside it
+            out.extend(_grouped(members, unit_in_module))
+        else:
+            out.extend(ref for _, ref in sorted(members, key=lambda pair: pair[0]))
     return out
 
 

@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 
 from . import budget as qbudget
+from . import change_awareness, hookspecs, junit, report
 from . import coverage_plugin as qcov
 from . import coverage_tracer as ct
-from . import hookspecs, junit, report
 from . import prioritizer as prio
 from . import selector as sel
 from .agents import AgentRegistry
-from .changes import file_digests
+from .changes import file_digests, relative_key
 from .history import FAILED, PASSED, SKIPPED
 from .options import add_options, read_settings
 from .reports import ReportContext, build_document, write_reports
@@ -75,6 +75,26 @@ def pytest_configure(config: pytest.Config) -> None:
     plugin.start()
 
 
+# The ranking hooks live on the module, not on the plugin object: the module is registered
+# before any plugin object, so among the ``trylast`` implementations of
+# pytest_collection_modifyitems this one runs before pytest-order's (whose plugin object is
+# registered in its pytest_configure) — and being trylast, after -k/-m, --deselect, --sw and
+# other plugins have deselected, so only what will run is ranked. --lf/--ff/--nf are
+# wrappers and reorder after it: they, and pytest-order, keep the last word.
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    plugin = config.stash.get(plugin_key, None)
+    if plugin is not None:
+        plugin.rank_items(config, items)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        plugin = items[0].config.stash.get(plugin_key, None)
+        if plugin is not None:
+            plugin.deselected(items)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     plugin = config.stash.get(plugin_key, None)
     if plugin is None:
@@ -117,6 +137,7 @@ class _Fold:
     explored: bool
     verdict: str | None = None
     duration: float = 0.0
+    fixture: float = 0.0  # setup + teardown: what ``auto`` scope weighs against a split
 
 
 def default_store_path(config: pytest.Config) -> Path:
@@ -142,6 +163,7 @@ class QLearnPlugin:
         self.indexes: dict[str, int] = {}
         self.folds: dict[str, _Fold] = {}
         self.summary: EpisodeSummary | None = None
+        self.partial: str | None = None  # why this run is a partial episode, if it is
         self.strict_error: str | None = None
         self.spool: Spool | None = None  # where learning waits when the store is unreachable
         self.replayed = 0
@@ -160,6 +182,11 @@ class QLearnPlugin:
         #: ``--qlearn-cov`` for this session, once the store's maps are loaded.
         self.coverage: qcov.CoverageRun | None = None
         self.coverage_line = ""
+        #: Tests deselected before ranking (-k, -m, --deselect, --sw, other plugins).
+        self.deselected_before = 0
+        self._ranked = False
+        #: This run's change awareness (static analysis of what changed since last episode).
+        self.awareness: change_awareness.ChangeAwareness | None = None
         #: Why a --qlearn-budget selects nothing this run (-k, -m, --lf, node ids), or None.
         self.budget_off = qbudget.narrowed_by(config) if settings.budget is not None else None
 
@@ -421,15 +448,23 @@ class QLearnPlugin:
             *notes,
         ]
 
-    # -- ordering ----------------------------------------------------------------------------
-    @pytest.hookimpl(tryfirst=True)  # so --lf/--ff/--nf/--sw and pytest-order still win
-    def pytest_collection_modifyitems(
-        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
-    ) -> None:
+    # -- ordering (called by the module-level hooks above) -----------------------------------
+    def deselected(self, items: list[pytest.Item]) -> None:
+        if not self._ranked:  # -k, -m, --deselect, --sw or another plugin narrowed the run
+            self.deselected_before += len(items)
+
+    def rank_items(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        self._ranked = True
         if self.learning is None or not items:
             return
+        self.awareness = self._change_awareness(config, items)
+        impacts = self.awareness.impacts
         if self.coverage is not None:
             self.coverage.prepare(self.learning, items)
+            impacts = change_awareness.refine_with_coverage(
+                impacts, self.coverage.maps.keys(), self.learning.covering_changed.keys()
+            )
+        self.learning.impacts = impacts
         refs = [
             prio.TestRef(item.nodeid, *_groups(item), index) for index, item in enumerate(items)
         ]
@@ -458,6 +493,21 @@ class QLearnPlugin:
             config=config,
             order=[ref.test_id for ref in ranking.order],
             decisions=ranking.decisions,
+        )
+
+    def _change_awareness(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> change_awareness.ChangeAwareness:
+        """Which of ``items`` reach code changed since the last episode (on by default)."""
+        assert self.learning is not None
+        root = config.rootpath
+        return change_awareness.analyse(
+            root,
+            {relative_key(item.path, root) for item in items},
+            [item.nodeid for item in items],
+            self.learning.snapshot.file_hashes,
+            # workers read the controller's cache; only the controller writes it
+            None if self.is_worker else default_store_path(config).parent / "impact.json",
         )
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -502,6 +552,8 @@ class QLearnPlugin:
             )
             self.folds[report.nodeid] = fold
         fold.duration += report.duration
+        if report.when != "call":
+            fold.fixture += report.duration
         if report.failed:
             fold.verdict = FAILED
             if self.first_failure_after is None:
@@ -533,6 +585,7 @@ class QLearnPlugin:
                 fold.position,
                 fold.tier,
                 fold.explored,
+                fold.fixture,
             )
             for test_id in (folds if test_ids is None else test_ids)
             if (fold := folds[test_id]).verdict is not None
@@ -601,6 +654,7 @@ class QLearnPlugin:
             coverage_write, percent = self.coverage.learn(self.learning)
             for message in self.coverage.messages:
                 self._warn(message)
+        partial = self._partial(session)
         write, summary = self.learning.finish(
             results,
             started_at=self.started_at,
@@ -609,11 +663,22 @@ class QLearnPlugin:
             session_failed=exitstatus in _FAILED_SESSION,
             riskiest=5 if self._detailed_report(session.config) else 0,
             coverage_percent=percent,
+            partial=partial is not None,
         )
         self.summary = summary
-        # what the test files look like now, so the next run can tell which ones changed
+        self.partial = partial
+        # what the test files and the code they import look like now, so the next run can
+        # tell what changed
         root = session.config.rootpath
-        hashes = file_digests({root / r.test_id.split("::", 1)[0] for r in results}, root)
+        test_files = {r.test_id.split("::", 1)[0] for r in results}
+        awareness = self.awareness
+        if awareness is None or awareness.index is None:  # an xdist controller collects nothing
+            awareness = change_awareness.analyse(
+                root, test_files, (), {}, default_store_path(session.config).parent / "impact.json"
+            )
+        hashes = file_digests({root / path for path in test_files}, root)
+        hashes.update(awareness.digests)
+        awareness.save()
         if self.coverage is not None:
             hashes.update(self.coverage.file_hashes_now())  # and the code the tests cover
             write.coverage = coverage_write
@@ -685,6 +750,18 @@ class QLearnPlugin:
         if self.strict_error is not None:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
+    def _partial(self, session: pytest.Session) -> str | None:
+        """Why this run is a partial episode (it learns, but does not advance ε or the
+        episode number), or None for a full one."""
+        narrowed = qbudget.narrowed_by(session.config)
+        if narrowed is not None:
+            return f"{narrowed} narrowed the run"
+        if self.deselected_before:
+            return f"{self.deselected_before} test(s) were deselected"
+        if session.shouldfail or session.shouldstop:
+            return "the run stopped early (-x, --maxfail or a plugin)"
+        return None
+
     def _detailed_report(self, config: pytest.Config) -> bool:
         return bool(
             self.settings.report_terminal
@@ -704,6 +781,17 @@ class QLearnPlugin:
         if summary is None:
             return
         verbosity = config.get_verbosity()
+        notes = []
+        if self.awareness is not None and self.awareness.summary():
+            notes.append(f"qlearn: {self.awareness.summary()}")
+        if self.partial is not None:
+            notes.append(
+                f"qlearn: partial run ({self.partial}): learned from the tests that ran; "
+                "the episode count and ε stay"
+            )
+        if verbosity >= 0:
+            for line in notes:
+                terminalreporter.write_line(line)
         if self.settings.report_terminal or verbosity > 0:
             terminalreporter.write_sep("-", "qlearn report")
             for line in report.detail_lines(summary, self.store_status):

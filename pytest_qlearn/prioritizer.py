@@ -17,7 +17,14 @@ stale and the bootstrap term is identical across a state's tiers.
 
 Because the quadratic reward is a proper scoring rule, Q(s, first) − Q(s, last) is an
 exponentially weighted mean of ``4·failed − 2``; de-biased by the visit count it gives the
-test's failure probability, which orders tests within a tier.
+test's failure probability.
+
+The run order respects evidence before estimates (DESIGN.md, "What the order must always
+respect"): tests are first sorted by their *evidence class* — failed in their last run,
+reach changed code directly, import changed code, nothing known — and only inside a class by
+the learned failure probability. The tier is the agent's action and is learned from, but it
+does not move a test across classes: an exploratory (ε) decision only draws a random place
+among the tests its estimate ties with, never ahead of a test with more evidence.
 """
 
 from __future__ import annotations
@@ -78,6 +85,20 @@ P_RESOLUTION = 1e-9
 DURATION_FLOOR = 5e-4
 #: The floor while pytest-randomly shuffles: its shuffle of tests under 10 ms survives.
 SHUFFLED_DURATION_FLOOR = 1e-2
+
+#: Evidence classes, most urgent first (the first element of every order key).
+FAILED_LAST = 0  # its last run with a verdict failed (what ``--ff`` runs first)
+DIRECT = 1  # new, its own code changed, or it reaches changed code directly
+IMPORTS = 2  # its module imports changed code
+NO_EVIDENCE = 3
+EVIDENCE_LABELS = {
+    FAILED_LAST: "failed last run",
+    DIRECT: "reaches changed code",
+    IMPORTS: "imports changed code",
+    NO_EVIDENCE: "",
+}
+#: The change level's "share" of a test that static analysis (not coverage) ties to a change.
+STATIC_SHARES = {DIRECT: "static-direct", IMPORTS: "static-import"}
 
 #: The prioritizer's own defaults. Every tier is updated after every run whatever was
 #: chosen, so exploring teaches this agent nothing and only costs order quality: it starts
@@ -157,17 +178,57 @@ class Decision(NamedTuple):
     known: bool  # True when a learned value (not only the prior) shaped the estimate
     duration: float = 0.0  # expected seconds (mean of earlier runs; 0 when unknown)
     change: State | None = None  # the change level's state, when its covered code changed
+    evidence: int = NO_EVIDENCE  # its evidence class (FAILED_LAST ... NO_EVIDENCE)
+    #: An exploratory decision's random place among the tests it ties with, in [0, 1);
+    #: -1 for a greedy one (it keeps its collection place among them).
+    shuffle: float = -1.0
 
 
 def order_key(decision: Decision, duration_floor: float = DURATION_FLOOR) -> tuple[int, int, int]:
-    """Where a decided test runs: tier by tier; inside a tier, the likeliest failure first,
-    and among equal estimates the shorter duration class first (it costs the least of a
-    time budget and delays the others least)."""
+    """Where a decided test runs: evidence class by class; inside a class, the likeliest
+    failure first, and among equal estimates the shorter duration class first (it costs the
+    least of a time budget and delays the others least)."""
     return (
-        decision.tier,
+        decision.evidence,
         -int(decision.p_fail / P_RESOLUTION + 0.5),  # p >= 0: rounds half up, cheaply
         math.floor(math.log2(max(decision.duration, duration_floor))),
     )
+
+
+def evidence_class(
+    history: TestHistory, impact: int | None = None, covers_changed: bool = False
+) -> int:
+    """How much the facts (not the estimates) say about this test failing now: a failure in
+    its last run beats a change it reaches, which beats nothing known. ``impact``: what the
+    static change analysis found (DIRECT, IMPORTS or None); ``covers_changed``: its coverage
+    map executes changed code (``--qlearn-cov``)."""
+    if history.verdicts.rstrip(SKIPPED)[-1:] == FAILED:
+        return FAILED_LAST
+    if history.is_new or covers_changed or impact == DIRECT:
+        return DIRECT
+    if impact == IMPORTS:
+        return IMPORTS
+    return NO_EVIDENCE
+
+
+def _promote_likely_failures(
+    decisions: list[Decision], histories: Mapping[str, TestHistory]
+) -> list[Decision]:
+    """Tests that failed before (not in their last run) but that the learner finds at least as
+    likely to fail as a test that did, join the failed-last-run class: the rule is only that
+    no test *without* failure evidence runs ahead of a known failure, and among tests with
+    evidence the estimate knows better (a test failing every other run beats a one-off)."""
+    floor = min((d.p_fail for d in decisions if d.evidence == FAILED_LAST), default=None)
+    if floor is None:
+        return decisions
+    out = []
+    for d in decisions:
+        if d.evidence != FAILED_LAST and d.p_fail >= floor:
+            history = histories.get(d.test_id)
+            if history is not None and history.failures > 0:
+                d = d._replace(evidence=FAILED_LAST)
+        out.append(d)
+    return out
 
 
 class Prioritizer(Agent):
@@ -229,7 +290,13 @@ class Prioritizer(Agent):
         test_row, shared_row = row(states[0].key), row(states[1].key)
         p_test, w_test = self._row_estimate(test_row)
         p_shared, w_shared = self._row_estimate(shared_row, self._shared_alpha)
-        w_shared = SHARED_WEIGHT if w_shared > 0 else 0.0
+        if w_shared > 0:
+            w_shared = SHARED_WEIGHT
+        elif w_test > 0:
+            # a shared state no test was seen in yet (its duration moved to another bucket)
+            # tells nothing beyond the test's own record: without this, its estimate would
+            # jump for one run and a green suite would reshuffle on timer noise
+            p_shared, w_shared = p_test, SHARED_WEIGHT
         prior = prior_failure_probability(history)
         p_change = w_change = 0.0
         if change is not None:
@@ -283,16 +350,24 @@ class Prioritizer(Agent):
         histories: Mapping[str, TestHistory],
         test_ids: Sequence[str],
         covering_changed: Mapping[str, str] | None = None,
+        impacts: Mapping[str, int] | None = None,
     ) -> list[Decision]:
         """One ε-greedy tier per test. Tests are visited in sorted id order so the random
         draws, and so the order, depend only on the seed and the set of tests.
         ``covering_changed``: test id → how much of its covered code changed (the bucketed
-        share of its files), for the tests whose covered code changed (``--qlearn-cov``)."""
+        share of its files), for the tests whose covered code changed (``--qlearn-cov``).
+        ``impacts``: test id → DIRECT or IMPORTS, for the tests the static change analysis
+        ties to a change since the last episode."""
         covering_changed = covering_changed or {}
+        impacts = impacts or {}
+        rng = self.learner.rng
         decisions = []
         for test_id in sorted(test_ids):
             history = histories.get(test_id) or TestHistory(test_id)
             share = covering_changed.get(test_id)
+            impact = impacts.get(test_id)
+            if share is None and impact is not None:
+                share = STATIC_SHARES.get(impact)
             change = None if share is None else self.change_state(history, share)
             if change is None:
                 p, known, per_test, shared = self.failure_probability(history)
@@ -302,10 +377,24 @@ class Prioritizer(Agent):
             expected = [passing + p * gap for passing, gap in self._expected_terms]
             tier, explored = self.learner.choose(expected)
             duration = history.duration_mean if history.runs else 0.0
+            evidence = evidence_class(history, impact, test_id in covering_changed)
             decisions.append(
-                Decision(test_id, tier, explored, p, per_test, shared, known, duration, change)
+                Decision(
+                    test_id,
+                    tier,
+                    explored,
+                    p,
+                    per_test,
+                    shared,
+                    known,
+                    duration,
+                    change,
+                    evidence,
+                    # nothing learned yet (an empty store): it keeps its collection place
+                    rng.random() if explored and known else -1.0,
+                )
             )
-        return decisions
+        return _promote_likely_failures(decisions, histories)
 
     # -- learning ----------------------------------------------------------------------
     def learn(self, decision: Decision, verdict: str, next_states: tuple[State, State]) -> float:

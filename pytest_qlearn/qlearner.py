@@ -276,10 +276,12 @@ class QLearner:
             batch, self._pending = self._batch(self._pending), {}
             self._on_flush(batch)
 
-    def end_episode(self) -> None:
-        """Close an episode: flush what is pending and decay ε once."""
+    def end_episode(self, *, partial: bool = False) -> None:
+        """Close an episode: flush what is pending and decay ε once (not after a partial
+        episode — a narrowed or stopped run — which learns but does not advance the schedule)."""
         self.flush()
-        self.episodes += 1
+        if not partial:
+            self.episodes += 1
 
     def take_deltas(self) -> DeltaBatch:
         """Everything flushed to the outbox so far; the outbox is emptied."""

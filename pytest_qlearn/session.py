@@ -22,7 +22,7 @@ from .agents import AgentRegistry, AgentType
 from .coverage_map import CoverageMap, CoverageSummary
 from .history import FAILED, PASSED, SKIPPED, TestHistory
 from .hyperparams import Hyperparameters
-from .ordering import locality_order
+from .ordering import DEFAULT_SCOPE, locality_order
 from .qlearner import LearnerStats, QLearner
 from .rewards import EpisodeFacts, EpisodeReward, RewardCalculator
 from .settings import agent_defaults
@@ -70,6 +70,7 @@ class TestResult(NamedTuple):
     position: int
     tier: int | None = None
     explored: bool = False
+    fixture: float = 0.0  # of ``duration``: the seconds spent in setup and teardown
 
 
 TestResult.__test__ = False  # type: ignore[attr-defined]  # not a test class for pytest
@@ -154,6 +155,9 @@ class LearningSession:
         #: Tests whose covered code changed since the last coverage episode (``--qlearn-cov``):
         #: a budget always runs them.
         self.covering_changed: Mapping[str, str] = {}  # test id -> share of its code changed
+        #: Tests the static change analysis ties to code changed since the last episode:
+        #: test id -> prioritizer.DIRECT or prioritizer.IMPORTS (change awareness, default on).
+        self.impacts: Mapping[str, int] = {}
         #: Whether each test covers lines no other test covers (the selector's ``unique``).
         self.unique_lines: Mapping[str, str] = {}
         #: The previous coverage run's total line coverage, for the coverage-gain reward.
@@ -213,24 +217,32 @@ class LearningSession:
     def rank(
         self,
         refs: Sequence[prio.TestRef],
-        scope: str = "module",
+        scope: str = DEFAULT_SCOPE,
         duration_floor: float = prio.DURATION_FLOOR,
     ) -> Ranking:
         """The run order of ``refs``: one decision per test, then the tests sorted by it
         within ``scope``'s fixture-locality groups. ``duration_floor``: durations under it
-        count as equal (:func:`prioritizer.order_key`)."""
+        count as equal (:func:`prioritizer.order_key`). Among tests whose keys tie, greedy
+        decisions keep their collection order and exploratory ones take a random place."""
         decisions = {
             d.test_id: d
             for d in self.prioritizer.decide(
-                self.snapshot.histories, [r.test_id for r in refs], self.covering_changed
+                self.snapshot.histories,
+                [r.test_id for r in refs],
+                self.covering_changed,
+                self.impacts,
             )
         }
+        spread = float(len(refs))
 
         def key(ref: prio.TestRef) -> tuple[float, ...]:
-            return (*prio.order_key(decisions[ref.test_id], duration_floor), ref.index)
+            decision = decisions[ref.test_id]
+            place = ref.index if decision.shuffle < 0 else decision.shuffle * spread
+            return (*prio.order_key(decision, duration_floor), place, ref.index)
 
         self._decisions = decisions
-        return Ranking(locality_order(refs, key, scope), decisions)
+        order = locality_order(refs, key, scope, self.snapshot.histories)
+        return Ranking(order, decisions)
 
     def select(
         self,
@@ -300,8 +312,12 @@ class LearningSession:
         session_failed: bool = False,
         riskiest: int = 5,
         coverage_percent: float | None = None,
+        partial: bool = False,
     ) -> tuple[EpisodeWrite, EpisodeSummary]:
         """Learn from the results and build the store write and the report summary.
+
+        A ``partial`` episode (a narrowed run, or one stopped early) learns from every test
+        that ran but does not advance any agent's episode count, so ε does not decay.
 
         ``riskiest`` is how many of the riskiest tests the summary lists; 0 skips estimating
         every test again when no detailed report will show them. ``coverage_percent``: this
@@ -323,9 +339,11 @@ class LearningSession:
             result = by_id[test_id]
             if result.verdict not in VERDICTS:
                 raise ValueError(f"unknown verdict {result.verdict!r} for {test_id!r}")
-            observations.append(Observation(test_id, result.verdict, result.duration))
+            observations.append(
+                Observation(test_id, result.verdict, result.duration, result.fixture)
+            )
             history = histories.get(test_id) or TestHistory(test_id)
-            nxt = history.record(result.verdict, result.duration, self.episode)
+            nxt = history.record(result.verdict, result.duration, self.episode, result.fixture)
             next_histories.append(nxt)
             decision = self._decisions.get(test_id)
             if decision is None and result.tier is not None:
@@ -371,7 +389,7 @@ class LearningSession:
             if known and not result.explored:
                 exploited += 1
                 exploited_paid += step_reward > 0
-        self.learner.end_episode()
+        self.learner.end_episode(partial=partial)
         stats = self.learner.statistics()
         selection = self.selection
         selector_learning: sel.SelectorLearning | None = None
@@ -384,7 +402,7 @@ class LearningSession:
                 deselect=self.mode != "observe",
             )
             if selection is not None:
-                self.selector_learner.end_episode()
+                self.selector_learner.end_episode(partial=partial)
             trajectories.extend(selector_learning.trajectories)
 
         ran = [r for r in results if r.verdict in (PASSED, FAILED)]
@@ -441,7 +459,9 @@ class LearningSession:
             exit_status=exit_status,
             mode=self.mode,
             episode=self.episode,
+            partial=partial,
         )
+        advance = 0 if partial else 1  # episodes each agent's count moves on
         deltas = [
             QDelta(state, readable.get(state, ""), action, dq, int(dn))
             for (state, action), (dq, dn) in self.learner.take_deltas().items()
@@ -465,7 +485,7 @@ class LearningSession:
                 PatternDelta(prio.NAME, key, shared_states[key].readable, seen, pattern_hits[key])
                 for key, seen in sorted(pattern_seen.items())
             ],
-            agents=[AgentProgress(prio.NAME, 1, self.learner.epsilon, stats.mean_reward, 1)],
+            agents=[AgentProgress(prio.NAME, advance, self.learner.epsilon, stats.mean_reward, 1)],
         )
         if selector_learning is not None:
             write.q_deltas[sel.NAME] = [
@@ -474,20 +494,22 @@ class LearningSession:
             ]
             write.pending_skips = selector_learning.pending
         if self.trace_outcome is not None:
-            self.tracer_learner.end_episode()
+            self.tracer_learner.end_episode(partial=partial)
             write.q_deltas[ct.NAME] = [
                 QDelta(state, self.tracer_readable.get(state, ""), action, dq, int(dn))
                 for (state, action), (dq, dn) in self.tracer_learner.take_deltas().items()
             ]
             tracer_stats = self.tracer_learner.statistics()
             write.agents.append(
-                AgentProgress(ct.NAME, 1, self.tracer_learner.epsilon, tracer_stats.mean_reward, 1)
+                AgentProgress(
+                    ct.NAME, advance, self.tracer_learner.epsilon, tracer_stats.mean_reward, 1
+                )
             )
         if selection is not None:
             selector_stats = self.selector_learner.statistics()
             write.agents.append(
                 AgentProgress(
-                    sel.NAME, 1, self.selector_learner.epsilon, selector_stats.mean_reward, 1
+                    sel.NAME, advance, self.selector_learner.epsilon, selector_stats.mean_reward, 1
                 )
             )
         summary = EpisodeSummary(

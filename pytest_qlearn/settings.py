@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import prioritizer as prio
 from .hyperparams import RANGES, ConfigError, Hyperparameters, parse_hyperparameter
-from .ordering import SCOPES
+from .ordering import DEFAULT_SCOPE, SCOPES
 from .rewards import DEFAULT_WEIGHTS, parse_weights
 from .selector import Budget, parse_budget
 from .store.base import DEFAULT_TTL_DAYS
@@ -136,7 +136,7 @@ def resolve(raw: RawOptions) -> Settings:
             if not 0 <= seed <= MAX_SEED:
                 raise ConfigError("--qlearn-seed", raw.cli_seed, f"'last' or 0..{MAX_SEED}")
 
-    scope: str = (raw.ini_scope or "module").strip()
+    scope: str = (raw.ini_scope or DEFAULT_SCOPE).strip()
     if scope not in SCOPES:
         raise ConfigError("qlearn_order_scope", raw.ini_scope, "one of " + ", ".join(SCOPES))
 

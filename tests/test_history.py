@@ -159,10 +159,16 @@ def test_last_zero_verdicts_is_empty() -> None:
     assert replay("PFP").last_verdicts(0) == ""
 
 
-def test_fixture_time_is_a_running_mean_over_the_runs_with_a_verdict() -> None:
+def test_fixture_time_is_a_mean_over_the_recent_runs_with_a_verdict() -> None:
     history = TestHistory("t").record(PASSED, 1.0, 1, 0.5).record(FAILED, 2.0, 2, 1.5)
     assert history.fixture_mean == 1.0
     skipped = history.record(SKIPPED, 0.0, 3, 99.0)
     assert skipped.fixture_mean == 1.0  # a skipped run leaves it, as it leaves the duration
     assert history.record(PASSED, 1.0, 3).fixture_mean == pytest.approx(2.0 / 3)  # 0 s given
     assert TestHistory("t").fixture_mean == 0.0
+    # a history from before fixture times were kept: the first measurement replaces the 0
+    old = TestHistory("t", runs=50, duration_mean=0.1)
+    assert old.record(PASSED, 0.1, 51, 0.8).fixture_mean == 0.8
+    # later runs weigh like the last ten, not like one of 50
+    steady = old.record(PASSED, 0.1, 51, 0.8).record(PASSED, 0.1, 52, 1.8)
+    assert steady.fixture_mean == pytest.approx(0.9)

@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_qlearn.ordering import SCOPES, locality_order
+from pytest_qlearn.history import TestHistory
+from pytest_qlearn.ordering import (
+    AUTO_KEEP_SECONDS,
+    SCOPES,
+    locality_order,
+    shared_setup_seconds,
+)
 from pytest_qlearn.prioritizer import TestRef
 
 
@@ -130,3 +136,50 @@ def test_module_scope_properties(tests: list[tuple[str, str | None, int]]) -> No
         if position == 0 or r.module != order[position - 1].module:
             firsts.append(min(urgency[x.test_id] for x in refs if x.module == r.module))
     assert firsts == sorted(firsts)
+
+
+# -- auto: keep a group together only where its measured setup makes splitting costly -------
+def measured(fixtures: dict[str, float]) -> dict[str, TestHistory]:
+    return {
+        test_id: TestHistory(test_id, runs=3, fixture_mean=seconds)
+        for test_id, seconds in fixtures.items()
+    }
+
+
+def test_shared_setup_is_what_members_spend_beyond_a_typical_member() -> None:
+    assert shared_setup_seconds([]) is None
+    assert shared_setup_seconds([TestHistory("new")]) is None  # nothing measured yet
+    histories = measured({"a": 0.001, "b": 0.001, "c": 0.5, "d": 0.002}).values()
+    # typical (lower quartile) 0.001: c spends 0.499 more, less 5 ms of timer noise; d's
+    # extra millisecond is noise
+    assert shared_setup_seconds(histories) == pytest.approx(0.494)
+    # many members with noisy setups add up to nothing
+    noisy = measured({f"t{i}": 0.001 + 0.004 * (i % 2) for i in range(200)}).values()
+    assert shared_setup_seconds(noisy) == 0.0
+
+
+def test_auto_with_cheap_setups_orders_like_test_scope() -> None:
+    cheap = measured({r.test_id: 0.001 for r in REFS})
+    assert locality_order(REFS, key, "auto", cheap) == locality_order(REFS, key, "test")
+
+
+def test_auto_keeps_a_module_with_costly_setup_together_and_frees_the_rest() -> None:
+    fixtures = {r.test_id: 0.001 for r in REFS}
+    fixtures["b.py::test_5"] = 2 * AUTO_KEEP_SECONDS  # b.py's module fixture: paid again per split
+    order = locality_order(REFS, key, "auto", measured(fixtures))
+    # b.py holds the most urgent test: it runs first, whole; inside it the cheap class TestL
+    # is free: test_7 (0), test_5 (3), test_6 (6)
+    assert names(order) == ["test_7", "test_5", "test_6", "test_3", "test_1", "test_4", "test_2"]
+
+
+def test_auto_keeps_a_costly_class_together_inside_a_cheap_module() -> None:
+    fixtures = {r.test_id: 0.001 for r in REFS}
+    fixtures["a.py::TestK::test_2"] = 2 * AUTO_KEEP_SECONDS  # TestK's class fixture
+    order = locality_order(REFS, key, "auto", measured(fixtures))
+    # TestK (best: test_3, 1) runs whole; everything else moves freely
+    assert names(order) == ["test_7", "test_3", "test_2", "test_1", "test_5", "test_4", "test_6"]
+
+
+def test_auto_keeps_groups_nothing_was_measured_for() -> None:
+    # no history at all (a new suite, or an empty store): like module scope
+    assert locality_order(REFS, key, "auto", {}) == locality_order(REFS, key, "module")

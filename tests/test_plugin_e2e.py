@@ -233,7 +233,7 @@ def outcomes(result: pytest.RunResult) -> dict[str, int]:
 def test_failing_test_moves_to_the_front_keeping_module_and_class_locality(
     pytester: pytest.Pytester,
 ) -> None:
-    make_project(pytester, fail=["test_g2"])
+    make_project(pytester, fail=["test_g2"], ini="qlearn_order_scope = module\n")
     collected = collection_order(pytester)
     assert len(collected) == 18
 

@@ -189,26 +189,27 @@ def test_new_first_wins_over_the_learned_order(pytester: pytest.Pytester) -> Non
 def test_stepwise_stops_at_the_first_failure_and_resumes_there(
     pytester: pytest.Pytester,
 ) -> None:
-    make_project(pytester, fail=["test_g2"])
+    make_project(pytester, fail=["test_g2", "test_b2"])
     first = run(pytester, "-v", "--sw")
     order = run_order(first)
-    assert order[-1] == G2 and len(order) == TOTAL  # collection order: g2 is last
-    first.assert_outcomes(passed=TOTAL - 1, failed=1)
+    assert order[-1] == B2 and len(order) < TOTAL  # collection order, stopped at b2
+    first.assert_outcomes(passed=len(order) - 1, failed=1)
+    first.stdout.fnmatch_lines(["*Interrupted: Test failed, continuing from this test next run*"])
+    first.stdout.fnmatch_lines(["qlearn: partial run (the run stopped early*"])
 
-    set_failing(pytester, ["test_b2"])
+    set_failing(pytester, ["test_g2"])
     second = run(pytester, "-v", "--sw")
-    # qlearn runs g2 first; stepwise starts there (the last failure) and stops at b2
+    # stepwise skips what passed; qlearn ranks what is left: b2 (failed last run) first
     order = run_order(second)
-    assert order[0] == G2
-    assert order[-1] == B2
-    assert len(order) < TOTAL
+    assert order[0] == B2
+    assert order[-1] == G2
     second.assert_outcomes(failed=1, passed=len(order) - 1)
-    second.stdout.fnmatch_lines(["*Interrupted: Test failed, continuing from this test next run*"])
+    second.stdout.fnmatch_lines(["qlearn: partial run (* test(s) were deselected)*"])
 
     set_failing(pytester, [])
     third = run(pytester, "-v", "--sw")
     order = run_order(third)
-    assert order[0] == B2  # resumes at the last failure, which qlearn also runs first
+    assert order[0] == G2  # resumes at the last failure, which qlearn also runs first
     assert third.ret == pytest.ExitCode.OK
 
 

@@ -373,26 +373,74 @@ def test_per_test_identity_separates_tests_with_identical_histories(store: Sqlit
 # -- the order inside a tier --------------------------------------------------------------
 
 
-def _decision(tier: int, p: float, duration: float) -> prio.Decision:
+def _decision(
+    tier: int, p: float, duration: float, evidence: int = prio.NO_EVIDENCE
+) -> prio.Decision:
     state = State("k", "r")
-    return prio.Decision("t", tier, False, p, state, state, False, duration)
+    return prio.Decision("t", tier, False, p, state, state, False, duration, None, evidence)
 
 
-def test_order_key_tier_then_likeliest_failure_then_shortest() -> None:
+def test_order_key_evidence_class_then_likeliest_failure_then_shortest() -> None:
     keys = {
-        "first, unlikely, long": prio.order_key(_decision(0, 0.01, 30.0)),
-        "middle, likely": prio.order_key(_decision(1, 0.6, 1.0)),
-        "last, p=0.2, long": prio.order_key(_decision(2, 0.2, 5.0)),
-        "last, p=0.2, short": prio.order_key(_decision(2, 0.2, 0.05)),
-        "last, p=0.1, shortest": prio.order_key(_decision(2, 0.1, 0.0)),
+        "failed last run, unlikely, long": prio.order_key(
+            _decision(2, 0.01, 30.0, prio.FAILED_LAST)
+        ),
+        "reaches changed code": prio.order_key(_decision(2, 0.02, 1.0, prio.DIRECT)),
+        "imports changed code": prio.order_key(_decision(2, 0.03, 1.0, prio.IMPORTS)),
+        "first tier, likely": prio.order_key(_decision(0, 0.6, 1.0)),
+        "p=0.2, long": prio.order_key(_decision(2, 0.2, 5.0)),
+        "p=0.2, short": prio.order_key(_decision(2, 0.2, 0.05)),
+        "p=0.1, shortest": prio.order_key(_decision(2, 0.1, 0.0)),
     }
     assert sorted(keys, key=keys.__getitem__) == [
-        "first, unlikely, long",
-        "middle, likely",
-        "last, p=0.2, short",
-        "last, p=0.2, long",
-        "last, p=0.1, shortest",
+        "failed last run, unlikely, long",
+        "reaches changed code",
+        "imports changed code",
+        "first tier, likely",
+        "p=0.2, short",
+        "p=0.2, long",
+        "p=0.1, shortest",
     ]
+
+
+def test_evidence_classes_come_from_facts_not_estimates() -> None:
+    assert prio.evidence_class(history("t", "PPPF")) == prio.FAILED_LAST
+    assert prio.evidence_class(history("t", "PPFS")) == prio.FAILED_LAST  # skips do not hide it
+    assert prio.evidence_class(history("t", "FPPP")) == prio.NO_EVIDENCE
+    assert prio.evidence_class(TestHistory("t")) == prio.DIRECT  # a new test
+    assert prio.evidence_class(history("t", "PPP"), prio.DIRECT) == prio.DIRECT
+    assert prio.evidence_class(history("t", "PPP"), prio.IMPORTS) == prio.IMPORTS
+    assert prio.evidence_class(history("t", "PPP"), covers_changed=True) == prio.DIRECT
+    assert prio.evidence_class(history("t", "PPF"), prio.IMPORTS) == prio.FAILED_LAST
+
+
+def test_exploration_never_moves_a_test_ahead_of_one_with_evidence() -> None:
+    """ε = 1: every decision explores, yet the one known failure leads every order."""
+    always = Hyperparameters(epsilon=1.0, epsilon_min=0.0)
+    histories = {f"t{i:02d}": history(f"t{i:02d}", "PPPPPPPP") for i in range(40)}
+    histories["t33"] = history("t33", "PPPPPPPF")
+    for seed in range(5):
+        decisions = make_prioritizer(always, seed).decide(histories, list(histories))
+        assert all(d.explored for d in decisions)
+        first = min(decisions, key=prio.order_key)
+        assert first.test_id == "t33"
+        assert all(d.shuffle >= 0 for d in decisions)
+
+
+def test_a_test_failing_often_joins_the_known_failures_a_one_off_does_not() -> None:
+    p = make_prioritizer()
+    histories = {
+        "flip": history("flip", "FPFPFPFP"),  # failed every other run, passed last
+        "once": history("once", "FPPPPPPP"),  # failed long ago
+        "last": history("last", "PPPPPPPF"),  # failed last run, rarely before
+    }
+    # what the learner saw of "flip": far more failures than its recent history shows
+    per_test, _ = p.states(histories["flip"])
+    _train(p, per_test.key, "F" * 60, None)
+    decisions = {d.test_id: d for d in p.decide(histories, list(histories))}
+    assert decisions["last"].evidence == prio.FAILED_LAST
+    assert decisions["flip"].evidence == prio.FAILED_LAST  # at least as likely as "last"
+    assert decisions["once"].evidence == prio.NO_EVIDENCE
 
 
 def test_order_key_treats_float_noise_and_durations_of_one_power_of_two_as_ties() -> None:

@@ -1,0 +1,92 @@
+"""Change awareness on by default: which tests can reach the code changed since the last
+episode, so the prioritizer runs them right after the known failures.
+
+The changes are the files whose content differs from the digests the last episode stored
+(the store's ``file_hashes``: test files, the conftest files above them and the project
+modules they import); the static analysis of :mod:`pytest_qlearn.impact` maps them to tests
+(those whose code names a changed definition: DIRECT; those that import a changed module:
+IMPORTS). With ``--qlearn-cov`` the coverage maps refine it: a test whose map shows it does
+not execute the change is only IMPORTS. Pure (no pytest): every pytest-xdist worker computes
+the same answer from the same checkout and snapshot. Whatever fails here leaves the order to
+the learned estimates, with one note, and never breaks the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import prioritizer as prio
+from .impact import DependencyIndex
+
+#: impact.py's levels (2: names the change, 1: imports it) as the prioritizer's classes.
+_CLASS_OF_LEVEL = {2: prio.DIRECT, 1: prio.IMPORTS}
+
+
+@dataclass
+class ChangeAwareness:
+    """What one run found: test id -> DIRECT/IMPORTS, why, and the digests to store."""
+
+    impacts: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    changed_files: frozenset[str] = frozenset()
+    #: Every analysed file's digest now: stored with the episode, the next run's baseline.
+    digests: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+    index: DependencyIndex | None = None
+
+    def summary(self) -> str:
+        """One line for the header, or "" when nothing changed."""
+        if self.note:
+            return self.note
+        if not self.changed_files:
+            return ""
+        direct = sum(level == prio.DIRECT for level in self.impacts.values())
+        return (
+            f"{len(self.changed_files)} changed file(s) since the last run reach "
+            f"{len(self.impacts)} test(s) ({direct} directly); they run right after known "
+            "failures"
+        )
+
+    def save(self) -> None:
+        if self.index is not None:
+            self.index.save()
+
+
+def analyse(
+    root: Path,
+    test_files: Collection[str],
+    test_ids: Iterable[str],
+    stored_digests: Mapping[str, str],
+    cache_file: Path | None,
+) -> ChangeAwareness:
+    """The static change analysis of one run (see the module docstring)."""
+    try:
+        index = DependencyIndex(root, cache_file)
+        index.scan(test_files)
+        changes = index.changes(stored_digests)
+        found = index.impacts(changes, test_ids) if changes.files else {}
+    except Exception as exc:  # an analysis bug must not cost the user's run its order
+        return ChangeAwareness(note=f"change awareness is off this run ({type(exc).__name__})")
+    return ChangeAwareness(
+        impacts={test_id: _CLASS_OF_LEVEL[impact.level] for test_id, impact in found.items()},
+        reasons={test_id: impact.reason for test_id, impact in found.items()},
+        changed_files=changes.files,
+        digests=dict(index.digests),
+        index=index,
+    )
+
+
+def refine_with_coverage(
+    impacts: Mapping[str, int], traced: Collection[str], covering_changed: Collection[str]
+) -> dict[str, int]:
+    """Coverage knows better than names: a test with a coverage map (``traced``) that does
+    not execute the change is at most IMPORTS; one that does is DIRECT."""
+    refined = dict(impacts)
+    for test_id, level in impacts.items():
+        if level == prio.DIRECT and test_id in traced and test_id not in covering_changed:
+            refined[test_id] = prio.IMPORTS
+    for test_id in covering_changed:
+        refined[test_id] = prio.DIRECT
+    return refined

@@ -1,0 +1,212 @@
+"""What a user with ``qlearn = true`` and nothing else sees (issue 11's scenarios).
+
+Every project here enables the plugin and sets nothing else: default exploration, default
+``qlearn_order_scope = auto``, change awareness on by default, the default SQLite store.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_plugin_e2e import BASE_ARGS, run_order
+
+MODULES = 30
+TESTS_PER_MODULE = 20
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest(*BASE_ARGS, "-v", *args)
+
+
+def _wide_suite(pytester: pytest.Pytester) -> None:
+    """30 modules × 20 tests; a test fails while its name is listed in fail.txt."""
+    pytester.makeini("[pytest]\nqlearn = true\n")
+    pytester.makeconftest(
+        """
+        from pathlib import Path
+
+        def pytest_runtest_call(item):
+            listed = Path(__file__).with_name("fail.txt")
+            if listed.exists() and item.name in listed.read_text().split():
+                raise AssertionError(item.name + " is listed in fail.txt")
+        """
+    )
+    body = "\n".join(f"def test_{i:02d}():\n    pass\n" for i in range(TESTS_PER_MODULE))
+    pytester.makepyfile(**{f"test_m{m:02d}": body for m in range(MODULES)})
+    (pytester.path / "fail.txt").write_text("")
+
+
+def _same_neighbours(a: list[str], b: list[str]) -> float:
+    """The share of tests that have the same predecessor in both orders."""
+    before_a = {t: a[i - 1] if i else None for i, t in enumerate(a)}
+    before_b = {t: b[i - 1] if i else None for i, t in enumerate(b)}
+    return sum(before_a[t] == before_b.get(t) for t in a) / len(a)
+
+
+def test_a_new_failure_runs_among_the_first_tests_of_the_next_run(
+    pytester: pytest.Pytester,
+) -> None:
+    _wide_suite(pytester)
+    collected = [f"test_m{m:02d}.py::test_{i:02d}" for m in range(MODULES) for i in range(20)]
+    orders = []
+    for _ in range(4):
+        result = _run(pytester)
+        result.assert_outcomes(passed=MODULES * TESTS_PER_MODULE)
+        orders.append(run_order(result))
+    assert orders[0] == collected  # an empty store: collection order
+    # a suite that keeps passing keeps its order (exploration only moves a test among equals)
+    assert _same_neighbours(orders[2], orders[3]) >= 0.8  # measured 0.80-0.90 (timer noise)
+
+    victim = "test_m23.py::test_17"
+    pytester.path.joinpath("test_m23.py").write_text(
+        pytester.path.joinpath("test_m23.py")
+        .read_text()
+        .replace("def test_17():\n    pass", "def test_17():\n    assert False")
+    )
+    failing = _run(pytester)
+    failing.assert_outcomes(passed=MODULES * TESTS_PER_MODULE - 1, failed=1)
+    # the edited test file is a change: its tests already run early
+    assert run_order(failing).index(victim) < TESTS_PER_MODULE
+
+    again = _run(pytester)
+    again.assert_outcomes(passed=MODULES * TESTS_PER_MODULE - 1, failed=1)
+    assert run_order(again).index(victim) < 3  # --ff puts it at 1: so does qlearn
+
+
+def test_a_failure_with_no_edit_runs_first_next_time(pytester: pytest.Pytester) -> None:
+    """The failure comes from outside the tests (fail.txt): no change points at it."""
+    _wide_suite(pytester)
+    for _ in range(3):
+        _run(pytester).assert_outcomes(passed=MODULES * TESTS_PER_MODULE)
+    (pytester.path / "fail.txt").write_text("test_17\n")  # test_17 of every module fails
+    _run(pytester).assert_outcomes(passed=MODULES * 19, failed=MODULES)
+    (pytester.path / "fail.txt").write_text("")
+    # the 30 known failures run first, then the rest
+    order = run_order(_run(pytester))
+    assert {t.rsplit("::", 1)[1] for t in order[:MODULES]} == {"test_17"}
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", *args],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        env={
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.com",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.com",
+            "PATH": "/usr/bin:/bin:/usr/local/bin",
+            "HOME": str(root),
+        },
+    )
+
+
+def _package_suite(pytester: pytest.Pytester, ini: str = "") -> None:
+    """pkg/ with ten modules, each with one function; tests/test_<m>.py tests it, and
+    tests/test_zz_<m>.py only imports it (no test names the function)."""
+    pytester.makeini("[pytest]\nqlearn = true\n" + ini)
+    pkg = pytester.path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    tests = pytester.path / "tests"
+    tests.mkdir()
+    for name in "abcdefghij":
+        (pkg / f"mod_{name}.py").write_text(f"def value_{name}():\n    return 1\n")
+        (tests / f"test_{name}.py").write_text(
+            f"from pathlib import Path\n\nfrom pkg.mod_{name} import value_{name}\n\n"
+            + "".join(
+                f"def test_{name}{i}():\n"
+                f"    assert not Path(__file__).with_name('{name}{i}-broken').exists()\n"
+                f"    assert value_{name}() == 1\n\n"
+                for i in range(5)
+            )
+        )
+        (tests / f"test_zz_{name}.py").write_text(
+            f"import pkg.mod_{name}\n\n"
+            + "".join(f"def test_zz_{name}{i}():\n    assert pkg\n\n" for i in range(3))
+        )
+    (pytester.path / ".gitignore").write_text(".pytest_cache/\n__pycache__/\n*-broken\n")
+    _git(pytester.path, "init", "-q")
+    _git(pytester.path, "add", "-A")
+    _git(pytester.path, "commit", "-q", "-m", "start")
+
+
+@pytest.mark.parametrize("coverage", [False, True], ids=["default", "qlearn-cov"])
+def test_tests_reaching_a_committed_change_run_right_after_known_failures(
+    pytester: pytest.Pytester, coverage: bool
+) -> None:
+    _package_suite(pytester)
+    extra = ["--qlearn-cov"] if coverage else []
+    pytester.syspathinsert()
+    for _ in range(3):
+        _run(pytester, *extra).assert_outcomes(passed=80)
+    # a known failure with no code change: tests/test_b.py::test_b3 fails on a flag file
+    flag = pytester.path / "tests" / "b3-broken"
+    flag.write_text("")
+    _run(pytester, *extra).assert_outcomes(passed=79, failed=1)
+    flag.unlink()
+
+    # a one-line change in pkg/mod_g.py, committed
+    mod_g = pytester.path / "pkg" / "mod_g.py"
+    mod_g.write_text(mod_g.read_text().replace("return 1", "return 2"))
+    _git(pytester.path, "commit", "-q", "-am", "g changes")
+    result = _run(pytester, *extra, "--qlearn-report=report.json")
+    result.assert_outcomes(passed=75, failed=5)
+    order = run_order(result)
+    # test_b3 failed last run: first; then the five tests that call value_g
+    assert order[0] == "tests/test_b.py::test_b3"
+    assert set(order[1:6]) == {f"tests/test_g.py::test_g{i}" for i in range(5)}
+    # the tests that only import the changed module come next, before everything else
+    assert set(order[6:9]) == {f"tests/test_zz_g.py::test_zz_g{i}" for i in range(3)}
+    result.stdout.fnmatch_lines(["qlearn: 1 changed file(s) since the last run reach 8 test(s)*"])
+
+
+def test_an_empty_store_keeps_collection_order(pytester: pytest.Pytester) -> None:
+    _package_suite(pytester)
+    pytester.syspathinsert()
+    collected = [
+        line
+        for line in pytester.runpytest(*BASE_ARGS, "-p", "no:qlearn", "--co", "-q").outlines
+        if "::" in line
+    ]
+    assert len(collected) == 80
+    assert run_order(_run(pytester)) == collected
+
+
+def _episode(report: Path) -> tuple[int, float]:
+    data = json.loads(report.read_text())
+    return data["session"]["episode"], data["session"]["epsilon"]
+
+
+@pytest.mark.parametrize(
+    "narrowing", [("-k", "test_m01"), ("-m", "not slow"), ("-x",), ("--deselect", "test_m00.py")]
+)
+def test_narrowed_and_stopped_runs_rank_only_what_runs_and_do_not_advance_the_episode(
+    pytester: pytest.Pytester, narrowing: tuple[str, ...]
+) -> None:
+    _wide_suite(pytester)
+    pytester.makeini("[pytest]\nqlearn = true\nmarkers = slow\n")
+    for _ in range(2):
+        _run(pytester).assert_outcomes(passed=MODULES * TESTS_PER_MODULE)
+    _run(pytester, "--qlearn-report=full.json")
+    if narrowing == ("-x",):  # a failure stops the run
+        (pytester.path / "fail.txt").write_text("test_05\n")
+    narrowed = _run(pytester, *narrowing, "--qlearn-report=narrowed.json")
+    narrowed.stdout.fnmatch_lines(["qlearn: partial run (*"])
+    after = _run(pytester, "--qlearn-report=after.json")
+    episode, epsilon = _episode(pytester.path / "full.json")
+    narrowed_episode, narrowed_epsilon = _episode(pytester.path / "narrowed.json")
+    after_episode, after_epsilon = _episode(pytester.path / "after.json")
+    assert narrowed_episode == after_episode == episode + 1  # the partial run did not count
+    assert epsilon > narrowed_epsilon == after_epsilon  # the full run decayed ε, it did not
+    report = json.loads((pytester.path / "narrowed.json").read_text())
+    if narrowing != ("-x",):  # positions count only what was ranked: what was selected
+        ran = len(run_order(narrowed))
+        assert ran < MODULES * TESTS_PER_MODULE
+        assert max(t["collection_position"] for t in report["tests"]) == ran
+    assert after.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)

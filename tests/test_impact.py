@@ -1,0 +1,776 @@
+"""The static dependency index: which tests can reach what changed (pytest_qlearn.impact)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import pytest_qlearn.impact as impact_module
+from pytest_qlearn.impact import ChangeSet, DependencyIndex, Impact
+
+
+def write(root: Path, files: dict[str, str | bytes]) -> None:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(textwrap.dedent(content).lstrip("\n"), encoding="utf-8")
+
+
+def scanned(root: Path, tests: list[str], cache: Path | None = None) -> DependencyIndex:
+    index = DependencyIndex(root, cache)
+    index.scan(tests)
+    return index
+
+
+def edit(root: Path, rel: str, old: str, new: str) -> None:
+    path = root / rel
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def run_after_edit(
+    root: Path, tests: list[str], ids: list[str], rel: str, old: str, new: str
+) -> tuple[ChangeSet, dict[str, Impact]]:
+    """Scan, record, edit one file, scan again with the same cache: the next run's view."""
+    cache = root.parent / f"{root.name}-cache.json"
+    first = scanned(root, tests, cache)
+    stored = first.digests
+    first.save()
+    edit(root, rel, old, new)
+    second = scanned(root, tests, cache)
+    changes = second.changes(stored)
+    return changes, second.impacts(changes, ids)
+
+
+# ----------------------------------------------------------------------------- resolution
+
+
+def test_src_layout_resolves_project_modules_and_ignores_the_stdlib(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "src/pkg/__init__.py": "",
+            "src/pkg/mod.py": "import json\nfrom .util import helper\n",
+            "src/pkg/util.py": "def helper():\n    return 1\n",
+            "src/pkg/unused.py": "X = 1\n",
+            "tests/test_mod.py": """
+                import os
+                import pytest
+                from pkg.mod import helper
+            """,
+        },
+    )
+    index = scanned(tmp_path, ["tests/test_mod.py"])
+    assert set(index.digests) == {
+        "tests/test_mod.py",
+        "src/pkg/__init__.py",
+        "src/pkg/mod.py",
+        "src/pkg/util.py",
+    }
+    data = (tmp_path / "src/pkg/util.py").read_bytes()
+    assert index.digests["src/pkg/util.py"] == hashlib.sha256(data).hexdigest()
+
+
+def test_flat_layout_and_helpers_beside_the_tests(tmp_path: Path) -> None:
+    # tests/ has no __init__.py: pytest's prepend mode puts it on sys.path, so
+    # ``import helpers`` is tests/helpers.py.
+    write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/core.py": "def run():\n    return 1\n",
+            "tests/helpers.py": "import pkg.core\n",
+            "tests/test_core.py": "import helpers\n",
+        },
+    )
+    index = scanned(tmp_path, ["tests/test_core.py"])
+    assert set(index.digests) == {
+        "tests/test_core.py",
+        "tests/helpers.py",
+        "pkg/__init__.py",
+        "pkg/core.py",
+    }
+
+
+def test_relative_imports_resolve_against_the_files_package(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/a/__init__.py": "",
+            "pkg/a/one.py": "from . import two\nfrom .three import f\nfrom ..b import g\n",
+            "pkg/a/two.py": "",
+            "pkg/a/three.py": "def f():\n    pass\n",
+            "pkg/b.py": "def g():\n    pass\n",
+            "tests/test_one.py": "from pkg.a.one import f\n",
+        },
+    )
+    index = scanned(tmp_path, ["tests/test_one.py"])
+    assert {"pkg/a/one.py", "pkg/a/two.py", "pkg/a/three.py", "pkg/b.py"} <= set(index.digests)
+
+
+def test_virtualenvs_and_build_output_are_never_scanned(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "build/__init__.py": "",
+            "build/lib.py": "",
+            ".venv/lib/site-packages/dep.py": "",
+            "tests/test_x.py": "import build.lib\nimport dep\n",
+        },
+    )
+    assert set(scanned(tmp_path, ["tests/test_x.py", ".venv/t.py"]).digests) == {"tests/test_x.py"}
+
+
+def test_from_package_import_name_follows_the_reexport_only(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "toolz/__init__.py": """
+                from .itertoolz import groupby
+                from .functoolz import *
+                from .dicttoolz import *
+            """,
+            "toolz/itertoolz.py": "def groupby(key, seq):\n    return {}\n",
+            "toolz/functoolz.py": "def compose(*fs):\n    return fs\n",
+            "toolz/dicttoolz.py": """
+                __all__ = ["merge"]
+
+                def merge(*ds):
+                    return {}
+
+                def _private():
+                    pass
+            """,
+            "tests/test_groupby.py": """
+                from toolz import groupby
+
+                def test_groupby():
+                    assert groupby(len, []) == {}
+            """,
+            "tests/test_compose.py": (
+                "from toolz import compose\n\ndef test_compose():\n    assert compose()\n"
+            ),
+            "tests/test_merge.py": "from toolz import merge\n\ndef test_merge():\n    merge()\n",
+        },
+    )
+    tests = ["tests/test_groupby.py", "tests/test_compose.py", "tests/test_merge.py"]
+    ids = [
+        "tests/test_groupby.py::test_groupby",
+        "tests/test_compose.py::test_compose",
+        "tests/test_merge.py::test_merge",
+    ]
+    # Changing compose reaches only the test that takes compose from the package.
+    _, impacts = run_after_edit(
+        tmp_path, tests, ids, "toolz/functoolz.py", "return fs", "return list(fs)"
+    )
+    assert impacts == {
+        "tests/test_compose.py::test_compose": Impact(
+            2, "calls compose, changed in toolz/functoolz.py"
+        )
+    }
+    # A name listed in a star-imported module's __all__ is found there too.
+    _, impacts = run_after_edit(
+        tmp_path, tests, ids, "toolz/dicttoolz.py", "return {}", "return dict()"
+    )
+    assert set(impacts) == {"tests/test_merge.py::test_merge"}
+    assert impacts["tests/test_merge.py::test_merge"].level == 2
+
+
+def test_importing_the_package_itself_reaches_everything_it_imports(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "toolz/__init__.py": "from .itertoolz import *\nfrom .functoolz import *\n",
+            "toolz/itertoolz.py": "def groupby():\n    return 1\n",
+            "toolz/functoolz.py": "def compose():\n    return 1\n",
+            "tests/test_pkg.py": "import toolz\n\ndef test_version():\n    assert toolz\n",
+        },
+    )
+    _, impacts = run_after_edit(
+        tmp_path,
+        ["tests/test_pkg.py"],
+        ["tests/test_pkg.py::test_version"],
+        "toolz/functoolz.py",
+        "return 1",
+        "return 2",
+    )
+    assert impacts == {
+        "tests/test_pkg.py::test_version": Impact(1, "imports toolz/functoolz.py (changed)")
+    }
+
+
+def test_conftest_files_above_a_test_are_reached_with_their_imports(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "conftest.py": "import pkg.fixtures_support\n",
+            "tests/conftest.py": "",
+            "tests/deep/test_x.py": "def test_x():\n    pass\n",
+            "other/conftest.py": "import pkg.unrelated\n",
+            "pkg/__init__.py": "",
+            "pkg/fixtures_support.py": "VALUE = 1\n",
+            "pkg/unrelated.py": "",
+        },
+    )
+    index = scanned(tmp_path, ["tests/deep/test_x.py"])
+    assert set(index.digests) == {
+        "tests/deep/test_x.py",
+        "tests/conftest.py",
+        "conftest.py",
+        "pkg/__init__.py",
+        "pkg/fixtures_support.py",
+    }
+    _, impacts = run_after_edit(
+        tmp_path,
+        ["tests/deep/test_x.py"],
+        ["tests/deep/test_x.py::test_x"],
+        "pkg/fixtures_support.py",
+        "VALUE = 1",
+        "VALUE = 2",
+    )
+    assert impacts == {
+        "tests/deep/test_x.py::test_x": Impact(
+            1, "uses conftest.py, which imports pkg/fixtures_support.py (changed)"
+        )
+    }
+
+
+# ----------------------------------------------------------------------------- levels
+
+PROJECT: dict[str, str | bytes] = {
+    "src/pkg/__init__.py": "",
+    "src/pkg/mod.py": """
+        import os
+
+
+        def inner(x):
+            return x + 1
+
+
+        def outer(x):
+            return inner(x) * 2
+
+
+        def other(x):
+            # a comment
+            return os.path.join("a", str(x))
+
+
+        class Box:
+            def __init__(self, v):
+                self.v = v
+
+            def get(self):
+                return self.v
+    """,
+    "src/pkg/unrelated.py": "def join(*parts):\n    return parts\n",
+    "tests/conftest.py": """
+        import pytest
+        from pkg.mod import inner
+
+
+        @pytest.fixture
+        def value():
+            return inner(1)
+    """,
+    "tests/test_mod.py": """
+        from pkg.mod import Box, inner, other, outer
+
+
+        def test_inner():
+            assert inner(1) == 2
+
+
+        def test_outer():
+            assert outer(1) == 4
+
+
+        def test_other():
+            assert other(1)
+
+
+        def test_with_fixture(value):
+            assert value == 2
+
+
+        class TestBox:
+            def test_get(self):
+                assert Box(1).get() == 1
+
+            @staticmethod
+            def helper():
+                return 1
+    """,
+    "tests/test_unrelated.py": """
+        import os
+
+        from pkg.unrelated import join
+
+
+        def test_join():
+            assert join("a") == ("a",)
+
+
+        def test_path():
+            assert os.path.join("a", "b") == "".join(["a/", "b"])
+    """,
+}
+TESTS = ["tests/test_mod.py", "tests/test_unrelated.py"]
+IDS = [
+    "tests/test_mod.py::test_inner",
+    "tests/test_mod.py::test_outer",
+    "tests/test_mod.py::test_other",
+    "tests/test_mod.py::test_with_fixture",
+    "tests/test_mod.py::TestBox::test_get",
+    "tests/test_unrelated.py::test_join",
+    "tests/test_unrelated.py::test_path",
+]
+
+
+def test_a_changed_function_ranks_its_callers_direct_and_importers_indirect(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, PROJECT)
+    changes, impacts = run_after_edit(
+        tmp_path, TESTS, IDS, "src/pkg/mod.py", "return x + 1", "return x + 2"
+    )
+    assert changes.files == {"src/pkg/mod.py"}
+    assert changes.definitions == {"src/pkg/mod.py": frozenset({"inner"})}
+    assert impacts == {
+        "tests/test_mod.py::test_inner": Impact(2, "calls inner, changed in src/pkg/mod.py"),
+        # a caller chain: the test calls outer, outer calls the changed inner
+        "tests/test_mod.py::test_outer": Impact(
+            2, "calls outer, which reaches inner, changed in src/pkg/mod.py"
+        ),
+        # a fixture requested by argument name calls it
+        "tests/test_mod.py::test_with_fixture": Impact(
+            2, "uses fixture value, which reaches inner, changed in src/pkg/mod.py"
+        ),
+        "tests/test_mod.py::test_other": Impact(1, "imports src/pkg/mod.py (changed)"),
+        "tests/test_mod.py::TestBox::test_get": Impact(1, "imports src/pkg/mod.py (changed)"),
+        # tests/conftest.py imports pkg.mod: every test below it can reach the change
+        "tests/test_unrelated.py::test_join": Impact(
+            1, "uses tests/conftest.py, which imports src/pkg/mod.py (changed)"
+        ),
+        "tests/test_unrelated.py::test_path": Impact(
+            1, "uses tests/conftest.py, which imports src/pkg/mod.py (changed)"
+        ),
+    }
+
+
+def test_a_changed_method_and_a_changed_constructor(tmp_path: Path) -> None:
+    write(tmp_path, PROJECT)
+    changes, impacts = run_after_edit(
+        tmp_path, TESTS, IDS, "src/pkg/mod.py", "return self.v", "return self.v or 0"
+    )
+    assert changes.definitions == {"src/pkg/mod.py": frozenset({"Box.get"})}
+    assert impacts["tests/test_mod.py::TestBox::test_get"] == Impact(
+        2, "calls get, changed in src/pkg/mod.py"
+    )
+    assert impacts["tests/test_mod.py::test_inner"].level == 1
+    # __init__ runs on Box(...): the class name counts as changed
+    _, impacts = run_after_edit(
+        tmp_path, TESTS, IDS, "src/pkg/mod.py", "self.v = v", "self.v = int(v)"
+    )
+    assert impacts["tests/test_mod.py::TestBox::test_get"] == Impact(
+        2, "calls Box, changed in src/pkg/mod.py"
+    )
+
+
+def test_stdlib_attributes_and_string_methods_are_not_the_projects_names(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, PROJECT)
+    _, impacts = run_after_edit(
+        tmp_path, TESTS, IDS, "src/pkg/unrelated.py", "return parts", "return tuple(parts)"
+    )
+    # test_path names os.path.join and "".join, not the changed pkg.unrelated.join
+    assert impacts == {
+        "tests/test_unrelated.py::test_join": Impact(
+            2, "calls join, changed in src/pkg/unrelated.py"
+        ),
+        "tests/test_unrelated.py::test_path": Impact(1, "imports src/pkg/unrelated.py (changed)"),
+    }
+
+
+def test_module_attribute_calls_of_project_modules_count(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/mod.py": "def f():\n    return 1\n",
+            "tests/test_attr.py": """
+                import pkg.mod
+                import pkg.mod as alias
+
+
+                def test_dotted():
+                    assert pkg.mod.f() == 1
+
+
+                def test_alias():
+                    assert alias.f() == 1
+            """,
+        },
+    )
+    _, impacts = run_after_edit(
+        tmp_path,
+        ["tests/test_attr.py"],
+        ["tests/test_attr.py::test_dotted", "tests/test_attr.py::test_alias"],
+        "pkg/mod.py",
+        "return 1",
+        "return 2",
+    )
+    assert {i: v.level for i, v in impacts.items()} == {
+        "tests/test_attr.py::test_dotted": 2,
+        "tests/test_attr.py::test_alias": 2,
+    }
+
+
+def test_a_changed_fixture_reaches_the_tests_that_request_it(tmp_path: Path) -> None:
+    write(tmp_path, PROJECT)
+    changes, impacts = run_after_edit(
+        tmp_path, TESTS, IDS, "tests/conftest.py", "return inner(1)", "return inner(1) + 0"
+    )
+    assert changes.definitions == {"tests/conftest.py": frozenset({"value"})}
+    assert impacts["tests/test_mod.py::test_with_fixture"] == Impact(
+        2, "uses fixture value, changed in tests/conftest.py"
+    )
+    assert impacts["tests/test_mod.py::test_inner"] == Impact(1, "uses tests/conftest.py (changed)")
+    assert impacts["tests/test_unrelated.py::test_join"].level == 1
+
+
+def test_a_changed_test_body_is_its_own_code(tmp_path: Path) -> None:
+    write(tmp_path, PROJECT)
+    changes, impacts = run_after_edit(
+        tmp_path, TESTS, IDS, "tests/test_mod.py", "assert other(1)", "assert other(2)"
+    )
+    assert changes.definitions == {"tests/test_mod.py": frozenset({"test_other"})}
+    assert impacts == {
+        "tests/test_mod.py::test_other": Impact(2, "its own code changed"),
+        "tests/test_mod.py::test_inner": Impact(1, "its file changed"),
+        "tests/test_mod.py::test_outer": Impact(1, "its file changed"),
+        "tests/test_mod.py::test_with_fixture": Impact(1, "its file changed"),
+        "tests/test_mod.py::TestBox::test_get": Impact(1, "its file changed"),
+    }
+
+
+def test_a_changed_test_method_and_parametrised_ids(tmp_path: Path) -> None:
+    write(tmp_path, PROJECT)
+    ids = [
+        "tests/test_mod.py::TestBox::test_get[a::b-1]",
+        "tests/test_mod.py::TestBox::test_get[2]",
+        "tests/test_mod.py::test_inner[x]",
+    ]
+    _, impacts = run_after_edit(
+        tmp_path, TESTS, ids, "tests/test_mod.py", "Box(1).get() == 1", "Box(2).get() == 2"
+    )
+    assert impacts == {
+        "tests/test_mod.py::TestBox::test_get[a::b-1]": Impact(2, "its own code changed"),
+        "tests/test_mod.py::TestBox::test_get[2]": Impact(2, "its own code changed"),
+        "tests/test_mod.py::test_inner[x]": Impact(1, "its file changed"),
+    }
+
+
+def test_comments_blank_lines_and_moves_change_no_definition(tmp_path: Path) -> None:
+    write(tmp_path, PROJECT)
+    changes, impacts = run_after_edit(
+        tmp_path,
+        TESTS,
+        IDS,
+        "src/pkg/mod.py",
+        "    # a comment\n",
+        "    # another comment, and a blank line\n\n",
+    )
+    assert changes.files == {"src/pkg/mod.py"}
+    assert changes.definitions == {"src/pkg/mod.py": frozenset()}
+    assert impacts == {}
+    # Moving a function elsewhere in the file is no change either.
+    mod = tmp_path / "src/pkg/mod.py"
+    text = mod.read_text(encoding="utf-8")
+    block = "def inner(x):\n    return x + 1\n\n\n"
+    moved = text.replace(block, "") + "\n\n" + block
+    cache = tmp_path.parent / f"{tmp_path.name}-cache.json"
+    before = scanned(tmp_path, TESTS, cache)
+    stored = before.digests
+    before.save()
+    mod.write_text(moved, encoding="utf-8")
+    after = scanned(tmp_path, TESTS, cache)
+    assert after.changes(stored).definitions == {"src/pkg/mod.py": frozenset()}
+
+
+def test_name_matched_tests_are_indirect(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/parser.py": "def parse():\n    return 1\n",
+            "tests/test_parser.py": "def test_cli():\n    pass\n",
+            "tests/test_misc.py": """
+                def test_parser_roundtrip():
+                    pass
+
+                def test_x():
+                    pass
+            """,
+            "tests/test_uses.py": "import pkg.parser\n\ndef test_uses():\n    pass\n",
+        },
+    )
+    tests = ["tests/test_parser.py", "tests/test_misc.py", "tests/test_uses.py"]
+    ids = [
+        "tests/test_parser.py::test_cli",
+        "tests/test_misc.py::test_parser_roundtrip",
+        "tests/test_misc.py::test_x",
+        "tests/test_uses.py::test_uses",
+    ]
+    _, impacts = run_after_edit(tmp_path, tests, ids, "pkg/parser.py", "return 1", "return 2")
+    assert impacts == {
+        "tests/test_parser.py::test_cli": Impact(1, "named after pkg/parser.py (changed)"),
+        "tests/test_misc.py::test_parser_roundtrip": Impact(
+            1, "named after pkg/parser.py (changed)"
+        ),
+        "tests/test_uses.py::test_uses": Impact(1, "imports pkg/parser.py (changed)"),
+    }
+
+
+# ----------------------------------------------------------------------------- changes and cache
+
+
+def test_nothing_is_changed_when_nothing_was_stored(tmp_path: Path) -> None:
+    write(tmp_path, PROJECT)
+    index = scanned(tmp_path, TESTS)
+    assert index.changes({}) == ChangeSet(frozenset(), {})
+    assert index.impacts(index.changes({}), IDS) == {}
+    assert index.changes(index.digests).files == frozenset()
+
+
+def test_a_new_file_is_changed_with_all_its_definitions(tmp_path: Path) -> None:
+    write(tmp_path, PROJECT)
+    stored = scanned(tmp_path, TESTS).digests
+    write(tmp_path, {"tests/test_new.py": "def test_new():\n    pass\n"})
+    index = scanned(tmp_path, [*TESTS, "tests/test_new.py"])
+    changes = index.changes(stored)
+    assert changes.files == {"tests/test_new.py"}
+    assert changes.definitions == {"tests/test_new.py": frozenset({"test_new"})}
+    assert index.impacts(changes, [*IDS, "tests/test_new.py::test_new"]) == {
+        "tests/test_new.py::test_new": Impact(2, "its own code changed")
+    }
+
+
+def test_the_cache_round_trips_and_without_it_definitions_are_unknown(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    write(project, PROJECT)
+    cache = tmp_path / "cache" / "impact.json"
+    first = scanned(project, TESTS, cache)
+    stored = first.digests
+    first.save()
+    assert json.loads(cache.read_text(encoding="utf-8"))["version"] == 1
+    edit(project, "src/pkg/mod.py", "return x + 1", "return x + 3")
+    calls = 0
+    original = impact_module._extract
+
+    def counting(data: bytes) -> impact_module._Facts:
+        nonlocal calls
+        calls += 1
+        return original(data)
+
+    impact_module._extract = counting
+    try:
+        second = scanned(project, TESTS, cache)
+    finally:
+        impact_module._extract = original
+    assert calls == 1  # only the edited file is parsed again: the rest comes from the cache
+    assert second.changes(stored).definitions == {"src/pkg/mod.py": frozenset({"inner"})}
+    # Without the old version's facts the change is the whole file: importers are indirect.
+    blind = scanned(project, TESTS)
+    changes = blind.changes(stored)
+    assert changes.definitions == {"src/pkg/mod.py": None}
+    impacts = blind.impacts(changes, IDS)
+    assert {i: v.level for i, v in impacts.items()} == {
+        "tests/test_mod.py::test_inner": 1,
+        "tests/test_mod.py::test_outer": 1,
+        "tests/test_mod.py::test_other": 1,
+        "tests/test_mod.py::test_with_fixture": 1,
+        "tests/test_mod.py::TestBox::test_get": 1,
+        "tests/test_unrelated.py::test_join": 1,  # through tests/conftest.py
+        "tests/test_unrelated.py::test_path": 1,
+    }
+
+
+def test_the_cache_keeps_the_previous_version_and_prunes_the_rest(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    write(project, PROJECT)
+    cache = tmp_path / "impact.json"
+    first = scanned(project, TESTS, cache)
+    stored = first.digests  # the last run that recorded digests
+    first.save()
+    edit(project, "src/pkg/mod.py", "return x + 1", "return x + 3")
+    scanned(project, TESTS, cache).save()  # a run that recorded nothing
+    edit(project, "src/pkg/mod.py", "return x + 3", "return x + 4")
+    third = scanned(project, TESTS, cache)
+    assert third.changes(stored).definitions == {"src/pkg/mod.py": frozenset({"inner"})}
+    third.save()
+    # Dropping a test file prunes the facts of the files only it reached.
+    only = scanned(project, ["tests/test_unrelated.py"], cache)
+    only.save()
+    kept = json.loads(cache.read_text(encoding="utf-8"))
+    assert set(kept["paths"]) == set(only.digests)
+    assert set(kept["facts"]) >= set(only.digests.values())
+    assert len(kept["facts"]) <= 2 * len(only.digests) + 1
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x00\x01garbage", b"[1, 2, 3]", b'{"version": 1, "facts": {"x": 3}, "memo": 7}', b"{"],
+)
+def test_a_corrupt_or_alien_cache_is_ignored(tmp_path: Path, content: bytes) -> None:
+    project = tmp_path / "project"
+    write(project, PROJECT)
+    cache = tmp_path / "impact.json"
+    cache.write_bytes(content)
+    index = scanned(project, TESTS, cache)
+    assert "src/pkg/mod.py" in index.digests
+    index.save()
+    assert json.loads(cache.read_text(encoding="utf-8"))["version"] == 1
+
+
+def test_malformed_cached_facts_count_as_unknown(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    write(project, PROJECT)
+    cache = tmp_path / "impact.json"
+    first = scanned(project, TESTS, cache)
+    stored = first.digests
+    first.save()
+    data = json.loads(cache.read_text(encoding="utf-8"))
+    for facts in data["facts"].values():
+        for key in list(facts["defs"]):
+            facts["defs"][key] = [1, 2]
+    cache.write_text(json.dumps(data), encoding="utf-8")
+    edit(project, "src/pkg/mod.py", "return x + 1", "return x + 3")
+    index = scanned(project, TESTS, cache)
+    changes = index.changes(stored)
+    assert changes.definitions == {"src/pkg/mod.py": None}
+    assert index.impacts(changes, IDS)["tests/test_mod.py::test_inner"].level == 1
+
+
+def test_unchanged_files_are_not_read_again(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    write(project, PROJECT)
+    old = time.time() - 3600
+    for path in project.rglob("*.py"):
+        os.utime(path, (old, old))
+    cache = tmp_path / "impact.json"
+    scanned(project, TESTS, cache).save()
+    memo = json.loads(cache.read_text(encoding="utf-8"))["memo"]
+    assert set(memo) == {
+        "tests/test_mod.py",
+        "tests/test_unrelated.py",
+        "tests/conftest.py",
+        "src/pkg/__init__.py",
+        "src/pkg/mod.py",
+        "src/pkg/unrelated.py",
+    }
+    # A file whose (mtime, size) is unchanged is not read again: even a same-size edit
+    # with its mtime put back keeps the memoised digest (the trade-off every mtime cache makes).
+    digest = scanned(project, TESTS, cache).digests["src/pkg/mod.py"]
+    edit(project, "src/pkg/mod.py", "return x + 1", "return x + 9")
+    os.utime(project / "src/pkg/mod.py", (old, old))
+    assert scanned(project, TESTS, cache).digests["src/pkg/mod.py"] == digest
+    # A fresh edit (new mtime) is read.
+    edit(project, "src/pkg/mod.py", "return x + 9", "return x + 8")
+    assert scanned(project, TESTS, cache).digests["src/pkg/mod.py"] != digest
+
+
+def test_unparsable_files_get_a_digest_and_no_facts(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    write(
+        project,
+        {
+            "pkg/__init__.py": "",
+            "pkg/broken.py": "def f(:\n",
+            "pkg/nul.py": b"x = 1\x00\n",
+            "pkg/latin.py": b"# -*- coding: utf-8 -*-\nname = '\xff\xfe'\n",
+            "pkg/escape.py": 'PATTERN = "\\d+"\n',
+            "tests/test_broken.py": """
+                import pkg.broken
+                import pkg.nul
+                import pkg.latin
+                import pkg.escape
+
+
+                def test_x():
+                    pass
+            """,
+        },
+    )
+    tests = ["tests/test_broken.py"]
+    cache = tmp_path / "impact.json"
+    index = scanned(project, tests, cache)
+    assert {"pkg/broken.py", "pkg/nul.py", "pkg/latin.py", "pkg/escape.py"} <= set(index.digests)
+    stored = index.digests
+    index.save()
+    # A test file broken mid-edit keeps following the imports of its last good version.
+    edit(project, "tests/test_broken.py", "def test_x():", "def test_x(:")
+    write(project, {"pkg/broken.py": "def f(:\n    pass\n"})
+    again = scanned(project, tests, cache)
+    assert set(again.digests) == set(stored)
+    changes = again.changes(stored)
+    assert changes.files == {"pkg/broken.py", "tests/test_broken.py"}
+    assert changes.definitions == {"pkg/broken.py": None, "tests/test_broken.py": None}
+    assert again.impacts(changes, ["tests/test_broken.py::test_x"]) == {
+        "tests/test_broken.py::test_x": Impact(1, "its file changed")
+    }
+    # Without a cache nothing is known of it but its digest.
+    blind = scanned(project, tests)
+    assert set(blind.digests) == {"tests/test_broken.py"}
+
+
+def test_missing_files_and_ids_outside_the_scan_are_skipped(tmp_path: Path) -> None:
+    write(tmp_path, PROJECT)
+    index = scanned(tmp_path, [*TESTS, "tests/test_gone.py"])
+    assert "tests/test_gone.py" not in index.digests
+    stored = dict(index.digests, **{"src/pkg/mod.py": "0" * 64})
+    changes = index.changes(stored)
+    ids = ["tests/test_gone.py::test_x", "README.rst::doc", "tests", "other.py::test_x"]
+    assert index.impacts(changes, ids) == {}
+
+
+def test_wrong_arguments_are_programming_errors(tmp_path: Path) -> None:
+    index = DependencyIndex(tmp_path)
+    with pytest.raises(RuntimeError):
+        index.changes({})
+    with pytest.raises(TypeError):
+        index.scan("tests/test_x.py")
+    with pytest.raises(TypeError):
+        index.scan([Path("tests/test_x.py")])  # type: ignore[list-item]
+    with pytest.raises(ValueError):
+        index.scan(["/abs/test_x.py"])
+    with pytest.raises(ValueError):
+        index.scan(["../outside/test_x.py"])
+    index.scan([])
+    with pytest.raises(TypeError):
+        index.changes([("a", "b")])  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        index.impacts((frozenset(), {}), [])  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        index.impacts(ChangeSet(frozenset(), {}), "tests/test_x.py::test")
+
+
+def test_save_ignores_an_unwritable_cache(tmp_path: Path) -> None:
+    write(tmp_path / "project", PROJECT)
+    blocker = tmp_path / "file"
+    blocker.write_text("", encoding="utf-8")
+    index = scanned(tmp_path / "project", TESTS, blocker / "sub" / "impact.json")
+    index.save()  # the parent "directory" is a file: nothing written, nothing raised
+    assert not (tmp_path / "file" / "sub").exists()
