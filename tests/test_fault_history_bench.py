@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import itertools
 import random
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -172,5 +174,122 @@ def test_repeat_commits_are_those_that_only_repeat_the_previous_failures() -> No
     row = fh.summarise("qlearn", runs, 3, {0: set(), 1: {"a"}, 2: {"a"}}, {})
     assert row["apfd_repeat"] == pytest.approx(0.75)
     assert row["apfd_new"] == pytest.approx(0.25)
-    # Both commits are in the second half (>= 3 // 2); 25 % of 2 s fits no 1 s test.
-    assert "| qlearn | 2 | 0.500 | 0.500 | 0.750 | 0.250 | 1.50 | 0 % (0/2) |" in fh.table([row])
+    # Both commits are in the second half (>= 3 // 2); 25 % of 2 s fits no 1 s test; the
+    # first failure runs 2nd and 1st (median 1.5); no wall times were measured here.
+    assert (
+        "| qlearn | 2 | 0.500 | 0.250 | 0.750 | 0.500 | 1.5 / 1.5 | 1.50 | 0 % (0/2) | 0.00 (—) |"
+    ) in fh.table([row])
+
+
+def test_first_failure_position_is_one_based_and_none_without_failures() -> None:
+    assert fh.first_failure_position([False, False, True, True]) == 3
+    assert fh.first_failure_position([True]) == 1
+    assert fh.first_failure_position([False, False]) is None
+    assert fh.first_failure_position([]) is None
+    run = fh.score_run(4, [fh.Case("a", False, 1.0), fh.Case("b", True, 1.0)], wall=2.5)
+    assert run.first_failure == 2 and run.wall == 2.5
+
+
+def test_median_and_mean_of_first_failures_and_wall_ratios() -> None:
+    assert fh._median([3, None, 1, 10]) == 3
+    assert fh._median([4, 1]) == 2.5
+    assert fh._median([None]) is None
+    runs = [
+        fh.score_run(0, [fh.Case("a", False, 1.0)], wall=1.0),
+        fh.score_run(1, [fh.Case("a", True, 1.0), fh.Case("b", True, 1.0)], wall=2.0),
+        fh.score_run(2, [fh.Case("a", False, 1.0), fh.Case("b", True, 1.0)], wall=3.0),
+        fh.score_run(3, [fh.Case("a", False, 1.0)] * 4 + [fh.Case("b", True, 1.0)], wall=6.0),
+    ]
+    row = fh.summarise("qlearn", runs, 4, {}, {})
+    assert row["first_failure_median"] == 2 and row["first_failure_mean"] == pytest.approx(8 / 3)
+    assert row["wall_mean"] == 3.0  # over every commit, failing or not
+    base = fh.summarise("collection", runs[:2], 4, {}, {})
+    rows = [base, row]
+    fh.add_wall_ratios(rows)
+    assert base["wall_ratio"] == 1.0 and row["wall_ratio"] == pytest.approx(2.0)
+    alone = [fh.summarise("ff", runs, 4, {}, {})]
+    fh.add_wall_ratios(alone)
+    assert alone[0]["wall_ratio"] is None
+    table = fh.table(rows)
+    assert "| 2 / 2.7 |" in table and "| 3.00 (2.00) |" in table and "| 1.50 (1.00) |" in table
+
+
+def test_rotation_starts_each_commit_with_the_next_ordering() -> None:
+    orderings = ["a", "b", "c"]
+    assert fh.rotation(orderings, 0) == ["a", "b", "c"]
+    assert fh.rotation(orderings, 1) == ["b", "c", "a"]
+    assert fh.rotation(orderings, 5) == ["c", "a", "b"]
+    firsts = [fh.rotation(orderings, commit)[0] for commit in range(9)]
+    assert all(firsts.count(o) == 3 for o in orderings)
+    assert fh.rotation([], 3) == []
+
+
+def test_each_ordering_disables_the_other_ordering_plugins(tmp_path: Path) -> None:
+    def blocked(ordering: str) -> set[str]:
+        args = fh.ordering_args(ordering, tmp_path, 1, 0)
+        return {b for a, b in itertools.pairwise(args) if a == "-p"}
+
+    everything = {"no:qlearn", "no:ranking", "no:pytest-testmon"}
+    assert blocked("collection") == blocked("ff") == everything
+    assert blocked("ranking") == blocked("ranking-010") == {"no:qlearn", "no:pytest-testmon"}
+    assert blocked("testmon") == {"no:qlearn", "no:ranking"}
+    for ordering in ("qlearn", "qlearn-cov", "qlearn-budget", "qlearn-test", "qlearn-cov-test"):
+        assert blocked(ordering) == {"no:ranking", "no:pytest-testmon"}
+    assert "--rank-weight=0-1-0" in fh.ordering_args("ranking-010", tmp_path, 1, 0)
+    assert "--testmon-noselect" in fh.ordering_args("testmon", tmp_path, 1, 0)
+    assert fh.ordering_env("testmon", tmp_path) == {
+        "TESTMON_DATAFILE": str(tmp_path / "testmondata")
+    }
+    assert fh.ordering_env("qlearn", tmp_path) == {}
+    # qlearn runs with its default settings: no -o overrides but for the -test variants
+    for ordering in ("qlearn", "qlearn-cov", "qlearn-budget"):
+        assert "-o" not in fh.ordering_args(ordering, tmp_path, 1, 0)
+    assert set(fh.DEFAULT_ORDERINGS) <= set(fh.ALL_ORDERINGS)
+    assert "qlearn-test" not in fh.DEFAULT_ORDERINGS
+
+
+def test_collection_failed_spots_import_errors_that_x_reports_as_exit_1() -> None:
+    output = (
+        "_____ ERROR collecting pkg/tests/test_a.py _____\n"
+        "E   IndexError: tuple index out of range\n"
+        "!!!! stopping after 1 failures !!!!\n1 error in 0.09s\n"
+    )
+    assert fh.collection_failed(output)
+    assert not fh.collection_failed("F\n___ test_b ___\n1 failed, 3 passed in 0.1s\n")
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_history_commits_every_state_with_fixed_identity(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    (work / "pkg").mkdir(parents=True)
+    (work / "pkg" / "mod.py").write_text("X = 1\n")
+    first = fh.git_init(work)
+    assert fh.git_junk(work) == []
+    # What Python and pytest leave is ignored, not a change.
+    (work / "pkg" / "__pycache__").mkdir()
+    (work / "pkg" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"x")
+    (work / ".pytest_cache").mkdir()
+    (work / ".pytest_cache" / "README.md").write_text("cache")
+    assert fh.git_junk(work) == []
+    # An unchanged state is still a commit of its own.
+    second = fh.git_commit(work, 1)
+    assert second != first
+    (work / "pkg" / "mod.py").write_text("X = 2\n")
+    assert fh.git_junk(work) == [" M pkg/mod.py"]
+    third = fh.git_commit(work, 2)
+    assert fh.git_junk(work) == []
+    log = fh.git(work, 2, "log", "--format=%H|%an|%ae|%cn|%ce|%at|%ct|%s").splitlines()
+    assert [line.split("|")[0] for line in log] == [third, second, first]
+    for commit, line in zip((2, 1, 0), log, strict=True):
+        _, an, ae, cn, ce, at, ct, subject = line.split("|")
+        assert an == cn == fh.GIT_NAME and ae == ce == fh.GIT_EMAIL
+        assert int(at) == int(ct) == fh.GIT_EPOCH + 3600 * commit
+        assert subject == f"commit {commit}"
+    assert fh.git(work, 2, "diff", "--name-only", first, third).split() == ["pkg/mod.py"]
+    # The same states give the same commit ids anywhere.
+    again = tmp_path / "again"
+    (again / "pkg").mkdir(parents=True)
+    (again / "pkg" / "mod.py").write_text("X = 1\n")
+    assert fh.git_init(again) == first
+    (again / "stray.txt").write_text("left by a run")
+    assert fh.git_junk(again) == ["?? stray.txt"]

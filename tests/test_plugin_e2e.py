@@ -776,8 +776,9 @@ def test_unwritable_store_warns_once_and_keeps_collection_order(
     make_project(pytester, fail=["test_b2"], epsilon=1.0, ini="qlearn_order_scope = test\n")
     collected = collection_order(pytester)
     seed = ("--qlearn-seed", "3")
+    run(pytester, "-v", *seed, "--qlearn-db", "sqlite:///ok/q.db")  # learns: b2 fails
     working = run(pytester, "-v", *seed, "--qlearn-db", "sqlite:///ok/q.db")
-    assert run_order(working) != collected  # positive control
+    assert run_order(working) != collected  # positive control: a working store reorders
 
     (pytester.path / "blocker").write_text("not a directory\n", encoding="utf-8")
     result = run(pytester, "-v", *seed, "--qlearn-db", "sqlite:///blocker/q.db")
@@ -804,6 +805,7 @@ def test_store_with_a_newer_schema_is_refused_and_left_alone(pytester: pytest.Py
     make_project(pytester, fail=["test_b2"], epsilon=1.0, ini="qlearn_order_scope = test\n")
     collected = collection_order(pytester)
     seed = ("--qlearn-seed", "3")
+    run(pytester, "-v", *seed)  # an empty store keeps collection order; it learns b2 fails
     assert run_order(run(pytester, "-v", *seed)) != collected  # positive control, and a store
     db = pytester.path / DEFAULT_DB
     conn = sqlite3.connect(db)
