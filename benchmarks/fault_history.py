@@ -9,28 +9,49 @@ an active fault are clean. A fault is a mutation of the project's own source fou
 an ``if``/``while`` condition, replace a return value); a candidate is kept only if the
 suite fails with it alone (checked once, ``-x``, cached). Commit 0 is always clean.
 
+The work copy is a git repository (commit 0 is the pristine source; author, committer, e-mail
+and dates are fixed, so the commit ids are the same on every run): each commit's state is
+committed (``git add -A``, an empty commit when nothing changed) before its runs, so a tool
+that asks git what changed since its last run sees what a CI checkout of that commit shows.
+Every cache, store, data file and report lives outside the work tree, and what Python writes
+inside it (``__pycache__``) is git-ignored through ``.git/info/exclude``; after each commit's
+runs ``git status`` must be empty, and any file a run left is reported.
+
 Every commit then runs the suite once per ordering, each ordering with its own pytest cache
-dir and qlearn store, in a virtualenv the script creates under ``--cache`` (pytest,
-pytest-ranking, the project's runtime and test dependencies, and pytest-qlearn built from
-``--plugin``); nothing is installed into the calling environment. Orderings:
+dir, qlearn store and testmon data file, in a virtualenv the script creates under ``--cache``
+(pytest, pytest-ranking, pytest-testmon, the project's runtime and test dependencies, and
+pytest-qlearn built from ``--plugin``); nothing is installed into the calling environment.
+The orderings of a commit run in a rotated order (commit k starts with the k-th ordering, mod
+their number), so a drift in the machine's load favours none. Each ordering disables the
+other orderings' plugins (``-p no:qlearn``, ``-p no:ranking``, ``-p no:pytest-testmon``).
+Orderings (the default is all but the ``-test`` ones):
 
 * ``collection``: pytest's own order;
 * ``ff``: ``--ff`` (failed first, pytest's cache);
 * ``ranking``: pytest-ranking, ``--rank --rank-weight=1-1-1`` (faster tests, recently failed
   tests and tests related to changed files, all weighted alike; its default is ``1-0-0``);
-* ``qlearn``: ``--qlearn`` with its own SQLite store;
+* ``ranking-010``: pytest-ranking, ``--rank --rank-weight=0-1-0`` (recently failed only);
+* ``testmon``: pytest-testmon, ``--testmon-noselect`` (every test runs; the tests affected by
+  changed code and the failing ones first), its database in ``TESTMON_DATAFILE``;
+* ``qlearn``: ``--qlearn`` with its default settings and its own SQLite store;
 * ``qlearn-cov``: ``--qlearn --qlearn-cov`` (only if the plugin's ``pytest --help`` lists it);
-* ``qlearn-test``, ``qlearn-cov-test``: the same two with ``qlearn_order_scope = test`` (no
-  fixture locality: a test moves alone, not with its module);
-* ``qlearn-budget``: ``--qlearn --qlearn-budget 25%`` (really deselects; its own store).
+* ``qlearn-budget``: ``--qlearn --qlearn-budget 25%`` (really deselects; its own store);
+* ``qlearn-test``, ``qlearn-cov-test`` (only on request): ``qlearn`` and ``qlearn-cov`` with
+  ``qlearn_order_scope = test`` (no fixture locality: a test moves alone, not with its module).
+
+Every qlearn ordering gets ``--qlearn-seed`` (seed × 1000 + commit), so a rerun explores alike.
 
 The JUnit XML of each run gives the run order, outcomes and durations. Per ordering, over the
-commits whose run has failures: mean APFD (and over the second half of the history, after
-the learners had time to learn), mean time to first failure (junit durations summed in run
-order, so collection and start-up are not included) and the share of failing tests that a 25 %
-time budget catches (the prefix of the run order whose summed durations fit in 25 % of that
-run's total; for ``qlearn-budget`` the tests that really ran, against the failures of the
-same commit's full runs). This is a measurement, not a test: it exits 0 unless the setup fails.
+commits whose run has failures: mean APFD (also over the commits with a fresh failure, over
+those that only repeat the previous commit's failures, and over the second half of the
+history, after the learners had time to learn), the median and mean 1-based run position of
+the first failing test, mean time to first failure (junit durations summed in run order, so
+collection and start-up are not included) and the share of failing tests that a 25 % time
+budget catches (the prefix of the run order whose summed durations fit in 25 % of that run's
+total; for ``qlearn-budget`` the tests that really ran, against the failures of the same
+commit's full runs). Over all commits: the mean wall time of the pytest process (start-up,
+collection, the plugin's own work and the tests), and its ratio to ``collection``'s. This is
+a measurement, not a test: it exits 0 unless the setup fails.
 
     python benchmarks/fault_history.py --project boltons [--commits 30] [--seed 1] [--json]
     python benchmarks/fault_history.py --path ../some-checkout --test-deps "hypothesis"
@@ -64,17 +85,23 @@ from pathlib import Path
 from pytest_qlearn.metrics import apfd, time_to_first_failure
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_ORDERINGS = (
+DEFAULT_ORDERINGS = (
     "collection",
     "ff",
     "ranking",
+    "ranking-010",
+    "testmon",
     "qlearn",
     "qlearn-cov",
-    "qlearn-test",
-    "qlearn-cov-test",
     "qlearn-budget",
 )
+ALL_ORDERINGS = (*DEFAULT_ORDERINGS, "qlearn-test", "qlearn-cov-test")
 BUDGET_FRACTION = 0.25
+
+#: The ordering plugins, by family, with the name ``-p no:NAME`` blocks each by (pytest also
+#: blocks ``pytest_NAME``, so ``no:ranking`` catches pytest-ranking's ``pytest_ranking`` entry
+#: point; testmon's entry point is ``pytest-testmon``, which ``no:testmon`` would not catch).
+ORDERING_PLUGINS = {"qlearn": "qlearn", "ranking": "ranking", "testmon": "pytest-testmon"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +117,27 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     "boltons": Profile(test_paths=("tests",)),
     "toolz": Profile(test_paths=("toolz",)),
+    # A heavily parametrised suite: one module of ~20 tests, nearly all of them
+    # pytest.mark.parametrize over tables of word pairs.
+    "inflection": Profile(test_paths=("test_inflection.py",)),
+    # Small independent tests: unittest TestCase classes, one or a few per function. The
+    # suite is green, but these six take 29 of its 36 s here (primes up to millions, a big
+    # DFT round trip, every ordering of a list, threads racing over a shared tee), so they
+    # are deselected for speed; none fails.
+    "more-itertools": Profile(
+        test_paths=("tests",),
+        pytest_args=tuple(
+            f"--deselect=tests/{test}"
+            for test in (
+                "test_recipes.py::PrimeFunctionTests::test_primes",
+                "test_recipes.py::PrimeFunctionTests::test_nth_prime_approximate",
+                "test_recipes.py::PolynomialFromRootsTests::test_large",
+                "test_more.py::DiscreteFourierTransformTests::test_roundtrip",
+                "test_more.py::TestConcurrentTee::test_concurrent_consumers",
+                "test_more.py::ExtractTests::test_all_orderings",
+            )
+        ),
+    ),
 }
 
 
@@ -334,19 +382,26 @@ def caught_within(cases: Sequence[Case], fraction: float) -> tuple[int, int]:
     return caught, sum(c.failed for c in cases)
 
 
+def first_failure_position(failed: Sequence[bool]) -> int | None:
+    """The 1-based run position of the first failing test; None when none failed."""
+    return next((index for index, bad in enumerate(failed, start=1) if bad), None)
+
+
 @dataclasses.dataclass
 class RunScore:
     commit: int
     tests: int
     failures: int
-    seconds: float
+    seconds: float  # the junit durations summed: the tests alone
     apfd: float | None
     ttff: float | None
     caught: int
     failing_ids: tuple[str, ...]
+    first_failure: int | None = None  # 1-based run position of the first failing test
+    wall: float = 0.0  # seconds of the pytest process, start-up and collection included
 
 
-def score_run(commit: int, cases: Sequence[Case]) -> RunScore:
+def score_run(commit: int, cases: Sequence[Case], wall: float = 0.0) -> RunScore:
     failed = [c.failed for c in cases]
     durations = [c.duration for c in cases]
     caught, failures = caught_within(cases, BUDGET_FRACTION)
@@ -359,12 +414,28 @@ def score_run(commit: int, cases: Sequence[Case]) -> RunScore:
         ttff=time_to_first_failure(failed, durations),
         caught=caught,
         failing_ids=tuple(c.test_id for c in cases if c.failed),
+        first_failure=first_failure_position(failed),
+        wall=wall,
     )
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.fmean(present) if present else None
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def rotation(orderings: Sequence[str], commit: int) -> list[str]:
+    """The orderings in the order commit ``commit`` runs them: starting with the
+    ``commit mod n``-th, so each ordering runs first (and last) equally often."""
+    if not orderings:
+        return []
+    start = commit % len(orderings)
+    return [*orderings[start:], *orderings[:start]]
 
 
 def repeat_commits(truth: dict[int, set[str]]) -> set[int]:
@@ -402,6 +473,10 @@ def summarise(
             "caught_pct": 100.0 * caught / wanted if wanted else None,
             "time_used_pct": 100.0 * spent / full if full else None,
             "tests_run_mean": _mean(float(r.tests) for r in runs),
+            "first_failure_median": _median(r.first_failure for r in failing),
+            "first_failure_mean": _mean(r.first_failure for r in failing),
+            "wall_mean": _mean(r.wall for r in runs),
+            "wall_ratio": None,
         }
     failing = [r for r in runs if r.failures]
     second_half = [r for r in failing if r.commit >= commits // 2]
@@ -419,8 +494,24 @@ def summarise(
         "ttff": _mean(r.ttff for r in failing),
         "caught": caught,
         "caught_pct": 100.0 * caught / failures if failures else None,
+        "first_failure_median": _median(r.first_failure for r in failing),
+        "first_failure_mean": _mean(r.first_failure for r in failing),
         "suite_seconds_mean": _mean(r.seconds for r in runs),
+        "wall_mean": _mean(r.wall for r in runs),
+        "wall_ratio": None,
     }
+
+
+def add_wall_ratios(rows: Sequence[dict[str, object]], base: str = "collection") -> None:
+    """Set each row's ``wall_ratio``: its mean wall time over ``base``'s (None without it)."""
+    reference = next((row["wall_mean"] for row in rows if row["ordering"] == base), None)
+    for row in rows:
+        wall = row["wall_mean"]
+        row["wall_ratio"] = (
+            wall / reference
+            if isinstance(wall, float) and isinstance(reference, float) and reference > 0
+            else None
+        )
 
 
 # --------------------------------------------------------------------------- project
@@ -561,12 +652,88 @@ def prepare_project(args: argparse.Namespace, cache: Path) -> Project:
     )
 
 
+# --------------------------------------------------------------------------- git
+
+#: What the runs may write inside the work tree, ignored through ``.git/info/exclude`` (not a
+#: committed ``.gitignore``: the project's tree stays as its sdist has it). Caches, stores,
+#: testmon data and reports are kept outside the tree; these are safety nets.
+GIT_EXCLUDES = (
+    "__pycache__/",
+    "*.py[cod]",
+    ".pytest_cache/",
+    ".testmondata*",
+    ".hypothesis/",
+    ".coverage",
+    ".coverage.*",
+)
+GIT_NAME = "qlearn-bench"
+GIT_EMAIL = "bench@qlearn-bench.invalid"
+GIT_EPOCH = 1_704_067_200  # 2024-01-01 00:00:00 UTC; commit k is k hours later
+
+
+def git_env(commit: int) -> dict[str, str]:
+    """The environment of git for history commit ``commit``: a fixed author and committer,
+    their dates ``commit`` hours after ``GIT_EPOCH``, and no user or system config (no
+    signing, hooks or templates of this machine), so commit ids are reproducible."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    date = f"{GIT_EPOCH + 3600 * commit} +0000"
+    env.update(
+        GIT_AUTHOR_NAME=GIT_NAME,
+        GIT_AUTHOR_EMAIL=GIT_EMAIL,
+        GIT_AUTHOR_DATE=date,
+        GIT_COMMITTER_NAME=GIT_NAME,
+        GIT_COMMITTER_EMAIL=GIT_EMAIL,
+        GIT_COMMITTER_DATE=date,
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_TERMINAL_PROMPT="0",
+    )
+    return env
+
+
+def git(work: Path, commit: int, *args: str) -> str:
+    """Run ``git ARGS`` in ``work`` with ``git_env(commit)``; its stdout, or SystemExit."""
+    result = subprocess.run(
+        ["git", *args], cwd=work, env=git_env(commit), capture_output=True, text=True
+    )
+    if result.returncode:
+        raise SystemExit(f"git {' '.join(args)} failed in {work}:\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def git_commit(work: Path, commit: int) -> str:
+    """Commit the work tree as history commit ``commit`` (empty when nothing changed); the
+    new commit id."""
+    git(work, commit, "add", "-A")
+    git(work, commit, "commit", "-q", "--allow-empty", "--no-verify", "-m", f"commit {commit}")
+    return git(work, commit, "rev-parse", "HEAD").strip()
+
+
+def git_init(work: Path) -> str:
+    """Make ``work`` a git repository whose first commit (history commit 0) is its tree as
+    it is now; the commit id."""
+    git(work, 0, "init", "-q", "-b", "main")
+    exclude = work / ".git" / "info" / "exclude"
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    exclude.write_text("\n".join(GIT_EXCLUDES) + "\n", encoding="utf-8")
+    return git_commit(work, 0)
+
+
+def git_junk(work: Path) -> list[str]:
+    """What ``git status --porcelain`` reports in ``work``: files a run left or changed."""
+    output = git(work, 0, "status", "--porcelain", "--untracked-files=all")
+    return [line for line in output.splitlines() if line.strip()]
+
+
 # --------------------------------------------------------------------------- virtualenv
 
 
 def make_venv(cache: Path, project: Project, plugin: Path, extra_deps: Sequence[str]) -> Path:
-    """A virtualenv with pytest, pytest-ranking, the project's deps and pytest-qlearn."""
-    deps = sorted({"pytest", "pytest-ranking", *project.runtime_deps, *extra_deps})
+    """A virtualenv with pytest, pytest-ranking, pytest-testmon, the project's deps and
+    pytest-qlearn."""
+    deps = sorted(
+        {"pytest", "pytest-ranking", "pytest-testmon", *project.runtime_deps, *extra_deps}
+    )
     digest = hashlib.sha256(json.dumps([sys.version, deps]).encode()).hexdigest()[:12]
     env_dir = cache / "venvs" / f"{project.name}-{digest}"
     python = env_dir / "bin" / "python"
@@ -594,14 +761,16 @@ def make_venv(cache: Path, project: Project, plugin: Path, extra_deps: Sequence[
 # --------------------------------------------------------------------------- runs
 
 
-def _clean_env(project: Project) -> dict[str, str]:
+def _clean_env(project: Project, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("QLEARN_", "PYTEST_", "COV_", "COVERAGE_")) and k != "PYTHONPATH"
+        if not k.startswith(("QLEARN_", "PYTEST_", "COV_", "COVERAGE_", "TESTMON_", "GIT_"))
+        and k != "PYTHONPATH"
     }
     env["PYTHONPATH"] = str(project.import_root)
     env["PYTHONHASHSEED"] = "0"
+    env.update(extra or {})
     return env
 
 
@@ -637,26 +806,49 @@ def pytest_command(python: Path, project: Project, *args: str) -> list[str]:
 
 
 def run_pytest(
-    command: Sequence[str], project: Project, timeout: float
-) -> subprocess.CompletedProcess[str]:
+    command: Sequence[str],
+    project: Project,
+    timeout: float,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """The finished pytest process and its wall time in seconds."""
+    started = time.perf_counter()
     try:
-        return subprocess.run(
+        result = subprocess.run(
             command,
             cwd=project.work,
-            env=_clean_env(project),
+            env=_clean_env(project, env),
             capture_output=True,
             text=True,
             timeout=timeout,
         )
     except subprocess.TimeoutExpired as exc:
         raise SystemExit(f"timed out after {timeout:.0f} s: {' '.join(command)}") from exc
+    return result, time.perf_counter() - started
+
+
+def plugin_family(ordering: str) -> str | None:
+    """Which ordering plugin ``ordering`` uses (a key of ``ORDERING_PLUGINS``), if any."""
+    for family in ORDERING_PLUGINS:
+        if ordering == family or ordering.startswith(f"{family}-"):
+            return family
+    return None
+
+
+def block_args(keep: str | None = None) -> list[str]:
+    """``-p no:NAME`` for every ordering plugin but ``keep``'s family."""
+    return [
+        arg
+        for family, name in ORDERING_PLUGINS.items()
+        if family != keep
+        for arg in ("-p", f"no:{name}")
+    ]
 
 
 def kills(python: Path, project: Project, mutant: Mutant, timeout: float) -> bool:
     """Whether the suite fails (exit 1: tests failed) with ``mutant`` alone."""
     write_commit(project, [mutant])
-    command = pytest_command(python, project, "-x", "-p", "no:qlearn", "-p", "no:ranking")
-    command += ["-p", "no:cacheprovider"]
+    command = pytest_command(python, project, "-x", *block_args(), "-p", "no:cacheprovider")
     try:
         result = subprocess.run(
             command,
@@ -668,8 +860,14 @@ def kills(python: Path, project: Project, mutant: Mutant, timeout: float) -> boo
         )
     except subprocess.TimeoutExpired:
         return False  # a hang is not a fault CI would report per test
-    # Exit 2 (a collection error) hides the tests themselves: not the history we want.
-    return result.returncode == 1
+    # A collection error (a module that fails to import) hides the tests themselves: not the
+    # history we want. Without -x it is exit 2, but -x turns it into exit 1, so look for it.
+    return result.returncode == 1 and not collection_failed(result.stdout)
+
+
+def collection_failed(output: str) -> bool:
+    """Whether pytest's terminal output reports an error while collecting a module."""
+    return re.search(r"^_+ ERROR collecting ", output, re.MULTILINE) is not None
 
 
 def choose_faults(
@@ -683,6 +881,9 @@ def choose_faults(
     """``needed`` killed, mutually non-overlapping mutants, in seeded random order."""
     candidates = []
     digest = hashlib.sha256()
+    # The tests that run decide the verdicts too: a deselected test kills nothing.
+    profile = project.profile
+    digest.update(json.dumps([profile.test_paths, profile.pytest_args]).encode())
     for relative in source_files(project):
         source = (project.pristine / relative).read_text(encoding="utf-8")
         digest.update(f"{relative}\0{source}\0".encode())
@@ -691,8 +892,10 @@ def choose_faults(
         except SyntaxError:
             continue
     rng.shuffle(candidates)
-    # Verdicts are cached per content of the sources, so an edited --path tree is rechecked.
-    verdict_file = cache / "kills" / f"{project.name}-{digest.hexdigest()[:16]}.json"
+    # Verdicts are cached per content of the sources and per test selection, so an edited
+    # --path tree or profile is rechecked.
+    # v2: since collection errors under -x (exit 1) count as no kill.
+    verdict_file = cache / "kills" / f"{project.name}-v2-{digest.hexdigest()[:16]}.json"
     verdicts: dict[str, bool] = (
         json.loads(verdict_file.read_text()) if verdict_file.is_file() else {}
     )
@@ -722,6 +925,8 @@ def choose_faults(
 
 
 def ordering_args(ordering: str, series: Path, seed: int, commit: int) -> list[str]:
+    """The pytest arguments of ``ordering`` (its data under ``series``), the other ordering
+    plugins disabled."""
     qlearn = [
         "--qlearn",
         "--qlearn-db",
@@ -729,25 +934,34 @@ def ordering_args(ordering: str, series: Path, seed: int, commit: int) -> list[s
         "--qlearn-seed",
         str(seed * 1000 + commit),
     ]
-    return {
-        "collection": ["-p", "no:qlearn", "-p", "no:ranking"],
-        "ff": ["--ff", "-p", "no:qlearn", "-p", "no:ranking"],
-        "ranking": ["--rank", "--rank-weight=1-1-1", "-p", "no:qlearn"],
-        "qlearn": [*qlearn, "-p", "no:ranking"],
-        "qlearn-cov": [*qlearn, "--qlearn-cov", "-p", "no:ranking"],
+    own = {
+        "collection": [],
+        "ff": ["--ff"],
+        "ranking": ["--rank", "--rank-weight=1-1-1"],
+        "ranking-010": ["--rank", "--rank-weight=0-1-0"],
+        # every test runs; its database goes to TESTMON_DATAFILE (ordering_env)
+        "testmon": ["--testmon-noselect"],
+        "qlearn": qlearn,
+        "qlearn-cov": [*qlearn, "--qlearn-cov"],
         # the same without fixture locality: tests move singly, not with their module
-        "qlearn-test": [*qlearn, "-o", "qlearn_order_scope=test", "-p", "no:ranking"],
-        "qlearn-cov-test": [
-            *qlearn,
-            "--qlearn-cov",
-            *("-o", "qlearn_order_scope=test", "-p", "no:ranking"),
-        ],
-        "qlearn-budget": [*qlearn, "--qlearn-budget", "25%", "-p", "no:ranking"],
+        "qlearn-test": [*qlearn, "-o", "qlearn_order_scope=test"],
+        "qlearn-cov-test": [*qlearn, "--qlearn-cov", "-o", "qlearn_order_scope=test"],
+        "qlearn-budget": [*qlearn, "--qlearn-budget", "25%"],
     }[ordering]
+    return [*own, *block_args(plugin_family(ordering))]
+
+
+def ordering_env(ordering: str, series: Path) -> dict[str, str]:
+    """Environment variables of ``ordering``: testmon's database outside the work tree."""
+    if plugin_family(ordering) == "testmon":
+        return {"TESTMON_DATAFILE": str(series / "testmondata")}
+    return {}
 
 
 def plugin_has_cov(python: Path, project: Project) -> bool:
-    result = run_pytest([str(python), "-m", "pytest", "--help"], project, timeout=120)
+    # pytest-ranking hashes the tree into pytest's cache even for --help: keep it out.
+    command = [str(python), "-m", "pytest", "--help", *block_args("qlearn")]
+    result, _ = run_pytest([*command, "-p", "no:cacheprovider"], project, timeout=120)
     return "--qlearn-cov" in result.stdout
 
 
@@ -760,23 +974,29 @@ def _fmt(value: object, spec: str) -> str:
 
 def table(rows: Sequence[dict[str, object]]) -> str:
     lines = [
-        "| ordering | failing commits | APFD | APFD 2nd half | APFD repeated failures "
-        "| APFD new failures | time to 1st failure (s) | caught @25 % time |",
-        "|---|---|---|---|---|---|---|---|",
+        "| ordering | failing commits | APFD | APFD fresh bugs | APFD repeats | APFD 2nd half "
+        "| 1st failure at (median / mean) | time to 1st failure (s) | caught @25 % time "
+        "| wall s/commit (× collection) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         caught = f"{_fmt(row['caught_pct'], '.0f')} % ({row['caught']}/{row['failures']})"
+        first = (
+            f"{_fmt(row['first_failure_median'], 'g')} / {_fmt(row['first_failure_mean'], '.1f')}"
+        )
+        wall = f"{_fmt(row['wall_mean'], '.2f')} ({_fmt(row['wall_ratio'], '.2f')})"
         if row["ordering"] == "qlearn-budget":
             caught += f", {_fmt(row['time_used_pct'], '.0f')} % of the time"
             lines.append(
-                f"| {row['ordering']} (real) | {row['failing_commits']} | | | | | | {caught} |"
+                f"| {row['ordering']} (real) | {row['failing_commits']} | | | | "
+                f"| {first} | | {caught} | {wall} |"
             )
         else:
             lines.append(
                 f"| {row['ordering']} | {row['failing_commits']} | {_fmt(row['apfd'], '.3f')} "
-                f"| {_fmt(row['apfd_second_half'], '.3f')} | {_fmt(row['apfd_repeat'], '.3f')} "
-                f"| {_fmt(row['apfd_new'], '.3f')} | {_fmt(row['ttff'], '.2f')} "
-                f"| {caught} |"
+                f"| {_fmt(row['apfd_new'], '.3f')} | {_fmt(row['apfd_repeat'], '.3f')} "
+                f"| {_fmt(row['apfd_second_half'], '.3f')} | {first} "
+                f"| {_fmt(row['ttff'], '.2f')} | {caught} | {wall} |"
             )
     return "\n".join(lines)
 
@@ -793,8 +1013,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1, help="seed of faults and history")
     parser.add_argument(
         "--orderings",
-        default=",".join(ALL_ORDERINGS),
-        help=f"comma-separated subset of {','.join(ALL_ORDERINGS)}",
+        default=",".join(DEFAULT_ORDERINGS),
+        help=f"comma-separated subset of {','.join(ALL_ORDERINGS)} "
+        f"(default: {','.join(DEFAULT_ORDERINGS)})",
     )
     parser.add_argument("--plugin", default=str(ROOT), help="pytest-qlearn source to install")
     parser.add_argument(
@@ -831,13 +1052,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = [*project.profile.test_deps, *args.test_deps.split()]
     python = make_venv(cache, project, Path(args.plugin).resolve(), extra)
 
-    baseline_start = time.monotonic()
-    baseline = run_pytest(
-        pytest_command(python, project, "-p", "no:qlearn", "-p", "no:ranking"),
+    baseline, baseline_wall = run_pytest(
+        pytest_command(python, project, *block_args(), "-p", "no:cacheprovider"),
         project,
         timeout=600,
     )
-    baseline_wall = time.monotonic() - baseline_start
     if baseline.returncode != 0:
         raise SystemExit(
             f"the unmodified suite of {project.name} is not green (exit {baseline.returncode}); "
@@ -857,11 +1076,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     fault_count = 1 + max((f for active in history for f in active), default=-1)
     faults = choose_faults(python, project, fault_count, rng, cache, timeout)
 
+    # The work copy is pristine again: it becomes commit 0 of a real git history.
+    heads = [git_init(project.work)]
+    junk: dict[int, list[str]] = {}
+    leftover = git_junk(project.work)
+    if leftover:
+        raise SystemExit(f"the work tree is not clean after git init: {leftover}")
+
     series_root = project.work.parent / "series"
     runs: dict[str, list[RunScore]] = {o: [] for o in orderings}
     for commit, active in enumerate(history):
-        write_commit(project, [faults[f] for f in active])
-        for ordering in orderings:
+        if commit:
+            write_commit(project, [faults[f] for f in active])
+            heads.append(git_commit(project.work, commit))
+        for ordering in rotation(orderings, commit):
             series = series_root / ordering
             series.mkdir(parents=True, exist_ok=True)
             xml = series / f"commit-{commit:03d}.xml"
@@ -878,23 +1106,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--tb=native",
                 *ordering_args(ordering, series, args.seed, commit),
             )
-            result = run_pytest(command, project, timeout)
+            result, wall = run_pytest(command, project, timeout, ordering_env(ordering, series))
             if result.returncode not in (0, 1) or not xml.is_file():
                 raise SystemExit(
                     f"commit {commit}, {ordering}: pytest exit {result.returncode}\n"
                     f"{result.stdout[-3000:]}{result.stderr[-2000:]}"
                 )
-            runs[ordering].append(score_run(commit, read_junit(xml)))
+            runs[ordering].append(score_run(commit, read_junit(xml), wall))
         failing = {o: runs[o][-1].failures for o in orderings}
         print(
-            f"commit {commit:3d}: {len(active)} fault(s) {failing}",
+            f"commit {commit:3d} {heads[-1][:10]}: {len(active)} fault(s) {failing}",
             file=sys.stderr,
         )
+        # A run must leave nothing git would see as a change in the next commit.
+        leftover = git_junk(project.work)
+        if leftover:
+            junk[commit] = leftover
+            print(f"  the runs left in the work tree: {leftover}", file=sys.stderr)
+            git(project.work, commit, "clean", "-fdq")
+            git(project.work, commit, "checkout", "-q", "--", ".")
 
     full = [o for o in orderings if o != "qlearn-budget"]
     truth = {c: set(runs[full[0]][c].failing_ids) for c in range(args.commits)}
     full_seconds = {c: runs[full[0]][c].seconds for c in range(args.commits)}
     rows = [summarise(o, runs[o], args.commits, truth, full_seconds) for o in orderings]
+    add_wall_ratios(rows)
     report = {
         "project": project.name,
         "version": project.version,
@@ -904,6 +1140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "history": [list(active) for active in history],
         "tests": runs[full[0]][0].tests,
         "baseline_wall_seconds": round(baseline_wall, 2),
+        "git_heads": heads,
+        "left_in_work_tree": junk,
         "total_wall_seconds": round(time.monotonic() - started, 1),
         "rows": rows,
         "runs": {o: [dataclasses.asdict(r) for r in runs[o]] for o in orderings},
@@ -916,8 +1154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{project.name} {project.version}: {report['tests']} tests, {args.commits} commits "
         f"({failing_commits} failing: {repeats} repeating the previous commit's failures, "
         f"{failing_commits - repeats} with a new one), {fault_count} faults, seed {args.seed}, "
-        f"{report['total_wall_seconds']} s wall"
+        f"{report['total_wall_seconds']} s wall (the unmodified suite: {baseline_wall:.1f} s)"
     )
+    if junk:
+        title += f"; runs left files in the work tree on {len(junk)} commit(s), see the JSON"
     # With --json the table still goes to stderr, so one run gives both.
     print(f"{title}\n{table(rows)}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
