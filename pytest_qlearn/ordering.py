@@ -4,8 +4,9 @@ A module or class is kept together (its tests run in one stretch, so its module-
 class-scoped fixtures are set up once) or its tests move freely. The scope says which:
 
 * ``auto`` (the default): a group is kept together only where splitting it costs real time —
-  where its measured shared setup (:func:`shared_setup_seconds`, from pytest's setup and
-  teardown durations) reaches :data:`AUTO_KEEP_SECONDS`, or where nothing is measured yet;
+  where its tests use a fixture of its scope and its measured shared setup
+  (:func:`shared_setup_seconds`, from pytest's setup and teardown durations) reaches
+  :data:`AUTO_KEEP_SECONDS`, or nothing is measured yet;
 * ``module``: every module and every class inside it stays together;
 * ``class``: classes stay together, modules do not;
 * ``test``: every test moves alone.
@@ -16,6 +17,7 @@ A kept group runs where its most urgent test would; inside it, tests still go by
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 from .history import TestHistory
 from .prioritizer import TestRef
@@ -47,13 +49,27 @@ def shared_setup_seconds(histories: Iterable[TestHistory]) -> float | None:
     return sum(max(0.0, value - typical - SETUP_NOISE_SECONDS) for value in measured)
 
 
+class ScopedGroups(NamedTuple):
+    """The modules and classes whose tests use a module- or class-scoped fixture (pytest's
+    xunit ``setup_module``/``setup_class`` and unittest's ``setUpClass`` are such fixtures):
+    only those can cost anything to split."""
+
+    modules: frozenset[str]
+    classes: frozenset[str]
+
+
 def auto_sticky(
-    refs: Sequence[TestRef], histories: Mapping[str, TestHistory]
+    refs: Sequence[TestRef],
+    histories: Mapping[str, TestHistory],
+    scoped: ScopedGroups | None = None,
 ) -> tuple[set[str], set[str]]:
-    """(modules, classes) that ``auto`` keeps together: the groups whose own shared setup
+    """(modules, classes) that ``auto`` keeps together: among the groups with a fixture of
+    their scope (``scoped``; None: any group may have one), those whose own shared setup
     costs at least :data:`AUTO_KEEP_SECONDS` (a module's without what its classes' own
     fixtures cost: a costly class keeps only the class together), and those with no
-    measured member (a new module stays as written until one run has measured it)."""
+    measured member (a new module stays as written until one run has measured it). A group
+    without such a fixture moves freely whatever its tests' setup times say: a slow
+    function- or session-scoped setup is not paid again for a split."""
     modules: dict[str, list[TestHistory]] = {}
     classes: dict[str, list[TestHistory]] = {}
     class_module: dict[str, str] = {}
@@ -71,9 +87,16 @@ def auto_sticky(
     inner: dict[str, float] = {}
     for name, cost in class_costs.items():
         inner[class_module[name]] = inner.get(class_module[name], 0.0) + (cost or 0.0)
-    kept_classes = {n for n, c in class_costs.items() if c is None or c >= AUTO_KEEP_SECONDS}
+    kept_classes = {
+        name
+        for name, cost in class_costs.items()
+        if (scoped is None or name in scoped.classes)
+        and (cost is None or cost >= AUTO_KEEP_SECONDS)
+    }
     kept_modules = set()
     for name, members in modules.items():
+        if scoped is not None and name not in scoped.modules:
+            continue
         cost = shared_setup_seconds(members)
         if cost is None or cost - inner.get(name, 0.0) >= AUTO_KEEP_SECONDS:
             kept_modules.add(name)
@@ -85,13 +108,15 @@ def locality_order(
     key: Callable[[TestRef], SortKey],
     scope: str,
     histories: Mapping[str, TestHistory] | None = None,
+    scoped: ScopedGroups | None = None,
 ) -> list[TestRef]:
     """Order ``refs`` by ``key`` (smaller runs first) within the groups ``scope`` keeps
-    (``auto`` reads the groups' measured setup costs from ``histories``)."""
+    (``auto`` reads the groups' measured setup costs from ``histories``, and which groups
+    have fixtures of their scope from ``scoped``)."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
     if scope == "auto":
-        modules, classes = auto_sticky(refs, histories or {})
+        modules, classes = auto_sticky(refs, histories or {}, scoped)
         return _ordered(refs, key, modules.__contains__, classes.__contains__)
     return _ordered(refs, key, lambda _: scope == "module", lambda _: scope != "test")
 

@@ -31,6 +31,7 @@ from .agents import AgentRegistry
 from .changes import file_digests, relative_key
 from .history import FAILED, PASSED, SKIPPED
 from .options import add_options, read_settings
+from .ordering import ScopedGroups
 from .reports import ReportContext, build_document, write_reports
 from .reports.text import coverage_facts
 from .rewards import RewardCalculator
@@ -468,7 +469,9 @@ class QLearnPlugin:
         refs = [
             prio.TestRef(item.nodeid, *_groups(item), index) for index, item in enumerate(items)
         ]
-        ranking = self.learning.rank(refs, self.settings.order_scope, _duration_floor(config))
+        ranking = self.learning.rank(
+            refs, self.settings.order_scope, _duration_floor(config), _scoped_groups(items)
+        )
         self.ranking = ranking
         self.indexes = {ref.test_id: ref.index for ref in refs}
         if self.mode == "reorder":
@@ -819,6 +822,29 @@ def _groups(item: pytest.Item) -> tuple[str, str | None]:
     first). Cheaper than walking each item's parents."""
     parts = item.nodeid.split("[", 1)[0].split("::")
     return parts[0], "::".join(parts[:-1]) if len(parts) > 2 else None
+
+
+def _scoped_groups(items: list[pytest.Item]) -> ScopedGroups:
+    """The modules and classes whose tests use a module- or class-scoped fixture (what a
+    split would set up again). An item whose fixtures cannot be read counts as using both."""
+    modules: set[str] = set()
+    classes: set[str] = set()
+    for item in items:
+        module, cls = _groups(item)
+        info = getattr(item, "_fixtureinfo", None)  # pytest's FuncFixtureInfo (no public API)
+        defs_by_name = getattr(info, "name2fixturedefs", None)
+        if not isinstance(defs_by_name, dict):
+            modules.add(module)
+            if cls is not None:
+                classes.add(cls)
+            continue
+        for defs in defs_by_name.values():
+            scope = str(getattr(defs[-1], "scope", "function")) if defs else "function"
+            if scope == "module" or (scope == "class" and cls is None):
+                modules.add(module)
+            elif scope == "class" and cls is not None:
+                classes.add(cls)
+    return ScopedGroups(frozenset(modules), frozenset(classes))
 
 
 def _duration_floor(config: pytest.Config) -> float:

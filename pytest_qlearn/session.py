@@ -22,7 +22,7 @@ from .agents import AgentRegistry, AgentType
 from .coverage_map import CoverageMap, CoverageSummary
 from .history import FAILED, PASSED, SKIPPED, TestHistory
 from .hyperparams import Hyperparameters
-from .ordering import DEFAULT_SCOPE, locality_order
+from .ordering import DEFAULT_SCOPE, ScopedGroups, locality_order
 from .qlearner import LearnerStats, QLearner
 from .rewards import EpisodeFacts, EpisodeReward, RewardCalculator
 from .settings import agent_defaults
@@ -219,10 +219,12 @@ class LearningSession:
         refs: Sequence[prio.TestRef],
         scope: str = DEFAULT_SCOPE,
         duration_floor: float = prio.DURATION_FLOOR,
+        scoped: ScopedGroups | None = None,
     ) -> Ranking:
         """The run order of ``refs``: one decision per test, then the tests sorted by it
         within ``scope``'s fixture-locality groups. ``duration_floor``: durations under it
-        count as equal (:func:`prioritizer.order_key`). Among tests whose keys tie, greedy
+        count as equal (:func:`prioritizer.order_key`); ``scoped``: the groups with fixtures
+        of their scope (``auto``). Among tests whose keys tie, greedy
         decisions keep their collection order and exploratory ones take a random place."""
         decisions = {
             d.test_id: d
@@ -241,7 +243,7 @@ class LearningSession:
             return (*prio.order_key(decision, duration_floor), place, ref.index)
 
         self._decisions = decisions
-        order = locality_order(refs, key, scope, self.snapshot.histories)
+        order = locality_order(refs, key, scope, self.snapshot.histories, scoped)
         return Ranking(order, decisions)
 
     def select(

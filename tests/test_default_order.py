@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -214,3 +215,51 @@ def test_narrowed_and_stopped_runs_rank_only_what_runs_and_do_not_advance_the_ep
         assert ran < MODULES * TESTS_PER_MODULE
         assert max(t["collection_position"] for t in report["tests"]) == ran
     assert after.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+
+
+def test_auto_keeps_a_module_whose_module_fixture_is_costly_and_frees_the_rest(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini("[pytest]\nqlearn = true\n")
+    fixture_log = pytester.path / "setups.log"
+    flag = "Path(__file__).with_name(name + '-broken').exists()"
+    pytester.makepyfile(
+        test_db=textwrap.dedent(
+            f"""
+            import time
+            from pathlib import Path
+
+            import pytest
+
+            @pytest.fixture(scope="module")
+            def db():
+                with open({str(fixture_log)!r}, "a") as log:
+                    log.write("setup\\n")
+                time.sleep(0.2)  # a database: paid again for every stretch of this module
+                yield
+
+            """
+        )
+        + "".join(
+            f"def test_d{i}(db):\n    name = 'd{i}'\n    assert not {flag}\n\n" for i in range(5)
+        ),
+        test_free="from pathlib import Path\n\n"
+        + "".join(f"def test_f{i}():\n    name = 'f{i}'\n    assert not {flag}\n\n" for i in range(5)),
+    )
+    for _ in range(2):
+        _run(pytester).assert_outcomes(passed=10)
+    for name in ("d3", "f3"):
+        (pytester.path / f"{name}-broken").write_text("")
+    _run(pytester).assert_outcomes(passed=8, failed=2)
+    for name in ("d3", "f3"):
+        (pytester.path / f"{name}-broken").unlink()
+    fixture_log.write_text("")
+    order = run_order(_run(pytester))
+    db_positions = [i for i, t in enumerate(order) if t.startswith("test_db.py")]
+    assert db_positions == list(range(db_positions[0], db_positions[0] + 5))  # one stretch
+    assert order[db_positions[0]] == "test_db.py::test_d3"  # its known failure leads it
+    assert fixture_log.read_text().count("setup") == 1
+    # the cheap module is free: its known failure runs within the first stretch of the run,
+    # not after its siblings
+    assert order.index("test_free.py::test_f3") < order.index("test_free.py::test_f0")
+    assert order.index("test_free.py::test_f3") <= 5

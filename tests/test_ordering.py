@@ -10,6 +10,7 @@ from pytest_qlearn.history import TestHistory
 from pytest_qlearn.ordering import (
     AUTO_KEEP_SECONDS,
     SCOPES,
+    ScopedGroups,
     locality_order,
     shared_setup_seconds,
 )
@@ -183,3 +184,17 @@ def test_auto_keeps_a_costly_class_together_inside_a_cheap_module() -> None:
 def test_auto_keeps_groups_nothing_was_measured_for() -> None:
     # no history at all (a new suite, or an empty store): like module scope
     assert locality_order(REFS, key, "auto", {}) == locality_order(REFS, key, "module")
+
+
+def test_auto_moves_groups_without_a_fixture_of_their_scope_whatever_their_setup_costs() -> None:
+    fixtures = {r.test_id: 0.001 for r in REFS}
+    fixtures["b.py::test_5"] = 2 * AUTO_KEEP_SECONDS  # a slow *function*-scoped setup
+    none_scoped = ScopedGroups(frozenset(), frozenset())
+    free = locality_order(REFS, key, "auto", measured(fixtures), none_scoped)
+    assert free == locality_order(REFS, key, "test")
+    # the same costs, with b.py using a module-scoped fixture: b.py stays together
+    b_scoped = ScopedGroups(frozenset({"b.py"}), frozenset())
+    kept = locality_order(REFS, key, "auto", measured(fixtures), b_scoped)
+    assert names(kept) == ["test_7", "test_5", "test_6", "test_3", "test_1", "test_4", "test_2"]
+    # nothing measured, no scoped fixture: free from the first run
+    assert locality_order(REFS, key, "auto", {}, none_scoped) == locality_order(REFS, key, "test")
