@@ -18,10 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import prioritizer as prio
-from .impact import DependencyIndex
+from .impact import DependencyIndex, Impact
 
-#: impact.py's levels (2: names the change, 1: imports it) as the prioritizer's classes.
-_CLASS_OF_LEVEL = {2: prio.DIRECT, 1: prio.IMPORTS}
+
+def _evidence(impact: Impact) -> int:
+    """impact.py's finding as the prioritizer's evidence class."""
+    if impact.level >= 2:
+        return prio.DIRECT
+    return prio.CALLS_FURTHER if impact.calls else prio.IMPORTS
 
 
 @dataclass
@@ -70,7 +74,7 @@ def analyse(
     except Exception as exc:  # an analysis bug must not cost the user's run its order
         return ChangeAwareness(note=f"change awareness is off this run ({type(exc).__name__})")
     return ChangeAwareness(
-        impacts={test_id: _CLASS_OF_LEVEL[impact.level] for test_id, impact in found.items()},
+        impacts={test_id: _evidence(impact) for test_id, impact in found.items()},
         reasons={test_id: impact.reason for test_id, impact in found.items()},
         changed_files=changes.files,
         digests=dict(index.digests),
@@ -85,7 +89,7 @@ def refine_with_coverage(
     not execute the change is at most IMPORTS; one that does is DIRECT."""
     refined = dict(impacts)
     for test_id, level in impacts.items():
-        if level == prio.DIRECT and test_id in traced and test_id not in covering_changed:
+        if level < prio.IMPORTS and test_id in traced and test_id not in covering_changed:
             refined[test_id] = prio.IMPORTS
     for test_id in covering_changed:
         refined[test_id] = prio.DIRECT

@@ -90,11 +90,15 @@ _UNMATCHABLE_STEMS = frozenset({"", "conftest", "__main__", "__init__", "setup",
 
 class Impact(NamedTuple):
     """How a test relates to the changes: ``level`` 2 = direct (its own code changed, or it
-    names a changed definition, a function or fixture reaching one), 1 = indirect (its file
-    imports a changed module, or is named after one); ``reason`` says why, for humans."""
+    names a changed definition, or a function or fixture that names one), 1 = indirect (its
+    file imports a changed module, or is named after one, or it names a function further up
+    a chain of callers); ``reason`` says why, for humans. ``calls``: for a level-1 test that
+    names a caller further up the chain, how many calls away from the change it is (0
+    otherwise): nearer than a mere import, less sure than a direct call."""
 
     level: int
     reason: str
+    calls: int = 0
 
 
 class ChangeSet(NamedTuple):
@@ -544,16 +548,25 @@ def _facts_of(tree: ast.Module) -> _Facts:
 # --------------------------------------------------------------------------- the index
 
 
+#: Callers of callers are followed this many calls away from a changed definition ...
+MAX_CALLER_DEPTH = 3
+#: ... and a test naming one at most this many calls away is "direct" (level 2); further
+#: away, names are too ambiguous (every ``get`` or ``run`` in a project) for more than level 1.
+DIRECT_DEPTH = 1
+
+
 def _simple_names(qual: str) -> set[str]:
     """The names a definition is called by: ``C.m`` -> ``m``; a dunder method also by its
     class (``C.__init__`` runs on ``C(...)``)."""
     if qual == MODULE_BLOCK:
         return set()
     parts = qual.split(".")
-    names = {parts[-1]}
-    if len(parts) > 1 and parts[-1].startswith("__") and parts[-1].endswith("__"):
-        names.add(parts[-2])
-    return names
+    last = parts[-1]
+    if last.startswith("__") and last.endswith("__"):
+        # a dunder runs implicitly (``C(...)``, ``pickle``, ``len``): its class is the name
+        # code calls it by; its own name (``__doc__``, ``__name__``) is named everywhere
+        return {parts[-2]} if len(parts) > 1 else set()
+    return {last}
 
 
 def _parse_node_id(node_id: str) -> tuple[str, str]:
@@ -1106,6 +1119,8 @@ class _ImpactPass:
         self.refs_cache: dict[tuple[str, str], frozenset[str]] = {}
         self.def_refs_cache: dict[tuple[str, str], frozenset[str]] = {}
         self.project_modules: dict[str, bool] = {}
+        #: How many calls away from a changed definition each affected name is.
+        self.depth: dict[str, int] = {}
 
     def run(self) -> dict[str, Impact]:
         reverse = self.index._reverse()
@@ -1161,10 +1176,15 @@ class _ImpactPass:
             if names_any and facts is not None:
                 hit = self._test_refs(path, facts, qual) & affected.keys()
                 if hit:
-                    name = min(hit, key=lambda n: (affected[n] != n, n))
+                    name = min(hit, key=lambda n: (self.depth.get(n, 0), n))
                     own = self._own_def(facts, qual)
                     why = self._why(name, affected, facts, own, changed)
-                    self._offer(node_id, (2, 0), Impact(2, why))
+                    # the nearer the call, the likelier the test sees the change
+                    calls = self.depth.get(name, 0)
+                    if calls <= DIRECT_DEPTH:
+                        self._offer(node_id, (2, 0), Impact(2, why))
+                    else:
+                        self._offer(node_id, (1, 2), Impact(1, why, calls))
                     continue
             if path == changed:
                 self._offer(node_id, (1, 1), Impact(1, "its file changed"))
@@ -1284,7 +1304,10 @@ class _ImpactPass:
                 affected.setdefault(name, name)
         frontier = set(affected)
         files = sorted(p for p in reach if (f := self.facts.get(p)) is not None and f.ok)
-        while frontier:
+        self.depth = dict.fromkeys(affected, 0)
+        depth = 0
+        while frontier and depth < MAX_CALLER_DEPTH:
+            depth += 1
             found: dict[str, str] = {}
             for path in files:
                 facts = self.facts[path]
@@ -1301,6 +1324,7 @@ class _ImpactPass:
                             found.setdefault(caller, origin)
             for name, origin in found.items():
                 affected.setdefault(name, origin)
+                self.depth.setdefault(name, depth)
             frontier = set(found)
         return affected
 

@@ -88,17 +88,19 @@ SHUFFLED_DURATION_FLOOR = 1e-2
 
 #: Evidence classes, most urgent first (the first element of every order key).
 FAILED_LAST = 0  # its last run with a verdict failed (what ``--ff`` runs first)
-DIRECT = 1  # new, its own code changed, or it reaches changed code directly
-IMPORTS = 2  # its module imports changed code
-NO_EVIDENCE = 3
+DIRECT = 1  # new, its own code changed, or it calls changed code (or a caller of it)
+CALLS_FURTHER = 2  # it calls a function further up a chain of callers of changed code
+IMPORTS = 3  # its module imports changed code
+NO_EVIDENCE = 4
 EVIDENCE_LABELS = {
     FAILED_LAST: "failed last run",
-    DIRECT: "reaches changed code",
+    DIRECT: "calls changed code",
+    CALLS_FURTHER: "calls a caller of changed code",
     IMPORTS: "imports changed code",
     NO_EVIDENCE: "",
 }
 #: The change level's "share" of a test that static analysis (not coverage) ties to a change.
-STATIC_SHARES = {DIRECT: "static-direct", IMPORTS: "static-import"}
+STATIC_SHARES = {DIRECT: "static-direct", CALLS_FURTHER: "static-far", IMPORTS: "static-import"}
 
 #: The prioritizer's own defaults. Every tier is updated after every run whatever was
 #: chosen, so exploring teaches this agent nothing and only costs order quality: it starts
@@ -200,14 +202,14 @@ def evidence_class(
 ) -> int:
     """How much the facts (not the estimates) say about this test failing now: a failure in
     its last run beats a change it reaches, which beats nothing known. ``impact``: what the
-    static change analysis found (DIRECT, IMPORTS or None); ``covers_changed``: its coverage
-    map executes changed code (``--qlearn-cov``)."""
+    static change analysis found (DIRECT, CALLS_FURTHER, IMPORTS or None);
+    ``covers_changed``: its coverage map executes changed code (``--qlearn-cov``)."""
     if history.verdicts.rstrip(SKIPPED)[-1:] == FAILED:
         return FAILED_LAST
     if history.is_new or covers_changed or impact == DIRECT:
         return DIRECT
-    if impact == IMPORTS:
-        return IMPORTS
+    if impact in (CALLS_FURTHER, IMPORTS):
+        return impact
     return NO_EVIDENCE
 
 

@@ -244,7 +244,9 @@ def test_auto_keeps_a_module_whose_module_fixture_is_costly_and_frees_the_rest(
             f"def test_d{i}(db):\n    name = 'd{i}'\n    assert not {flag}\n\n" for i in range(5)
         ),
         test_free="from pathlib import Path\n\n"
-        + "".join(f"def test_f{i}():\n    name = 'f{i}'\n    assert not {flag}\n\n" for i in range(5)),
+        + "".join(
+            f"def test_f{i}():\n    name = 'f{i}'\n    assert not {flag}\n\n" for i in range(5)
+        ),
     )
     for _ in range(2):
         _run(pytester).assert_outcomes(passed=10)

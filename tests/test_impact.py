@@ -774,3 +774,66 @@ def test_save_ignores_an_unwritable_cache(tmp_path: Path) -> None:
     index = scanned(tmp_path / "project", TESTS, blocker / "sub" / "impact.json")
     index.save()  # the parent "directory" is a file: nothing written, nothing raised
     assert not (tmp_path / "file" / "sub").exists()
+
+
+CHAIN = {
+    "pkg/__init__.py": "",
+    "pkg/core.py": """
+        class Box:
+            def __getstate__(self):
+                return 1
+
+            def describe(self):
+                return self.__doc__
+
+        def make():
+            return Box()
+
+        def wrap():
+            return make()
+
+        def outer():
+            return wrap()
+
+        def documented():
+            return documented.__doc__
+        """,
+    "tests/test_core.py": """
+        from pkg.core import Box, documented, make, outer, wrap
+
+        def test_box():
+            assert Box()
+
+        def test_make():
+            assert make()
+
+        def test_wrap():
+            assert wrap()
+
+        def test_outer():
+            assert outer()
+
+        def test_documented():
+            assert documented()
+        """,
+}
+CHAIN_IDS = [
+    f"tests/test_core.py::test_{name}" for name in ("box", "make", "wrap", "outer", "documented")
+]
+
+
+def test_callers_further_up_a_chain_are_indirect_with_their_distance(tmp_path: Path) -> None:
+    write(tmp_path, CHAIN)
+    _, impacts = run_after_edit(
+        tmp_path, ["tests/test_core.py"], CHAIN_IDS, "pkg/core.py", "return 1", "return 2"
+    )
+    # a changed dunder is called by its class's name (pickle calls __getstate__ on a Box),
+    # not by its own: code naming __doc__ is not affected by it
+    assert impacts["tests/test_core.py::test_box"].level == 2
+    assert impacts["tests/test_core.py::test_make"].level == 2  # make names Box: one call away
+    wrap = impacts["tests/test_core.py::test_wrap"]
+    assert (wrap.level, wrap.calls) == (1, 2)  # two calls away: nearer than an import
+    outer = impacts["tests/test_core.py::test_outer"]
+    assert (outer.level, outer.calls) == (1, 3)
+    documented = impacts["tests/test_core.py::test_documented"]
+    assert (documented.level, documented.calls) == (1, 0)  # it only imports the module

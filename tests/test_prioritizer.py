@@ -415,6 +415,8 @@ def test_evidence_classes_come_from_facts_not_estimates() -> None:
     assert prio.evidence_class(TestHistory("t")) == prio.DIRECT  # a new test
     assert prio.evidence_class(history("t", "PPP"), prio.DIRECT) == prio.DIRECT
     assert prio.evidence_class(history("t", "PPP"), prio.IMPORTS) == prio.IMPORTS
+    further = prio.evidence_class(history("t", "PPP"), prio.CALLS_FURTHER)
+    assert prio.DIRECT < further == prio.CALLS_FURTHER < prio.IMPORTS
     assert prio.evidence_class(history("t", "PPP"), covers_changed=True) == prio.DIRECT
     assert prio.evidence_class(history("t", "PPF"), prio.IMPORTS) == prio.FAILED_LAST
 
