@@ -85,12 +85,16 @@ def analyse(
 def refine_with_coverage(
     impacts: Mapping[str, int], traced: Collection[str], covering_changed: Collection[str]
 ) -> dict[str, int]:
-    """Coverage knows better than names: a test with a coverage map (``traced``) that does
-    not execute the change is at most IMPORTS; one that does is DIRECT."""
+    """Coverage knows what runs, names know what is tested: a test that executes the change
+    (``covering_changed``) and names it stays DIRECT; one that executes it without naming it
+    is CALLS_FURTHER (it runs the change on the way to something else); a test with a
+    coverage map (``traced``) that does not execute the change is at most IMPORTS; a test
+    without a map keeps what its names say."""
     refined = dict(impacts)
     for test_id, level in impacts.items():
         if level < prio.IMPORTS and test_id in traced and test_id not in covering_changed:
             refined[test_id] = prio.IMPORTS
     for test_id in covering_changed:
-        refined[test_id] = prio.DIRECT
+        if impacts.get(test_id) != prio.DIRECT:
+            refined[test_id] = prio.CALLS_FURTHER
     return refined

@@ -52,14 +52,16 @@ def test_findings_become_evidence_classes_and_digests_to_store(tmp_path: Path) -
 
 def test_coverage_refines_what_names_suggest() -> None:
     impacts = {"a": prio.DIRECT, "b": prio.CALLS_FURTHER, "c": prio.IMPORTS, "d": prio.DIRECT}
-    refined = ca.refine_with_coverage(impacts, traced={"a", "b", "c"}, covering_changed={"e"})
-    # a and b have maps that do not execute the change; d has no map: names stand
+    impacts["f"] = prio.DIRECT
+    traced = {"a", "b", "c", "e", "f"}
+    refined = ca.refine_with_coverage(impacts, traced, covering_changed={"e", "f"})
     assert refined == {
-        "a": prio.IMPORTS,
+        "a": prio.IMPORTS,  # names the change, but its map shows it does not run it
         "b": prio.IMPORTS,
         "c": prio.IMPORTS,
-        "d": prio.DIRECT,
-        "e": prio.DIRECT,  # its map executes the change
+        "d": prio.DIRECT,  # no map: the names stand
+        "e": prio.CALLS_FURTHER,  # runs the change without naming it
+        "f": prio.DIRECT,  # runs it and names it
     }
 
 
