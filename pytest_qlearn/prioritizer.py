@@ -87,13 +87,15 @@ DURATION_FLOOR = 5e-4
 SHUFFLED_DURATION_FLOOR = 1e-2
 
 #: Evidence classes, most urgent first (the first element of every order key).
-FAILED_LAST = 0  # its last run with a verdict failed (what ``--ff`` runs first)
-DIRECT = 1  # its own code is new or changed, or it calls changed code (or a caller of it)
-CALLS_FURTHER = 2  # it calls a function further up a chain of callers of changed code
-IMPORTS = 3  # its module imports changed code
-NO_EVIDENCE = 4
+FAILED_LAST = 0  # its last run with a verdict failed, and nothing it reaches changed since
+FAILED_LAST_CHANGED = 1  # failed last run, and code it reaches changed since (a fix?)
+DIRECT = 2  # its own code is new or changed, or it calls changed code (or a caller of it)
+CALLS_FURTHER = 3  # it calls a function further up a chain of callers of changed code
+IMPORTS = 4  # its module imports changed code
+NO_EVIDENCE = 5
 EVIDENCE_LABELS = {
     FAILED_LAST: "failed last run",
+    FAILED_LAST_CHANGED: "failed last run, its code changed since",
     DIRECT: "calls changed code",
     CALLS_FURTHER: "calls a caller of changed code",
     IMPORTS: "imports changed code",
@@ -205,7 +207,10 @@ def evidence_class(
     static change analysis found (DIRECT, CALLS_FURTHER, IMPORTS or None);
     ``covers_changed``: its coverage map executes changed code (``--qlearn-cov``)."""
     if history.verdicts.rstrip(SKIPPED)[-1:] == FAILED:
-        return FAILED_LAST
+        # nothing it reaches changed: it will most likely fail again; if something did, the
+        # change may be its fix (--ff cannot tell these apart)
+        return FAILED_LAST if impact is None and not covers_changed else FAILED_LAST_CHANGED
+
     # a new test counts through its code (new code is changed code), not through being
     # unseen: in the replayed CI histories, where no code is known, ordering unseen tests by
     # the learned estimate for new tests scored higher (Dune debian 0.95524 vs 0.95515)
@@ -223,15 +228,17 @@ def _promote_likely_failures(
     likely to fail as a test that did, join the failed-last-run class: the rule is only that
     no test *without* failure evidence runs ahead of a known failure, and among tests with
     evidence the estimate knows better (a test failing every other run beats a one-off)."""
-    floor = min((d.p_fail for d in decisions if d.evidence == FAILED_LAST), default=None)
+    failed_last = (FAILED_LAST, FAILED_LAST_CHANGED)
+    floor = min((d.p_fail for d in decisions if d.evidence in failed_last), default=None)
     if floor is None:
         return decisions
     out = []
     for d in decisions:
-        if d.evidence != FAILED_LAST and d.p_fail >= floor:
+        if d.evidence not in failed_last and d.p_fail >= floor:
             history = histories.get(d.test_id)
             if history is not None and history.failures > 0:
-                d = d._replace(evidence=FAILED_LAST)
+                # like a known failure: with a change it reaches, one that may be its fix
+                d = d._replace(evidence=FAILED_LAST if d.change is None else FAILED_LAST_CHANGED)
         out.append(d)
     return out
 
