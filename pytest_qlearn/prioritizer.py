@@ -222,19 +222,19 @@ def evidence_class(
 
 
 def _promote_likely_failures(
-    decisions: list[Decision], histories: Mapping[str, TestHistory]
+    decisions: list[Decision], histories: Mapping[str, TestHistory], recorded: Mapping[str, float]
 ) -> list[Decision]:
     """Tests that failed before (not in their last run) but that the learner finds at least as
     likely to fail as a test that did, join the failed-last-run class: the rule is only that
     no test *without* failure evidence runs ahead of a known failure, and among tests with
     evidence the estimate knows better (a test failing every other run beats a one-off)."""
     failed_last = (FAILED_LAST, FAILED_LAST_CHANGED)
-    floor = min((d.p_fail for d in decisions if d.evidence in failed_last), default=None)
+    floor = min((recorded[d.test_id] for d in decisions if d.evidence in failed_last), default=None)
     if floor is None:
         return decisions
     out = []
     for d in decisions:
-        if d.evidence not in failed_last and d.p_fail >= floor:
+        if d.evidence not in failed_last and recorded[d.test_id] >= floor:
             history = histories.get(d.test_id)
             if history is not None and history.failures > 0:
                 # like a known failure: with a change it reaches, one that may be its fix
@@ -374,6 +374,9 @@ class Prioritizer(Agent):
         impacts = impacts or {}
         rng = self.learner.rng
         decisions = []
+        #: each test's estimate from its record alone (no change level): what the promotion
+        #: of earlier failures compares, so a change does not pass for failure evidence
+        recorded: dict[str, float] = {}
         for test_id in sorted(test_ids):
             history = histories.get(test_id) or TestHistory(test_id)
             share = covering_changed.get(test_id)
@@ -383,9 +386,11 @@ class Prioritizer(Agent):
             change = None if share is None else self.change_state(history, share)
             if change is None:
                 p, known, per_test, shared = self.failure_probability(history)
+                recorded[test_id] = p
             else:
                 per_test, shared = self.states(history)
                 p, known = self._blend(history, (per_test, shared), change)
+                recorded[test_id] = self._blend(history, (per_test, shared))[0]
             expected = [passing + p * gap for passing, gap in self._expected_terms]
             tier, explored = self.learner.choose(expected)
             duration = history.duration_mean if history.runs else 0.0
@@ -406,7 +411,7 @@ class Prioritizer(Agent):
                     rng.random() if explored and known else -1.0,
                 )
             )
-        return _promote_likely_failures(decisions, histories)
+        return _promote_likely_failures(decisions, histories, recorded)
 
     # -- learning ----------------------------------------------------------------------
     def learn(self, decision: Decision, verdict: str, next_states: tuple[State, State]) -> float:

@@ -538,3 +538,23 @@ def test_the_change_level_learns_how_often_changes_break_such_tests() -> None:
         decision = breaking.decide(steady, ["t"], covering_changed={"t": "0.5+"})[0]
         breaking.learn(decision, FAILED, nxt)
     assert breaking.decide(steady, ["t"], covering_changed={"t": "0.5+"})[0].p_fail > 0.5
+
+
+def test_a_change_is_no_failure_evidence_for_promoting_an_old_failure() -> None:
+    """Only the record may lift an earlier failure into the known failures: a test whose
+    covered code changed has a high estimate, but that is the change speaking."""
+    p = make_prioritizer()
+    histories = {
+        "last": history("last", "PPPPPPPF"),  # failed last run, rarely before
+        "old": history("old", "FPPPPPPP"),  # failed long ago
+    }
+    for test_id in histories:  # both seen passing many times before
+        _train(p, p.states(histories[test_id])[0].key, "P" * 60, None)
+    change = p.change_state(histories["old"], "0.5+")
+    _train(p, change.key, "F" * 40, None)  # changes like this one broke such tests
+    decisions = {
+        d.test_id: d for d in p.decide(histories, list(histories), covering_changed={"old": "0.5+"})
+    }
+    assert decisions["old"].p_fail > decisions["last"].p_fail  # the change makes it likely...
+    assert decisions["last"].evidence == prio.FAILED_LAST
+    assert decisions["old"].evidence == prio.DIRECT  # ...but it stays a change, not a failure
