@@ -5,8 +5,8 @@ The changes are the files whose content differs from the digests the last episod
 (the store's ``file_hashes``: test files, the conftest files above them and the project
 modules they import); the static analysis of :mod:`pytest_qlearn.impact` maps them to tests
 (those whose code names a changed definition: DIRECT; those that import a changed module:
-IMPORTS). With ``--qlearn-cov`` the coverage maps refine it: a test whose map shows it does
-not execute the change is only IMPORTS. Pure (no pytest): every pytest-xdist worker computes
+IMPORTS). With ``--qlearn-cov`` the coverage maps add the tests that execute the change
+without naming it. Pure (no pytest): every pytest-xdist worker computes
 the same answer from the same checkout and snapshot. Whatever fails here leaves the order to
 the learned estimates, with one note, and never breaks the run.
 """
@@ -83,17 +83,15 @@ def analyse(
 
 
 def refine_with_coverage(
-    impacts: Mapping[str, int], traced: Collection[str], covering_changed: Collection[str]
+    impacts: Mapping[str, int], covering_changed: Collection[str]
 ) -> dict[str, int]:
-    """Coverage knows what runs, names know what is tested: a test that executes the change
-    (``covering_changed``) and names it stays DIRECT; one that executes it without naming it
-    is CALLS_FURTHER (it runs the change on the way to something else); a test with a
-    coverage map (``traced``) that does not execute the change is at most IMPORTS; a test
-    without a map keeps what its names say."""
+    """Coverage adds what names miss: a test whose map executes the change
+    (``covering_changed``) without naming it is CALLS_FURTHER (it runs the change on the way
+    to something else) — unless its names already make it DIRECT. It takes nothing away: on
+    the fault histories, demoting a test named after the change because its map did not
+    show the changed line lost failures (toolz fresh-bug APFD 0.897 with coverage against
+    0.923 without, more-itertools 0.720 against 0.980)."""
     refined = dict(impacts)
-    for test_id, level in impacts.items():
-        if level < prio.IMPORTS and test_id in traced and test_id not in covering_changed:
-            refined[test_id] = prio.IMPORTS
     for test_id in covering_changed:
         if impacts.get(test_id) != prio.DIRECT:
             refined[test_id] = prio.CALLS_FURTHER

@@ -463,7 +463,7 @@ class QLearnPlugin:
         if self.coverage is not None:
             self.coverage.prepare(self.learning, items)
             impacts = change_awareness.refine_with_coverage(
-                impacts, self.coverage.maps.keys(), self.learning.covering_changed.keys()
+                impacts, self.learning.covering_changed.keys()
             )
         self.learning.impacts = impacts
         refs = [

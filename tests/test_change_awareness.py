@@ -50,18 +50,14 @@ def test_findings_become_evidence_classes_and_digests_to_store(tmp_path: Path) -
     assert second.summary().startswith("1 changed file(s) since the last run reach 3 test(s)")
 
 
-def test_coverage_refines_what_names_suggest() -> None:
-    impacts = {"a": prio.DIRECT, "b": prio.CALLS_FURTHER, "c": prio.IMPORTS, "d": prio.DIRECT}
-    impacts["f"] = prio.DIRECT
-    traced = {"a", "b", "c", "e", "f"}
-    refined = ca.refine_with_coverage(impacts, traced, covering_changed={"e", "f"})
+def test_coverage_adds_the_tests_that_run_the_change_without_naming_it() -> None:
+    impacts = {"a": prio.DIRECT, "b": prio.CALLS_FURTHER, "c": prio.IMPORTS}
+    refined = ca.refine_with_coverage(impacts, covering_changed={"a", "c", "e"})
     assert refined == {
-        "a": prio.IMPORTS,  # names the change, but its map shows it does not run it
-        "b": prio.IMPORTS,
-        "c": prio.IMPORTS,
-        "d": prio.DIRECT,  # no map: the names stand
-        "e": prio.CALLS_FURTHER,  # runs the change without naming it
-        "f": prio.DIRECT,  # runs it and names it
+        "a": prio.DIRECT,  # runs it and names it
+        "b": prio.CALLS_FURTHER,  # its map does not show the change: its names still stand
+        "c": prio.CALLS_FURTHER,  # imports the module, and its map runs the change
+        "e": prio.CALLS_FURTHER,  # runs the change, names nothing of it
     }
 
 
