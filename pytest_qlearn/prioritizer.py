@@ -214,7 +214,9 @@ def evidence_class(
     # a new test counts through its code (new code is changed code), not through being
     # unseen: in the replayed CI histories, where no code is known, ordering unseen tests by
     # the learned estimate for new tests scored higher (Dune debian 0.95524 vs 0.95515)
-    if covers_changed or impact == DIRECT:
+    # coverage alone (no static finding) counts as direct; where the static analysis has a
+    # finding, it already holds what coverage adds (change_awareness.refine_with_coverage)
+    if impact == DIRECT or (impact is None and covers_changed):
         return DIRECT
     if impact in (CALLS_FURTHER, IMPORTS):
         return impact
@@ -379,10 +381,11 @@ class Prioritizer(Agent):
         recorded: dict[str, float] = {}
         for test_id in sorted(test_ids):
             history = histories.get(test_id) or TestHistory(test_id)
-            share = covering_changed.get(test_id)
             impact = impacts.get(test_id)
-            if share is None and impact is not None:
-                share = STATIC_SHARES.get(impact)
+            # the change level learns per kind of finding: the static one when there is one
+            share = STATIC_SHARES.get(impact) if impact is not None else None
+            if share is None:
+                share = covering_changed.get(test_id)
             change = None if share is None else self.change_state(history, share)
             if change is None:
                 p, known, per_test, shared = self.failure_probability(history)
