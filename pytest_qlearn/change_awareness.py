@@ -30,10 +30,9 @@ def _evidence(impact: Impact) -> int:
 
 @dataclass
 class ChangeAwareness:
-    """What one run found: test id -> DIRECT/IMPORTS, why, and the digests to store."""
+    """What one run found: test id -> evidence class, and the digests to store."""
 
     impacts: dict[str, int] = field(default_factory=dict)
-    reasons: dict[str, str] = field(default_factory=dict)
     changed_files: frozenset[str] = frozenset()
     #: Every analysed file's digest now: stored with the episode, the next run's baseline.
     digests: dict[str, str] = field(default_factory=dict)
@@ -75,7 +74,6 @@ def analyse(
         return ChangeAwareness(note=f"change awareness is off this run ({type(exc).__name__})")
     return ChangeAwareness(
         impacts={test_id: _evidence(impact) for test_id, impact in found.items()},
-        reasons={test_id: impact.reason for test_id, impact in found.items()},
         changed_files=changes.files,
         digests=dict(index.digests),
         index=index,

@@ -679,7 +679,8 @@ class QLearnPlugin:
             awareness = change_awareness.analyse(
                 root, test_files, (), {}, default_store_path(session.config).parent / "impact.json"
             )
-        hashes = file_digests({root / path for path in test_files}, root)
+        # the analysis hashed the test files already; only what it could not read is hashed
+        hashes = file_digests({root / path for path in test_files - awareness.digests.keys()}, root)
         hashes.update(awareness.digests)
         awareness.save()
         if self.coverage is not None:
@@ -785,8 +786,9 @@ class QLearnPlugin:
             return
         verbosity = config.get_verbosity()
         notes = []
-        if self.awareness is not None and self.awareness.summary():
-            notes.append(f"qlearn: {self.awareness.summary()}")
+        change_line = "" if self.awareness is None else self.awareness.summary()
+        if change_line:
+            notes.append(f"qlearn: {change_line}")
         if self.partial is not None:
             notes.append(
                 f"qlearn: partial run ({self.partial}): learned from the tests that ran; "

@@ -93,14 +93,6 @@ DIRECT = 2  # its own code is new or changed, or it calls changed code (or a cal
 CALLS_FURTHER = 3  # it calls a function further up a chain of callers of changed code
 IMPORTS = 4  # its module imports changed code
 NO_EVIDENCE = 5
-EVIDENCE_LABELS = {
-    FAILED_LAST: "failed last run",
-    FAILED_LAST_CHANGED: "failed last run, its code changed since",
-    DIRECT: "calls changed code",
-    CALLS_FURTHER: "calls a caller of changed code",
-    IMPORTS: "imports changed code",
-    NO_EVIDENCE: "",
-}
 #: The change level's "share" of a test that static analysis (not coverage) ties to a change.
 STATIC_SHARES = {DIRECT: "static-direct", CALLS_FURTHER: "static-far", IMPORTS: "static-import"}
 
