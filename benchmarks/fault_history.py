@@ -82,7 +82,7 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from pytest_qlearn.metrics import apfd, time_to_first_failure
+from pytest_qlearn.engine.metrics import apfd, time_to_first_failure
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ORDERINGS = (

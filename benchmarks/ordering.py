@@ -37,10 +37,10 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 
-from pytest_qlearn import prioritizer as prio
-from pytest_qlearn.history import FAILED, PASSED
-from pytest_qlearn.hyperparams import Hyperparameters
-from pytest_qlearn.qlearner import QEntry, QLearner
+from pytest_qlearn.agents import prioritizer as prio
+from pytest_qlearn.engine.history import FAILED, PASSED
+from pytest_qlearn.engine.hyperparams import Hyperparameters
+from pytest_qlearn.engine.qlearner import QEntry, QLearner
 from pytest_qlearn.session import LearningSession, TestResult
 from pytest_qlearn.store import Partition, Snapshot, SqliteStore
 

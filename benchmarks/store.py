@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import overhead  # the project generator and runner are shared
 
-from pytest_qlearn import prioritizer as prio
+from pytest_qlearn.agents import prioritizer as prio
 from pytest_qlearn.store import SqliteStore, Store
 from pytest_qlearn.store.base import (
     AgentProgress,

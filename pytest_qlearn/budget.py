@@ -1,13 +1,13 @@
 """The pytest side of ``--qlearn-budget``: when selection applies, which tests are marked
 ``qlearn_always``, and handing the deselected tests to pytest. The decisions themselves are
-the ``selector`` agent's (:mod:`pytest_qlearn.selector`, no pytest there)."""
+the ``selector`` agent's (:mod:`pytest_qlearn.agents.selector`, no pytest there)."""
 
 from __future__ import annotations
 
 import pytest
 
-from .changes import changed_files, file_digests, relative_key
-from .selector import Budget, Selection
+from .agents.selector import Budget, Selection
+from .changes.digests import changed_files, file_digests, relative_key
 from .session import LearningSession
 
 MARKER = "qlearn_always"

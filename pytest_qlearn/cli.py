@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TimeElapsedColumn
 from rich.table import Table
 
-from . import prioritizer as prio
-from .hyperparams import Hyperparameters, parse_overrides
+from .agents import prioritizer as prio
+from .engine.hyperparams import Hyperparameters, parse_overrides
 from .inspector import commands as inspector
 from .inspector.commands import InspectorUsageError
 from .inspector.data import InspectorError

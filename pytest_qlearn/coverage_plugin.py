@@ -3,7 +3,7 @@ bring its map to the process that learns.
 
 Three ways to get per-test coverage, decided once per session:
 
-* ``trace`` — qlearn's own tracer (:mod:`pytest_qlearn.line_tracer`), started only around
+* ``trace`` — qlearn's own tracer (:mod:`pytest_qlearn.changes.line_tracer`), started only around
   the tests the coverage-tracer agent picked; the others run at full speed;
 * ``pytest-cov`` — pytest-cov is measuring with ``--cov-context=test``: qlearn starts no
   second tracer and reads pytest-cov's per-test contexts at the end (every test is traced);
@@ -23,11 +23,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from . import coverage_tracer as ct
-from . import selector as sel
-from .changes import file_digests, relative_key
-from .coverage_changes import ChangeFacts, detect
-from .coverage_map import (
+from .agents import coverage_tracer as ct
+from .agents import selector as sel
+from .changes.coverage import ChangeFacts, detect
+from .changes.coverage_map import (
     CorruptMapError,
     CoverageMap,
     CoverageSummary,
@@ -37,9 +36,10 @@ from .coverage_map import (
     union_lines,
     unique_line_counts,
 )
-from .line_tracer import LineTracer, other_tracer, statements
+from .changes.digests import file_digests, relative_key
+from .changes.line_tracer import LineTracer, other_tracer, statements
+from .engine.state import State
 from .session import LearningSession
-from .state import State
 from .store.base import CoverageSnapshot, CoverageWrite
 
 T = TypeVar("T")

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from .agents import AgentRegistry
-    from .prioritizer import Decision
+    from .agents.prioritizer import Decision
+    from .agents.registry import AgentRegistry
 
 
 @pytest.hookspec(historic=True)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from .prioritizer import TIERS, Decision
+from .agents.prioritizer import TIERS, Decision
 
 
 def wanted(config: pytest.Config) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .hyperparams import RANGES, ConfigError, Hyperparameters
+from .engine.hyperparams import RANGES, ConfigError, Hyperparameters
 from .ordering import DEFAULT_SCOPE, SCOPES
 from .settings import DATABASE_URL_ENV, RawOptions, Settings, resolve
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
-from .history import TestHistory
-from .prioritizer import TestRef
+from .agents.prioritizer import TestRef
+from .engine.history import TestHistory
 
 SCOPES = ("auto", "module", "class", "test")
 DEFAULT_SCOPE = "auto"

@@ -22,19 +22,21 @@ from typing import Any
 import pytest
 
 from . import budget as qbudget
-from . import change_awareness, hookspecs, junit, report
 from . import coverage_plugin as qcov
-from . import coverage_tracer as ct
-from . import prioritizer as prio
-from . import selector as sel
-from .agents import AgentRegistry
-from .changes import file_digests, relative_key
-from .history import FAILED, PASSED, SKIPPED
+from . import hookspecs, junit
+from .agents import coverage_tracer as ct
+from .agents import prioritizer as prio
+from .agents import selector as sel
+from .agents.registry import AgentRegistry
+from .changes import awareness as change_awareness
+from .changes.digests import file_digests, relative_key
+from .engine.history import FAILED, PASSED, SKIPPED
+from .engine.rewards import RewardCalculator
 from .options import add_options, read_settings
 from .ordering import ScopedGroups
 from .reports import ReportContext, build_document, write_reports
+from .reports import terminal as report
 from .reports.text import coverage_facts
-from .rewards import RewardCalculator
 from .session import EpisodeSummary, LearningSession, Ranking, TestResult, default_registry
 from .settings import Settings
 from .store import SchemaTooNewError, Snapshot, Store, StoreError, open_store

@@ -14,19 +14,19 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from . import coverage_tracer as ct
-from . import metrics
-from . import prioritizer as prio
-from . import selector as sel
-from .agents import AgentRegistry, AgentType
-from .coverage_map import CoverageMap, CoverageSummary
-from .history import FAILED, PASSED, SKIPPED, TestHistory
-from .hyperparams import Hyperparameters
+from .agents import coverage_tracer as ct
+from .agents import prioritizer as prio
+from .agents import selector as sel
+from .agents.registry import AgentRegistry, AgentType
+from .changes.coverage_map import CoverageMap, CoverageSummary
+from .engine import metrics
+from .engine.history import FAILED, PASSED, SKIPPED, TestHistory
+from .engine.hyperparams import Hyperparameters
+from .engine.qlearner import LearnerStats, QLearner
+from .engine.rewards import EpisodeFacts, EpisodeReward, RewardCalculator
+from .engine.state import State
 from .ordering import DEFAULT_SCOPE, ScopedGroups, locality_order
-from .qlearner import LearnerStats, QLearner
-from .rewards import EpisodeFacts, EpisodeReward, RewardCalculator
 from .settings import agent_defaults
-from .state import State
 from .store.base import (
     AgentProgress,
     EpisodeWrite,

@@ -9,11 +9,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import prioritizer as prio
-from .hyperparams import RANGES, ConfigError, Hyperparameters, parse_hyperparameter
+from .agents import prioritizer as prio
+from .agents.selector import Budget, parse_budget
+from .engine.hyperparams import RANGES, ConfigError, Hyperparameters, parse_hyperparameter
+from .engine.rewards import DEFAULT_WEIGHTS, parse_weights
 from .ordering import DEFAULT_SCOPE, SCOPES
-from .rewards import DEFAULT_WEIGHTS, parse_weights
-from .selector import Budget, parse_budget
 from .store.base import DEFAULT_TTL_DAYS
 from .store.url import StoreUrl, has_password, parse_store_url, redact
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_qlearn import change_awareness as ca
-from pytest_qlearn import prioritizer as prio
-from pytest_qlearn.impact import DependencyIndex
+from pytest_qlearn.agents import prioritizer as prio
+from pytest_qlearn.changes import awareness as ca
+from pytest_qlearn.changes.impact import DependencyIndex
 
 
 def _project(root: Path) -> None:

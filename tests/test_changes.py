@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pytest_qlearn.changes import changed_files, file_digests, relative_key
+from pytest_qlearn.changes.digests import changed_files, file_digests, relative_key
 
 
 def test_digests_are_sha256_keyed_like_node_id_paths(tmp_path: Path) -> None:

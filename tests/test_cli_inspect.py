@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from pytest_qlearn import prioritizer as prio
+from pytest_qlearn.agents import prioritizer as prio
+from pytest_qlearn.agents.prioritizer import TestRef
 from pytest_qlearn.cli import main
-from pytest_qlearn.history import FAILED, PASSED
-from pytest_qlearn.prioritizer import TestRef
+from pytest_qlearn.engine.history import FAILED, PASSED
 from pytest_qlearn.session import LearningSession, TestResult
 from pytest_qlearn.settings import DATABASE_URL_ENV
 from pytest_qlearn.store import Store, open_store, parse_store_url

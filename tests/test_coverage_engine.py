@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_qlearn import coverage_tracer as ct
-from pytest_qlearn import vcs
-from pytest_qlearn.coverage_changes import detect
-from pytest_qlearn.coverage_map import (
+from pytest_qlearn.agents import coverage_tracer as ct
+from pytest_qlearn.changes import git as vcs
+from pytest_qlearn.changes.coverage import detect
+from pytest_qlearn.changes.coverage_map import (
     CorruptMapError,
     CoverageMap,
     changed_share_label,
@@ -27,9 +27,9 @@ from pytest_qlearn.coverage_map import (
     union_lines,
     unique_line_counts,
 )
-from pytest_qlearn.hyperparams import Hyperparameters
-from pytest_qlearn.qlearner import QLearner
-from pytest_qlearn.rewards import RewardCalculator
+from pytest_qlearn.engine.hyperparams import Hyperparameters
+from pytest_qlearn.engine.qlearner import QLearner
+from pytest_qlearn.engine.rewards import RewardCalculator
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 

@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from pytest_qlearn.history import FAILED, KEPT_VERDICTS, PASSED, SKIPPED, TestHistory
+from pytest_qlearn.engine.history import FAILED, KEPT_VERDICTS, PASSED, SKIPPED, TestHistory
 
 
 def replay(verdicts: str, durations: list[float] | None = None) -> TestHistory:

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from pytest_qlearn import prioritizer as prio
-from pytest_qlearn import selector as sel
-from pytest_qlearn.hyperparams import (
+from pytest_qlearn.agents import prioritizer as prio
+from pytest_qlearn.agents import selector as sel
+from pytest_qlearn.engine.hyperparams import (
     RANGES,
     ConfigError,
     Hyperparameters,

@@ -1,4 +1,4 @@
-"""The static dependency index: which tests can reach what changed (pytest_qlearn.impact)."""
+"""The static dependency index: which tests can reach what changed (changes/impact.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import pytest_qlearn.impact as impact_module
-from pytest_qlearn.impact import ChangeSet, DependencyIndex, Impact
+import pytest_qlearn.changes.impact as impact_module
+from pytest_qlearn.changes.impact import ChangeSet, DependencyIndex, Impact
 
 
 def write(root: Path, files: dict[str, str | bytes]) -> None:

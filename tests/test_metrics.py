@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_qlearn.metrics import apfd, apfdc, napfd, time_to_first_failure
+from pytest_qlearn.engine.metrics import apfd, apfdc, napfd, time_to_first_failure
 
 F, P = True, False
 

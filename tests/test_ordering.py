@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_qlearn.history import TestHistory
+from pytest_qlearn.agents.prioritizer import TestRef
+from pytest_qlearn.engine.history import TestHistory
 from pytest_qlearn.ordering import (
     AUTO_KEEP_SECONDS,
     SCOPES,
@@ -14,7 +15,6 @@ from pytest_qlearn.ordering import (
     locality_order,
     shared_setup_seconds,
 )
-from pytest_qlearn.prioritizer import TestRef
 
 
 def ref(test_id: str, index: int) -> TestRef:

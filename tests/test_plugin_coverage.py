@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from test_plugin_e2e import BASE_ARGS, DEFAULT_DB
 
-from pytest_qlearn.coverage_map import CoverageMap
-from pytest_qlearn.line_tracer import LineTracer, statements
+from pytest_qlearn.changes.coverage_map import CoverageMap
+from pytest_qlearn.changes.line_tracer import LineTracer, statements
 
 SOURCES = {
     "pkg/__init__.py": "",
@@ -363,7 +363,7 @@ def test_a_failing_tracer_turns_coverage_off_with_one_warning_and_the_run_goes_o
     (pytester.path / "conftest.py").write_text(
         textwrap.dedent(
             """
-            from pytest_qlearn import line_tracer
+            from pytest_qlearn.changes import line_tracer
 
             def broken(self, test_id):
                 raise RuntimeError("the tracer broke")

@@ -8,13 +8,13 @@ from collections.abc import Iterator, Mapping
 
 import pytest
 
-from pytest_qlearn import prioritizer as prio
-from pytest_qlearn.history import FAILED, KEPT_VERDICTS, PASSED, TestHistory
-from pytest_qlearn.hyperparams import Hyperparameters
-from pytest_qlearn.qlearner import QEntry, QLearner
-from pytest_qlearn.rewards import RewardCalculator
+from pytest_qlearn.agents import prioritizer as prio
+from pytest_qlearn.engine.history import FAILED, KEPT_VERDICTS, PASSED, TestHistory
+from pytest_qlearn.engine.hyperparams import Hyperparameters
+from pytest_qlearn.engine.qlearner import QEntry, QLearner
+from pytest_qlearn.engine.rewards import RewardCalculator
+from pytest_qlearn.engine.state import State
 from pytest_qlearn.session import LearningSession, Ranking, TestResult
-from pytest_qlearn.state import State
 from pytest_qlearn.store.base import Partition
 from pytest_qlearn.store.sqlite import SqliteStore
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from pytest_qlearn.hyperparams import Hyperparameters
-from pytest_qlearn.qlearner import DeltaBatch, QEntry, QLearner
+from pytest_qlearn.engine.hyperparams import Hyperparameters
+from pytest_qlearn.engine.qlearner import DeltaBatch, QEntry, QLearner
 
 
 def learner(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pytest_qlearn.hyperparams import Hyperparameters
+from pytest_qlearn.engine.hyperparams import Hyperparameters
 from pytest_qlearn.replay import baselines
 from pytest_qlearn.replay.datasets import Cycle, Dataset, TestRun
 from pytest_qlearn.replay.runner import (

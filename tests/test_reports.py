@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from markdown_it import MarkdownIt
 
-from pytest_qlearn import prioritizer as prio
-from pytest_qlearn.history import FAILED, PASSED, SKIPPED
-from pytest_qlearn.hyperparams import ConfigError, Hyperparameters
+from pytest_qlearn.agents import prioritizer as prio
+from pytest_qlearn.engine.history import FAILED, PASSED, SKIPPED
+from pytest_qlearn.engine.hyperparams import ConfigError, Hyperparameters
 from pytest_qlearn.reports import (
     RENDERERS,
     SCHEMA_VERSION,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_qlearn.hyperparams import ConfigError
-from pytest_qlearn.rewards import (
+from pytest_qlearn.engine.hyperparams import ConfigError
+from pytest_qlearn.engine.rewards import (
     BONUS,
     DEFAULT_WEIGHTS,
     REWARD_RANGE,

@@ -8,11 +8,11 @@ import random
 
 import pytest
 
-from pytest_qlearn import selector as sel
-from pytest_qlearn.history import TestHistory
-from pytest_qlearn.hyperparams import ConfigError, Hyperparameters
-from pytest_qlearn.qlearner import QEntry, QLearner
-from pytest_qlearn.rewards import RewardCalculator
+from pytest_qlearn.agents import selector as sel
+from pytest_qlearn.engine.history import TestHistory
+from pytest_qlearn.engine.hyperparams import ConfigError, Hyperparameters
+from pytest_qlearn.engine.qlearner import QEntry, QLearner
+from pytest_qlearn.engine.rewards import RewardCalculator
 from pytest_qlearn.session import LearningSession, TestResult, default_registry
 from pytest_qlearn.store.base import Partition, PendingSkipDelta, Snapshot
 
@@ -337,7 +337,7 @@ def test_snapshot_json_without_pending_skips_reads_as_none() -> None:
 
 
 def test_cost_efficiency_is_100_within_the_budget_and_scaled_down_by_an_overrun() -> None:
-    from pytest_qlearn.rewards import EpisodeFacts
+    from pytest_qlearn.engine.rewards import EpisodeFacts
 
     def cost(used: float | None) -> float | None:
         facts = EpisodeFacts(

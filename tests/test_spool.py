@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_qlearn.history import FAILED, PASSED, SKIPPED
-from pytest_qlearn.prioritizer import TestRef
+from pytest_qlearn.agents.prioritizer import TestRef
+from pytest_qlearn.engine.history import FAILED, PASSED, SKIPPED
 from pytest_qlearn.session import LearningSession, TestResult
 from pytest_qlearn.store import SqliteStore
 from pytest_qlearn.store.base import (

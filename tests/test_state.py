@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_qlearn.state import Buckets, StateEncoder, canonical, readable
+from pytest_qlearn.engine.state import Buckets, StateEncoder, canonical, readable
 
 # -- Buckets ------------------------------------------------------------------------------
 

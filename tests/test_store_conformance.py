@@ -26,10 +26,10 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from pytest_qlearn import prioritizer as prio
-from pytest_qlearn.history import FAILED, PASSED, SKIPPED, TestHistory
-from pytest_qlearn.prioritizer import TestRef
-from pytest_qlearn.qlearner import QEntry
+from pytest_qlearn.agents import prioritizer as prio
+from pytest_qlearn.agents.prioritizer import TestRef
+from pytest_qlearn.engine.history import FAILED, PASSED, SKIPPED, TestHistory
+from pytest_qlearn.engine.qlearner import QEntry
 from pytest_qlearn.session import LearningSession, TestResult
 from pytest_qlearn.store import SqliteStore, Store
 from pytest_qlearn.store import postgres as postgres_store

@@ -21,9 +21,9 @@ from conftest import new_schema, pg_execute, with_query
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_qlearn import prioritizer as prio
-from pytest_qlearn.history import FAILED, PASSED
-from pytest_qlearn.prioritizer import TestRef
+from pytest_qlearn.agents import prioritizer as prio
+from pytest_qlearn.agents.prioritizer import TestRef
+from pytest_qlearn.engine.history import FAILED, PASSED
 from pytest_qlearn.session import LearningSession, TestResult
 from pytest_qlearn.store import SchemaTooNewError, StoreError, open_store, parse_store_url
 from pytest_qlearn.store.base import (

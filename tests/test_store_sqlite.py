@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_qlearn import prioritizer as prio
-from pytest_qlearn.history import FAILED, PASSED, SKIPPED
-from pytest_qlearn.hyperparams import ConfigError
-from pytest_qlearn.prioritizer import TestRef
+from pytest_qlearn.agents import prioritizer as prio
+from pytest_qlearn.agents.prioritizer import TestRef
+from pytest_qlearn.engine.history import FAILED, PASSED, SKIPPED
+from pytest_qlearn.engine.hyperparams import ConfigError
 from pytest_qlearn.session import LearningSession, TestResult
 from pytest_qlearn.store import (
     SchemaTooNewError,

@@ -25,7 +25,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ..hyperparams import RANGES, ConfigError, parse_changes
+from ..engine.hyperparams import RANGES, ConfigError, parse_changes
 from ..settings import DATABASE_URL_ENV, DEFAULT_ENVIRONMENT, MAX_NAME_LENGTH, default_project
 from ..store import Store, StoreError, open_store
 from ..store.base import DEFAULT_TTL_DAYS, Q_ORDERS, Partition

@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import prioritizer as prio
-from ..history import FAILED, PASSED, SKIPPED
+from ..agents import prioritizer as prio
+from ..engine.history import FAILED, PASSED, SKIPPED
 from ..session import LearningSession, TestResult, default_registry
 from ..store.base import DEFAULT_TTL_DAYS, Partition, Store
 from .data import InspectorError

@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from ..history import SKIPPED
+from ..engine.history import SKIPPED
 from ..store.base import (
     DEFAULT_TTL_DAYS,
     AgentProgress,

@@ -7,7 +7,7 @@ in-memory :class:`~pytest_qlearn.store.SqliteStore` that lives for the whole rep
     → score the order → finish(results) → write_episode(write)
 
 so what the replay measures is what users run. The baselines (:mod:`.baselines`) are
-computed online beside it, and every order is scored with :mod:`pytest_qlearn.metrics`
+computed online beside it, and every order is scored with :mod:`pytest_qlearn.engine.metrics`
 against the cycle's real verdicts and durations.
 """
 
@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .. import metrics
-from .. import prioritizer as prio
-from ..history import FAILED, PASSED
-from ..hyperparams import Hyperparameters
+from ..agents import prioritizer as prio
+from ..engine import metrics
+from ..engine.history import FAILED, PASSED
+from ..engine.hyperparams import Hyperparameters
 from ..session import LearningSession, Ranking, TestResult
 from ..store.base import Partition
 from ..store.sqlite import SqliteStore

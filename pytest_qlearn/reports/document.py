@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import __version__
-from ..history import FAILED, PASSED, SKIPPED
-from ..prioritizer import TIERS
-from ..rewards import REWARD_RANGE
+from ..agents.prioritizer import TIERS
+from ..engine.history import FAILED, PASSED, SKIPPED
+from ..engine.rewards import REWARD_RANGE
 from ..session import EpisodeSummary, TestResult
 from ..store.base import SessionRecord
 

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
-from ..agents import AgentType
-from ..history import TestHistory
-from ..qlearner import QEntry
+from ..agents.registry import AgentType
+from ..engine.history import TestHistory
+from ..engine.qlearner import QEntry
 
 #: Schema version this code writes; a store with a higher one is refused.
 #: 2: file_hashes (which test files changed since the last episode);

@@ -34,8 +34,8 @@ from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from ..history import TestHistory
-from ..qlearner import QEntry
+from ..engine.history import TestHistory
+from ..engine.qlearner import QEntry
 from .base import (
     CLEANUP_INTERVAL,
     DEFAULT_TTL_DAYS,

@@ -28,9 +28,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..agents import AgentType
-from ..history import TestHistory
-from ..hyperparams import Hyperparameters
+from ..agents.registry import AgentType
+from ..engine.history import TestHistory
+from ..engine.hyperparams import Hyperparameters
 from .base import (
     DEFAULT_TTL_DAYS,
     AgentProgress,

@@ -11,8 +11,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-from ..history import TestHistory
-from ..qlearner import QEntry
+from ..engine.history import TestHistory
+from ..engine.qlearner import QEntry
 from .base import (
     CLEANUP_INTERVAL,
     DEFAULT_TTL_DAYS,

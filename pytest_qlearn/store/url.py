@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from ..hyperparams import ConfigError
+from ..engine.hyperparams import ConfigError
 
 SQLITE_SCHEME = "sqlite"
 POSTGRES_SCHEME = "postgresql"

@@ -22,12 +22,12 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import NamedTuple
 
-from .agents import Agent, AgentType
-from .coverage_map import CoverageMap, changed_share_label
-from .hyperparams import Hyperparameters
-from .qlearner import QLearner, debiased_gap
-from .rewards import RewardCalculator
-from .state import Buckets, State, StateEncoder
+from ..changes.coverage_map import CoverageMap, changed_share_label
+from ..engine.hyperparams import Hyperparameters
+from ..engine.qlearner import QLearner, debiased_gap
+from ..engine.rewards import RewardCalculator
+from ..engine.state import Buckets, State, StateEncoder
+from .registry import Agent, AgentType
 
 NAME = "coverage-tracer"
 ACTIONS = ("reuse", "trace")

@@ -31,13 +31,13 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .agents import Agent, AgentType
-from .history import FAILED, PASSED, TestHistory
-from .hyperparams import ConfigError, Hyperparameters
-from .qlearner import QLearner, debiased_gap
-from .rewards import RewardCalculator
-from .state import Buckets, State, StateEncoder
-from .store.base import PendingSkipDelta, TrajectoryStep
+from ..engine.history import FAILED, PASSED, TestHistory
+from ..engine.hyperparams import ConfigError, Hyperparameters
+from ..engine.qlearner import QLearner, debiased_gap
+from ..engine.rewards import RewardCalculator
+from ..engine.state import Buckets, State, StateEncoder
+from ..store.base import PendingSkipDelta, TrajectoryStep
+from .registry import Agent, AgentType
 
 NAME = "selector"
 ACTIONS = ("run", "skip")

@@ -34,12 +34,12 @@ from array import array
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from .agents import Agent, AgentType
-from .history import FAILED, PASSED, SKIPPED, TestHistory
-from .hyperparams import Hyperparameters
-from .qlearner import QLearner, debiased_gap
-from .rewards import RewardCalculator
-from .state import Buckets, State, StateEncoder
+from ..engine.history import FAILED, PASSED, SKIPPED, TestHistory
+from ..engine.hyperparams import Hyperparameters
+from ..engine.qlearner import QLearner, debiased_gap
+from ..engine.rewards import RewardCalculator
+from ..engine.state import Buckets, State, StateEncoder
+from .registry import Agent, AgentType
 
 NAME = "prioritizer"
 TIERS = ("first", "middle", "last")

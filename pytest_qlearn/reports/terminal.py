@@ -4,8 +4,8 @@ in :mod:`pytest_qlearn.reports`.)"""
 
 from __future__ import annotations
 
-from .selector import BudgetSummary
-from .session import EpisodeSummary
+from ..agents.selector import BudgetSummary
+from ..session import EpisodeSummary
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:

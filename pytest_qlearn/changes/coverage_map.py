@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .state import Buckets
+from ..engine.state import Buckets
 
 #: How much of a test's covered code changed: share of its covered files that changed.
 CHANGED_SHARE = Buckets((0.001, 0.25, 0.5), integer=False)

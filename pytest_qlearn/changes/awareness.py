@@ -3,7 +3,7 @@ episode, so the prioritizer runs them right after the known failures.
 
 The changes are the files whose content differs from the digests the last episode stored
 (the store's ``file_hashes``: test files, the conftest files above them and the project
-modules they import); the static analysis of :mod:`pytest_qlearn.impact` maps them to tests
+modules they import); the static analysis of :mod:`pytest_qlearn.changes.impact` maps them to tests
 (those whose code names a changed definition: DIRECT; those that import a changed module:
 IMPORTS). With ``--qlearn-cov`` the coverage maps add the tests that execute the change
 without naming it. Pure (no pytest): every pytest-xdist worker computes
@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import prioritizer as prio
+from ..agents import prioritizer as prio
 from .impact import DependencyIndex, Impact
 
 

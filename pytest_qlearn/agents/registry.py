@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .hyperparams import Hyperparameters
-from .qlearner import QLearner
-from .rewards import RewardCalculator
+from ..engine.hyperparams import Hyperparameters
+from ..engine.qlearner import QLearner
+from ..engine.rewards import RewardCalculator
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import vcs
-from .changes import file_digests
+from . import git as vcs
 from .coverage_map import CoverageMap, changed_share_label, expand_lines, stale_files
+from .digests import file_digests
 
 
 @dataclass

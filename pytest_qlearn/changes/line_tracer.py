@@ -17,7 +17,7 @@ from pathlib import Path
 import coverage
 from coverage.exceptions import CoverageWarning
 
-from .changes import relative_key
+from .digests import relative_key
 
 #: Never measured even under the project root: installed packages, tool caches.
 OMIT = ("*/site-packages/*", "*/dist-packages/*", "*/.tox/*", "*/.nox/*", "*/.venv/*")
