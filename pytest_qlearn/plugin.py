@@ -9,7 +9,6 @@ the identical order, and it learns from the reports the workers send back.
 
 from __future__ import annotations
 
-import math
 import random
 import shutil
 import tempfile
@@ -32,6 +31,7 @@ from .changes import awareness as change_awareness
 from .changes.digests import file_digests, relative_key
 from .engine.history import FAILED, PASSED, SKIPPED
 from .engine.rewards import RewardCalculator
+from .keeping import EpisodeKeeper, StrictStoreError
 from .options import add_options, read_settings
 from .ordering import ScopedGroups
 from .reports import ReportContext, build_document, write_reports
@@ -39,11 +39,8 @@ from .reports import terminal as report
 from .reports.text import coverage_facts
 from .session import EpisodeSummary, LearningSession, Ranking, TestResult, default_registry
 from .settings import Settings
-from .store import SchemaTooNewError, Snapshot, Store, StoreError, open_store
-from .store.base import CoverageSnapshot, EpisodeWrite, Partition, PendingRun
-from .store.checkpoint import CheckpointPusher, owner_id
-from .store.spool import Spool, spool_directory
-from .store.url import StoreUrl, redact
+from .store import Snapshot
+from .store.base import CoverageSnapshot, Partition
 
 PLUGIN_NAME = "qlearn-plugin"
 WORKER_PLUGIN_NAME = "qlearn-worker-decisions"
@@ -151,15 +148,18 @@ def default_store_path(config: pytest.Config) -> Path:
 
 
 class QLearnPlugin:
+    """One pytest session's lifecycle: each hook translates what pytest reports into the
+    learning session's terms. Keeping the episode (store, spool, checkpoints, recovery) is
+    the :class:`~pytest_qlearn.keeping.EpisodeKeeper`'s job; workers never open the store."""
+
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         self.config = config
         self.settings = settings
         self.is_worker = hasattr(config, "workerinput")
         self.mode = "observe" if settings.observe else "reorder"
-        self.store: Store | None = None
-        self.store_display = ""
-        self.store_status = "not opened"
-        self.messages: list[str] = []
+        self.keeper = EpisodeKeeper(
+            settings, default_store_path(config), self._learning_session, self._agents()
+        )
         self.learning: LearningSession | None = None
         self.ranking: Ranking | None = None
         self.positions: dict[str, int] = {}
@@ -167,20 +167,9 @@ class QLearnPlugin:
         self.folds: dict[str, _Fold] = {}
         self.summary: EpisodeSummary | None = None
         self.partial: str | None = None  # why this run is a partial episode, if it is
-        self.strict_error: str | None = None
-        self.spool: Spool | None = None  # where learning waits when the store is unreachable
-        self.replayed = 0
-        self.started_at = time.time()
         self.started = time.perf_counter()
         self.first_failure_after: float | None = None
-        # a long run saves its results so far now and then (see _checkpoint)
-        interval = settings.checkpoint_seconds
-        self._next_checkpoint = time.monotonic() + interval if interval > 0 else math.inf
-        self._checkpointed = False
-        #: pushes the results so far into a store that outlives the runner (PostgreSQL)
-        self.pusher: CheckpointPusher | None = None
         self._ended: list[str] = []  # tests whose teardown was reported, in that order
-        self.recovered = 0  # interrupted runs claimed from the store and learned
         self._snapshot_dir: Path | None = None
         #: ``--qlearn-cov`` for this session, once the store's maps are loaded.
         self.coverage: qcov.CoverageRun | None = None
@@ -214,46 +203,17 @@ class QLearnPlugin:
 
     def _start_controller(self) -> None:
         for message in self.settings.warnings:
-            self._warn(message)
-        url = self.settings.store_url
+            self.keeper.warn(message)
         try:
-            if url is None:
-                url = StoreUrl("sqlite", str(default_store_path(self.config)), "")
-                self.store_display = f"sqlite:///{url.path}"
-            else:
-                self.store_display = url.display
-            spool_base = default_store_path(self.config).parent / "spool"
-            self.spool = Spool(spool_directory(spool_base, self.store_display))
-            self.store = open_store(url, on_warning=self._warn)
-            self.store.open()
-            # earlier runs' learning that could not reach the store goes in first
-            self.replayed = self.spool.replay(
-                self.store, self.settings.ttl_days, self._warn, relearn=self._relearn
-            )
-            partition = Partition(self.settings.project, self.settings.environment)
-            # interrupted runs whose checkpoints only the store kept (their runner is gone)
-            for run in self.store.claim_checkpoints(partition, owner_id()):
-                if self.store.write_episode(self._relearn(run), self.settings.ttl_days):
-                    self.recovered += 1
-            snapshot = self.store.load_snapshot(partition, self._agents())
-            stored = self.store.load_coverage(partition) if self.settings.coverage else None
-        # Exception, not only StoreError/OSError: whatever goes wrong in the store (a driver
-        # error, a bug of ours) must not break the user's test run (safety contract)
-        except Exception as exc:
-            self._store_failed(exc, "open")
-            if self.store is not None:
-                self.store.close()
-                self.store = None
-            if not isinstance(exc, SchemaTooNewError) and self.spool is not None:
+            opened = self.keeper.open()
+        except StrictStoreError as exc:
+            raise pytest.UsageError(f"pytest-qlearn (--qlearn-strict): {exc}") from None
+        if opened is None:
+            if self.keeper.can_spool:
                 self._start_offline()
             return
-        self.store_status = f"loaded {len(snapshot.histories)} test histories"
-        seed = self._seed(snapshot)
-        self.learning = self._learning_session(snapshot, seed, None)
-        if self.store.outlives_runner and self.settings.checkpoint_seconds > 0:
-            self.pusher = CheckpointPusher(
-                self.store, self.settings.checkpoint_seconds, self.settings.hyper.update_frequency
-            )
+        snapshot, stored = opened
+        self.learning = self._learning_session(snapshot, self._seed(snapshot), None)
         if stored is not None:
             self._start_coverage(stored, snapshot.file_hashes)
 
@@ -272,7 +232,8 @@ class QLearnPlugin:
     def _start_offline(self) -> None:
         """The store cannot be reached: keep collection order (observe mode) and rank from an
         empty snapshot for this run's report; the raw results are spooled, and the next run
-        that reaches the store learns them against its table (see :meth:`_relearn`)."""
+        that reaches the store learns them against its table (see
+        :meth:`~pytest_qlearn.keeping.EpisodeKeeper.relearn`)."""
         self.mode = "observe"
         snapshot = Snapshot(Partition(self.settings.project, self.settings.environment))
         seed = self.settings.seed
@@ -280,43 +241,13 @@ class QLearnPlugin:
             seed = random.SystemRandom().randrange(2**32)
         self.learning = self._learning_session(snapshot, seed, None)
 
-    def _relearn(self, run: PendingRun) -> EpisodeWrite:
-        """Learn an offline run's results against the store as it is now, as if that run
-        had reached it (its episode number and deltas then fit the stored table)."""
-        assert self.store is not None
-        snapshot = self.store.load_snapshot(run.partition, self._agents())
-        learning = self._learning_session(snapshot, run.seed, run.session_id)
-        learning.mode = run.mode
-        write, _ = learning.finish(
-            [TestResult(*result) for result in run.results],
-            started_at=run.started_at,
-            duration=run.duration,
-            exit_status=run.exit_status,
-            session_failed=run.session_failed,
-            riskiest=0,
-        )
-        return write
-
-    def _spool(self, entry: EpisodeWrite | PendingRun) -> Path | None:
-        """Keep what the store did not take (a learned write, or an offline run's raw
-        results); None (and a warning) if that fails too."""
-        if self.spool is None:
-            return None
-        try:
-            if isinstance(entry, PendingRun):
-                return self.spool.add_run(entry, on_warning=self._warn)
-            return self.spool.add(entry, on_warning=self._warn)
-        except OSError as exc:
-            self._warn(f"cannot spool this run's learning to {self.spool.directory}: {exc}")
-            return None
-
     def _seed(self, snapshot: Snapshot) -> int:
         if self.settings.seed is not None:
             return self.settings.seed
         if self.settings.seed_last:
             if snapshot.recent_sessions:
                 return snapshot.recent_sessions[0].seed
-            self._warn("--qlearn-seed last: no earlier run is stored, using a fresh seed")
+            self.keeper.warn("--qlearn-seed last: no earlier run is stored, using a fresh seed")
         return random.SystemRandom().randrange(2**32)
 
     def _learning_session(
@@ -349,49 +280,10 @@ class QLearnPlugin:
     def close(self) -> None:
         if self.coverage is not None:
             self.coverage.close()
-        if self.store is not None:
-            self.store.close()
-            self.store = None
+        self.keeper.close()
         if self._snapshot_dir is not None:
             shutil.rmtree(self._snapshot_dir, ignore_errors=True)
             self._snapshot_dir = None
-
-    def _warn(self, message: str) -> None:
-        self.messages.append(redact(message))
-
-    def _store_failed(self, exc: BaseException, during: str, spooled: Path | None = None) -> None:
-        text = redact(str(exc))
-        if not isinstance(exc, (StoreError, OSError)):  # not a store fault we foresaw: say what
-            text = f"internal error in the qlearn store ({type(exc).__name__}: {text})"
-        if isinstance(exc, SchemaTooNewError):
-            self.store_status = "refused: schema newer than this pytest-qlearn"
-        elif during != "clean up":
-            self.store_status = f"unavailable ({during})"
-        offline = not (
-            isinstance(exc, SchemaTooNewError) or self.spool is None or self.settings.strict
-        )
-        if during == "open" and not offline:
-            message = f"{text}; running the tests in collection order, nothing will be learned"
-        elif during == "open":
-            message = (
-                f"{text}; running the tests in collection order; this run's learning is "
-                "spooled locally and saved by the next run that reaches the store"
-            )
-        elif spooled is not None:
-            self.store_status = f"unavailable ({during}), spooled to {spooled}"
-            message = (
-                f"{text}; this run's learning is spooled to {spooled} and saved by the next "
-                "run that reaches the store"
-            )
-        elif during == "clean up":
-            message = f"{text}; this run's learning was saved, expired rows were not removed"
-        else:
-            message = f"{text}; this run's learning could not be saved"
-        if self.settings.strict:
-            self.strict_error = message
-            if during == "open":
-                raise pytest.UsageError(f"pytest-qlearn (--qlearn-strict): {message}")
-        self._warn(message)
 
     # -- pytest-xdist ------------------------------------------------------------------------
     @pytest.hookimpl(optionalhook=True)
@@ -439,14 +331,12 @@ class QLearnPlugin:
             notes.append(self.coverage.header())
         elif self.settings.coverage:
             notes.append("qlearn: coverage features are off: the store could not be read")
-        if self.learning is None or self.store is None:
-            return [
-                f"qlearn: store {self.store_display} {self.store_status}; collection order",
-                *notes,
-            ]
+        keeper = self.keeper
+        if self.learning is None or keeper.store is None:
+            return [f"qlearn: store {keeper.display} {keeper.status}; collection order", *notes]
         return [
             report.header_line(
-                prio.NAME, self.learning.seed, self.learning.epsilon, self.store_display, self.mode
+                prio.NAME, self.learning.seed, self.learning.epsilon, keeper.display, self.mode
             ),
             *notes,
         ]
@@ -570,13 +460,14 @@ class QLearnPlugin:
             fold.verdict = PASSED
         if report.when != "teardown":
             return
-        if time.monotonic() >= self._next_checkpoint:
-            self._checkpoint()
-        pusher = self.pusher
-        if pusher is not None:
+        keeper = self.keeper
+        if keeper.checkpoint_due():
+            keeper.checkpoint(self.learning, self._results())
+        if keeper.pusher is not None:
             self._ended.append(report.nodeid)
-            if pusher.due(len(self._ended)):
-                self._push_checkpoint(pusher)
+            if keeper.push_due(len(self._ended)):
+                fresh = self._results(self._ended[keeper.pushed :])
+                keeper.push(self.learning, fresh, len(self._ended))
 
     def _results(self, test_ids: Iterable[str] | None = None) -> list[TestResult]:
         """The folded results of ``test_ids`` (all tests when None) that have a verdict."""
@@ -596,74 +487,25 @@ class QLearnPlugin:
             if (fold := folds[test_id]).verdict is not None
         ]
 
-    def _checkpoint(self) -> None:
-        """Save the results so far to the spool, as an interrupted run's: if this process is
-        killed (a CI timeout, an OOM kill), the next run learns them instead of losing them.
-        A run that finishes replaces or removes the file."""
-        self._next_checkpoint = time.monotonic() + self.settings.checkpoint_seconds
-        if self.spool is None or self.learning is None:
-            return
-        results = self._results()
-        if not results:
-            return
-        run = self._pending_run(
-            self.learning, results, int(pytest.ExitCode.INTERRUPTED), True, owner_id()
-        )
-        try:
-            self.spool.add_run(run, on_warning=self._warn)
-            self._checkpointed = True
-        except OSError as exc:
-            self._next_checkpoint = math.inf
-            self._warn(f"cannot save a checkpoint of this run to {self.spool.directory}: {exc}")
-
-    def _push_checkpoint(self, pusher: CheckpointPusher) -> None:
-        """Hand the store the results of the tests that ended since the last push; it
-        writes them in the background (see :mod:`pytest_qlearn.store.checkpoint`)."""
-        assert self.learning is not None
-        fresh = self._results(self._ended[pusher.pushed :])
-        interrupted = int(pytest.ExitCode.INTERRUPTED)
-        run = self._pending_run(self.learning, fresh, interrupted, True, owner_id())
-        pusher.push(run, len(self._ended))
-
-    def _pending_run(
-        self,
-        learning: LearningSession,
-        results: list[TestResult],
-        exit_status: int,
-        session_failed: bool,
-        owner: str = "",
-    ) -> PendingRun:
-        """This run's raw results, to be learned by a later run that reaches the store."""
-        return PendingRun(
-            partition=learning.snapshot.partition,
-            session_id=learning.session_id,
-            seed=learning.seed,
-            mode=learning.mode,
-            started_at=self.started_at,
-            duration=time.perf_counter() - self.started,
-            exit_status=exit_status,
-            session_failed=session_failed,
-            results=[list(result) for result in results],
-            owner=owner,
-        )
-
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.is_worker or self.learning is None:
             return
         results = self._results()
+        keeper = self.keeper
         if not results:
-            self.store_status = "nothing ran, nothing learned"
+            keeper.status = "nothing ran, nothing learned"
             return
         coverage_write, percent = None, None
         if self.coverage is not None:
             coverage_write, percent = self.coverage.learn(self.learning)
             for message in self.coverage.messages:
-                self._warn(message)
+                keeper.warn(message)
         partial = self._partial(session)
-        write, summary = self.learning.finish(
+        learning = self.learning
+        write, summary = learning.finish(
             results,
-            started_at=self.started_at,
-            duration=time.perf_counter() - self.started,
+            started_at=keeper.started_at,
+            duration=keeper.elapsed(),
             exit_status=int(exitstatus),
             session_failed=exitstatus in _FAILED_SESSION,
             riskiest=5 if self._detailed_report(session.config) else 0,
@@ -693,48 +535,8 @@ class QLearnPlugin:
                 percent, self.learning.previous_coverage_percent
             )
         write.file_hashes = sorted(hashes.items())
-        push_failure = None
-        if self.pusher is not None:  # a push under way finishes first
-            # bounded by the store's command timeout (PostgreSQL: 60 s unless configured)
-            timeout = float(getattr(self.store, "command_timeout", 30.0)) + 5.0
-            push_failure = self.pusher.finish(timeout)
-            self.pusher = None
-        if self.store is not None:
-            try:
-                written = False
-                self.store.write_episode(write, self.settings.ttl_days)
-                written = True
-                if push_failure is not None:  # the one warning: the final write had none
-                    self._warn(
-                        f"{redact(str(push_failure)) or type(push_failure).__name__}; this "
-                        "run's checkpoints stayed local from then on (its learning was saved)"
-                    )
-                if self._checkpointed and self.spool is not None:
-                    self.spool.remove(write.session.session_id)  # the episode is safe now
-                self.store_status = f"saved to {self.store_display}"
-                if self.replayed:
-                    self.store_status += f" with {self.replayed} spooled earlier run(s)"
-                if self.recovered:
-                    self.store_status += (
-                        f" with {self.recovered} interrupted run(s) recovered from the store"
-                    )
-                removed = self.store.maybe_cleanup(self.settings.project, self.settings.ttl_days)
-                if removed:
-                    self.store_status += f" (expired {removed} rows unused for "
-                    self.store_status += f"{self.settings.ttl_days:g} days)"
-            except Exception as exc:  # a failed cleanup after the write spools nothing
-                if written:
-                    self._store_failed(exc, "clean up")
-                else:
-                    self._store_failed(exc, "write", self._spool(write))
-        else:  # offline from the start: the results wait in the spool, to be learned later
-            spooled = self._spool(
-                self._pending_run(
-                    self.learning, results, int(exitstatus), exitstatus in _FAILED_SESSION
-                )
-            )
-            if spooled is not None:
-                self.store_status = f"unavailable, spooled to {spooled}"
+        failed = exitstatus in _FAILED_SESSION
+        keeper.save(write, lambda: keeper.pending_run(learning, results, int(exitstatus), failed))
         # the run's learning is done: let its tables go before pytest's final gc.collect()
         self.learning = None
         self.ranking = None
@@ -743,17 +545,17 @@ class QLearnPlugin:
             context = ReportContext(
                 self.settings.project,
                 self.settings.environment,
-                self.store_display,
-                self.store_status,
-                warnings=tuple(self.messages),
+                keeper.display,
+                keeper.status,
+                warnings=tuple(keeper.messages),
             )
             write_reports(
                 build_document(summary, context),
                 self.settings.report_paths,
                 self.settings.step_summary,
-                self._warn,
+                keeper.warn,
             )
-        if self.strict_error is not None:
+        if keeper.strict_error is not None:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
     def _partial(self, session: pytest.Session) -> str | None:
@@ -781,7 +583,7 @@ class QLearnPlugin:
     ) -> None:
         if self.is_worker:
             return
-        for message in self.messages:
+        for message in self.keeper.messages:
             terminalreporter.write_line(f"qlearn: warning: {message}", yellow=True)
         summary = self.summary
         if summary is None:
@@ -801,7 +603,7 @@ class QLearnPlugin:
                 terminalreporter.write_line(line)
         if self.settings.report_terminal or verbosity > 0:
             terminalreporter.write_sep("-", "qlearn report")
-            for line in report.detail_lines(summary, self.store_status):
+            for line in report.detail_lines(summary, self.keeper.status):
                 terminalreporter.write_line(line)
             for line in report.budget_lines(summary.budget):
                 terminalreporter.write_line(line)
@@ -813,7 +615,7 @@ class QLearnPlugin:
                     f"first failure reported after {self.first_failure_after:.2f}s of wall time"
                 )
         elif verbosity >= 0:
-            terminalreporter.write_line(report.summary_line(summary, self.store_status))
+            terminalreporter.write_line(report.summary_line(summary, self.keeper.status))
             if summary.budget is not None:
                 terminalreporter.write_line(report.budget_line(summary.budget))
             if self.coverage_line:
