@@ -34,6 +34,7 @@ from array import array
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
+from ..changes.reach import CALLS_FURTHER, DIRECT, IMPORTS
 from ..engine.history import FAILED, PASSED, SKIPPED, TestHistory
 from ..engine.hyperparams import Hyperparameters
 from ..engine.qlearner import QLearner, debiased_gap
@@ -89,9 +90,7 @@ SHUFFLED_DURATION_FLOOR = 1e-2
 #: Evidence classes, most urgent first (the first element of every order key).
 FAILED_LAST = 0  # its last run with a verdict failed, and nothing it reaches changed since
 FAILED_LAST_CHANGED = 1  # failed last run, and code it reaches changed since (a fix?)
-DIRECT = 2  # its own code is new or changed, or it calls changed code (or a caller of it)
-CALLS_FURTHER = 3  # it calls a function further up a chain of callers of changed code
-IMPORTS = 4  # its module imports changed code
+# DIRECT, CALLS_FURTHER, IMPORTS (2-4): how it reaches changed code (changes/reach.py)
 NO_EVIDENCE = 5
 #: The change level's "share" of a test that static analysis (not coverage) ties to a change.
 STATIC_SHARES = {DIRECT: "static-direct", CALLS_FURTHER: "static-far", IMPORTS: "static-import"}

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from ..engine.agent_type import AgentType
 from ..engine.hyperparams import Hyperparameters
 from ..engine.qlearner import QLearner
 from ..engine.rewards import RewardCalculator
 
-
-@dataclass(frozen=True)
-class AgentType:
-    """What an agent is, as stored in ``agent_types``: its name, the decision it makes, its
-    actions (by number, with labels), the state features it reads and its hyperparameters."""
-
-    name: str
-    description: str
-    actions: tuple[str, ...]
-    features: tuple[str, ...]
-    version: int = 1
-    hyper: Hyperparameters = field(default_factory=Hyperparameters)
-
-    @property
-    def n_actions(self) -> int:
-        return len(self.actions)
+__all__ = ["Agent", "AgentRegistry", "AgentType", "UnknownAgentError"]
 
 
 class UnknownAgentError(KeyError):

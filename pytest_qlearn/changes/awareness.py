@@ -17,15 +17,15 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..agents import prioritizer as prio
 from .impact import DependencyIndex, Impact
+from .reach import CALLS_FURTHER, DIRECT, IMPORTS
 
 
 def _evidence(impact: Impact) -> int:
-    """impact.py's finding as the prioritizer's evidence class."""
+    """impact.py's finding as a reach (the prioritizer's evidence class)."""
     if impact.level >= 2:
-        return prio.DIRECT
-    return prio.CALLS_FURTHER if impact.calls else prio.IMPORTS
+        return DIRECT
+    return CALLS_FURTHER if impact.calls else IMPORTS
 
 
 @dataclass
@@ -45,7 +45,7 @@ class ChangeAwareness:
             return self.note
         if not self.changed_files:
             return ""
-        direct = sum(level == prio.DIRECT for level in self.impacts.values())
+        direct = sum(level == DIRECT for level in self.impacts.values())
         return (
             f"{len(self.changed_files)} changed file(s) since the last run reach "
             f"{len(self.impacts)} test(s) ({direct} directly); they run right after known "
@@ -91,6 +91,6 @@ def refine_with_coverage(
     0.923 without, more-itertools 0.720 against 0.980)."""
     refined = dict(impacts)
     for test_id in covering_changed:
-        if impacts.get(test_id) != prio.DIRECT:
-            refined[test_id] = prio.CALLS_FURTHER
+        if impacts.get(test_id) != DIRECT:
+            refined[test_id] = CALLS_FURTHER
     return refined

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
-from ..agents.registry import AgentType
+from ..engine.agent_type import AgentType
 from ..engine.history import TestHistory
 from ..engine.qlearner import QEntry
 

@@ -28,7 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from ..agents.registry import AgentType
+from ..engine.agent_type import AgentType
 from ..engine.history import TestHistory
 from ..engine.hyperparams import Hyperparameters
 from .base import (
