@@ -404,6 +404,53 @@ def test_stdlib_attributes_and_string_methods_are_not_the_projects_names(
     }
 
 
+def test_a_class_attribute_naming_the_change_makes_the_class_tests_direct(
+    tmp_path: Path,
+) -> None:
+    """more-itertools' RunningWindowSizeTests keeps the functions it checks in a class
+    attribute and reads them through ``self``: its tests run the changed function."""
+    write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "from .recipes import *\n",
+            "pkg/recipes.py": """
+                def running_mean(xs):
+                    return xs
+
+
+                def other():
+                    return 0
+            """,
+            "tests/test_recipes.py": """
+                from unittest import TestCase
+
+                import pkg as mi
+
+
+                class WindowTests(TestCase):
+                    functions = (mi.running_mean,)
+
+                    def test_each(self):
+                        for function in self.functions:
+                            function([1])
+
+
+                class OtherTests(TestCase):
+                    def test_other(self):
+                        mi.other()
+            """,
+        },
+    )
+    ids = [
+        "tests/test_recipes.py::WindowTests::test_each",
+        "tests/test_recipes.py::OtherTests::test_other",
+    ]
+    _, impacts = run_after_edit(
+        tmp_path, ["tests/test_recipes.py"], ids, "pkg/recipes.py", "return xs", "return xs[1:]"
+    )
+    assert {i: v.level for i, v in impacts.items()} == {ids[0]: 2, ids[1]: 1}
+
+
 def test_module_attribute_calls_of_project_modules_count(tmp_path: Path) -> None:
     write(
         tmp_path,

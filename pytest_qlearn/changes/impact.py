@@ -1242,8 +1242,9 @@ class _ImpactPass:
         return frozenset(names)
 
     def _test_refs(self, path: str, facts: _Facts, qual: str) -> frozenset[str]:
-        """The names a test's code names: its body and arguments, the setup code of its class
-        and module, and the autouse fixtures of its module and conftests."""
+        """The names a test's code names: its body and arguments, its class's own statements
+        and setup code, its module's setup code, and the autouse fixtures of its module and
+        conftests."""
         cached = self.refs_cache.get((path, qual))
         if cached is not None:
             return cached
@@ -1254,6 +1255,10 @@ class _ImpactPass:
             quals = facts.quals()
             prefix = own.rpartition(".")[0]
             while prefix:
+                # the class's own statements: class attributes its tests read through
+                # ``self`` (``functions = (mi.running_mean, ...)``), its bases, decorators
+                if prefix in quals:
+                    names |= self._def_refs(path, facts, prefix)
                 for setup in _CLASS_SETUP:
                     if f"{prefix}.{setup}" in quals:
                         names |= self._def_refs(path, facts, f"{prefix}.{setup}")
