@@ -253,6 +253,10 @@ class RerunPlugin:
         decision: tuple[str, str, int, bool, bool] | tuple[()] = ()
         learning = self.plugin.learning
         share = 0.0 if learning is None else learning.rerun_share(nodeid)
+        # "failed only after being moved": moved, and it never failed in its earlier runs
+        history = None if learning is None else learning.snapshot.histories.get(nodeid)
+        moved = tracked.moved and history is not None and history.runs > 0
+        moved = moved and history is not None and history.failures == 0
         if tracked.decision and tracked.decision[0]:
             k, t, action, explored, reused = tracked.decision
             decision = (str(k), str(t), int(action), bool(explored), bool(reused))
@@ -264,7 +268,7 @@ class RerunPlugin:
             str(kind),
             tracked.seconds,
             share,
-            tracked.moved,
+            moved,
             decision,
             tracked.before,
         )
