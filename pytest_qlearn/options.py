@@ -96,6 +96,14 @@ def add_options(parser: pytest.Parser) -> None:
         "agent expects to have changed; tests covering changed code rank and run first "
         "(ini qlearn_cov)",
     )
+    group.addoption(
+        "--qlearn-reruns",
+        metavar="N",
+        default=None,
+        help="rerun a failed test up to N times (0-5), as often as the flaky-hunter agent "
+        "learned pays: a test that passes on a rerun is reported flaky and passes; one that "
+        "fails every rerun stays failed (ini qlearn_reruns; 0, the default: off)",
+    )
     parser.addini("qlearn", type="bool", default=False, help="enable pytest-qlearn")
     parser.addini("qlearn_db", type="string", default="", help="store URL (see --qlearn-db)")
     parser.addini("qlearn_env", type="string", default="", help="environment partition")
@@ -154,6 +162,12 @@ def add_options(parser: pytest.Parser) -> None:
         help="true: per-test coverage as with --qlearn-cov (false)",
     )
     parser.addini(
+        "qlearn_reruns",
+        type="string",  # validated in settings, like the other numbers
+        default="",
+        help="the most reruns of a failed test (see --qlearn-reruns; 0, the default: off)",
+    )
+    parser.addini(
         "qlearn_full_run_every",
         type="string",  # validated in settings, like the other numbers
         default="",
@@ -192,6 +206,8 @@ def read_settings(config: pytest.Config) -> Settings:
         ini_full_run_every=ini("qlearn_full_run_every"),
         cli_cov=config.getoption("qlearn_cov"),
         ini_cov=ini("qlearn_cov"),
+        cli_reruns=config.getoption("qlearn_reruns"),
+        ini_reruns=ini("qlearn_reruns"),
         rootpath=config.rootpath,
     )
     try:

@@ -23,7 +23,9 @@ import pytest
 from . import budget as qbudget
 from . import coverage_plugin as qcov
 from . import hookspecs, junit
+from . import reruns as qreruns
 from .agents import coverage_tracer as ct
+from .agents import flaky_hunter as fh
 from .agents import prioritizer as prio
 from .agents import selector as sel
 from .agents.registry import AgentRegistry
@@ -101,7 +103,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         return
     plugin.close()
     config.pluginmanager.unregister(plugin, PLUGIN_NAME)
-    for name in (WORKER_PLUGIN_NAME, qcov.PLUGIN_NAME):
+    for name in (WORKER_PLUGIN_NAME, qcov.PLUGIN_NAME, qreruns.PLUGIN_NAME):
         other = config.pluginmanager.get_plugin(name)
         if other is not None:
             config.pluginmanager.unregister(other, name)
@@ -181,6 +183,8 @@ class QLearnPlugin:
         self.awareness: change_awareness.ChangeAwareness | None = None
         #: Why a --qlearn-budget selects nothing this run (-k, -m, --lf, node ids), or None.
         self.budget_off = qbudget.narrowed_by(config) if settings.budget is not None else None
+        #: Reruns (``--qlearn-reruns``) or the observer of pytest-rerunfailures, when wanted.
+        self.reruns: qreruns.RerunPlugin | None = None
 
     # -- start and stop ------------------------------------------------------------------
     def start(self) -> None:
@@ -188,6 +192,9 @@ class QLearnPlugin:
             self._start_worker()
         else:
             self._start_controller()
+        if qreruns.wanted(self.config, self.settings.reruns):
+            self.reruns = qreruns.RerunPlugin(self, self.settings.reruns)
+            self.config.pluginmanager.register(self.reruns, qreruns.PLUGIN_NAME)
 
     def _start_worker(self) -> None:
         workerinput: dict[str, Any] = getattr(self.config, "workerinput", {})
@@ -219,7 +226,12 @@ class QLearnPlugin:
 
     def _agents(self) -> list[str]:
         """The agents whose Q-tables a run loads."""
-        return [prio.NAME, sel.NAME, *([ct.NAME] if self.settings.coverage else [])]
+        return [
+            prio.NAME,
+            sel.NAME,
+            *([ct.NAME] if self.settings.coverage else []),
+            *([fh.NAME] if qreruns.wanted(self.config, self.settings.reruns) else []),
+        ]
 
     def _start_coverage(self, stored: CoverageSnapshot, file_hashes: dict[str, str]) -> None:
         assert self.learning is not None
@@ -511,6 +523,7 @@ class QLearnPlugin:
             riskiest=5 if self._detailed_report(session.config) else 0,
             coverage_percent=percent,
             partial=partial is not None,
+            reruns=() if self.reruns is None else self.reruns.records(),
         )
         self.summary = summary
         self.partial = partial

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .agents import coverage_tracer as ct
+from .agents import flaky_hunter as fh
 from .agents import prioritizer as prio
 from .agents import selector as sel
 from .agents.registry import AgentRegistry, AgentType
@@ -24,6 +25,7 @@ from .engine.history import FAILED, PASSED, SKIPPED, TestHistory
 from .engine.hyperparams import Hyperparameters
 from .engine.qlearner import LearnerStats, QLearner
 from .engine.rewards import EpisodeFacts, EpisodeReward, RewardCalculator
+from .engine.signatures import SignatureStats
 from .engine.state import State
 from .ordering import DEFAULT_SCOPE, ScopedGroups, locality_order
 from .settings import agent_defaults
@@ -55,6 +57,7 @@ def default_registry(
     registry.register(prio.agent_type(resolve(prio.NAME)))
     registry.register(sel.agent_type(resolve(sel.NAME)))
     registry.register(ct.agent_type(resolve(ct.NAME)))
+    registry.register(fh.agent_type(resolve(fh.NAME)))
     return registry
 
 
@@ -74,6 +77,41 @@ class TestResult(NamedTuple):
 
 
 TestResult.__test__ = False  # type: ignore[attr-defined]  # not a test class for pytest
+
+
+class RerunRecord(NamedTuple):
+    """A test that failed at least one attempt in a run with reruns (``--qlearn-reruns``, or
+    pytest-rerunfailures observed): its attempts (``F``/``P``, the first a failure), the
+    signature of its first failure, the flaky-hunter's decision when it made one, the seconds
+    its reruns took, and what the decision's state was built from."""
+
+    test_id: str
+    attempts: str
+    signature: str  # key ("" when the failure had no exception to sign)
+    signature_text: str
+    kind: str
+    rerun_seconds: float
+    share: float
+    moved: bool
+    #: [state key, readable state, action, explored, reused] of the flaky-hunter's decision;
+    #: empty when pytest-rerunfailures decided (observed: learned as its number of reruns).
+    decision: tuple[str, str, int, bool, bool] | tuple[()] = ()
+    #: Tests that ran just before it (for an order-dependence suspect), oldest first.
+    ran_before: tuple[str, ...] = ()
+
+    @property
+    def reruns(self) -> int:
+        return len(self.attempts) - 1
+
+    @property
+    def flaky(self) -> bool:
+        """It failed, then passed on a rerun."""
+        return len(self.attempts) > 1 and self.attempts.endswith("P")
+
+    @property
+    def order_suspect(self) -> bool:
+        """Failed after being moved by the reordering, passed when rerun alone."""
+        return self.flaky and self.moved
 
 
 class Risk(NamedTuple):
@@ -108,6 +146,10 @@ class EpisodeSummary:
     budget: sel.BudgetSummary | None = None
     #: What ``--qlearn-cov`` did, None when it was not asked for.
     coverage: CoverageSummary | None = None
+    #: The tests that were rerun (or observed rerun), with what the flaky-hunter learned.
+    reruns: list[RerunRecord] = field(default_factory=list)
+    #: The flaky-hunter's reward of each rerun decision, by test id.
+    rerun_rewards: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -151,6 +193,12 @@ class LearningSession:
         )
         #: The coverage-tracer agent (``--qlearn-cov``), and what its traces taught it.
         self.tracer = ct.CoverageTracer(self.tracer_learner, self.rewards, tracer_type)
+        hunter_type, self.hunter_learner = self._learner(
+            fh.NAME, fh.agent_type, hyper, f"{seed}:{fh.NAME}"
+        )
+        #: The flaky-hunter agent (``--qlearn-reruns``, or observing pytest-rerunfailures).
+        self.hunter = fh.FlakyHunter(self.hunter_learner, self.rewards, hunter_type)
+        self._expected_seconds: float | None = None
         self.trace_outcome: ct.TraceOutcome | None = None
         #: Tests whose covered code changed since the last coverage episode (``--qlearn-cov``):
         #: a budget always runs them.
@@ -201,11 +249,13 @@ class LearningSession:
                 prio.NAME: self.learner.entries(),
                 sel.NAME: self.selector_learner.entries(),
                 ct.NAME: self.tracer_learner.entries(),
+                fh.NAME: self.hunter_learner.entries(),
             },
             agent_states=self.snapshot.agent_states,
             recent_sessions=self.snapshot.recent_sessions,
             episodes=self.snapshot.episodes,
             pending_skips=self.snapshot.pending_skips,
+            signatures=self.snapshot.signatures,
         )
         return full.to_json()
 
@@ -303,6 +353,76 @@ class LearningSession:
         self.trace_outcome = self.tracer.learn(decisions, old_maps, new_maps)
         return self.trace_outcome
 
+    # -- reruns (the flaky-hunter) -----------------------------------------------------------
+    def rerun_share(self, test_id: str) -> float:
+        """A test's expected share of the session's time (its mean over all known tests'
+        means), 0 when unknown."""
+        histories = self.snapshot.histories
+        if self._expected_seconds is None:
+            self._expected_seconds = sum(h.duration_mean for h in histories.values() if h.runs)
+        history = histories.get(test_id)
+        if history is None or not history.runs or self._expected_seconds <= 0:
+            return 0.0
+        return history.duration_mean / self._expected_seconds
+
+    def rerun_failure(self, test_id: str, kind: str, signature: str, moved: bool) -> fh.Failure:
+        known = self.snapshot.signatures.get(signature, SignatureStats()) if signature else None
+        return fh.Failure(
+            test_id, kind, signature, known or SignatureStats(), moved, self.rerun_share(test_id)
+        )
+
+    def decide_reruns(
+        self, test_id: str, kind: str, signature: str, moved: bool, limit: int
+    ) -> fh.RerunDecision:
+        """How many times to rerun a test that just failed (at most ``limit``)."""
+        history = self.snapshot.histories.get(test_id) or TestHistory(test_id)
+        return self.hunter.decide(
+            history, self.rerun_failure(test_id, kind, signature, moved), limit
+        )
+
+    def _learn_reruns(
+        self, records: Sequence[RerunRecord], first_step: int, duration: float
+    ) -> tuple[list[TrajectoryStep], list[PatternDelta], dict[str, str], dict[str, float]]:
+        """Teach the flaky-hunter what each rerun (or observed rerun) did."""
+        steps: list[TrajectoryStep] = []
+        patterns: list[PatternDelta] = []
+        readable: dict[str, str] = {}
+        rewards: dict[str, float] = {}
+        histories = self.snapshot.histories
+        for offset, record in enumerate(sorted(records, key=lambda r: r.test_id)):
+            if record.decision:
+                key, text, action, explored, _reused = record.decision
+            else:  # observed: pytest-rerunfailures chose its number of reruns
+                history = histories.get(record.test_id) or TestHistory(record.test_id)
+                failure = self.rerun_failure(
+                    record.test_id, record.kind, record.signature, record.moved
+                )
+                state = self.hunter.state(history, failure)
+                key, text = state.key, state.readable
+                action, explored = min(record.reruns, fh.MAX_RERUNS), False
+            if not self.hunter_learner.knows(key):
+                readable[key] = text
+            reward = self.hunter.learn(key, action, record.attempts, record.share)
+            rewards[record.test_id] = reward
+            step = first_step + offset
+            steps.append(
+                TrajectoryStep(fh.NAME, step, record.test_id, key, action, explored, reward, None)
+            )
+            if record.signature:
+                patterns.append(
+                    PatternDelta(
+                        fh.NAME,
+                        record.signature,
+                        record.signature_text,
+                        1,
+                        int(record.flaky),
+                        record.reruns,
+                        int(record.flaky),
+                        reward,
+                    )
+                )
+        return steps, patterns, readable, rewards
+
     # -- learning --------------------------------------------------------------------------
     def finish(
         self,
@@ -315,6 +435,7 @@ class LearningSession:
         riskiest: int = 5,
         coverage_percent: float | None = None,
         partial: bool = False,
+        reruns: Sequence[RerunRecord] = (),
     ) -> tuple[EpisodeWrite, EpisodeSummary]:
         """Learn from the results and build the store write and the report summary.
 
@@ -324,8 +445,11 @@ class LearningSession:
         ``riskiest`` is how many of the riskiest tests the summary lists; 0 skips estimating
         every test again when no detailed report will show them. ``coverage_percent``: this
         run's total line coverage (``--qlearn-cov``), compared with the previous episode's.
+        ``reruns``: the tests rerun this run; the flaky-hunter learns from them, and a test
+        that failed and then passed on a rerun is learned as a flip, never as a plain pass.
         """
         histories = self.snapshot.histories
+        flaky_ids = {r.test_id for r in reruns if r.flaky}
         by_id = {r.test_id: r for r in results}
         ordered_ids = sorted(by_id)  # deterministic update order
         trajectories: list[TrajectoryStep] = []
@@ -341,11 +465,14 @@ class LearningSession:
             result = by_id[test_id]
             if result.verdict not in VERDICTS:
                 raise ValueError(f"unknown verdict {result.verdict!r} for {test_id!r}")
+            flaky = test_id in flaky_ids and result.verdict == PASSED
             observations.append(
-                Observation(test_id, result.verdict, result.duration, result.fixture)
+                Observation(test_id, result.verdict, result.duration, result.fixture, flaky)
             )
             history = histories.get(test_id) or TestHistory(test_id)
-            nxt = history.record(result.verdict, result.duration, self.episode, result.fixture)
+            nxt = history.record(
+                result.verdict, result.duration, self.episode, result.fixture, flaky
+            )
             next_histories.append(nxt)
             decision = self._decisions.get(test_id)
             if decision is None and result.tier is not None:
@@ -406,6 +533,22 @@ class LearningSession:
             if selection is not None:
                 self.selector_learner.end_episode(partial=partial)
             trajectories.extend(selector_learning.trajectories)
+        rerun_patterns: list[PatternDelta] = []
+        rerun_rewards: dict[str, float] = {}
+        rerun_seconds = rerun_saved = None
+        hunter_readable: dict[str, str] = {}
+        if reruns:
+            steps, rerun_patterns, hunter_readable, rerun_rewards = self._learn_reruns(
+                reruns, len(trajectories), duration
+            )
+            trajectories.extend(steps)
+            for record in reruns:
+                if record.decision and record.decision[4] and not record.decision[3]:
+                    exploited += 1  # a decision that reused a known signature's learned value
+                    exploited_paid += rerun_rewards.get(record.test_id, 0.0) > 0
+            rerun_seconds = sum(r.rerun_seconds for r in reruns)
+            # a confirmed flake kept the build from a false red: that saves rerunning it
+            rerun_saved = duration if any(r.flaky for r in reruns) else 0.0
 
         ran = [r for r in results if r.verdict in (PASSED, FAILED)]
         run_order = sorted(ran, key=lambda r: r.position)
@@ -444,6 +587,8 @@ class LearningSession:
                 budget_used=budget_used,
                 coverage_percent=coverage_percent,
                 previous_coverage_percent=self.previous_coverage_percent,
+                rerun_seconds=rerun_seconds,
+                rerun_saved=rerun_saved,
             )
         )
         session = SessionRecord(
@@ -486,7 +631,8 @@ class LearningSession:
             patterns=[
                 PatternDelta(prio.NAME, key, shared_states[key].readable, seen, pattern_hits[key])
                 for key, seen in sorted(pattern_seen.items())
-            ],
+            ]
+            + rerun_patterns,
             agents=[AgentProgress(prio.NAME, advance, self.learner.epsilon, stats.mean_reward, 1)],
         )
         if selector_learning is not None:
@@ -505,6 +651,18 @@ class LearningSession:
             write.agents.append(
                 AgentProgress(
                     ct.NAME, advance, self.tracer_learner.epsilon, tracer_stats.mean_reward, 1
+                )
+            )
+        if reruns:
+            self.hunter_learner.end_episode(partial=partial)
+            write.q_deltas[fh.NAME] = [
+                QDelta(state, hunter_readable.get(state, ""), action, dq, int(dn))
+                for (state, action), (dq, dn) in self.hunter_learner.take_deltas().items()
+            ]
+            hunter_stats = self.hunter_learner.statistics()
+            write.agents.append(
+                AgentProgress(
+                    fh.NAME, advance, self.hunter_learner.epsilon, hunter_stats.mean_reward, 1
                 )
             )
         if selection is not None:
@@ -529,6 +687,8 @@ class LearningSession:
             else sel.summarise(
                 selection, {r.test_id: (r.verdict, r.duration) for r in results}, self.mode
             ),
+            reruns=sorted(reruns, key=lambda r: r.test_id),
+            rerun_rewards=rerun_rewards,
         )
         return write, summary
 

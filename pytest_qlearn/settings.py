@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .agents import flaky_hunter as fh
 from .agents import prioritizer as prio
 from .agents.selector import Budget, parse_budget
 from .engine.hyperparams import RANGES, ConfigError, Hyperparameters, parse_hyperparameter
@@ -64,6 +65,8 @@ class Settings:
     full_run_every: int = 0
     #: Per-test coverage (``--qlearn-cov``).
     coverage: bool = False
+    #: The most reruns the flaky-hunter may give a failure (``--qlearn-reruns``; 0: off).
+    reruns: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class RawOptions:
     ini_full_run_every: str | None = None
     cli_cov: bool | None = None
     ini_cov: str | None = None
+    cli_reruns: str | None = None
+    ini_reruns: str | None = None
     rootpath: Path = Path()
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
@@ -214,6 +219,25 @@ def resolve(raw: RawOptions) -> Settings:
         )
     )
 
+    reruns_allowed = f"a whole number of reruns 0-{fh.MAX_RERUNS} (0: off)"
+    reruns_text: str | None
+    if raw.cli_reruns is not None:
+        reruns_key, reruns_text = "--qlearn-reruns", raw.cli_reruns
+    else:
+        reruns_key, reruns_text = "qlearn_reruns", raw.ini_reruns
+    reruns = int(
+        _ini_number(
+            reruns_key,
+            reruns_text,
+            0,
+            int,
+            lambda v: 0 <= v <= fh.MAX_RERUNS,
+            reruns_allowed,
+        )
+    )
+    if raw.cli_reruns is not None and not raw.cli_reruns.strip():
+        raise ConfigError(reruns_key, raw.cli_reruns, reruns_allowed)
+
     return Settings(
         enabled=enabled,
         store_url=store_url,
@@ -240,11 +264,14 @@ def resolve(raw: RawOptions) -> Settings:
         budget=budget,
         full_run_every=full_run_every,
         coverage=bool(raw.cli_cov) or _flag("qlearn_cov", raw.ini_cov),
+        reruns=reruns,
     )
 
 
 def agent_defaults(name: str) -> Hyperparameters:
     """An agent's hyperparameters before any ini value: the prioritizer has its own."""
+    if name == fh.NAME:
+        return fh.DEFAULT_HYPER
     return prio.DEFAULT_HYPER if name == prio.NAME else Hyperparameters()
 
 

@@ -321,7 +321,7 @@ def test_show_qvalues_table_and_json(db: str, capsys: pytest.CaptureFixture[str]
     ]
     hunter = ok_json(capsys, "show-qvalues", HUNTER, *shop(db))
     assert [(r["state"], r["action_label"], r["q"]) for r in hunter["q_values"]] == [
-        ("fX", "0", 0.75)
+        ("fX", "no rerun", 0.75)
     ]
     other_env = ok_json(capsys, "show-qvalues", AGENT, *shop(db, "py3.12"), "--order", "key")
     assert [(r["state"], r["action"], r["q"], r["visits"]) for r in other_env["q_values"]] == [
@@ -499,7 +499,16 @@ def test_export_writes_everything(
     ]
     assert {t["agent"] for t in doc["trajectories"]} == {AGENT}
     assert doc["patterns"] == [
-        {"agent": AGENT, "pattern": "p1", "description": "fail_rate=0", "occurrences": 2, "hits": 1}
+        {
+            "agent": AGENT,
+            "pattern": "p1",
+            "description": "fail_rate=0",
+            "occurrences": 2,
+            "hits": 1,
+            "reruns": 0,
+            "rerun_passes": 0,
+            "reward_sum": 0.0,
+        }
     ]
 
     code, out, _ = run(capsys, "export", AGENT, *shop(db), "-o", "-", "--trajectories", "2")
@@ -614,10 +623,10 @@ def test_migrate_creates_and_reports_the_schema(
 ) -> None:
     url = _url(kind, request, "fresh.db")
     doc = ok_json(capsys, "migrate", "--db", url)
-    assert doc["schema_version"] == SCHEMA_VERSION == 6
+    assert doc["schema_version"] == SCHEMA_VERSION == 7
     code, out, err = run(capsys, "migrate", "--db", url)
     assert (code, err) == (0, "")
-    assert out.strip().endswith("schema version 6 (up to date)")
+    assert out.strip().endswith("schema version 7 (up to date)")
     store = store_at(url)
     try:
         assert store.partitions() == []
@@ -901,7 +910,7 @@ def test_schema_newer_than_the_code_is_refused(
     for command in (["fleet-status"], ["migrate"]):
         code, _, err = run(capsys, *command, "--db", url)
         assert code == 1
-        assert_one_line_error(err, "schema version 99, newer than the 6 this pytest-qlearn knows")
+        assert_one_line_error(err, "schema version 99, newer than the 7 this pytest-qlearn knows")
 
 
 @pytest.mark.parametrize(

@@ -1315,7 +1315,7 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: Schema5) -> None
     store = schema5.new_store()
     store.open()
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 6
+        assert store.schema_version() == SCHEMA_VERSION == 7
         snapshot = store.load_snapshot(PARTITION, [AGENT])
         assert snapshot.histories == {"t::a": OLD_HISTORY}
         assert snapshot.histories["t::a"].fixture_mean == 0.0
@@ -1341,7 +1341,7 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: Schema5) -> None
     finally:
         store.close()
     before = schema5.execute("SELECT version, applied_at FROM qlearn_schema ORDER BY version")
-    assert [row[0] for row in before] == [1, 2, 3, 4, 5, 6]
+    assert [row[0] for row in before] == [1, 2, 3, 4, 5, 6, 7]
 
     # opening again is a no-op
     store = schema5.new_store()
@@ -1356,8 +1356,8 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: Schema5) -> None
         before
     )
 
-    # migration 6 applied again over its own columns (its record lost) changes nothing
-    schema5.execute("DELETE FROM qlearn_schema WHERE version = 6")
+    # migrations 6 and 7 applied again over their own columns (records lost) change nothing
+    schema5.execute("DELETE FROM qlearn_schema WHERE version >= 6")
     store = schema5.new_store()
     store.open()
     try:
@@ -1366,4 +1366,4 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: Schema5) -> None
     finally:
         store.close()
     versions = schema5.execute("SELECT version FROM qlearn_schema ORDER BY version")
-    assert [row[0] for row in versions] == [1, 2, 3, 4, 5, 6]
+    assert [row[0] for row in versions] == [1, 2, 3, 4, 5, 6, 7]

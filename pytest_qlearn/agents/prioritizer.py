@@ -199,7 +199,11 @@ def evidence_class(
     ``covers_changed``: its coverage map executes changed code (``--qlearn-cov``)."""
     if history.verdicts.rstrip(SKIPPED)[-1:] == FAILED:
         # nothing it reaches changed: it will most likely fail again; if something did, the
-        # change may be its fix (--ff cannot tell these apart)
+        # change may be its fix (--ff cannot tell these apart). A known-flaky test's failure
+        # (it passed on a rerun before) is weaker evidence than a stable test's: it runs
+        # after those, still before every test without failure evidence.
+        if history.flaky:
+            return FAILED_LAST_CHANGED
         return FAILED_LAST if impact is None and not covers_changed else FAILED_LAST_CHANGED
 
     # a new test counts through its code (new code is changed code), not through being

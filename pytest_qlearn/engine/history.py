@@ -38,6 +38,9 @@ class TestHistory(NamedTuple):
     #: Running mean, over the same runs as ``duration_mean`` (those with a pass/fail
     #: verdict), of the seconds spent in the test's setup and teardown.
     fixture_mean: float = 0.0
+    #: Runs that failed and then passed on a rerun (a flake confirmed, by ``--qlearn-reruns``
+    #: or pytest-rerunfailures): each also counts as a failure followed by a pass.
+    flaky: int = 0
 
     @property
     def is_new(self) -> bool:
@@ -65,11 +68,27 @@ class TestHistory(NamedTuple):
         recent = self.verdicts.replace(SKIPPED, "")[-k:]
         return recent.rjust(k, "-")
 
+    @property
+    def flaky_rate(self) -> float:
+        """The share of its runs that were confirmed flakes (0 without reruns)."""
+        return self.flaky / self.runs if self.runs else 0.0
+
     def record(
-        self, verdict: str, duration: float, episode: int, fixture: float = 0.0
+        self,
+        verdict: str,
+        duration: float,
+        episode: int,
+        fixture: float = 0.0,
+        flaky: bool = False,
     ) -> TestHistory:
         """A new history with one more episode's verdict, its duration and its setup +
-        teardown seconds (``fixture``); skipped runs keep only the episode."""
+        teardown seconds (``fixture``); skipped runs keep only the episode. A ``flaky`` run
+        (it failed, then passed on a rerun) is learned as a flip: a failure, then a pass,
+        each with half the seconds — never as a plain pass."""
+        if flaky and verdict == PASSED:
+            after_failure = self.record(FAILED, duration / 2, episode, fixture / 2)
+            after_pass = after_failure.record(PASSED, duration / 2, episode, fixture / 2)
+            return after_pass._replace(flaky=self.flaky + 1)
         first_episode = episode if self.first_episode < 0 else self.first_episode
         if verdict == SKIPPED:
             return self._replace(first_episode=first_episode, last_run_episode=episode)
@@ -91,6 +110,7 @@ class TestHistory(NamedTuple):
             self.duration_m2 + delta * (duration - mean),
             duration,
             _recent_mean(self.fixture_mean, fixture, runs),
+            self.flaky,
         )
 
 

@@ -20,7 +20,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 #: Why a component can be unavailable in this version (shown in reports, never faked).
 UNAVAILABLE_BECAUSE: dict[str, str] = {
     "coverage_gain": "needs --qlearn-cov on this run and on an earlier one",
-    "cost_efficiency": "needs a budget (--qlearn-budget) or reruns (--qlearn-reruns, not yet)",
+    "cost_efficiency": "needs a budget (--qlearn-budget) or reruns (--qlearn-reruns)",
 }
 
 COVERAGE_BONUS_AT = 90.0  # total line coverage, percent
@@ -70,6 +70,10 @@ class EpisodeFacts:
     #: With ``--qlearn-budget``: the budget given and the seconds the selected tests used.
     budget_seconds: float | None = None
     budget_used: float | None = None
+    #: With reruns: the seconds they took, and the seconds the flakes they confirmed saved
+    #: (a false red avoided saves rerunning the whole session).
+    rerun_seconds: float | None = None
+    rerun_saved: float | None = None
 
 
 @dataclass(frozen=True)
@@ -150,11 +154,18 @@ class RewardCalculator:
             components["pattern_reuse"] = None
             notes["pattern_reuse"] = "no decision reused a learned value"
 
+        costs: list[float] = []
         if facts.budget_seconds is not None and facts.budget_used is not None:
             # within the budget: 100; an overrun scales it down by budget / time used
             used = facts.budget_used
             ratio = 1.0 if used <= facts.budget_seconds else facts.budget_seconds / used
-            components["cost_efficiency"] = 100.0 * ratio
+            costs.append(100.0 * ratio)
+        if facts.rerun_seconds is not None and facts.rerun_saved is not None:
+            # rerun time against the time the avoided false reds saved
+            spent = facts.rerun_seconds + facts.rerun_saved
+            costs.append(100.0 * facts.rerun_saved / spent if spent > 0 else 100.0)
+        if costs:
+            components["cost_efficiency"] = sum(costs) / len(costs)
         else:
             components["cost_efficiency"] = None
             notes["cost_efficiency"] = UNAVAILABLE_BECAUSE["cost_efficiency"]

@@ -325,6 +325,27 @@ def register(commands: Any) -> None:
     json_flag(p)
 
     p = add(
+        "patterns",
+        "an agent's learned patterns: the flaky-hunter's failure signatures",
+        "List the patterns an agent keeps in the store. For the flaky-hunter (the default): "
+        "each failure signature (exception type, normalised message, location) with how often "
+        "it was seen failing, how often as a confirmed flake, the reruns tried, those that "
+        "passed (effectiveness) and the agent's mean reward on it.",
+        "  qlearn patterns\n  qlearn patterns flaky-hunter --limit 20\n"
+        "  qlearn patterns prioritizer --json\n",
+        _patterns,
+    )
+    p.add_argument("agent", metavar="AGENT", nargs="?", default="flaky-hunter")
+    p.add_argument(
+        "--limit",
+        type=positive_int,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"show at most N patterns, most seen first (default: {DEFAULT_LIMIT})",
+    )
+    json_flag(p)
+
+    p = add(
         "export",
         "write everything an agent learned to a JSON file",
         "Write one JSON document: summary, agent state, every Q-value, every session with its "
@@ -560,6 +581,48 @@ def _top_actions(args: argparse.Namespace) -> int:
             _state(d), d["action_label"], num(d["q"]), str(d["visits"]), num(d["margin"])
         )
     out.print(decisions)
+    return 0
+
+
+def _patterns(args: argparse.Namespace) -> int:
+    partition = _partition(args)
+    with opened(_store_url(args.db, "qlearn patterns")) as store:
+        rows = [p for p in store.patterns(partition) if p.agent == args.agent]
+        where = store.display_url
+    rows.sort(key=lambda p: (-p.occurrences, p.pattern))
+    rows = rows[: args.limit]
+    doc = {
+        "project": partition.project,
+        "environment": partition.environment,
+        "agent": args.agent,
+        "store": where,
+        "patterns": [
+            {
+                **p._asdict(),
+                "effectiveness": p.rerun_passes / p.reruns if p.reruns else None,
+                "mean_reward": p.reward_sum / p.occurrences if p.occurrences else None,
+            }
+            for p in rows
+        ],
+    }
+    if args.json:
+        _print_json(doc)
+        return 0
+    table = _table(f"Patterns of {args.agent}: {len(rows)}", _where(doc))
+    columns = ("pattern", "seen", "flaky", "reruns", "passed", "effectiveness", "mean reward")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "pattern" else "right")
+    for p in doc["patterns"]:
+        table.add_row(
+            p["description"] or p["pattern"],
+            str(p["occurrences"]),
+            str(p["hits"]),
+            str(p["reruns"]),
+            str(p["rerun_passes"]),
+            "n/a" if p["effectiveness"] is None else f"{p['effectiveness']:.0%}",
+            num(p["mean_reward"]),
+        )
+    _console().print(table)
     return 0
 
 

@@ -11,7 +11,8 @@ Top-level fields (README, section "Reports", documents each of them):
 ``schema_version``, ``generator``, ``generated_at``, ``partition``, ``session``, ``store``,
 ``warnings``, ``learner``, ``orders``, ``time_to_first_failure``, ``episode_reward``,
 ``failures_first``, ``tests``, ``riskiest``, ``progress``; ``budget`` only when a
-``--qlearn-budget`` applied.
+``--qlearn-budget`` applied; ``reruns`` only when a test was rerun (its attempts, whether it
+was flaky, its failure signature).
 """
 
 from __future__ import annotations
@@ -122,7 +123,29 @@ def build_document(summary: EpisodeSummary, context: ReportContext) -> Document:
         **({} if summary.budget is None else {"budget": summary.budget.as_dict()}),
         # only with --qlearn-cov
         **({} if summary.coverage is None else {"coverage": summary.coverage.as_dict()}),
+        # only when a test was rerun (--qlearn-reruns, or pytest-rerunfailures observed)
+        **({"reruns": _reruns(summary)} if summary.reruns else {}),
     }
+
+
+def _reruns(summary: EpisodeSummary) -> list[dict[str, Any]]:
+    return [
+        {
+            "test_id": r.test_id,
+            "attempts": r.attempts,
+            "reruns": r.reruns,
+            "flaky": r.flaky,
+            "order_dependent_suspect": r.order_suspect,
+            "ran_before": list(r.ran_before),
+            "signature": r.signature,
+            "signature_text": r.signature_text,
+            "kind": r.kind,
+            "rerun_seconds": r.rerun_seconds,
+            "decided_by": "flaky-hunter" if r.decision else "observed",
+            "reward": summary.rerun_rewards.get(r.test_id),
+        }
+        for r in summary.reruns
+    ]
 
 
 def _tier(tier: int | None) -> str | None:

@@ -166,6 +166,8 @@ def render_html(doc: Document) -> str:
         out += _facts("Time budget", text.budget_facts(doc["budget"]))
     if "coverage" in doc:
         out += _facts("Coverage", text.coverage_facts(doc["coverage"]))
+    if "reruns" in doc:
+        out += _facts("Flaky", text.flaky_facts(doc["reruns"]))
     out += _failures(tests)
     out += _reward(doc["episode_reward"])
     out += _progress(doc["progress"])

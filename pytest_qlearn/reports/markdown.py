@@ -112,6 +112,13 @@ def render_markdown(doc: Document) -> str:
             [[escape(label), escape(value)] for label, value in text.budget_facts(doc["budget"])],
         )
 
+    if "reruns" in doc:
+        out += ["", "### Flaky", ""]
+        out += table(
+            ["test", "what the reruns showed"],
+            [[escape(k), escape(v)] for k, v in text.flaky_facts(doc["reruns"])],
+        )
+
     if "coverage" in doc:
         out += ["", "### Coverage", ""]
         out += table(

@@ -99,3 +99,22 @@ def coverage_facts(coverage: dict[str, Any]) -> list[tuple[str, str]]:
             )
         )
     return facts
+
+
+def flaky_facts(reruns: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The Flaky section: one row per rerun test — flaky (passed on a rerun), an
+    order-dependence suspect, or failed every attempt — with its signature."""
+    rows = []
+    for r in reruns:
+        if r["order_dependent_suspect"]:
+            before = ", ".join(r["ran_before"]) or "nothing"
+            what = f"order-dependent? failed after being moved (ran after {before}), passed alone"
+        elif r["flaky"]:
+            what = f"flaky: passed on rerun {r['reruns']}"
+        else:
+            what = f"failed all {r['reruns'] + 1} attempts"
+        what += f" ({r['decided_by']}, reruns {r['rerun_seconds']:.2f}s)"
+        if r["signature_text"]:
+            what += f"; {r['signature_text']}"
+        rows.append((r["test_id"], what))
+    return rows

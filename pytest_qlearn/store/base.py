@@ -18,6 +18,10 @@ from typing import Any, NamedTuple
 from ..engine.agent_type import AgentType
 from ..engine.history import TestHistory
 from ..engine.qlearner import QEntry
+from ..engine.signatures import SignatureStats
+
+#: The agent whose patterns are failure signatures (``agents/flaky_hunter.py``).
+SIGNATURE_AGENT = "flaky-hunter"
 
 #: Schema version this code writes; a store with a higher one is refused.
 #: 2: file_hashes (which test files changed since the last episode);
@@ -27,7 +31,9 @@ from ..engine.qlearner import QEntry
 #: 5: coverage_maps, coverage_runs, coverage_files (``--qlearn-cov``).
 #: 6: test_history.fixture_mean (setup + teardown seconds per test); sessions.partial (a
 #: narrowed or stopped-early run: learned from, but not counted in :attr:`Snapshot.episodes`).
-SCHEMA_VERSION = 6
+#: 7: test_history.flaky (runs that passed only on a rerun); patterns.reruns, rerun_passes,
+#: reward_sum (what reruns of a failure signature did, for the ``flaky-hunter`` agent).
+SCHEMA_VERSION = 7
 DEFAULT_TTL_DAYS = 30
 SECONDS_PER_DAY = 86_400.0
 #: Automatic TTL cleanup runs at most this often per project.
@@ -101,12 +107,13 @@ class SessionRecord:
 
 class Observation(NamedTuple):
     """One test's verdict in this run (``P``/``F``/``S``), its duration and the seconds it
-    spent in setup + teardown (``fixture``)."""
+    spent in setup + teardown (``fixture``); ``flaky``: it failed, then passed on a rerun."""
 
     test_id: str
     verdict: str
     duration: float
     fixture: float = 0.0
+    flaky: bool = False
 
 
 class TrajectoryStep(NamedTuple):
@@ -129,13 +136,19 @@ class QDelta(NamedTuple):
 
 
 class PatternDelta(NamedTuple):
-    """A learned pattern (a shared state): how often it was seen and how often it failed."""
+    """A learned pattern: for the prioritizer a shared state (how often it was seen and how
+    often it failed); for the flaky-hunter a failure signature (how often it was seen
+    failing, how often as a confirmed flake, the reruns tried, those that passed, and the
+    agent's reward summed over its decisions on it)."""
 
     agent: str
     pattern: str
     description: str
     occurrences: int
     hits: int
+    reruns: int = 0
+    rerun_passes: int = 0
+    reward_sum: float = 0.0
 
 
 class PendingSkipDelta(NamedTuple):
@@ -376,6 +389,9 @@ class Snapshot:
     #: Every stored session, partial ones included (the run hands it back as
     #: :attr:`EpisodeWrite.base_session_count`).
     session_count: int = 0
+    #: The flaky-hunter's failure signatures: key -> what is known of it (loaded only when
+    #: that agent is asked for).
+    signatures: dict[str, SignatureStats] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialised for pytest-xdist workers, which must not open the store."""
@@ -393,6 +409,7 @@ class Snapshot:
                 "file_hashes": self.file_hashes,
                 "pending_skips": self.pending_skips,
                 "session_count": self.session_count,
+                "signatures": {k: list(v) for k, v in self.signatures.items()},
             }
         )
 
@@ -416,6 +433,7 @@ class Snapshot:
             },
             # before schema 6 every session counted as an episode
             session_count=int(data.get("session_count", data["episodes"])),
+            signatures={k: SignatureStats(*v) for k, v in data.get("signatures", {}).items()},
         )
 
 
@@ -545,6 +563,14 @@ class Store(ABC):
     @abstractmethod
     def patterns(self, partition: Partition) -> list[PatternDelta]:
         """Every stored pattern with its totals, sorted by agent and pattern."""
+
+    def signatures(self, partition: Partition) -> dict[str, SignatureStats]:
+        """The flaky-hunter's failure signatures of ``partition`` (its patterns)."""
+        return {
+            p.pattern: SignatureStats(p.occurrences, p.hits, p.reruns, p.rerun_passes, p.reward_sum)
+            for p in self.patterns(partition)
+            if p.agent == SIGNATURE_AGENT
+        }
 
     @abstractmethod
     def schema_version(self) -> int:

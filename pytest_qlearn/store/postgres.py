@@ -43,6 +43,7 @@ from .base import (
     Q_ORDERS,
     SCHEMA_VERSION,
     SECONDS_PER_DAY,
+    SIGNATURE_AGENT,
     AgentProgress,
     AgentState,
     CheckpointPush,
@@ -295,6 +296,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """ALTER TABLE sessions
             ADD COLUMN IF NOT EXISTS partial boolean NOT NULL DEFAULT false""",
     ),
+    7: (
+        # runs that passed only on a rerun (a flake confirmed) ...
+        "ALTER TABLE test_history ADD COLUMN IF NOT EXISTS flaky integer NOT NULL DEFAULT 0",
+        # ... and what reruns of a failure signature did (the flaky-hunter's patterns)
+        "ALTER TABLE patterns ADD COLUMN IF NOT EXISTS reruns bigint NOT NULL DEFAULT 0",
+        "ALTER TABLE patterns ADD COLUMN IF NOT EXISTS rerun_passes bigint NOT NULL DEFAULT 0",
+        """ALTER TABLE patterns
+            ADD COLUMN IF NOT EXISTS reward_sum double precision NOT NULL DEFAULT 0""",
+    ),
 }
 
 _HISTORY_FIELDS = TestHistory._fields
@@ -312,6 +322,7 @@ _HISTORY_TYPES = (
     "float8",  # duration_m2
     "float8",  # last_duration
     "float8",  # fixture_mean
+    "integer",  # flaky
 )
 assert len(_HISTORY_TYPES) == len(_HISTORY_FIELDS)
 
@@ -401,11 +412,14 @@ _INSERT_REWARDS = """
     SELECT $1, u.* FROM unnest($2::text[], $3::float8[], $4::float8[]) AS u"""
 _MERGE_PATTERNS = """
     INSERT INTO patterns AS t (partition_key, project, environment, updated_at, expires_at,
-        agent, pattern_hash, description, occurrences, hits)
+        agent, pattern_hash, description, occurrences, hits, reruns, rerun_passes, reward_sum)
     SELECT $1, $2, $3, $4, $5, u.* FROM unnest($6::text[], $7::text[], $8::text[],
-        $9::bigint[], $10::bigint[]) AS u
+        $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::float8[]) AS u
     ON CONFLICT (partition_key, agent, pattern_hash) DO UPDATE SET
         occurrences = t.occurrences + EXCLUDED.occurrences, hits = t.hits + EXCLUDED.hits,
+        reruns = t.reruns + EXCLUDED.reruns,
+        rerun_passes = t.rerun_passes + EXCLUDED.rerun_passes,
+        reward_sum = t.reward_sum + EXCLUDED.reward_sum,
         updated_at = EXCLUDED.updated_at, expires_at = EXCLUDED.expires_at"""
 _MERGE_AGENT_STATES = """
     INSERT INTO agent_states AS t (partition_key, project, environment, last_active, agent,
@@ -706,7 +720,10 @@ class PostgresStore(Store):
 
     # -- reading ---------------------------------------------------------------------------
     def load_snapshot(self, partition: Partition, agents: Sequence[str]) -> Snapshot:
-        return self._call("read", self._load_snapshot(partition, list(agents)))
+        snapshot = self._call("read", self._load_snapshot(partition, list(agents)))
+        if SIGNATURE_AGENT in agents:
+            snapshot.signatures = self.signatures(partition)
+        return snapshot
 
     async def _load_snapshot(self, partition: Partition, agents: list[str]) -> Snapshot:
         conn = self.conn
@@ -913,8 +930,8 @@ class PostgresStore(Store):
 
     def patterns(self, partition: Partition) -> list[PatternDelta]:
         rows = self._fetch(
-            "SELECT agent, pattern_hash, description, occurrences, hits FROM patterns "
-            f"WHERE {_PARTITION} ORDER BY agent, pattern_hash",
+            "SELECT agent, pattern_hash, description, occurrences, hits, reruns, rerun_passes, "
+            f"reward_sum FROM patterns WHERE {_PARTITION} ORDER BY agent, pattern_hash",
             *_key(partition),
         )
         return [PatternDelta(*row) for row in rows]
@@ -1118,6 +1135,9 @@ class PostgresStore(Store):
                 [p.description for p in patterns],
                 [p.occurrences for p in patterns],
                 [p.hits for p in patterns],
+                [p.reruns for p in patterns],
+                [p.rerun_passes for p in patterns],
+                [p.reward_sum for p in patterns],
             )
         agents = _merged_agents(write.agents)
         if agents:
@@ -1259,7 +1279,7 @@ class PostgresStore(Store):
             for obs in write.observations:
                 history = stored.get(obs.test_id) or TestHistory(obs.test_id)
                 stored[obs.test_id] = history.record(
-                    obs.verdict, obs.duration, write.session.episode, obs.fixture
+                    obs.verdict, obs.duration, write.session.episode, obs.fixture, obs.flaky
                 )
             histories = stored.values()
         rows = sorted({h.test_id: h for h in histories}.values(), key=lambda h: h.test_id)
@@ -1408,7 +1428,13 @@ def _merged_patterns(patterns: Sequence[PatternDelta]) -> list[PatternDelta]:
         key = (p.agent, p.pattern)
         held = merged.get(key)
         if held is not None:
-            p = held._replace(occurrences=held.occurrences + p.occurrences, hits=held.hits + p.hits)
+            p = held._replace(
+                occurrences=held.occurrences + p.occurrences,
+                hits=held.hits + p.hits,
+                reruns=held.reruns + p.reruns,
+                rerun_passes=held.rerun_passes + p.rerun_passes,
+                reward_sum=held.reward_sum + p.reward_sum,
+            )
         merged[key] = p
     return [merged[key] for key in sorted(merged)]
 

@@ -20,6 +20,7 @@ from .base import (
     Q_ORDERS,
     SCHEMA_VERSION,
     SECONDS_PER_DAY,
+    SIGNATURE_AGENT,
     AgentState,
     CheckpointPush,
     CoverageSnapshot,
@@ -241,6 +242,14 @@ MIGRATIONS: dict[int, tuple[str | AddColumn, ...]] = {
         # ... and narrowed or stopped-early runs, which do not advance the episode schedule
         AddColumn("sessions", "partial", "INTEGER NOT NULL DEFAULT 0"),
     ),
+    7: (
+        # runs that passed only on a rerun (a flake confirmed) ...
+        AddColumn("test_history", "flaky", "INTEGER NOT NULL DEFAULT 0"),
+        # ... and what reruns of a failure signature did (the flaky-hunter's patterns)
+        AddColumn("patterns", "reruns", "INTEGER NOT NULL DEFAULT 0"),
+        AddColumn("patterns", "rerun_passes", "INTEGER NOT NULL DEFAULT 0"),
+        AddColumn("patterns", "reward_sum", "REAL NOT NULL DEFAULT 0"),
+    ),
 }
 
 #: Tables whose rows simply age out: (table, the column of their last use).
@@ -391,9 +400,11 @@ class SqliteStore(Store):
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-            return snapshot
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the qlearn store {self.display_url}: {exc}") from exc
+        if SIGNATURE_AGENT in agents:
+            snapshot.signatures = self.signatures(partition)
+        return snapshot
 
     def _read_snapshot(
         self, partition: Partition, agents: Sequence[str], key: tuple[str, str]
@@ -615,11 +626,15 @@ class SqliteStore(Store):
 
     def patterns(self, partition: Partition) -> list[PatternDelta]:
         rows = self._rows(
-            "SELECT agent, pattern_hash, description, occurrences, hits FROM patterns "
+            "SELECT agent, pattern_hash, description, occurrences, hits, reruns, rerun_passes, "
+            "reward_sum FROM patterns "
             "WHERE project = ? AND environment = ? ORDER BY agent, pattern_hash",
             (partition.project, partition.environment),
         )
-        return [PatternDelta(a, p, d, int(o), int(h)) for a, p, d, o, h in rows]
+        return [
+            PatternDelta(a, p, d, int(o), int(h), int(r), int(rp), float(rs))
+            for a, p, d, o, h, r, rp, rs in rows
+        ]
 
     # -- writing ---------------------------------------------------------------------------
     def write_episode(self, write: EpisodeWrite, ttl_days: float = DEFAULT_TTL_DAYS) -> bool:
@@ -718,9 +733,13 @@ class SqliteStore(Store):
             )
             conn.executemany(
                 "INSERT INTO patterns (project, environment, agent, pattern_hash, description, "
-                "occurrences, hits, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "occurrences, hits, reruns, rerun_passes, reward_sum, updated_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (project, environment, agent, pattern_hash) DO UPDATE SET "
                 "occurrences = occurrences + excluded.occurrences, hits = hits + excluded.hits, "
+                "reruns = reruns + excluded.reruns, "
+                "rerun_passes = rerun_passes + excluded.rerun_passes, "
+                "reward_sum = reward_sum + excluded.reward_sum, "
                 "updated_at = excluded.updated_at, expires_at = excluded.expires_at",
                 [
                     (
@@ -731,6 +750,9 @@ class SqliteStore(Store):
                         p.description,
                         p.occurrences,
                         p.hits,
+                        p.reruns,
+                        p.rerun_passes,
+                        p.reward_sum,
                         now,
                         expires,
                     )
@@ -912,7 +934,9 @@ class SqliteStore(Store):
         rows = []
         for obs in write.observations:
             history = stored.get(obs.test_id) or TestHistory(obs.test_id)
-            updated = history.record(obs.verdict, obs.duration, write.session.episode, obs.fixture)
+            updated = history.record(
+                obs.verdict, obs.duration, write.session.episode, obs.fixture, obs.flaky
+            )
             stored[obs.test_id] = updated
             rows.append((*key, *updated, now, expires))
         self._upsert_histories(rows)
