@@ -36,6 +36,7 @@ from .replay.runner import (
     progress_total,
     replay,
 )
+from .store.url import redact
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -113,7 +114,7 @@ def _commands(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def _error(prog: str, message: str) -> None:
-    one_line = " ".join(message.split())
+    one_line = redact(" ".join(message.split()))  # never a password, whatever quoted it
     print(f"{prog}: error: {one_line}", file=sys.stderr)
 
 

@@ -106,7 +106,10 @@ class EpisodeKeeper:
         self.status = f"loaded {len(snapshot.histories)} test histories"
         if self.store.outlives_runner and self.settings.checkpoint_seconds > 0:
             self.pusher = CheckpointPusher(
-                self.store, self.settings.checkpoint_seconds, self.settings.hyper.update_frequency
+                self.store,
+                self.settings.checkpoint_seconds,
+                self.settings.hyper.update_frequency,
+                journal=self.spool,  # the spool notes what was pushed (see Spool.replay)
             )
         return snapshot, stored
 

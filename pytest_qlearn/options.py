@@ -104,7 +104,12 @@ def add_options(parser: pytest.Parser) -> None:
         "learned pays: a test that passes on a rerun is reported flaky and passes; one that "
         "fails every rerun stays failed (ini qlearn_reruns; 0, the default: off)",
     )
-    parser.addini("qlearn", type="bool", default=False, help="enable pytest-qlearn")
+    parser.addini(
+        "qlearn",
+        type="string",  # validated in settings: pytest's bool type fails without naming the key
+        default="",
+        help="true: enable pytest-qlearn (false)",
+    )
     parser.addini("qlearn_db", type="string", default="", help="store URL (see --qlearn-db)")
     parser.addini("qlearn_env", type="string", default="", help="environment partition")
     parser.addini(
@@ -184,7 +189,7 @@ def read_settings(config: pytest.Config) -> Settings:
 
     raw = RawOptions(
         cli_enabled=config.getoption("qlearn"),
-        ini_enabled=bool(config.getini("qlearn")),
+        ini_enabled=ini("qlearn"),
         cli_db=config.getoption("qlearn_db"),
         ini_db=ini("qlearn_db"),
         cli_env=config.getoption("qlearn_env"),

@@ -75,7 +75,8 @@ class RawOptions:
     values (as text, None when not set)."""
 
     cli_enabled: bool | None = None
-    ini_enabled: bool = False
+    #: ini ``qlearn``: its text (validated by :func:`resolve`; None or empty: not set)
+    ini_enabled: bool | str | None = False
     cli_db: str | None = None
     ini_db: str | None = None
     cli_env: str | None = None
@@ -105,7 +106,10 @@ class RawOptions:
 
 def resolve(raw: RawOptions) -> Settings:
     """Validate every value; the first bad one raises :class:`ConfigError`."""
-    enabled = raw.ini_enabled if raw.cli_enabled is None else raw.cli_enabled
+    ini_enabled = raw.ini_enabled
+    if not isinstance(ini_enabled, bool):
+        ini_enabled = _flag("qlearn", ini_enabled)
+    enabled = ini_enabled if raw.cli_enabled is None else raw.cli_enabled
 
     store_url: StoreUrl | None = None
     source = "default"
@@ -276,8 +280,9 @@ def agent_defaults(name: str) -> Hyperparameters:
 
 
 def _flag(key: str, value: str | None) -> bool:
-    """An ini boolean (false when not set); anything but a truth word is a ConfigError."""
-    text = (value or "false").strip().lower()
+    """An ini boolean (false when not set or empty); anything but a truth word is a
+    ConfigError naming the key and the allowed words."""
+    text = (value or "").strip().lower() or "false"
     if text not in _TRUE + _FALSE:
         raise ConfigError(key, value, "true or false (also yes/no, on/off, 1/0)")
     return text in _TRUE

@@ -125,6 +125,36 @@ def test_bad_ini_value_is_a_usage_error_naming_key_value_and_range(
     result.stdout.no_fnmatch_line("*1 passed*")
 
 
+@pytest.mark.parametrize("value", ["maybe", "2", "enabled"])
+def test_a_bad_qlearn_switch_names_the_key_and_the_allowed_values(
+    pytester: pytest.Pytester, value: str
+) -> None:
+    """Issue 13, case 9: it was pytest's "invalid truth value 'maybe'", without the key."""
+    pytester.makefile(".ini", pytest=f"[pytest]\nqlearn = {value}\n")
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = run(pytester)
+    assert_usage_error(result, "qlearn = ", value, "true or false")
+    result.stdout.no_fnmatch_line("*1 passed*")
+
+
+@pytest.mark.parametrize(
+    ("line", "enabled"),
+    [("qlearn =", False), ("qlearn = ", False), ("qlearn = yes", True), ("qlearn = Off", False)],
+)
+def test_an_empty_qlearn_switch_is_unset_like_the_other_keys(
+    pytester: pytest.Pytester, line: str, enabled: bool
+) -> None:
+    pytester.makefile(".ini", pytest=f"[pytest]\n{line}\n")
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = run(pytester)
+    result.assert_outcomes(passed=1)
+    assert ("qlearn: " in result.stdout.str()) is enabled
+    # the command line still decides over the ini file
+    result = run(pytester, "--qlearn")
+    result.assert_outcomes(passed=1)
+    assert "qlearn: " in result.stdout.str()
+
+
 @pytest.mark.parametrize(
     ("args", "key", "value", "allowed"),
     [

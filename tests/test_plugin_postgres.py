@@ -4,6 +4,7 @@ final write, share it between eight concurrent processes, and never print its pa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -390,6 +391,182 @@ def test_strict_makes_a_failed_write_fail_the_run(
     assert result.ret == pytest.ExitCode.INTERNAL_ERROR
     assert len(warnings_of(result)) == 1
     assert len(spooled(pytester)) == 1  # strict or not, nothing learned is lost
+
+
+# -- the store freezes in the middle of the run (issue 13, case 8) ------------------------------
+FREEZER = """
+    import asyncio
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    import asyncpg
+
+
+    async def pushed():
+        conn = await asyncpg.connect(os.environ["QLEARN_FREEZE_DB"])
+        try:
+            return await conn.fetchval("SELECT count(*) FROM checkpoint_results")
+        finally:
+            await conn.close()
+
+
+    def children(pid):
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(stat[1]) == pid:
+                    found.append(int(entry.name))
+        return found
+
+
+    def test_one_freeze_the_database():
+        deadline = time.monotonic() + 60
+        while not asyncio.run(pushed()):  # a checkpoint reached the database first
+            assert time.monotonic() < deadline, "no checkpoint was pushed"
+            time.sleep(0.02)
+        root = int(os.environ["QLEARN_POSTMASTER_PID"])
+        pids = [root, *children(root)]  # the server and every backend: it stops answering
+        Path(os.environ["QLEARN_FROZEN"]).write_text(" ".join(map(str, pids)))
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+"""
+TIMER = """
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    (HERE / "finish-started").write_text(repr(__import__("time").monotonic()))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if not hasattr(config, "workerinput"):
+        (HERE / "unconfigured").write_text(repr(__import__("time").monotonic()))
+"""
+
+
+def test_a_frozen_database_costs_the_run_one_command_timeout_not_a_sum(
+    pytester: pytest.Pytester, pg_instance: PgInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database stops answering mid-run (every server process SIGSTOPped) while the run
+    pushes checkpoints. The heartbeat, the push under way and the final write each waited a
+    command timeout of their own (a 12 s run took 127 s with the default 60 s); after the
+    first timeout the run gives up on the store: the end of the session costs at most one
+    command timeout, and the run's learning is spooled."""
+    timeout = 4.0
+    make_project(pytester, fail=("test_c",), ini=PUSH_EVERY_TEST)
+    pytester.makeconftest(CONFTEST + TIMER)
+    pytester.makepyfile(test_one_freezer=textwrap.dedent(FREEZER))
+    pg_instance.start()
+    url = pg_instance.url()
+    frozen = pytester.path / "frozen.pids"
+    monkeypatch.setenv("QLEARN_FREEZE_DB", url)
+    monkeypatch.setenv("QLEARN_POSTMASTER_PID", str(pg_instance.postmaster_pid()))
+    monkeypatch.setenv("QLEARN_FROZEN", str(frozen))
+    try:
+        result = run_subprocess(
+            pytester, "--qlearn-db", f"{url}?command_timeout={timeout:g}", "--qlearn-report=r.json"
+        )
+    finally:
+        for pid in map(int, frozen.read_text().split() if frozen.exists() else []):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    result.assert_outcomes(passed=TESTS, failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    [warning] = warnings_of(result)
+    assert "cannot write to the qlearn store" in warning and "spooled to" in warning
+    assert "stopped answering earlier in this run" in warning
+    added = float((pytester.path / "unconfigured").read_text()) - float(
+        (pytester.path / "finish-started").read_text()
+    )
+    assert added < timeout + 2.5, added  # two timeouts before (8.0 s), one now (4.0 s)
+    [spool_file] = spooled(pytester)
+    lost_id = report(pytester.path / "r.json")["session"]["session_id"]
+    assert episode_from_json(spool_file.read_text(encoding="utf-8")).session.session_id == lost_id
+
+    # the server answers again: the next run writes the spooled episode, complete
+    (pytester.path / "test_one_freezer.py").unlink()
+    after = run_subprocess(pytester, "--qlearn-db", url)
+    after.assert_outcomes(passed=TESTS - 1, failed=1)
+    assert not warnings_of(after)
+    assert lost_id in sessions(url) and not spooled(pytester)
+    [(tests,)] = pg_execute(url, f"SELECT tests FROM sessions WHERE session_id = '{lost_id}'")
+    assert tests == TESTS + 1
+
+
+def test_a_complete_spooled_run_wins_over_its_checkpoint_recovered_by_another_runner(
+    pytester: pytest.Pytester,
+    pg_instance: PgInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Issue 13, case 1, as it happened: runner A pushes checkpoints; its database freezes; A
+    ends with its complete run spooled. The server resumes; runner B (another checkout of the
+    same project) recovers A's checkpoint, which holds A's first results only. A's next run
+    found the session stored and deleted its spool: the results after the freeze were lost.
+    Now they are learned as well, each test once."""
+    shared = "qlearn_project = shared\n"
+    make_project(pytester, fail=("test_c",), ini=PUSH_EVERY_TEST + shared)
+    runner_b = tmp_path / "runner-b"  # another checkout, on the same host
+    runner_b.mkdir()
+    for name in ("pytest.ini", "conftest.py", "test_one.py", "test_two.py", "fail.txt"):
+        shutil.copy(pytester.path / name, runner_b / name)
+    pytester.makepyfile(test_one_freezer=textwrap.dedent(FREEZER))
+    pg_instance.start()
+    url = pg_instance.url()
+    frozen = pytester.path / "frozen.pids"
+    monkeypatch.setenv("QLEARN_FREEZE_DB", url)
+    monkeypatch.setenv("QLEARN_POSTMASTER_PID", str(pg_instance.postmaster_pid()))
+    monkeypatch.setenv("QLEARN_FROZEN", str(frozen))
+    try:
+        a1 = run_subprocess(
+            pytester, "--qlearn-db", f"{url}?command_timeout=3", "--qlearn-report=a1.json"
+        )
+    finally:
+        for pid in map(int, frozen.read_text().split() if frozen.exists() else []):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    a1.assert_outcomes(passed=TESTS, failed=1)
+    assert "spooled to" in warnings_of(a1)[0]
+    a_id = report(pytester.path / "a1.json")["session"]["session_id"]
+    [spool_file] = spooled(pytester)
+    assert episode_from_json(spool_file.read_text(encoding="utf-8")).session.tests == TESTS + 1
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    b = subprocess.run(
+        [sys.executable, "-m", "pytest", *BASE_ARGS, "--qlearn-db", url, "--qlearn-report=b.json"],
+        cwd=runner_b,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert b.returncode == pytest.ExitCode.TESTS_FAILED, b.stdout + b.stderr
+    b_status = report(runner_b / "b.json")["store"]["status"]
+    assert "1 interrupted run(s) recovered from the store" in b_status
+    [(recovered_tests,)] = pg_execute(
+        url, f"SELECT tests FROM sessions WHERE session_id = '{a_id}'"
+    )
+    assert 0 < recovered_tests < TESTS + 1  # a part of A's run
+
+    (pytester.path / "test_one_freezer.py").unlink()
+    a2 = run_subprocess(pytester, "--qlearn-db", url, "--qlearn-report=a2.json")
+    a2.assert_outcomes(passed=TESTS - 1, failed=1)
+    assert not warnings_of(a2)
+    assert "with 1 spooled earlier run(s)" in report(pytester.path / "a2.json")["store"]["status"]
+    assert not spooled(pytester)
+    runs = _runs_by_test(url)
+    freezer = "test_one_freezer.py::test_one_freeze_the_database"
+    assert runs.pop(freezer) == 1  # only A's first run had it
+    assert runs == dict.fromkeys(runs, 3) and len(runs) == TESTS  # A, B, A again: once each
+    stored = sessions(url)
+    assert len(stored) == 4 and a_id in stored and a_id + "+rest" in stored
+    assert tuple(pg_execute(url, "SELECT episodes FROM agent_states")[0]) == (3,)
 
 
 # -- killed in the middle of the final write -----------------------------------------------------

@@ -451,6 +451,17 @@ AWKWARD = {
     "wildcards": "test_like[%_*?\\]",
     "long_ascii": "tests/test_long.py::test_p[" + "x" * 10_000 + "]",
     "long_unicode": "tests/test_long.py::test_u[" + "ä[;'\"\n]€" * 1_250 + "]",
+    # issue 13: what a database cannot store as it is, and the characters that make an id
+    # read as something else
+    "nul": "tests/test_x.py::test_n[a\x00b\x00]",
+    "lone_surrogates": "tests/test_x.py::test_s[\udc80-\ud800-\udfff\udbff]",
+    "bidi_controls": "tests/test_x.py::test_b[\u202eevil\u202c\u2066x\u2069\u200f\u061c]",
+    "escape_lookalike": "tests/test_x.py::test_e[\uffff0000\uffff\uffffzzzz]",
+    "everything": "t.py::test[\x00\udc80\u202e\uffff\x01\t%_'\"]",
+}
+#: Text no database takes as it is: NUL, lone surrogates (and the store's escape character).
+HOSTILE_TEXTS = {
+    k: AWKWARD[k] for k in ("nul", "lone_surrogates", "escape_lookalike", "everything")
 }
 
 
@@ -480,6 +491,109 @@ def test_awkward_test_ids_and_project_names_round_trip(store: Store, name: str) 
     for near in (Partition(text[:-1], text), Partition(text, text[:-1]), Partition("%", "%")):
         assert store.load_snapshot(near, [AGENT]).episodes == 0
         assert store.load_snapshot(near, [AGENT]).histories == {}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_TEXTS), ids=list(HOSTILE_TEXTS))
+def test_hostile_text_round_trips_through_every_field_and_every_read(
+    store: Store, name: str
+) -> None:
+    """Issue 13, cases 3 and 4: a NUL (PostgreSQL refused the whole write) or a lone surrogate
+    (neither store could encode it) anywhere a write carries text comes back exactly, through
+    every read of the interface, and near misses see nothing."""
+    text = AWKWARD[name]
+    partition = Partition(text, text + "env")
+    agent = "agent" + text
+    w = episode_write(
+        "session" + text,
+        partition=partition,
+        observations=[(text, FAILED, 1.0), (text + "2", PASSED, 2.0)],
+        q=[(text, 0, 1.5, 1), ("plain", 1, 2.0, 2)],
+        agent=agent,
+        agents=[AgentProgress(agent, 1, 0.5, 1.0, 1)],
+        patterns=[PatternDelta(agent, text, "description " + text, 2, 1)],
+    )
+    w.session = replace(w.session, mode="reorder" + text)
+    w.trajectories = [TrajectoryStep(agent, 0, text, text, 1, True, 0.5, text)]
+    w.rewards = [RewardEvent("component" + text, 1.0, 0.5)]
+    w.file_hashes = [(text + ".py", "digest" + text)]
+    w.pending_skips = [PendingSkipDelta(text, "key" + text, 1.0)]
+    w.coverage = CoverageWrite(
+        maps=[(text, '{"map": "' + text + '"}', 1)],
+        commit="commit" + text,
+        dirty=[text + ".py"],
+        percent=50.0,
+        statements=[(text + ".py", "digest" + text, "1-2")],
+    )
+    write(store, w)
+    assert store.write_episode(w) is False  # stored once, found by its id
+
+    snapshot = store.load_snapshot(partition, [agent])
+    assert snapshot.partition == partition
+    assert set(snapshot.histories) == {text, text + "2"}
+    assert snapshot.histories[text].test_id == text
+    assert q_table(snapshot, agent) == {(text, 0): (1.5, 1), ("plain", 1): (2.0, 2)}
+    assert set(snapshot.agent_states) == {agent}
+    assert snapshot.recent_sessions == [w.session]
+    assert snapshot.file_hashes == {text + ".py": "digest" + text}
+    assert snapshot.pending_skips == {text: {"key" + text: 1.0}}
+    coverage = store.load_coverage(partition)
+    assert coverage.maps == {text: ('{"map": "' + text + '"}', 1)}
+    assert (coverage.last_commit, coverage.last_dirty) == ("commit" + text, (text + ".py",))
+    assert coverage.statements == {text + ".py": ("digest" + text, "1-2")}
+
+    assert store.recent_sessions(partition) == [w.session]
+    assert store.sessions(partition) == [w.session]
+    assert partition in store.partitions()
+    assert store.partitions(text) == [partition]
+    assert {(r.agent, r.state, r.state_text) for r in store.q_values(partition, agent)} == {
+        (agent, text, f"text of {text}"),
+        (agent, "plain", "text of plain"),
+    }
+    assert set(store.q_table_summaries(partition)) == {agent}
+    assert store.q_table_summaries(partition)[agent].agent == agent
+    assert store.agent_states(partition)[agent].agent == agent
+    assert store.rewards(partition) == {w.session.session_id: w.rewards}
+    [step] = store.trajectories(partition, agent)
+    assert (step.session_id, step.agent, step.test_id, step.state, step.next_state) == (
+        w.session.session_id,
+        agent,
+        text,
+        text,
+        text,
+    )
+    assert set(store.episode_agent_stats(partition, agent)) == {w.session.session_id}
+    assert store.patterns(partition) == [PatternDelta(agent, text, "description " + text, 2, 1)]
+
+    # near misses and other partitions see nothing
+    for near in (Partition(text[:-1], text + "env"), Partition("x", text + "env")):
+        assert store.load_snapshot(near, [agent]).histories == {}
+    assert store.cleanup("other project", ttl_days=30) == 0
+    assert store.load_snapshot(partition, [agent]).histories.keys() == {text, text + "2"}
+    # and the project's own cleanup finds its rows
+    assert store.cleanup(text, ttl_days=30, now=time.time() + 40 * DAY) > 0
+    assert store.maybe_cleanup(text, ttl_days=30) == 0
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_TEXTS), ids=list(HOSTILE_TEXTS))
+def test_hostile_text_in_a_checkpoint_round_trips(store: Store, name: str) -> None:
+    text = AWKWARD[name]
+    partition = Partition(text, text)
+    result = [text, FAILED, 0.5, 0, 0, 1, False]
+    push = checkpoint_push(1, [result], session_id="killed" + text, partition=partition)
+    push = replace(push, run=replace(push.run, owner=FAR_OWNER + text))
+    store.push_checkpoint(push, now=1_000.0)
+    store.beat_checkpoint(push.run.session_id, push.run.owner, now=1_500.0)
+    assert store.claim_checkpoints(partition, "claimer:1", now=1_000.0 + STALE + 1) == []
+    [run] = store.claim_checkpoints(partition, "claimer" + text, now=1_500.0 + STALE + 1)
+    assert (run.partition, run.session_id, run.results) == (
+        partition,
+        "killed" + text,
+        [result],
+    )
+    assert run.owner == "claimer" + text
+    # the run's episode supersedes its checkpoint
+    write(store, episode_write("killed" + text, partition=partition))
+    assert store.claim_checkpoints(partition, "claimer:2", now=1e9) == []
 
 
 # -- TTL ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,8 +25,15 @@ __all__ = [
 ]
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def render_json(doc: Document) -> str:
-    return json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    """The document as JSON, every text exactly (a lone surrogate in a test id, which no
+    UTF-8 file can hold, as its JSON escape ``\\udc80``)."""
+    rendered = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    # JSON puts text only inside strings, so a surrogate is always in one: escaped in place
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", rendered)
 
 
 RENDERERS: dict[str, Callable[[Document], str]] = {

@@ -1,7 +1,9 @@
 """The HTML report: one self-contained page (inline CSS, inline SVG charts, a few lines of
 inline JavaScript for sortable tables; nothing is fetched).
 
-Every test id, message and name goes through :func:`html.escape`, and the page's Content
+Every test id, message and name goes through :func:`escape` (:func:`html.escape`, with bidi
+controls and lone surrogates shown as escapes so an id cannot display as another), and the
+page's Content
 Security Policy allows no network access and no script but its own (pinned by hash), so even
 a test id such as ``test_x[<script>alert(1)</script>]`` can only ever be text.
 """
@@ -10,15 +12,21 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import math
 import time
 from collections.abc import Sequence
-from html import escape
 from typing import Any, NamedTuple
 
 from . import text
 from .document import Document
 from .svg import Series, line_chart
+
+
+def escape(value: str) -> str:
+    """Text as HTML: markup escaped, bidi controls and lone surrogates shown as escapes."""
+    return html.escape(text.visible(value))
+
 
 #: At most this many tests are listed (failures always are); the JSON report has them all.
 MAX_TEST_ROWS = 2000

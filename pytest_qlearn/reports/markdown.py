@@ -31,15 +31,17 @@ _BACKTICKS = re.compile(r"`+")
 def escape(value: object) -> str:
     """Plain text, inert in Markdown and in a table cell: every character that could start
     emphasis, code, a link, raw HTML, an entity or a cell break backslash-escaped, control
-    characters (line breaks included) turned into spaces."""
-    return _SPECIAL.sub(r"\\\1", _CONTROL.sub(" ", str(value)))
+    characters (line breaks included) turned into spaces, bidi controls and lone surrogates
+    shown as escapes (:func:`~pytest_qlearn.reports.text.visible`)."""
+    return _SPECIAL.sub(r"\\\1", _CONTROL.sub(" ", text.visible(str(value))))
 
 
 def code(value: str, *, in_table: bool = True) -> str:
     """A literal inline code span (for test ids): nothing inside is interpreted. The fence
     is longer than any run of backticks inside; a pipe is escaped in a table cell, where
-    GitHub splits cells before it reads code spans (and drops the backslash again)."""
-    value = _CONTROL.sub(" ", value)
+    GitHub splits cells before it reads code spans (and drops the backslash again). Bidi
+    controls and lone surrogates show as escapes: an id cannot display as another."""
+    value = _CONTROL.sub(" ", text.visible(value))
     if not value.strip():
         return escape(value) or "\u200b"
     longest = max((len(run) for run in _BACKTICKS.findall(value)), default=0)

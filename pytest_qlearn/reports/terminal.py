@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..agents.selector import BudgetSummary
 from ..session import EpisodeSummary
+from .text import visible
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -61,7 +62,8 @@ def detail_lines(summary: EpisodeSummary, store_status: str) -> list[str]:
         lines.append("riskiest tests (learned failure probability):")
         for risk in summary.riskiest:
             lines.append(
-                f"  {risk.p_fail:5.1%}  {risk.test_id}  ({risk.failures}/{risk.runs} failed)"
+                f"  {risk.p_fail:5.1%}  {visible(risk.test_id)}  "
+                f"({risk.failures}/{risk.runs} failed)"
             )
     lines.append(f"store: {store_status}")
     return lines
@@ -82,7 +84,7 @@ def budget_line(b: BudgetSummary) -> str:
     if b.mode == "full run":
         return f"{head}: full run (qlearn_full_run_every), all {b.selected} tests ran"
     if b.mode == "observe":
-        missed = ", ".join(b.missed) if b.missed else "none"
+        missed = ", ".join(map(visible, b.missed)) if b.missed else "none"
         return (
             f"{head}, observed: would run {b.selected} and deselect {b.deselected} tests, "
             f"saving {b.saved:.2f}s; failures it would miss: {missed}"

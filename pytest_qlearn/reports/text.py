@@ -1,10 +1,24 @@
-"""How numbers read in the Markdown and HTML reports (one place, so both say the same)."""
+"""How numbers and text read in the Markdown, HTML and terminal reports (one place, so all
+say the same)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 NA = "n/a"
+#: Characters that make text display as something it is not: the bidi controls (embeddings,
+#: overrides, isolates, marks: ``\u202e`` shows what follows reversed) and lone surrogates
+#: (not text at all; no UTF-8 file can hold one).
+_INVISIBLE = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\ud800-\udfff]")
+
+
+def visible(text: str) -> str:
+    """``text`` with every bidi control and lone surrogate shown as its escape (``\\u202e``),
+    so a test id reads as what it is; everything else as it is."""
+    if _INVISIBLE.search(text) is None:
+        return text
+    return _INVISIBLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def number(value: float | None, digits: int = 3) -> str:

@@ -48,6 +48,12 @@ class StoreError(Exception):
     """The store could not do what was asked (unreachable, corrupt, unwritable...)."""
 
 
+class StoreDataError(StoreError):
+    """The store refused the data itself (a value out of range, text it cannot hold...), not
+    for want of a connection or of space: writing the same data again fails the same way, so
+    a spooled entry that gets this is set aside instead of being retried forever."""
+
+
 class SchemaTooNewError(StoreError):
     def __init__(self, found: int, known: int, where: str) -> None:
         super().__init__(
@@ -486,6 +492,11 @@ class Store(ABC):
         else:
             future.set_result(None)
         return future
+
+    def give_up(self, reason: str) -> None:
+        """Stop waiting for this store for the rest of the run (a push that did not finish in
+        time): later calls fail at once. Nothing to do where calls cannot hang (SQLite)."""
+        return None
 
     @abstractmethod
     def beat_checkpoint(self, session_id: str, owner: str, now: float | None = None) -> None:

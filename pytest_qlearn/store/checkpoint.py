@@ -28,8 +28,9 @@ import json
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, Protocol
 
 from .base import CheckpointPush, Partition, PendingRun, Store
 
@@ -80,14 +81,16 @@ def orphaned(owner: str, heartbeat: float, beat: float, now: float) -> bool:
 
 
 def header_json(run: PendingRun) -> str:
-    """A run's header (everything but the results), as the store keeps it."""
+    """A run's header (everything but the results), as the store keeps it. ASCII JSON: a NUL
+    or a lone surrogate in a test id travels as a ``\\u`` escape, which every store takes."""
     data = asdict(replace(run, results=[]))
     del data["results"]
-    return json.dumps({"format": FORMAT, **data}, ensure_ascii=False)
+    return json.dumps({"format": FORMAT, **data})
 
 
 def results_json(run: PendingRun) -> str:
-    return json.dumps(run.results, ensure_ascii=False)
+    """The results of a push, as ASCII JSON (see :func:`header_json`)."""
+    return json.dumps(run.results)
 
 
 def claimed_run(header: str, chunks: list[str], claimer: str) -> PendingRun:
@@ -105,15 +108,29 @@ def claimed_run(header: str, chunks: list[str], claimer: str) -> PendingRun:
     return PendingRun(**data)
 
 
+class PushJournal(Protocol):
+    """Where a run notes what it pushed (the local spool): if another run recovers the
+    checkpoint while this run's complete record waits in the spool, the spool can tell which
+    results the store learned from the checkpoint, and learn the rest."""
+
+    def note_push(
+        self, session_id: str, seq: int, duration: float, test_ids: Sequence[str]
+    ) -> None: ...
+
+
 class CheckpointPusher:
     """Pushes a run's new results into its store now and then, without waiting for it.
 
     ``due`` is asked at the end of every test with how many tests have ended so far;
-    ``push`` hands the store the results of the tests that ended since the last push.
+    ``push`` hands the store the results of the tests that ended since the last push, and
+    notes them in the ``journal`` (see :class:`PushJournal`).
     """
 
-    def __init__(self, store: Store, interval: float, min_new: int) -> None:
+    def __init__(
+        self, store: Store, interval: float, min_new: int, journal: PushJournal | None = None
+    ) -> None:
         self.store = store
+        self.journal = journal
         self.interval = interval
         self.min_new = max(1, min_new)
         self.seq = 0
@@ -138,6 +155,9 @@ class CheckpointPusher:
             return
         self.seq += 1
         self.pushed = ended
+        if self.journal is not None:  # noted before it is sent: it may land, or not
+            ids = [str(result[0]) for result in run.results]
+            self.journal.note_push(run.session_id, self.seq, run.duration, ids)
         self.pending = self.store.push_checkpoint_soon(CheckpointPush(run, self.seq, self.interval))
 
     def _settle(self, *, block: bool, timeout: float | None = None) -> bool:
@@ -158,8 +178,14 @@ class CheckpointPusher:
         return self.failure is None
 
     def finish(self, timeout: float) -> BaseException | None:
-        """Wait for a push under way; returns why pushing failed, if it did."""
+        """Wait for a push under way; returns why pushing failed, if it did. A push still
+        under way after ``timeout`` makes the store give up for the rest of the run: the final
+        write then fails at once (and is spooled) instead of waiting a timeout of its own."""
         self._settle(block=True, timeout=timeout)
-        self.failure = self.failure or (None if self.pending is None else TimeoutError())
+        if self.pending is not None:
+            self.failure = self.failure or TimeoutError(
+                f"a checkpoint push to the qlearn store did not finish within {timeout:g} s"
+            )
+            self.store.give_up(f"a checkpoint push did not finish within {timeout:g} s")
         self.pending = None
         return self.failure

@@ -62,12 +62,23 @@ from .base import (
     SessionRecord,
     Snapshot,
     Store,
+    StoreDataError,
     StoreError,
     TrajectoryRecord,
     merged_pending_skips,
     takes_next_histories,
 )
 from .checkpoint import claimed_run, header_json, orphaned, results_json
+from .text import (
+    from_store,
+    loaded,
+    loaded_coverage,
+    loaded_snapshot,
+    stored_partition,
+    stored_push,
+    stored_write,
+    to_store,
+)
 from .url import password_of, postgres_dsn, redact
 
 if TYPE_CHECKING:
@@ -574,6 +585,10 @@ class PostgresStore(Store):
         self._lock = asyncio.Lock()
         #: heartbeat tasks of runs whose checkpoint this store pushed, by session id
         self._beats: dict[str, asyncio.Task[None]] = {}
+        #: Why this store stopped trying (the first timeout), or None. Once the server has not
+        #: answered within a timeout, every later call of the run fails at once instead of
+        #: waiting a timeout of its own: what a dead server costs a run is one timeout.
+        self.gave_up: str | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.display_url!r})"
@@ -585,6 +600,12 @@ class PostgresStore(Store):
         if self._loop is None:
             coro.close()
             raise StoreError(f"the qlearn store {self.display_url} is not open")
+        if self.gave_up is not None:
+            coro.close()
+            raise StoreError(
+                f"cannot {doing} the qlearn store {self.display_url}: not tried, it stopped "
+                f"answering earlier in this run ({self.gave_up})"
+            )
         timeout = budget if budget is not None else self.command_timeout * 3 + 5
         try:
             return self._loop.run(self._serialized(coro), timeout)
@@ -594,9 +615,14 @@ class PostgresStore(Store):
             self._drop_connection()
             raise
         except BaseException as exc:  # everything a driver may raise
-            if isinstance(exc, (TimeoutError, concurrent.futures.TimeoutError)):
-                self._drop_connection()  # the connection's state is unknown now
+            if _is_timeout(exc):
+                self.give_up(f"{doing} the store timed out")
             message = self._describe(exc)
+            refused = refuses_the_data(exc)
+        if refused:
+            raise StoreDataError(
+                f"the qlearn store {self.display_url} refused the data to {doing} it: {message}"
+            )
         raise StoreError(f"cannot {doing} the qlearn store {self.display_url}: {message}")
 
     async def _serialized(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -615,9 +641,16 @@ class PostgresStore(Store):
                 text = text.replace(secret, "***")
         text = redact(text) if "://" in text else text
         kind = type(exc).__name__
-        if isinstance(exc, (TimeoutError, concurrent.futures.TimeoutError)):
+        if _is_timeout(exc):
             text = "timed out"
         return f"{kind}: {text}"
+
+    def give_up(self, reason: str) -> None:
+        """Stop using the server for the rest of the run: the connection is dropped (its state
+        is unknown after a timeout), and later calls fail at once (see :attr:`gave_up`)."""
+        if self.gave_up is None:
+            self.gave_up = reason
+        self._drop_connection()
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -720,7 +753,11 @@ class PostgresStore(Store):
 
     # -- reading ---------------------------------------------------------------------------
     def load_snapshot(self, partition: Partition, agents: Sequence[str]) -> Snapshot:
-        snapshot = self._call("read", self._load_snapshot(partition, list(agents)))
+        stored_agents = [to_store(agent) for agent in agents]
+        snapshot = self._call(
+            "read", self._load_snapshot(stored_partition(partition), stored_agents)
+        )
+        snapshot = loaded_snapshot(snapshot)
         if SIGNATURE_AGENT in agents:
             snapshot.signatures = self.signatures(partition)
         return snapshot
@@ -777,7 +814,7 @@ class PostgresStore(Store):
         )
 
     def load_coverage(self, partition: Partition) -> CoverageSnapshot:
-        return self._call("read", self._load_coverage(partition))
+        return loaded_coverage(self._call("read", self._load_coverage(stored_partition(partition))))
 
     async def _load_coverage(self, partition: Partition) -> CoverageSnapshot:
         conn = self.conn
@@ -819,10 +856,10 @@ class PostgresStore(Store):
 
     def recent_sessions(self, partition: Partition, limit: int = 20) -> list[SessionRecord]:
         async def read() -> list[SessionRecord]:
-            sessions, _, _ = await self._sessions(self.conn, partition, limit)
+            sessions, _, _ = await self._sessions(self.conn, stored_partition(partition), limit)
             return sessions
 
-        return self._call("read", read())
+        return loaded(self._call("read", read()))
 
     # -- the read-only API -------------------------------------------------------------------
     def _fetch(self, sql: str, *args: object) -> list[Any]:
@@ -836,7 +873,8 @@ class PostgresStore(Store):
             f"SELECT project, environment FROM {table} WHERE ($1::text IS NULL OR project = $1)"
             for table in ("sessions", "q_values", "agent_states")
         )
-        found = [Partition(row[0], row[1]) for row in self._fetch(union, project)]
+        stored_project = None if project is None else to_store(project)
+        found = loaded([Partition(row[0], row[1]) for row in self._fetch(union, stored_project)])
         return sorted(found, key=lambda p: (p.project, p.environment))
 
     def q_values(
@@ -848,39 +886,41 @@ class PostgresStore(Store):
             "SELECT agent, state_hash, state_text, action, q, visits, updated_at, expires_at "
             f"FROM q_values WHERE {_PARTITION} AND agent = $4 "
             f"ORDER BY {Q_ORDER_SQL[order]} LIMIT $5",
-            *_key(partition),
-            agent,
+            *_key(stored_partition(partition)),
+            to_store(agent),
             limit,
         )
-        return [QValueRecord(*row) for row in rows]
+        return loaded([QValueRecord(*row) for row in rows])
 
     def q_table_summaries(self, partition: Partition) -> dict[str, QTableSummary]:
         rows = self._fetch(
             "SELECT agent, count(*), count(DISTINCT state_hash), sum(visits)::bigint, min(q), "
             f"max(q), avg(q), max(updated_at) FROM q_values WHERE {_PARTITION} GROUP BY agent",
-            *_key(partition),
+            *_key(stored_partition(partition)),
         )
-        return {row[0]: QTableSummary(*row) for row in rows}
+        return loaded({row[0]: QTableSummary(*row) for row in rows})
 
     def agent_states(self, partition: Partition) -> dict[str, AgentState]:
         rows = self._fetch(
             "SELECT agent, episodes, epsilon, reward_sum, rewards, last_active "
             f"FROM agent_states WHERE {_PARTITION}",
-            *_key(partition),
+            *_key(stored_partition(partition)),
         )
-        return {
-            row[0]: AgentState(row[0], int(row[1]), row[2], float(row[3]), int(row[4]), row[5])
-            for row in rows
-        }
+        return loaded(
+            {
+                row[0]: AgentState(row[0], int(row[1]), row[2], float(row[3]), int(row[4]), row[5])
+                for row in rows
+            }
+        )
 
     def sessions(self, partition: Partition, since: float | None = None) -> list[SessionRecord]:
         rows = self._fetch(
             f"SELECT {', '.join(_SESSION_FIELDS)} FROM sessions WHERE {_PARTITION} "
             "AND ($4::float8 IS NULL OR started_at >= $4) ORDER BY started_at, seq",
-            *_key(partition),
+            *_key(stored_partition(partition)),
             since,
         )
-        return [SessionRecord(*row) for row in rows]
+        return loaded([SessionRecord(*row) for row in rows])
 
     def rewards(
         self, partition: Partition, since: float | None = None
@@ -892,11 +932,11 @@ class PostgresStore(Store):
             "WHERE s.partition_key = $1 AND s.project = $2 AND s.environment = $3 "
             "AND ($4::float8 IS NULL OR s.started_at >= $4) "
             "ORDER BY s.started_at, s.seq, r.component",
-            *_key(partition),
+            *_key(stored_partition(partition)),
             since,
         ):
             out.setdefault(session_id, []).append(RewardEvent(component, value, weight))
-        return out
+        return loaded(out)
 
     def trajectories(
         self, partition: Partition, agent: str, limit: int | None = None
@@ -907,11 +947,11 @@ class PostgresStore(Store):
             "JOIN sessions AS s ON s.session_id = t.session_id "
             "WHERE s.partition_key = $1 AND s.project = $2 AND s.environment = $3 "
             "AND t.agent = $4 ORDER BY s.started_at DESC, s.seq DESC, t.step LIMIT $5",
-            *_key(partition),
-            agent,
+            *_key(stored_partition(partition)),
+            to_store(agent),
             limit,
         )
-        return [TrajectoryRecord(*row) for row in rows]
+        return loaded([TrajectoryRecord(*row) for row in rows])
 
     def episode_agent_stats(
         self, partition: Partition, agent: str, since: float | None = None
@@ -922,23 +962,23 @@ class PostgresStore(Store):
             "WHERE s.partition_key = $1 AND s.project = $2 AND s.environment = $3 "
             "AND t.agent = $4 AND ($5::float8 IS NULL OR s.started_at >= $5) "
             "GROUP BY t.session_id",
-            *_key(partition),
-            agent,
+            *_key(stored_partition(partition)),
+            to_store(agent),
             since,
         )
-        return {row[0]: EpisodeAgentStats(*row) for row in rows}
+        return loaded({row[0]: EpisodeAgentStats(*row) for row in rows})
 
     def patterns(self, partition: Partition) -> list[PatternDelta]:
         rows = self._fetch(
             "SELECT agent, pattern_hash, description, occurrences, hits, reruns, rerun_passes, "
             f"reward_sum FROM patterns WHERE {_PARTITION} ORDER BY agent, pattern_hash",
-            *_key(partition),
+            *_key(stored_partition(partition)),
         )
-        return [PatternDelta(*row) for row in rows]
+        return loaded([PatternDelta(*row) for row in rows])
 
     # -- writing ---------------------------------------------------------------------------
     def write_episode(self, write: EpisodeWrite, ttl_days: float = DEFAULT_TTL_DAYS) -> bool:
-        return self._call("write to", self._write_episode(write, ttl_days))
+        return self._call("write to", self._write_episode(stored_write(write), ttl_days))
 
     async def _write_episode(self, write: EpisodeWrite, ttl_days: float) -> bool:
         conn = self.conn
@@ -984,24 +1024,34 @@ class PostgresStore(Store):
     async def _in_background(self, doing: str, coro: Coroutine[Any, Any, T]) -> T:
         """``coro`` serialised with every other use of the connection; errors as
         :class:`StoreError` without the password (as :meth:`_call` does)."""
+        if self.gave_up is not None:
+            coro.close()
+            raise StoreError(
+                f"cannot {doing} the qlearn store {self.display_url}: not tried, it stopped "
+                f"answering earlier in this run ({self.gave_up})"
+            )
         try:
             return await self._serialized(coro)
         except (StoreError, asyncio.CancelledError):
             raise
         except Exception as exc:
+            if _is_timeout(exc):
+                self.give_up(f"{doing} the store timed out")
             message = self._describe(exc)
         raise StoreError(f"cannot {doing} the qlearn store {self.display_url}: {message}")
 
     async def _push_and_beat(self, push: CheckpointPush) -> None:
         await self._push_checkpoint(push, None)
-        run = push.run
+        run = stored_push(push).run  # its ids as stored, which the heartbeat names
         if run.session_id not in self._beats and push.beat > 0:
             self._beats[run.session_id] = asyncio.create_task(
                 self._beat_forever(run.session_id, run.owner, push.beat)
             )
 
     async def _push_checkpoint(self, push: CheckpointPush, now: float | None) -> None:
-        run = push.run
+        # the columns hold the run's ids as stored, the JSON its header and results as ASCII
+        header, results = header_json(push.run), results_json(push.run)
+        run = stored_push(push).run
         await self.conn.execute(
             _PUSH_CHECKPOINT,
             run.session_id,
@@ -1010,19 +1060,21 @@ class PostgresStore(Store):
             time.time() if now is None else now,
             push.beat,
             push.seq,
-            header_json(run),
-            results_json(run),
+            header,
+            results,
         )
 
     async def _beat_forever(self, session_id: str, owner: str, beat: float) -> None:
         """The owner's heartbeat, from this thread: the run's tests never hold it up."""
-        while True:
+        while self.gave_up is None:
             await asyncio.sleep(beat)
             try:
                 await self._serialized(self._beat(session_id, owner, None))
-            except Exception:  # a silent owner only looks orphaned sooner; nothing is lost
-                self._beats.pop(session_id, None)
-                return
+            except Exception as exc:  # a silent owner only looks orphaned sooner; nothing lost
+                if _is_timeout(exc):
+                    self.give_up("a heartbeat timed out")
+                break
+        self._beats.pop(session_id, None)
 
     async def _beat(self, session_id: str, owner: str, now: float | None) -> None:
         await self.conn.execute(
@@ -1030,7 +1082,7 @@ class PostgresStore(Store):
         )
 
     def beat_checkpoint(self, session_id: str, owner: str, now: float | None = None) -> None:
-        self._call("write to", self._beat(session_id, owner, now))
+        self._call("write to", self._beat(to_store(session_id), to_store(owner), now))
 
     def claim_checkpoints(
         self, partition: Partition, claimer: str, now: float | None = None
@@ -1039,17 +1091,20 @@ class PostgresStore(Store):
         return self._call("claim checkpoints in", self._claim(partition, claimer, now))
 
     async def _claim(self, partition: Partition, claimer: str, now: float) -> list[PendingRun]:
+        """Claim the orphaned checkpoints of ``partition``; the runs come from their ASCII
+        JSON, with their ids as written."""
         conn = self.conn
-        key = _key(partition)
+        key = _key(stored_partition(partition))
         select = f"SELECT session_id, owner, heartbeat, beat FROM checkpoints WHERE {_PARTITION}"
         # the common case, nothing there, costs one read and no transaction
-        if not any(orphaned(r[1], r[2], r[3], now) for r in await conn.fetch(select, *key)):
+        rows = await conn.fetch(select, *key)
+        if not any(orphaned(from_store(r[1]), r[2], r[3], now) for r in rows):
             return []
         async with conn.transaction():
             # Rows another claimer holds are skipped; the ones read here are locked until
             # commit, and whoever reads them afterwards finds them owned by this claimer.
             rows = await conn.fetch(select + " ORDER BY session_id FOR UPDATE SKIP LOCKED", *key)
-            ids = [r[0] for r in rows if orphaned(r[1], r[2], r[3], now)]
+            ids = [r[0] for r in rows if orphaned(from_store(r[1]), r[2], r[3], now)]
             if not ids:
                 return []
             headers: dict[str, str] = {
@@ -1058,7 +1113,7 @@ class PostgresStore(Store):
                     "UPDATE checkpoints SET owner = $2, heartbeat = $3 "
                     "WHERE session_id = ANY($1::text[]) RETURNING session_id, run",
                     ids,
-                    claimer,
+                    to_store(claimer),
                     now,
                 )
             }
@@ -1291,11 +1346,12 @@ class PostgresStore(Store):
     # -- maintenance -------------------------------------------------------------------------
     def cleanup(self, project: str, ttl_days: float, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        return self._call("clean up", self._cleanup(project, ttl_days, now, claim=False))
+        coro = self._cleanup(to_store(project), ttl_days, now, claim=False)
+        return self._call("clean up", coro)
 
     def maybe_cleanup(self, project: str, ttl_days: float, now: float | None = None) -> int:
         now = time.time() if now is None else now
-        return self._call("clean up", self._cleanup(project, ttl_days, now, claim=True))
+        return self._call("clean up", self._cleanup(to_store(project), ttl_days, now, claim=True))
 
     async def _cleanup(self, project: str, ttl_days: float, now: float, *, claim: bool) -> int:
         """Delete what expired in every environment of ``project``. Runs once a day per
@@ -1370,6 +1426,23 @@ class PostgresStore(Store):
                     now,
                 )
             return removed
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """A timeout, whichever module raised it (they are one class from Python 3.11 on)."""
+    return isinstance(exc, (TimeoutError, asyncio.TimeoutError, concurrent.futures.TimeoutError))
+
+
+def refuses_the_data(exc: BaseException) -> bool:
+    """Whether PostgreSQL (or asyncpg, encoding the parameters) refused a write for its data,
+    which would fail again the same way: a data exception (SQLSTATE class 22: a value out of
+    range, text it cannot hold), a NOT NULL or CHECK violation, a value asyncpg cannot encode.
+    Not a lost connection, a timeout, or a unique violation (a race, gone on retry)."""
+    from asyncpg import exceptions as pg
+
+    if isinstance(exc, (pg.DataError, pg.NotNullViolationError, pg.CheckViolationError)):
+        return True
+    return isinstance(exc, (ValueError, TypeError, OverflowError, UnicodeError))
 
 
 def _key(partition: Partition) -> tuple[uuid.UUID, str, str]:

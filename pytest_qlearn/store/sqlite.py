@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -38,12 +39,23 @@ from .base import (
     SessionRecord,
     Snapshot,
     Store,
+    StoreDataError,
     StoreError,
     TrajectoryRecord,
     merged_pending_skips,
     takes_next_histories,
 )
 from .checkpoint import claimed_run, header_json, orphaned, results_json
+from .text import (
+    from_store,
+    loaded,
+    loaded_coverage,
+    loaded_snapshot,
+    stored_partition,
+    stored_push,
+    stored_write,
+    to_store,
+)
 
 
 class AddColumn(NamedTuple):
@@ -307,7 +319,9 @@ class SqliteStore(Store):
         return conn
 
     def _connect_checked(self) -> sqlite3.Connection:
-        """Connect; a corrupt file or someone else's database is moved aside, not used."""
+        """Connect; a damaged file or someone else's database is moved aside, not used. Any
+        other failure (a full disk, an I/O or permission error, a read-only file system)
+        leaves the file where it is: it raises, and the run spools its learning."""
         conn = self._connect()
         try:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
@@ -320,8 +334,8 @@ class SqliteStore(Store):
             return conn
         except sqlite3.DatabaseError as exc:
             conn.close()
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise
+            if not is_corruption(exc):
+                raise sqlite3.OperationalError(f"{exc} (the file was left as it is)") from exc
             return self._move_aside(f"is corrupt ({exc})")
 
     def _move_aside(self, why: str) -> sqlite3.Connection:
@@ -378,7 +392,7 @@ class SqliteStore(Store):
                 )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
 
     def schema_version(self) -> int:
@@ -388,6 +402,9 @@ class SqliteStore(Store):
     # -- reading ---------------------------------------------------------------------------
     def load_snapshot(self, partition: Partition, agents: Sequence[str]) -> Snapshot:
         conn = self.conn
+        asked = partition
+        partition = stored_partition(partition)
+        agents = [to_store(agent) for agent in agents]
         key = (partition.project, partition.environment)
         try:
             # One read transaction: a run committing meanwhile is seen entirely or not at all
@@ -396,14 +413,14 @@ class SqliteStore(Store):
             try:
                 snapshot = self._read_snapshot(partition, agents, key)
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the qlearn store {self.display_url}: {exc}") from exc
+        snapshot = loaded_snapshot(snapshot)
         if SIGNATURE_AGENT in agents:
-            snapshot.signatures = self.signatures(partition)
+            snapshot.signatures = self.signatures(asked)
         return snapshot
 
     def _read_snapshot(
@@ -446,7 +463,7 @@ class SqliteStore(Store):
             histories=histories,
             q_entries=q_entries,
             agent_states=states,
-            recent_sessions=self.recent_sessions(partition),
+            recent_sessions=self._recent_sessions(partition, 20),
             episodes=int(episodes),
             file_hashes=dict(
                 conn.execute(
@@ -465,6 +482,9 @@ class SqliteStore(Store):
         )
 
     def load_coverage(self, partition: Partition) -> CoverageSnapshot:
+        return loaded_coverage(self._load_coverage(stored_partition(partition)))
+
+    def _load_coverage(self, partition: Partition) -> CoverageSnapshot:
         key = (partition.project, partition.environment)
         try:
             conn = self.conn
@@ -497,6 +517,9 @@ class SqliteStore(Store):
         return CoverageSnapshot(maps, newest[0], dirty, newest[2], statements=files)
 
     def recent_sessions(self, partition: Partition, limit: int = 20) -> list[SessionRecord]:
+        return loaded(self._recent_sessions(stored_partition(partition), limit))
+
+    def _recent_sessions(self, partition: Partition, limit: int) -> list[SessionRecord]:
         rows = self.conn.execute(
             f"SELECT {', '.join(_SESSION_FIELDS)} FROM sessions "
             "WHERE project = ? AND environment = ? ORDER BY started_at DESC, rowid DESC LIMIT ?",
@@ -512,20 +535,21 @@ class SqliteStore(Store):
             raise StoreError(f"cannot read the qlearn store {self.display_url}: {exc}") from exc
 
     def partitions(self, project: str | None = None) -> list[Partition]:
+        project = None if project is None else to_store(project)
         union = " UNION ".join(
             f"SELECT project, environment FROM {table} WHERE (? IS NULL OR project = ?)"
             for table in ("sessions", "q_values", "agent_states")
         )
         rows = self._rows(union, (project, project) * 3)
-        return sorted(
-            (Partition(str(p), str(e)) for p, e in rows), key=lambda p: (p.project, p.environment)
-        )
+        found = loaded([Partition(str(p), str(e)) for p, e in rows])
+        return sorted(found, key=lambda p: (p.project, p.environment))
 
     def q_values(
         self, partition: Partition, agent: str, limit: int | None = None, order: str = "q"
     ) -> list[QValueRecord]:
         if order not in Q_ORDERS:
             raise ValueError(f"order must be one of {', '.join(Q_ORDERS)}")
+        partition, agent = stored_partition(partition), to_store(agent)
         by = Q_ORDER_SQL[order]
         rows = self._rows(
             "SELECT agent, state_hash, state_text, action, q, visits, updated_at, expires_at "
@@ -533,19 +557,22 @@ class SqliteStore(Store):
             f"ORDER BY {by} LIMIT ?",
             (partition.project, partition.environment, agent, -1 if limit is None else limit),
         )
-        return [
-            QValueRecord(a, s, t, int(n), float(q), int(v), float(u), float(x))
-            for a, s, t, n, q, v, u, x in rows
-        ]
+        return loaded(
+            [
+                QValueRecord(a, s, t, int(n), float(q), int(v), float(u), float(x))
+                for a, s, t, n, q, v, u, x in rows
+            ]
+        )
 
     def q_table_summaries(self, partition: Partition) -> dict[str, QTableSummary]:
+        partition = stored_partition(partition)
         rows = self._rows(
             "SELECT agent, COUNT(*), COUNT(DISTINCT state_hash), SUM(visits), MIN(q), MAX(q), "
             "AVG(q), MAX(updated_at) FROM q_values WHERE project = ? AND environment = ? "
             "GROUP BY agent",
             (partition.project, partition.environment),
         )
-        return {
+        summaries = {
             row[0]: QTableSummary(
                 row[0],
                 int(row[1]),
@@ -558,30 +585,36 @@ class SqliteStore(Store):
             )
             for row in rows
         }
+        return loaded(summaries)
 
     def agent_states(self, partition: Partition) -> dict[str, AgentState]:
+        partition = stored_partition(partition)
         rows = self._rows(
             "SELECT agent, episodes, epsilon, reward_sum, rewards, last_active "
             "FROM agent_states WHERE project = ? AND environment = ?",
             (partition.project, partition.environment),
         )
-        return {
-            row[0]: AgentState(row[0], int(row[1]), row[2], float(row[3]), int(row[4]), row[5])
-            for row in rows
-        }
+        return loaded(
+            {
+                row[0]: AgentState(row[0], int(row[1]), row[2], float(row[3]), int(row[4]), row[5])
+                for row in rows
+            }
+        )
 
     def sessions(self, partition: Partition, since: float | None = None) -> list[SessionRecord]:
+        partition = stored_partition(partition)
         rows = self._rows(
             f"SELECT {', '.join(_SESSION_FIELDS)} FROM sessions "
             "WHERE project = ? AND environment = ? AND (? IS NULL OR started_at >= ?) "
             "ORDER BY started_at, rowid",
             (partition.project, partition.environment, since, since),
         )
-        return [_session(row) for row in rows]
+        return loaded([_session(row) for row in rows])
 
     def rewards(
         self, partition: Partition, since: float | None = None
     ) -> dict[str, list[RewardEvent]]:
+        partition = stored_partition(partition)
         out: dict[str, list[RewardEvent]] = {}
         for session_id, component, value, weight in self._rows(
             "SELECT r.session_id, r.component, r.value, r.weight FROM rewards AS r "
@@ -591,11 +624,12 @@ class SqliteStore(Store):
             (partition.project, partition.environment, since, since),
         ):
             out.setdefault(session_id, []).append(RewardEvent(component, value, weight))
-        return out
+        return loaded(out)
 
     def trajectories(
         self, partition: Partition, agent: str, limit: int | None = None
     ) -> list[TrajectoryRecord]:
+        partition, agent = stored_partition(partition), to_store(agent)
         rows = self._rows(
             "SELECT t.session_id, s.started_at, t.agent, t.step, t.test_id, t.state_hash, "
             "t.action, t.explored, t.reward, t.next_state_hash FROM trajectories AS t "
@@ -604,14 +638,17 @@ class SqliteStore(Store):
             "ORDER BY s.started_at DESC, s.rowid DESC, t.step LIMIT ?",
             (partition.project, partition.environment, agent, -1 if limit is None else limit),
         )
-        return [
-            TrajectoryRecord(i, float(t), a, int(n), tid, s, int(act), bool(e), float(r), nxt)
-            for i, t, a, n, tid, s, act, e, r, nxt in rows
-        ]
+        return loaded(
+            [
+                TrajectoryRecord(i, float(t), a, int(n), tid, s, int(act), bool(e), float(r), nxt)
+                for i, t, a, n, tid, s, act, e, r, nxt in rows
+            ]
+        )
 
     def episode_agent_stats(
         self, partition: Partition, agent: str, since: float | None = None
     ) -> dict[str, EpisodeAgentStats]:
+        partition, agent = stored_partition(partition), to_store(agent)
         rows = self._rows(
             "SELECT t.session_id, COUNT(*), SUM(t.explored), SUM(t.reward) FROM trajectories AS t "
             "JOIN sessions AS s ON s.session_id = t.session_id "
@@ -619,26 +656,32 @@ class SqliteStore(Store):
             "AND (? IS NULL OR s.started_at >= ?) GROUP BY t.session_id",
             (partition.project, partition.environment, agent, since, since),
         )
-        return {
-            row[0]: EpisodeAgentStats(row[0], int(row[1]), int(row[2]), float(row[3]))
-            for row in rows
-        }
+        return loaded(
+            {
+                row[0]: EpisodeAgentStats(row[0], int(row[1]), int(row[2]), float(row[3]))
+                for row in rows
+            }
+        )
 
     def patterns(self, partition: Partition) -> list[PatternDelta]:
+        partition = stored_partition(partition)
         rows = self._rows(
             "SELECT agent, pattern_hash, description, occurrences, hits, reruns, rerun_passes, "
             "reward_sum FROM patterns "
             "WHERE project = ? AND environment = ? ORDER BY agent, pattern_hash",
             (partition.project, partition.environment),
         )
-        return [
-            PatternDelta(a, p, d, int(o), int(h), int(r), int(rp), float(rs))
-            for a, p, d, o, h, r, rp, rs in rows
-        ]
+        return loaded(
+            [
+                PatternDelta(a, p, d, int(o), int(h), int(r), int(rp), float(rs))
+                for a, p, d, o, h, r, rp, rs in rows
+            ]
+        )
 
     # -- writing ---------------------------------------------------------------------------
     def write_episode(self, write: EpisodeWrite, ttl_days: float = DEFAULT_TTL_DAYS) -> bool:
         conn = self.conn
+        write = stored_write(write)
         now = time.time()
         expires = now + ttl_days * SECONDS_PER_DAY
         project, environment = write.partition.project, write.partition.environment
@@ -794,7 +837,12 @@ class SqliteStore(Store):
             conn.execute("COMMIT")
             return True
         except BaseException as exc:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
+            if refuses_the_data(exc):
+                raise StoreDataError(
+                    f"the qlearn store {self.display_url} refused the episode's data: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(
                     f"cannot write to the qlearn store {self.display_url}: {exc}"
@@ -808,15 +856,12 @@ class SqliteStore(Store):
     # -- checkpoints -------------------------------------------------------------------------
     def push_checkpoint(self, push: CheckpointPush, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        run = push.run
-        self._in_write_transaction(
-            "write to",
-            lambda conn: self._push(conn, push, run, now),
-        )
+        self._in_write_transaction("write to", lambda conn: self._push(conn, push, now))
 
-    def _push(
-        self, conn: sqlite3.Connection, push: CheckpointPush, run: PendingRun, now: float
-    ) -> None:
+    def _push(self, conn: sqlite3.Connection, push: CheckpointPush, now: float) -> None:
+        # the columns hold the run's ids as stored, the JSON its header and results as ASCII
+        header, results = header_json(push.run), results_json(push.run)
+        run = stored_push(push).run
         if conn.execute(
             "SELECT 1 FROM sessions WHERE session_id = ?", (run.session_id,)
         ).fetchone():
@@ -836,7 +881,7 @@ class SqliteStore(Store):
                     now,
                     push.beat,
                     push.seq,
-                    header_json(run),
+                    header,
                 ),
             )
         elif held[0] != run.owner:
@@ -845,12 +890,12 @@ class SqliteStore(Store):
             conn.execute(
                 "UPDATE checkpoints SET heartbeat = ?, beat = ?, pushes = ?, run = ? "
                 "WHERE session_id = ?",
-                (now, push.beat, push.seq, header_json(run), run.session_id),
+                (now, push.beat, push.seq, header, run.session_id),
             )
         conn.execute(
             "INSERT INTO checkpoint_results (session_id, seq, results) VALUES (?, ?, ?) "
             "ON CONFLICT (session_id, seq) DO NOTHING",
-            (run.session_id, push.seq, results_json(run)),
+            (run.session_id, push.seq, results),
         )
 
     def beat_checkpoint(self, session_id: str, owner: str, now: float | None = None) -> None:
@@ -859,7 +904,7 @@ class SqliteStore(Store):
             "write to",
             lambda conn: conn.execute(
                 "UPDATE checkpoints SET heartbeat = ? WHERE session_id = ? AND owner = ?",
-                (now, session_id, owner),
+                (now, to_store(session_id), to_store(owner)),
             ),
         )
 
@@ -867,24 +912,32 @@ class SqliteStore(Store):
         self, partition: Partition, claimer: str, now: float | None = None
     ) -> list[PendingRun]:
         now = time.time() if now is None else now
+        stored_claim = (stored_partition(partition), to_store(claimer))
         return self._in_write_transaction(
-            "claim checkpoints in", lambda conn: self._claim(conn, partition, claimer, now)
+            "claim checkpoints in", lambda conn: self._claim(conn, *stored_claim, claimer, now)
         )
 
     def _claim(
-        self, conn: sqlite3.Connection, partition: Partition, claimer: str, now: float
+        self,
+        conn: sqlite3.Connection,
+        partition: Partition,
+        stored_claimer: str,
+        claimer: str,
+        now: float,
     ) -> list[PendingRun]:
+        """Claim the orphaned checkpoints of ``partition`` (as stored); the runs come from
+        their ASCII JSON, with their ids as written."""
         runs = []
         for session_id, owner, heartbeat, beat, header in conn.execute(
             "SELECT session_id, owner, heartbeat, beat, run FROM checkpoints "
             "WHERE project = ? AND environment = ? ORDER BY session_id",
             (partition.project, partition.environment),
         ).fetchall():
-            if not orphaned(owner, heartbeat, beat, now):
+            if not orphaned(from_store(owner), heartbeat, beat, now):
                 continue
             conn.execute(
                 "UPDATE checkpoints SET owner = ?, heartbeat = ? WHERE session_id = ?",
-                (claimer, now, session_id),
+                (stored_claimer, now, session_id),
             )
             chunks = [
                 row[0]
@@ -902,10 +955,10 @@ class SqliteStore(Store):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = work(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
-            conn.execute("COMMIT")
             return result
         except sqlite3.Error as exc:
             raise StoreError(f"cannot {doing} the qlearn store {self.display_url}: {exc}") from exc
@@ -1005,6 +1058,7 @@ class SqliteStore(Store):
     # -- maintenance -------------------------------------------------------------------------
     def cleanup(self, project: str, ttl_days: float, now: float | None = None) -> int:
         now = time.time() if now is None else now
+        project = to_store(project)
         cutoff = now - ttl_days * SECONDS_PER_DAY
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
@@ -1056,18 +1110,67 @@ class SqliteStore(Store):
             )
             conn.execute("COMMIT")
             return removed
-        except BaseException:
-            conn.execute("ROLLBACK")
+        except BaseException as exc:
+            _rollback(conn)
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(
+                    f"cannot clean up the qlearn store {self.display_url}: {exc}"
+                ) from exc
             raise
 
     def maybe_cleanup(self, project: str, ttl_days: float, now: float | None = None) -> int:
         now = time.time() if now is None else now
         row = self.conn.execute(
-            "SELECT last_cleanup FROM maintenance WHERE project = ?", (project,)
+            "SELECT last_cleanup FROM maintenance WHERE project = ?", (to_store(project),)
         ).fetchone()
         if row is not None and now - float(row[0]) < CLEANUP_INTERVAL:
             return 0
         return self.cleanup(project, ttl_days, now)
+
+
+#: SQLite's primary result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.
+CORRUPTION_CODES = frozenset({11, 26})
+#: Their messages, for Python 3.10, whose sqlite3 errors carry no code.
+_CORRUPTION_MESSAGES = ("malformed", "not a database", "corrupt")
+
+
+def is_corruption(exc: sqlite3.Error) -> bool:
+    """Whether an error means the file itself is damaged (only then may a store be moved
+    aside): ``SQLITE_CORRUPT`` or ``SQLITE_NOTADB`` (any extended code of theirs), read from
+    ``sqlite_errorcode`` (Python 3.11+), else from the message. A full disk, an I/O error, a
+    read-only file system or a permission error is not."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in CORRUPTION_CODES
+    text = str(exc).lower()
+    return any(word in text for word in _CORRUPTION_MESSAGES)
+
+
+#: SQLITE_TOOBIG, SQLITE_MISMATCH, SQLITE_RANGE: the data, not the database, is at fault.
+_DATA_CODES = frozenset({18, 20, 25})
+
+
+def refuses_the_data(exc: BaseException) -> bool:
+    """Whether a write failed for its data (and would fail again the same way): a value
+    SQLite cannot bind or hold, a constraint it breaks. Not a locked, busy, full, read-only
+    or failing disk."""
+    if isinstance(exc, (sqlite3.DataError, sqlite3.IntegrityError, sqlite3.InterfaceError)):
+        return True
+    if isinstance(exc, sqlite3.ProgrammingError):
+        return "binding" in str(exc)  # not "Cannot operate on a closed database"
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return isinstance(code, int) and code & 0xFF in _DATA_CODES
+    return isinstance(exc, (OverflowError, UnicodeError, TypeError, ValueError))
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is still open. SQLite rolls a transaction back itself on some errors (a
+    COMMIT that hits a full disk): a ROLLBACK then would fail with "no transaction is active"
+    and hide the real error, which is the one that propagates."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _apply(conn: sqlite3.Connection, statement: str | AddColumn) -> None:
