@@ -33,7 +33,7 @@ from .engine.signatures import OTHER, signature
 from .session import RerunRecord
 
 if TYPE_CHECKING:
-    from .plugin import QLearnPlugin
+    from .lifecycle import QLearnPlugin
 
 PLUGIN_NAME = "qlearn-reruns"
 #: How many tests that ran before a failure are kept (for an order-dependence suspect).
