@@ -13,7 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_store_conformance import PARTITION, STORE_FACTORIES, dead_pid, episode_write
+from builders import PARTITION, episode_write
+from test_store_conformance import STORE_FACTORIES, dead_pid
 
 from pytest_qlearn.agents import prioritizer as prio
 from pytest_qlearn.engine.history import FAILED, PASSED

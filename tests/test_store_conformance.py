@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from builders import AGENT, PARTITION, episode_write, session_record
 
-from pytest_qlearn.agents import prioritizer as prio
 from pytest_qlearn.agents.prioritizer import TestRef
 from pytest_qlearn.engine.history import FAILED, PASSED, SKIPPED, TestHistory
 from pytest_qlearn.engine.qlearner import QEntry
@@ -47,16 +47,13 @@ from pytest_qlearn.store.base import (
     PatternDelta,
     PendingRun,
     PendingSkipDelta,
-    QDelta,
     RewardEvent,
-    SessionRecord,
     Snapshot,
     TrajectoryStep,
 )
 from pytest_qlearn.store.checkpoint import stale_after
 from pytest_qlearn.store.postgres import PostgresStore
 
-AGENT = prio.NAME
 OTHER_AGENT = "other-agent"
 DAY = SECONDS_PER_DAY
 
@@ -93,54 +90,6 @@ def store(request: pytest.FixtureRequest) -> Iterator[Store]:
 
 
 # -- building writes by hand -----------------------------------------------------------------
-PARTITION = Partition("project", "py3.11")
-
-
-def session_record(
-    session_id: str, *, started_at: float = 1_000.0, episode: int = 1
-) -> SessionRecord:
-    return SessionRecord(
-        session_id=session_id,
-        started_at=started_at,
-        duration=12.5,
-        tests=3,
-        failures=1,
-        seed=424242,
-        epsilon=0.25,
-        q_table_size=9,
-        apfd=0.75,
-        collection_apfd=None,
-        reward=61.5,
-        exit_status=1,
-        mode="reorder",
-        episode=episode,
-    )
-
-
-def episode_write(
-    session_id: str,
-    *,
-    partition: Partition = PARTITION,
-    started_at: float = 1_000.0,
-    episode: int = 1,
-    observations: Sequence[tuple[str, str, float]] = (),
-    q: Sequence[tuple[str, int, float, int]] = (),
-    agent: str = AGENT,
-    agents: Sequence[AgentProgress] = (),
-    patterns: Sequence[PatternDelta] = (),
-) -> EpisodeWrite:
-    """A write; ``q`` rows are ``(state, action, dq, dvisits)`` for ``agent``."""
-    return EpisodeWrite(
-        partition=partition,
-        session=session_record(session_id, started_at=started_at, episode=episode),
-        agent_types=[prio.agent_type()],
-        observations=[Observation(t, v, d) for t, v, d in observations],
-        q_deltas={agent: [QDelta(s, f"text of {s}", a, dq, n) for s, a, dq, n in q]} if q else {},
-        agents=list(agents),
-        patterns=list(patterns),
-    )
-
-
 def q_table(snapshot: Snapshot, agent: str = AGENT) -> dict[tuple[str, int], tuple[float, int]]:
     return {(e.state, e.action): (e.q, e.visits) for e in snapshot.q_entries.get(agent, [])}
 

@@ -11,12 +11,13 @@ import string
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import asyncpg
 import pytest
+from builders import AGENT, PARTITION, episode_write, session_record
 from conftest import new_schema, pg_execute, with_query
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,18 +32,13 @@ from pytest_qlearn.store.base import (
     AgentProgress,
     CheckpointPush,
     EpisodeWrite,
-    Observation,
     Partition,
-    PatternDelta,
     PendingRun,
     PendingSkipDelta,
     QDelta,
-    SessionRecord,
 )
 from pytest_qlearn.store.postgres import COPY_THRESHOLD, MIGRATIONS, PostgresStore, partition_key
 
-AGENT = prio.NAME
-PARTITION = Partition("project", "env")
 TABLES = {
     "agent_types",
     "q_values",
@@ -62,43 +58,6 @@ TABLES = {
     "checkpoint_results",
     "qlearn_schema",
 }
-
-
-def session_record(session_id: str, episode: int = 1) -> SessionRecord:
-    return SessionRecord(
-        session_id=session_id,
-        started_at=1_000.0,
-        duration=1.0,
-        tests=1,
-        failures=0,
-        seed=2**63 - 1,
-        epsilon=0.2,
-        q_table_size=3,
-        apfd=None,
-        collection_apfd=None,
-        reward=0.0,
-        exit_status=0,
-        mode="reorder",
-        episode=episode,
-    )
-
-
-def episode_write(
-    session_id: str,
-    q: Sequence[tuple[str, int, float, int]] = (),
-    observations: Sequence[tuple[str, str, float]] = (),
-    partition: Partition = PARTITION,
-    agent: str = AGENT,
-) -> EpisodeWrite:
-    return EpisodeWrite(
-        partition=partition,
-        session=session_record(session_id),
-        agent_types=[prio.agent_type()],
-        observations=[Observation(t, v, d) for t, v, d in observations],
-        q_deltas={agent: [QDelta(s, f"text {s}", a, dq, n) for s, a, dq, n in q]},
-        agents=[AgentProgress(agent, 1, 0.2, 0.5, 1)],
-        patterns=[PatternDelta(agent, "pattern", "readable", 2, 1)],
-    )
 
 
 @contextmanager
@@ -324,8 +283,11 @@ def test_the_store_never_touches_the_callers_event_loop(pg_url: str) -> None:
 
 def test_floats_come_back_as_float_never_decimal(pg_url: str) -> None:
     with opened(pg_url) as store:
-        store.write_episode(episode_write("s1", q=[("s", 0, 0.1, 1), ("s", 1, 1e-300, 2)]))
-        store.write_episode(episode_write("s2", q=[("s", 0, 0.2, 1)]))
+        progress = [AgentProgress(AGENT, 1, 0.2, 0.5, 1)]
+        largest = 2**63 - 1  # the largest seed a BIGINT holds
+        w1 = episode_write("s1", [("s", 0, 0.1, 1), ("s", 1, 1e-300, 2)], agents=progress)
+        store.write_episode(w1)
+        store.write_episode(episode_write("s2", [("s", 0, 0.2, 1)], agents=progress, seed=largest))
         snapshot = store.load_snapshot(PARTITION, [AGENT])
     for entry in snapshot.q_entries[AGENT]:
         assert type(entry.q) is float and type(entry.visits) is int

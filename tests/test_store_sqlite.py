@@ -9,7 +9,7 @@ import sqlite3
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import replace
 from itertools import pairwise
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import AGENT, PARTITION, episode_write
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,53 +37,10 @@ from pytest_qlearn.store.base import (
     SCHEMA_VERSION,
     AgentProgress,
     EpisodeWrite,
-    Observation,
-    Partition,
     PatternDelta,
     PendingSkipDelta,
     QDelta,
-    SessionRecord,
 )
-
-AGENT = prio.NAME
-PARTITION = Partition("project", "env")
-
-
-def session_record(session_id: str, episode: int = 1) -> SessionRecord:
-    return SessionRecord(
-        session_id=session_id,
-        started_at=1_000.0,
-        duration=1.0,
-        tests=1,
-        failures=0,
-        seed=1,
-        epsilon=0.2,
-        q_table_size=3,
-        apfd=None,
-        collection_apfd=None,
-        reward=0.0,
-        exit_status=0,
-        mode="reorder",
-        episode=episode,
-    )
-
-
-def episode_write(
-    session_id: str,
-    q: Sequence[tuple[str, int, float, int]] = (),
-    observations: Sequence[tuple[str, str, float]] = (),
-    patterns: Sequence[PatternDelta] = (),
-    agent: str = AGENT,
-) -> EpisodeWrite:
-    return EpisodeWrite(
-        partition=PARTITION,
-        session=session_record(session_id),
-        agent_types=[prio.agent_type()],
-        observations=[Observation(t, v, d) for t, v, d in observations],
-        q_deltas={agent: [QDelta(s, "", a, dq, n) for s, a, dq, n in q]},
-        patterns=list(patterns),
-        agents=[AgentProgress(agent, 1, 0.2, 0.0, 1)],
-    )
 
 
 @contextmanager
@@ -293,6 +251,7 @@ def write_from_process(path: str, worker: int, barrier: Any) -> None:
                     q=worker_deltas(worker, n),
                     observations=[("t::shared", FAILED if n % 2 else PASSED, 1.0)],
                     patterns=[PatternDelta(AGENT, "pattern", "desc", 2, n % 2)],
+                    agents=[AgentProgress(AGENT, 1, 0.2, 0.0, 1)],
                 )
             )
             assert written

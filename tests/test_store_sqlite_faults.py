@@ -17,21 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from builders import PARTITION, episode_write
 
-from pytest_qlearn.agents import prioritizer as prio
 from pytest_qlearn.store import SqliteStore, StoreError
 from pytest_qlearn.store import sqlite as sqlite_store
-from pytest_qlearn.store.base import EpisodeWrite, Partition, SessionRecord
-
-PARTITION = Partition("project", "env")
-
-
-def episode(session_id: str) -> EpisodeWrite:
-    return EpisodeWrite(
-        partition=PARTITION,
-        session=SessionRecord(session_id, 1_000.0, 1.0, 1, 0, 1, 0.2, 3, None, None, 0.0, 0, "r"),
-        agent_types=[prio.agent_type()],
-    )
 
 
 def sqlite_error(kind: type[sqlite3.Error], code: int | None, message: str) -> sqlite3.Error:
@@ -87,7 +76,7 @@ def a_store_with_one_session(tmp_path: Path) -> Path:
     path = tmp_path / "qlearn.db"
     store = SqliteStore(path)
     store.open()
-    assert store.write_episode(episode("kept"))
+    assert store.write_episode(episode_write("kept"))
     store.close()
     return path
 
@@ -226,7 +215,7 @@ def test_a_full_disk_at_commit_reports_the_full_disk(tmp_path: Path, doing: str)
     store.open()
     store.statement = "COMMIT"
     calls: dict[str, Callable[[], object]] = {
-        "write_episode": lambda: store.write_episode(episode("new")),
+        "write_episode": lambda: store.write_episode(episode_write("new")),
         "cleanup": lambda: store.cleanup(PARTITION.project, 30.0),
         "push_checkpoint": lambda: store.push_checkpoint(
             CheckpointPush(
