@@ -72,10 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Inspect and evaluate pytest-qlearn's learning.",
         epilog="Run 'qlearn COMMAND --help' for a command's options and examples.",
     )
+    parser.add_argument(
+        "-V", "--version", action="version", version=f"qlearn (pytest-qlearn) {_version()}"
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     inspector.register(commands)
     _add_replay(commands)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (what pip reports), else the package's own."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("pytest-qlearn")
+    except metadata.PackageNotFoundError:  # imported from a source tree, not installed
+        from . import __version__
+
+        return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

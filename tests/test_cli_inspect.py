@@ -1053,6 +1053,24 @@ def test_console_script_exit_status(tmp_path: Path) -> None:
         assert command in helped.stdout
 
 
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_names_the_installed_distribution(flag: str) -> None:
+    from importlib import metadata
+
+    import pytest_qlearn
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "pytest_qlearn.cli", flag],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    installed = metadata.version("pytest-qlearn")
+    assert shown.stdout == f"qlearn (pytest-qlearn) {installed}\n"
+    assert pytest_qlearn.__version__ == installed  # the package and its metadata agree
+
+
 # -- import-junit --------------------------------------------------------------------------------
 def junit_xml(timestamp: str | None, failing: set[str], skipped: set[str] = frozenset()) -> str:
     """A pytest-style JUnit XML report of five tests (two in a class, one parametrised, one in
