@@ -87,11 +87,36 @@ class _Fold:
     fixture: float = 0.0  # setup + teardown: what ``auto`` scope weighs against a split
 
 
+# What pytest's cache provider writes into a cache directory it creates, so that neither git
+# nor backup tools pick it up.
+_CACHE_SUPPORT = {
+    ".gitignore": "# Created by pytest-qlearn automatically.\n*\n",
+    "CACHEDIR.TAG": "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by pytest-qlearn.\n"
+    "# For information about cache directory tags, see:\n"
+    "#\thttps://bford.info/cachedir/spec.html\n",
+    "README.md": "# pytest cache directory #\n\nThis directory holds pytest-qlearn's store "
+    "(`d/qlearn/`) while pytest's cache provider is off (`-p no:cacheprovider`).\n"
+    "**Do not** commit this to version control.\n",
+}
+
+
 def default_store_path(config: pytest.Config) -> Path:
+    """The default SQLite store: in pytest's cache directory, so `pytest --cache-clear` and a
+    CI cache of `.pytest_cache` cover it. With the cache provider off (`-p no:cacheprovider`)
+    the same place, ``<rootdir>/.pytest_cache/d/qlearn/``, marked as pytest marks it."""
     cache = getattr(config, "cache", None)
     if cache is not None:
         return Path(cache.mkdir("qlearn")) / "qlearn.db"
-    return config.rootpath / ".pytest_cache" / "d" / "qlearn" / "qlearn.db"
+    cache_dir = config.rootpath / ".pytest_cache"
+    try:
+        cache_dir.mkdir(exist_ok=True)
+        for name, text in _CACHE_SUPPORT.items():
+            if not (cache_dir / name).exists():
+                (cache_dir / name).write_text(text, encoding="utf-8")
+    except OSError:  # read-only checkout: the store reports it when it tries to open
+        pass
+    return cache_dir / "d" / "qlearn" / "qlearn.db"
 
 
 class QLearnPlugin:

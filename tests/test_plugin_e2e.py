@@ -17,6 +17,7 @@ import random
 import re
 import shutil
 import sqlite3
+import subprocess
 from collections.abc import Iterable, Sequence
 from contextlib import closing
 from pathlib import Path
@@ -966,3 +967,31 @@ def test_a_killed_run_loses_nothing_it_saw_the_next_run_learns_its_checkpoint(
     assert sessions[0] == (18, int(pytest.ExitCode.INTERRUPTED))  # all 18 ran before the kill
     assert sessions[1][0] == 18
     assert runs[B2] == 2 and runs[G2] == 2 and set(runs.values()) == {2}
+
+
+def test_without_the_cache_provider_the_store_directory_is_marked_as_pytest_marks_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """Under ``-p no:cacheprovider`` the store still lives in ``.pytest_cache``; the plugin
+    writes the ``.gitignore`` and ``CACHEDIR.TAG`` pytest would, so ``git status`` and backup
+    tools ignore it."""
+    make_project(pytester, fail=[])
+    subprocess.run(["git", "init", "-q"], cwd=pytester.path, check=True)
+    result = run(pytester, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=18)
+    cache = pytester.path / ".pytest_cache"
+    assert (pytester.path / DEFAULT_DB).exists()
+    assert (cache / ".gitignore").read_text().splitlines()[-1] == "*"
+    assert (
+        (cache / "CACHEDIR.TAG")
+        .read_text()
+        .startswith("Signature: 8a477f597d28d172789f06886806bc55")
+    )
+    git = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all", "."],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert git.stdout.strip() and ".pytest_cache" not in git.stdout  # the tests show, not it
