@@ -558,7 +558,6 @@ class QLearnPlugin:
             self.settings.report_terminal
             or self.settings.report_paths
             or self.settings.step_summary is not None
-            or config.get_verbosity() > 0
         )
 
     def pytest_terminal_summary(
@@ -581,10 +580,9 @@ class QLearnPlugin:
                 f"qlearn: partial run ({self.partial}): learned from the tests that ran; "
                 "the episode count and ε stay"
             )
-        if verbosity >= 0:
-            for line in notes:
-                terminalreporter.write_line(line)
-        if self.settings.report_terminal or verbosity > 0:
+        # The detailed report only when asked for (--qlearn-report, with or without a file);
+        # like pytest's own summary, the short account in every mode but -qq, last.
+        if self.settings.report_terminal or self.settings.report_paths:
             terminalreporter.write_sep("-", "qlearn report")
             for line in report.detail_lines(summary, self.keeper.status):
                 terminalreporter.write_line(line)
@@ -597,12 +595,15 @@ class QLearnPlugin:
                 terminalreporter.write_line(
                     f"first failure reported after {self.first_failure_after:.2f}s of wall time"
                 )
-        elif verbosity >= 0:
-            terminalreporter.write_line(report.summary_line(summary, self.keeper.status))
-            if summary.budget is not None:
-                terminalreporter.write_line(report.budget_line(summary.budget))
-            if self.coverage_line:
-                terminalreporter.write_line(f"qlearn: {self.coverage_line}")
+        if verbosity < -1:
+            return
+        for line in notes:
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(report.summary_line(summary, self.keeper.status))
+        if summary.budget is not None:
+            terminalreporter.write_line(report.budget_line(summary.budget))
+        if self.coverage_line:
+            terminalreporter.write_line(f"qlearn: {self.coverage_line}")
 
 
 def _groups(item: pytest.Item) -> tuple[str, str | None]:

@@ -290,18 +290,26 @@ def test_header_line_names_agent_seed_epsilon_and_store(pytester: pytest.Pyteste
     assert store.is_file()
 
 
-def test_terminal_summary_one_line_by_default_detail_on_request_nothing_when_quiet(
+def test_terminal_summary_one_line_in_every_mode_but_qq_detail_only_on_request(
     pytester: pytest.Pytester,
 ) -> None:
+    """As pytest-cov or pytest-benchmark do: one line at -q, default and -v; nothing of qlearn
+    at -qq; the detailed report only with --qlearn-report (a file path prints it too)."""
     make_project(pytester, fail=["test_b2"])
 
-    default = run(pytester)
-    summary = [line for line in default.outlines if line.startswith("qlearn: learned from")]
-    assert len(summary) == 1, default.stdout.str()
-    assert "18 tests" in summary[0] and "1 failed" in summary[0] and "episode 1" in summary[0]
-    assert "qlearn report" not in default.stdout.str()
+    def summary_lines(result: pytest.RunResult) -> list[str]:
+        return [line for line in result.outlines if line.startswith("qlearn: learned from")]
 
-    for args in (("--qlearn-report",), ("-v",)):
+    for args, episode in ((), 1), (("-q",), 2), (("-v",), 3), (("-vv",), 4):
+        result = run(pytester, *args)
+        result.assert_outcomes(passed=17, failed=1)
+        summary = summary_lines(result)
+        assert len(summary) == 1, (args, result.stdout.str())
+        assert "18 tests" in summary[0] and "1 failed" in summary[0]
+        assert f"episode {episode}" in summary[0]
+        assert "qlearn report" not in result.stdout.str(), args
+
+    for args in (("--qlearn-report",), ("-q", "--qlearn-report=r.md")):
         detailed = run(pytester, *args)
         text = detailed.stdout.str()
         seps = [line for line in detailed.outlines if re.match(r"^-+ qlearn report -+$", line)]
@@ -309,15 +317,16 @@ def test_terminal_summary_one_line_by_default_detail_on_request_nothing_when_qui
         assert "APFD:" in text
         assert "riskiest tests" in text
         assert B2 in text.split("riskiest tests", 1)[1]
-        assert not any(line.startswith("qlearn: learned from") for line in detailed.outlines)
+        assert len(summary_lines(detailed)) == 1  # the short account closes it
+    assert (pytester.path / "r.md").exists()
 
-    quiet = run(pytester, "-q")
-    quiet.assert_outcomes(passed=17, failed=1)
-    assert not [line for line in quiet.outlines if "qlearn" in line], quiet.stdout.str()
+    very_quiet = run(pytester, "-qq")
+    assert very_quiet.ret == pytest.ExitCode.TESTS_FAILED  # -qq prints no outcome counts
+    assert not [line for line in very_quiet.outlines if "qlearn" in line], very_quiet.stdout.str()
 
-    # the quiet run still learned: episode 5 (4 earlier runs)
+    # the very quiet run still learned: episode 8 (7 earlier runs)
     last = run(pytester)
-    assert any("episode 5" in line for line in last.outlines if line.startswith("qlearn:"))
+    assert any("episode 8" in line for line in last.outlines if line.startswith("qlearn:"))
 
 
 def test_json_report_counts_episodes_and_has_apfd_and_riskiest_tests(
