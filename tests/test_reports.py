@@ -490,3 +490,30 @@ def test_step_summary_ini_value_is_validated() -> None:
         resolve(RawOptions(ini_step_summary="maybe", environ={}))
     assert "qlearn_step_summary" in str(info.value) and "'maybe'" in str(info.value)
     assert "true or false" in str(info.value)
+
+
+# -- durations a person reads ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (None, "n/a"),
+        (0.0, "0 ms"),
+        (0.0004, "0.4 ms"),
+        (0.0042, "4.2 ms"),
+        (0.25, "250 ms"),
+        (0.9994, "999 ms"),
+        (1.0, "1.00 s"),
+        (12.345, "12.35 s"),
+    ],
+)
+def test_durations_under_a_second_are_shown_in_ms(value: float | None, shown: str) -> None:
+    from pytest_qlearn.reports.text import NA, seconds
+
+    assert seconds(value) == (NA if value is None else shown)
+
+
+def test_the_html_page_uses_the_windows_width_and_shows_fast_tests_in_ms() -> None:
+    source = render_html(document())
+    assert "max-width" not in source
+    assert "0.00 s" not in source
+    assert re.search(r">\d+(\.\d)? ms<", source), "a sub-second duration in ms"

@@ -83,7 +83,7 @@ STYLE = """\
 @media (prefers-color-scheme: dark) { :root { --fg: #e6edf3; --bg: #0d1117;
   --muted: #8d96a0; --line: #30363d; --head: #161b22; --fail: #f85149; --pass: #3fb950; } }
 body { font: 14px/1.45 system-ui, sans-serif; color: var(--fg); background: var(--bg);
-  margin: 2em auto; max-width: 1100px; padding: 0 1em; }
+  margin: 1.5em 0; padding: 0 1.5em; }  /* the window's width: wide tables need it */
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
 .muted { color: var(--muted); }
 table { border-collapse: collapse; margin: .5em 0; }

@@ -30,7 +30,14 @@ def signed(value: float | None, digits: int = 2) -> str:
 
 
 def seconds(value: float | None) -> str:
-    return NA if value is None else f"{value:.2f} s"
+    """A duration as a person reads it: under a second in ms (``0.00 s`` said nothing about a
+    4 ms test), else in seconds."""
+    if value is None:
+        return NA
+    if value < 1.0:
+        ms = value * 1000.0
+        return f"{ms:.0f} ms" if ms >= 10.0 or ms == 0.0 else f"{ms:.1f} ms"
+    return f"{value:.2f} s"
 
 
 def percent(value: float | None) -> str:
