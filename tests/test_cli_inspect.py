@@ -355,7 +355,7 @@ def test_progress_json_exact_figures(db: str, capsys: pytest.CaptureFixture[str]
         "mean_collection_apfd": pytest.approx(0.325),
         "first_half_apfd": 0.5,
         "second_half_apfd": 0.9,
-        "mean_reward": 20.0,
+        "mean_episode_reward": 20.0,
         "first_epsilon": 0.2,
         "last_epsilon": 0.18,
         "agent_steps": 6,
@@ -468,7 +468,7 @@ def test_export_writes_everything(
     }
     assert (doc["summary"]["sessions"], doc["summary"]["trajectory_steps"]) == (3, 6)
     assert doc["summary"]["mean_apfd"] == pytest.approx(0.7)
-    assert doc["summary"]["mean_reward"] == 20.0
+    assert doc["summary"]["mean_episode_reward"] == 20.0  # of the sessions' episode rewards
     state = doc["agent_state"]
     assert (state["episodes"], state["epsilon"], state["reward_sum"], state["rewards"]) == (
         3,
@@ -476,7 +476,7 @@ def test_export_writes_everything(
         4.5,
         3,
     )
-    assert state["mean_reward"] == 1.5
+    assert state["mean_step_reward"] == 1.5  # of the agent's decisions: a different quantity
     assert [(r["state"], r["action"], r["q"], r["visits"]) for r in doc["q_values"]] == [
         ("sA", 0, 1.5, 3),
         ("sA", 1, -0.5, 1),
@@ -527,7 +527,7 @@ def test_fleet_status(db: str, capsys: pytest.CaptureFixture[str]) -> None:
             a["epsilon"],
             a["q_table_size"],
             a["states"],
-            a["mean_reward"],
+            a["mean_step_reward"],
             a["sessions"],
         )
         for a in doc["agents"]

@@ -368,7 +368,7 @@ def register(commands: Any) -> None:
 
     p = add(
         "fleet-status",
-        "every agent of the project: episodes, ε, Q-table size, mean reward, last active",
+        "every agent of the project: episodes, ε, Q-table size, mean step reward, last active",
         "One row per agent and environment of the project (only --env's when given).",
         "  qlearn fleet-status\n"
         "  qlearn fleet-status --project shop --db postgresql://ci@db:5432/qlearn\n"
@@ -510,7 +510,7 @@ def _progress(args: argparse.Namespace) -> int:
         f"{s['episodes']} episodes{partial}, {s['tests']} tests, {s['failures']} failures; "
         f"mean APFD {num(s['mean_apfd'])} (collection order {num(s['mean_collection_apfd'])}), "
         f"first half {num(s['first_half_apfd'])} → second half {num(s['second_half_apfd'])}; "
-        f"mean reward {num(s['mean_reward'])}; ε {num(s['first_epsilon'])} → "
+        f"mean episode reward {num(s['mean_episode_reward'])}; ε {num(s['first_epsilon'])} → "
         f"{num(s['last_epsilon'])}; {_where(doc)}"
     )
     table = _table(f"Learning progress of {doc['agent']}", caption)
@@ -666,7 +666,7 @@ def _fleet_status(args: argparse.Namespace) -> int:
         "ε",
         "Q-table",
         "states",
-        "mean reward",
+        "mean step reward",
         "last active (UTC)",
     ):
         table.add_column(column, justify="left" if column in ("environment", "agent") else "right")
@@ -678,7 +678,7 @@ def _fleet_status(args: argparse.Namespace) -> int:
             num(a["epsilon"]),
             str(a["q_table_size"]),
             str(a["states"]),
-            num(a["mean_reward"]),
+            num(a["mean_step_reward"]),
             utc(a["last_active"]),
         )
     _console().print(table)
@@ -717,7 +717,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     table.add_row("episodes", state(a, "episodes", None), state(b, "episodes", None))
     table.add_row("ε", state(a, "epsilon"), state(b, "epsilon"))
-    table.add_row("mean reward", state(a, "mean_reward"), state(b, "mean_reward"))
+    table.add_row("mean step reward", state(a, "mean_step_reward"), state(b, "mean_step_reward"))
     for label, key in (("Q entries", "entries"), ("states", "states"), ("visits", "visits")):
         table.add_row(label, str(a["q_table"][key]), str(b["q_table"][key]))
     table.add_row("mean Q", num(a["q_table"]["q_mean"]), num(b["q_table"]["q_mean"]))

@@ -101,7 +101,7 @@ def _agent_state(s: AgentState | None) -> dict[str, Any] | None:
         "epsilon": s.epsilon,
         "reward_sum": s.reward_sum,
         "rewards": s.rewards,
-        "mean_reward": s.mean_reward,
+        "mean_step_reward": s.mean_reward,
         "last_active": s.last_active,
     }
 
@@ -165,7 +165,7 @@ def progress(store: Store, partition: Partition, agent: str, since: float | None
         "mean_collection_apfd": fmean(collection) if collection else None,
         "first_half_apfd": fmean(apfds[:half]) if half else None,
         "second_half_apfd": fmean(apfds[half:]) if half else None,
-        "mean_reward": fmean(s.reward for s in sessions) if sessions else None,
+        "mean_episode_reward": fmean(s.reward for s in sessions) if sessions else None,
         "first_epsilon": sessions[0].epsilon if sessions else None,
         "last_epsilon": sessions[-1].epsilon if sessions else None,
         "agent_steps": sum(e["agent_steps"] for e in episodes),
@@ -258,7 +258,7 @@ def export(
             "first_session": sessions[0].started_at if sessions else None,
             "last_session": sessions[-1].started_at if sessions else None,
             "mean_apfd": fmean(apfds) if apfds else None,
-            "mean_reward": fmean(s.reward for s in sessions) if sessions else None,
+            "mean_episode_reward": fmean(s.reward for s in sessions) if sessions else None,
             "trajectory_steps": len(steps),
         },
         "agent_state": _agent_state(state),
@@ -301,7 +301,7 @@ def fleet_status(store: Store, project: str, environment: str | None) -> dict[st
                     "q_table_size": table.entries if table else 0,
                     "states": table.states if table else 0,
                     "visits": table.visits if table else 0,
-                    "mean_reward": state.mean_reward if state else None,
+                    "mean_step_reward": state.mean_reward if state else None,
                     "last_active": _last_active(state, table),
                     "sessions": len(sessions),
                 }
