@@ -3,11 +3,15 @@ scan read (an SPDX expression, the supported Python versions), and the pytest11 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from email.parser import Parser
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,3 +42,51 @@ def test_the_wheel_carries_the_licence_an_spdx_expression_and_the_entry_point(
     assert metadata["Requires-Python"] == ">=3.10"
     assert "qlearn = pytest_qlearn.plugin" in entry_points
     assert "qlearn = pytest_qlearn.cli:main" in entry_points
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the git checkout to copy from")
+def test_the_sdist_carries_what_its_own_test_suite_reads(tmp_path: Path) -> None:
+    # The sdist's tests run the benchmark scripts, read the CI examples and the demo project;
+    # without them `pytest` from an unpacked sdist failed with FileNotFoundError.
+    # Built from a fresh copy of the checkout's files: setuptools reuses an existing
+    # *.egg-info/SOURCES.txt, which would hide a missing MANIFEST.in rule.
+    checkout = tmp_path / "checkout"
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
+    for name in listed:
+        if (ROOT / name).is_file():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, checkout / name)
+    out = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "-o", str(out), str(checkout)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    (sdist,) = out.glob("pytest_qlearn-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    shipped_tests = {name for name in names if name.startswith("tests/")}
+    in_checkout = {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "tests").rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert in_checkout <= shipped_tests
+    for needed in (
+        "LICENSE",
+        "CHANGELOG.md",
+        "benchmarks/fault_history.py",
+        "benchmarks/replay_scale.py",
+        "examples/ci/github-actions-sqlite.yml",
+        "examples/ci/gitlab-ci-postgres.yml",
+        "examples/demo/pytest.ini",
+    ):
+        assert needed in names, needed
+    assert not any(".pytest_cache" in name or name.endswith((".db", ".pyc")) for name in names)
