@@ -8,10 +8,10 @@ import pytest
 
 from .agents.selector import Budget, Selection
 from .changes.digests import changed_files, file_digests, relative_key
+from .names import BUDGET_MARKER
 from .session import LearningSession
 
-MARKER = "qlearn_always"
-MARKER_HELP = f"{MARKER}: under --qlearn-budget, always run this test (pytest-qlearn)"
+MARKER = BUDGET_MARKER
 #: Where a pytest-xdist worker leaves its selection for the controller (``workeroutput``).
 WORKEROUTPUT_KEY = "qlearn_selection"
 

@@ -17,12 +17,11 @@ import time
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import budget as qbudget
-from . import coverage_plugin as qcov
 from . import junit
 from . import reruns as qreruns
 from .agents import coverage_tracer as ct
@@ -44,6 +43,9 @@ from .session import EpisodeSummary, LearningSession, Ranking, TestResult, defau
 from .settings import Settings
 from .store import Snapshot
 from .store.base import CoverageSnapshot, Partition
+
+if TYPE_CHECKING:
+    from . import coverage_plugin as qcov
 
 PLUGIN_NAME = "qlearn-plugin"
 WORKER_PLUGIN_NAME = "qlearn-worker-decisions"
@@ -204,6 +206,8 @@ class QLearnPlugin:
         ]
 
     def _start_coverage(self, stored: CoverageSnapshot, file_hashes: dict[str, str]) -> None:
+        from . import coverage_plugin as qcov  # coverage.py loads only under --qlearn-cov
+
         assert self.learning is not None
         self.coverage = qcov.CoverageRun(
             self.config, stored, dict(file_hashes), learns=not self.is_worker
@@ -663,8 +667,10 @@ def unconfigure(config: pytest.Config) -> None:
         return
     plugin.close()
     config.pluginmanager.unregister(plugin, PLUGIN_NAME)
-    for name in (WORKER_PLUGIN_NAME, qcov.PLUGIN_NAME, qreruns.PLUGIN_NAME):
+    for name in (WORKER_PLUGIN_NAME, qreruns.PLUGIN_NAME):
         other = config.pluginmanager.get_plugin(name)
         if other is not None:
             config.pluginmanager.unregister(other, name)
+    if plugin.coverage is not None and config.pluginmanager.is_registered(plugin.coverage):
+        config.pluginmanager.unregister(plugin.coverage)
     del config.stash[plugin_key]

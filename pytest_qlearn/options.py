@@ -1,25 +1,33 @@
-"""pytest options and ini keys of the plugin, and their translation into :class:`Settings`."""
+"""pytest options and ini keys of the plugin, and their translation into :class:`Settings`.
+
+Imported on every pytest start where the plugin is installed, enabled or not: it needs only
+pytest and :mod:`.names`; the settings (and through them the engine) load when a run is
+enabled."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-from .engine.hyperparams import RANGES, ConfigError, Hyperparameters
-from .ordering import DEFAULT_SCOPE, SCOPES
-from .settings import DATABASE_URL_ENV, RawOptions, Settings, resolve
+from .names import DATABASE_URL_ENV, DEFAULT_ORDER_SCOPE, FALSE_WORDS, ORDER_SCOPES
 
-_DEFAULTS = Hyperparameters()
-_HYPER_HELP = {
-    "learning_rate": f"Q-learning rate α in (0, 1] (default {_DEFAULTS.alpha})",
-    "discount_factor": f"discount γ in [0, 1] (default {_DEFAULTS.gamma})",
-    "exploration_rate": f"initial exploration ε in [0, 1] (default {_DEFAULTS.epsilon})",
-    "exploration_decay": f"ε decay per episode in [0.9, 1] (default {_DEFAULTS.epsilon_decay})",
-    "min_exploration_rate": f"ε floor in [0, 0.1] (default {_DEFAULTS.epsilon_min})",
+if TYPE_CHECKING:
+    from .settings import Settings
+
+# The ini keys of the hyperparameters (engine.hyperparams.RANGES has their ranges and the
+# Hyperparameters dataclass their defaults; tests/test_options_help.py keeps these in step).
+HYPER_HELP = {
+    "learning_rate": "Q-learning rate α in (0, 1] (default 0.01)",
+    "discount_factor": "discount γ in [0, 1] (default 0.95)",
+    "exploration_rate": "initial exploration ε in [0, 1] (default 0.2)",
+    "exploration_decay": "ε decay per episode in [0.9, 1] (default 0.9)",
+    "min_exploration_rate": "ε floor in [0, 0.1] (default 0.0)",
     "update_frequency": (
         "new test results between store syncs: a run pushes its results so far into a shared "
         "store (PostgreSQL) once qlearn_checkpoint_seconds have passed and at least this many "
         "tests ended since the last push; also the learner's batch of Q-updates, 1-100000 "
-        f"(default {_DEFAULTS.update_frequency})"
+        "(default 10)"
     ),
 }
 
@@ -121,13 +129,13 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini(
         "qlearn_order_scope",
         type="string",
-        default=DEFAULT_SCOPE,
-        help=f"fixture locality kept when reordering: {'|'.join(SCOPES)} (default "
-        f"{DEFAULT_SCOPE}: a module or class stays together only where its measured "
+        default=DEFAULT_ORDER_SCOPE,
+        help=f"fixture locality kept when reordering: {'|'.join(ORDER_SCOPES)} (default "
+        f"{DEFAULT_ORDER_SCOPE}: a module or class stays together only where its measured "
         "setup makes splitting it costly; pin 'module' for a non-idempotent setup_module)",
     )
-    for suffix in RANGES:
-        parser.addini(f"qlearn_{suffix}", type="string", default="", help=_HYPER_HELP[suffix])
+    for suffix, help_text in HYPER_HELP.items():
+        parser.addini(f"qlearn_{suffix}", type="string", default="", help=help_text)
     parser.addini(
         "qlearn_agent_hyperparameters",
         type="linelist",
@@ -180,12 +188,27 @@ def add_options(parser: pytest.Parser) -> None:
     )
 
 
+def may_be_enabled(config: pytest.Config) -> bool:
+    """False when this run certainly leaves the plugin off (no ``--qlearn``, ``qlearn`` in the
+    ini unset or a false word): the settings, and the engine behind them, are then never
+    imported. Anything else goes through :func:`read_settings`, which also rejects a bad
+    ``qlearn`` value."""
+    cli = config.getoption("qlearn")
+    if cli is not None:
+        return bool(cli)
+    ini = str(config.getini("qlearn") or "").strip().lower()
+    return ini not in ("", *FALSE_WORDS)
+
+
 def read_settings(config: pytest.Config) -> Settings:
     """Resolve and validate; a bad value is a ``pytest.UsageError`` naming key, value, range."""
 
     def ini(name: str) -> str | None:
         value = config.getini(name)
         return str(value) if value not in ("", None) else None
+
+    from .engine.hyperparams import ConfigError
+    from .settings import RawOptions, resolve
 
     raw = RawOptions(
         cli_enabled=config.getoption("qlearn"),
@@ -200,7 +223,7 @@ def read_settings(config: pytest.Config) -> Settings:
         reports=config.getoption("qlearn_report"),
         ini_project=ini("qlearn_project"),
         ini_scope=ini("qlearn_order_scope"),
-        ini_hyper={suffix: ini(f"qlearn_{suffix}") for suffix in RANGES},
+        ini_hyper={suffix: ini(f"qlearn_{suffix}") for suffix in HYPER_HELP},
         ini_agent_hyper=list(config.getini("qlearn_agent_hyperparameters")),
         ini_weights=ini("qlearn_reward_weights"),
         ini_ttl_days=ini("qlearn_ttl_days"),

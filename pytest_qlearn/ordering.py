@@ -21,9 +21,10 @@ from typing import NamedTuple
 
 from .agents.prioritizer import TestRef
 from .engine.history import TestHistory
+from .names import DEFAULT_ORDER_SCOPE, ORDER_SCOPES
 
-SCOPES = ("auto", "module", "class", "test")
-DEFAULT_SCOPE = "auto"
+SCOPES = ORDER_SCOPES
+DEFAULT_SCOPE = DEFAULT_ORDER_SCOPE
 #: ``auto`` keeps a group together when re-running its shared setup would cost at least this
 #: (seconds per extra split). Below it a module-scoped fixture is cheap next to what running a
 #: risky test a few hundred tests earlier saves; above it (a database, a server, a big file)

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from . import budget as qbudget
 from . import hookspecs
-from .options import add_options, read_settings
+from .names import BUDGET_MARKER_HELP
+from .options import add_options, may_be_enabled, read_settings
 
 # The live plugin object (lifecycle.QLearnPlugin) of an enabled run; typed loosely so this
 # module need not import it.
@@ -35,7 +35,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(trylast=True)  # after cacheprovider has set up config.cache
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", qbudget.MARKER_HELP)
+    config.addinivalue_line("markers", BUDGET_MARKER_HELP)
+    if not may_be_enabled(config):
+        return
     settings = read_settings(config)
     if not settings.enabled:
         return

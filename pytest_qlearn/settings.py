@@ -14,11 +14,11 @@ from .agents import prioritizer as prio
 from .agents.selector import Budget, parse_budget
 from .engine.hyperparams import RANGES, ConfigError, Hyperparameters, parse_hyperparameter
 from .engine.rewards import DEFAULT_WEIGHTS, parse_weights
+from .names import DATABASE_URL_ENV, FALSE_WORDS, TRUE_WORDS
 from .ordering import DEFAULT_SCOPE, SCOPES
 from .store.base import DEFAULT_TTL_DAYS
 from .store.url import StoreUrl, has_password, parse_store_url, redact
 
-DATABASE_URL_ENV = "QLEARN_DATABASE_URL"
 #: A long run saves its results so far this often, so a killed run loses nothing it saw.
 DEFAULT_CHECKPOINT_SECONDS = 60.0
 DEFAULT_ENVIRONMENT = "default"
@@ -28,8 +28,8 @@ MAX_SEED = 2**63 - 1
 REPORT_EXTENSIONS = (".json", ".md", ".html")
 #: GitHub Actions' job summary file; Markdown is appended when ini qlearn_step_summary is true.
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
+_TRUE = TRUE_WORDS
+_FALSE = FALSE_WORDS
 
 
 @dataclass(frozen=True)

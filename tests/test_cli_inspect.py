@@ -20,8 +20,8 @@ from pytest_qlearn.agents import prioritizer as prio
 from pytest_qlearn.agents.prioritizer import TestRef
 from pytest_qlearn.cli import main
 from pytest_qlearn.engine.history import FAILED, PASSED
+from pytest_qlearn.names import DATABASE_URL_ENV
 from pytest_qlearn.session import LearningSession, TestResult
-from pytest_qlearn.settings import DATABASE_URL_ENV
 from pytest_qlearn.store import Store, open_store, parse_store_url
 from pytest_qlearn.store.base import (
     SCHEMA_VERSION,

@@ -214,7 +214,12 @@ def test_hostile_ids_never_change_the_outcome_and_are_learned(
         section = lines[
             start : start + next(i for i, x in enumerate(lines[start:]) if "store:" in x)
         ]
-        assert "  test_x.py::test_p[iso\\u2067x\\u2069]  (0/" in "\n".join(section)
+        # (the five riskiest of six tests: the passing hostile ones tie, either may be cut)
+        shown = "\n".join(section)
+        assert any(
+            f"  test_x.py::test_p[{escaped}]  (0/" in shown
+            for escaped in ("iso\\u2067x\\u2069", "rlo\\u202etxt.exe\\u202c")
+        ), shown
         assert not any(RAW.search(line) for line in section)
     # learned from: the two hostile ids that failed every time run first now
     first = sorted(data["tests"], key=lambda t: t["qlearn_position"])[:2]

@@ -26,7 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..engine.hyperparams import RANGES, ConfigError, parse_changes
-from ..settings import DATABASE_URL_ENV, DEFAULT_ENVIRONMENT, MAX_NAME_LENGTH, default_project
+from ..names import DATABASE_URL_ENV
+from ..settings import DEFAULT_ENVIRONMENT, MAX_NAME_LENGTH, default_project
 from ..store import Store, StoreError, open_store
 from ..store.base import DEFAULT_TTL_DAYS, Q_ORDERS, Partition
 from ..store.url import SQLITE_SCHEME, StoreUrl, parse_store_url

@@ -9,8 +9,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .document import SCHEMA_VERSION, Document, ReportContext, build_document
-from .html_page import render_html
-from .markdown import render_markdown
 
 __all__ = [
     "RENDERERS",
@@ -34,6 +32,19 @@ def render_json(doc: Document) -> str:
     rendered = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     # JSON puts text only inside strings, so a surrogate is always in one: escaped in place
     return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", rendered)
+
+
+def render_markdown(doc: Document) -> str:
+    # The Markdown and HTML renderers load when a run writes that file, not on every run.
+    from .markdown import render_markdown as render_md
+
+    return render_md(doc)
+
+
+def render_html(doc: Document) -> str:
+    from .html_page import render_html as render_page
+
+    return render_page(doc)
 
 
 RENDERERS: dict[str, Callable[[Document], str]] = {

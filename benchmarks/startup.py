@@ -1,0 +1,118 @@
+"""What pytest-qlearn adds to a pytest start, installed but not enabled and enabled.
+
+Issue 15's target: installed but off, the plugin adds at most 10 ms and at most 5 modules to
+``pytest --co -q`` on a one-test suite. The script writes that suite into a temporary
+directory and times ``--rounds`` interleaved rounds of three subprocess runs of
+``python -m pytest --co -q -p no:cacheprovider``:
+
+- ``plain``: ``-p no:qlearn`` (pytest never imports the plugin);
+- ``off``: the plugin installed, not enabled (what every project that has it installed but
+  not switched on pays);
+- ``on``: ``--qlearn`` with its default SQLite store (collection only: the cost of loading
+  the engine and the store).
+
+Once with the bytecode cache and once with ``PYTHONDONTWRITEBYTECODE=1`` (common in
+containers: nothing is cached, so every start recompiles what it imports). Each row prints
+the median wall time, its difference to ``plain`` and the ratio, and the modules (all, and
+pytest_qlearn's own) each arm imports beyond ``plain``. A measurement, not a test: it always
+exits 0.
+
+    python benchmarks/startup.py [--rounds 21]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_MS = 10.0
+TARGET_MODULES = 5
+ARMS = {
+    "plain": ["-p", "no:qlearn"],
+    "off": [],
+    "on": ["--qlearn"],
+}
+COMMON = ["-m", "pytest", "--co", "-q", "-p", "no:cacheprovider", "-p", "no:randomly"]
+
+# Imports a run leaves in sys.modules, written by a conftest at the end of the session.
+CONFTEST = """
+import json, os, sys
+
+def pytest_unconfigure(config):
+    path = os.environ.get("QLEARN_STARTUP_MODULES")
+    if path:
+        with open(path, "w") as fh:
+            json.dump(sorted(sys.modules), fh)
+"""
+
+
+def run(suite: Path, arm: str, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, *COMMON, *ARMS[arm]],
+        cwd=suite,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
+
+def modules(suite: Path, arm: str, env: dict[str, str]) -> set[str]:
+    out = suite / f"modules-{arm}.json"
+    run(suite, arm, {**env, "QLEARN_STARTUP_MODULES": str(out)})
+    return set(json.loads(out.read_text()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=21, help="interleaved rounds per mode")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="qlearn-startup-") as tmp:
+        suite = Path(tmp)
+        (suite / "test_one.py").write_text("def test_one():\n    assert True\n")
+        (suite / "conftest.py").write_text(CONFTEST)
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.rounds} rounds")
+        print(f"target: installed but off adds <= {TARGET_MS:g} ms and <= {TARGET_MODULES} modules")
+        print()
+        print("| bytecode | arm | median ms | vs plain ms | ratio | modules added | of them ours |")
+        print("|---|---|---|---|---|---|---|")
+        for label, extra in (("cached", {}), ("none", {"PYTHONDONTWRITEBYTECODE": "1"})):
+            env = {**os.environ, **extra}
+            env.pop("QLEARN_DATABASE_URL", None)  # "on" measures the default SQLite store
+            base = modules(suite, "plain", env)
+            added = {arm: modules(suite, arm, env) - base for arm in ("off", "on")}
+            times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+            for arm in ARMS:  # warm-up: the store, the bytecode cache, the OS page cache
+                run(suite, arm, env)
+            for round_no in range(args.rounds):
+                order = list(ARMS)
+                shift = round_no % len(order)
+                for arm in order[shift:] + order[:shift]:  # rotate: load drifts favour none
+                    times[arm].append(run(suite, arm, env))
+            plain = statistics.median(times["plain"]) * 1000
+            for arm in ARMS:
+                ms = statistics.median(times[arm]) * 1000
+                extra_mods = added.get(arm, set())
+                ours = sorted(m for m in extra_mods if m.split(".")[0] == "pytest_qlearn")
+                mods = str(len(extra_mods)) if arm != "plain" else ""
+                print(
+                    f"| {label} | {arm} | {ms:.1f} | {ms - plain:+.1f} | {ms / plain:.3f} | "
+                    f"{mods} | {len(ours) if arm != 'plain' else ''} |"
+                )
+            off = added["off"]
+            print(f"| {label} | off imports | {', '.join(sorted(off))} | | | | |")
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
