@@ -4,6 +4,10 @@ the ``selector`` agent's (:mod:`pytest_qlearn.agents.selector`, no pytest there)
 
 from __future__ import annotations
 
+import os
+import shlex
+from collections.abc import Iterable, Sequence
+
 import pytest
 
 from .agents.selector import Budget, Selection
@@ -18,16 +22,59 @@ WORKEROUTPUT_KEY = "qlearn_selection"
 
 def narrowed_by(config: pytest.Config) -> str | None:
     """What narrows this run so that a budget must not select (``-k``, ``-m``, ``--lf``,
-    explicit node ids), or None."""
+    explicit node ids), or None. A ``-m`` of the ini file's ``addopts`` is the project's
+    normal run, not a narrowing: the budget applies to what it leaves."""
     if config.getoption("keyword", ""):
         return "-k"
-    if config.getoption("markexpr", ""):
+    if config.getoption("markexpr", "") and project_markexpr(config) is None:
         return "-m"
     if config.getoption("lf", False):
         return "--lf"
     if any("::" in str(arg) for arg in config.args):
         return "explicit node ids"
     return None
+
+
+def project_markexpr(config: pytest.Config) -> str | None:
+    """The ``-m`` expression in effect when it comes from the ini file's ``addopts`` (the
+    command line and ``PYTEST_ADDOPTS`` gave none), else None."""
+    expr = config.getoption("markexpr", "")
+    if not expr:
+        return None
+    given = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    if _markexpr_in(given) is not None:
+        return None
+    return expr if _markexpr_in(config.getini("addopts")) == expr else None
+
+
+def _markexpr_in(args: Iterable[object]) -> str | None:
+    """The last ``-m EXPR`` / ``-mEXPR`` of an argument list (pytest keeps the last one)."""
+    found = None
+    tokens = [str(arg) for arg in args]
+    for i, token in enumerate(tokens):
+        if token == "-m" and i + 1 < len(tokens):
+            found = tokens[i + 1]
+        elif token.startswith("-m") and len(token) > 2 and not token.startswith("--"):
+            found = token[2:].removeprefix("=")
+    return found
+
+
+def deselected_by_project(items: Sequence[pytest.Item], expr: str) -> list[pytest.Item]:
+    """Of ``items`` pytest deselected, those the project's own ``-m`` expression leaves out
+    (a normal run, not a narrowed one). Uses pytest's own matcher; on a pytest whose
+    internals differ, none (the run then counts as narrowed, as before)."""
+    try:
+        from _pytest.mark import MarkMatcher
+        from _pytest.mark.expression import Expression
+
+        compiled = Expression.compile(expr)
+        return [
+            item
+            for item in items
+            if not compiled.evaluate(MarkMatcher.from_markers(item.iter_markers()))
+        ]
+    except Exception:  # private API: fall back to counting the run as narrowed
+        return []
 
 
 def apply(

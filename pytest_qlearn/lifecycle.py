@@ -312,7 +312,15 @@ class QLearnPlugin:
         elif self.learning is None:
             off = "nothing learned to select with"
         observe = self.mode == "observe"
-        notes = [] if budget is None else [report.budget_header(budget.text, off, observe)]
+        notes = (
+            []
+            if budget is None
+            else [
+                report.budget_header(
+                    budget.text, off, observe, qbudget.project_markexpr(self.config)
+                )
+            ]
+        )
         if self.coverage is not None:
             notes.append(self.coverage.header())
         elif self.settings.coverage:
@@ -330,6 +338,10 @@ class QLearnPlugin:
     # -- ordering (called by the module-level hooks above) -----------------------------------
     def deselected(self, items: list[pytest.Item]) -> None:
         if not self._ranked:  # -k, -m, --deselect, --sw or another plugin narrowed the run
+            project = qbudget.project_markexpr(self.config)
+            if project:  # the ini file's -m: the project's normal run, not a narrowed one
+                normal = {id(item) for item in qbudget.deselected_by_project(items, project)}
+                items = [item for item in items if id(item) not in normal]
             self.deselected_before += len(items)
 
     def rank_items(self, config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -338,3 +338,41 @@ def test_the_tests_of_a_changed_test_file_always_run(pytester: pytest.Pytester) 
     again = run(pytester, *BUDGET, "-v")
     assert SLOW[2] not in run_order(again)
     assert again.parseoutcomes()["deselected"] >= 2
+
+
+def test_a_marker_expression_in_the_ini_addopts_is_the_projects_normal_run(
+    pytester: pytest.Pytester,
+) -> None:
+    # `-m 'not stress'` in addopts: every run of this project is narrowed that way, so the
+    # budget selects within what it leaves and the runs are full episodes, not partial ones.
+    suite = {
+        **SUITE,
+        "test_stress": """
+            import pytest
+
+            @pytest.mark.stress
+            def test_hammer_1():
+                pass
+
+            @pytest.mark.stress
+            def test_hammer_2():
+                pass
+        """,
+    }
+    ini = 'addopts = -m "not stress"\nmarkers =\n    stress: long stress tests\n'
+    project(pytester, ini=ini, suite=suite)
+    result = run(pytester, *BUDGET, "--qlearn-report=r.json")
+    assert (
+        "qlearn: budget 0.2s, tests chosen by the selector agent among the tests "
+        "-m 'not stress' (ini addopts) leaves"
+    ) in result.outlines
+    result.assert_outcomes(passed=7, deselected=4)
+    report = load_report(pytester.path / "r.json")
+    assert report["budget"]["deselected"] == 2
+    assert report["session"]["episode"] == 2 and not report["session"]["partial"]
+    # the same expression given on the command line is the user's narrowing
+    narrowed = run(pytester, *BUDGET, "-m", "not stress", "--qlearn-report=r.json")
+    assert (
+        "qlearn: budget 0.2s not applied: -m narrows the run, selection is off" in narrowed.outlines
+    )
+    assert load_report(pytester.path / "r.json")["session"]["partial"]

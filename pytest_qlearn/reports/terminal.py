@@ -69,13 +69,22 @@ def detail_lines(summary: EpisodeSummary, store_status: str) -> list[str]:
     return lines
 
 
-def budget_header(budget: str, off: str | None, observe: bool = False) -> str:
-    """The header note on ``--qlearn-budget``; ``off`` says why it selects nothing."""
+def budget_header(
+    budget: str, off: str | None, observe: bool = False, project_markexpr: str | None = None
+) -> str:
+    """The header note on ``--qlearn-budget``; ``off`` says why it selects nothing;
+    ``project_markexpr`` is the ini file's ``-m``, which the budget works within."""
     if off is not None:
         return f"qlearn: budget {budget} not applied: {off}, selection is off"
+    within = (
+        f" among the tests -m {project_markexpr!r} (ini addopts) leaves" if project_markexpr else ""
+    )
     if observe:
-        return f"qlearn: budget {budget} observed: every test runs, the summary tells what it saves"
-    return f"qlearn: budget {budget}, tests chosen by the selector agent"
+        return (
+            f"qlearn: budget {budget} observed{within}: every test runs, "
+            "the summary tells what it saves"
+        )
+    return f"qlearn: budget {budget}, tests chosen by the selector agent{within}"
 
 
 def budget_line(b: BudgetSummary) -> str:
