@@ -90,7 +90,7 @@ def add_options(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--qlearn-budget",
-        metavar="120s|2.5m|25%",
+        metavar="120s|2.5m|1h|25%",
         default=None,
         help="run only the tests that fit this time budget, picked by the selector agent "
         "(ini qlearn_budget); failed-last-time, new and qlearn_always tests always run",

@@ -230,7 +230,7 @@ def test_bad_budget_values_are_usage_errors(pytester: pytest.Pytester, value: st
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert f"--qlearn-budget = {value!r} is not valid" in err
-    assert "120s" in err and "25%" in err
+    assert "90s" in err and "25%" in err
     assert "Traceback" not in err
 
 

@@ -67,7 +67,7 @@ def test_bad_budget_values_name_key_value_and_forms(text: str) -> None:
         sel.parse_budget("qlearn_budget", text)
     message = str(info.value)
     assert "qlearn_budget" in message and repr(text) in message
-    assert "120s" in message and "25%" in message
+    assert "90s" in message and "25%" in message
 
 
 def test_a_share_resolves_against_the_estimated_suite_time() -> None:

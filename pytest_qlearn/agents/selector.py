@@ -23,7 +23,6 @@ every pytest-xdist worker selects the same tests. No pytest imports.
 
 from __future__ import annotations
 
-import math
 import re
 import statistics
 from collections import Counter
@@ -31,6 +30,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from ..engine.durations import DURATION_FORMS, parse_duration
 from ..engine.history import FAILED, PASSED, TestHistory
 from ..engine.hyperparams import ConfigError, Hyperparameters
 from ..engine.qlearner import QLearner, debiased_gap
@@ -69,9 +69,8 @@ UNIQUE_LINES_VALUE = 0.1
 #: ``unique`` feature values: covers lines no other test does / does not / no map (no coverage).
 UNIQUE, NOT_UNIQUE, UNKNOWN = "yes", "no", "?"
 
-BUDGET_FORMS = "a duration like 120s, 2.5m or 1h (more than 0) or a share like 25% (0-100%]"
-_BUDGET = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(s|m|h|%)\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+BUDGET_FORMS = f"{DURATION_FORMS} (more than 0) or a share like 25% (0-100%]"
+_SHARE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
 
 
 @dataclass(frozen=True)
@@ -90,17 +89,16 @@ class Budget:
 
 
 def parse_budget(key: str, text: str) -> Budget:
-    """``120s``, ``2.5m``, ``1h`` or ``25%``; anything else is a :class:`ConfigError`."""
-    match = _BUDGET.match(text)
-    if match is None:
-        raise ConfigError(key, text, BUDGET_FORMS)
-    number, unit = float(match.group(1)), match.group(2).lower()
-    if unit == "%":
+    """A duration (``120s``, ``2.5m``, ``1h``; :mod:`..engine.durations`) or a share
+    (``25%``); anything else is a :class:`ConfigError`."""
+    share = _SHARE.match(text)
+    if share is not None:
+        number = float(share.group(1))
         if not 0 < number <= 100:
             raise ConfigError(key, text, BUDGET_FORMS)
         return Budget(text.strip(), share=number / 100.0)
-    seconds = number * _UNIT_SECONDS[unit]
-    if not (seconds > 0 and math.isfinite(seconds)):
+    seconds = parse_duration(text)
+    if seconds is None or seconds <= 0:
         raise ConfigError(key, text, BUDGET_FORMS)
     return Budget(text.strip(), seconds=seconds)
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import sqlite3
 import sys
 import time
@@ -25,6 +24,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ..engine.durations import DURATION_FORMS, parse_duration
 from ..engine.hyperparams import RANGES, ConfigError, parse_changes
 from ..names import DATABASE_URL_ENV
 from ..settings import DEFAULT_ENVIRONMENT, MAX_NAME_LENGTH, default_project
@@ -40,8 +40,6 @@ DEFAULT_DB = Path(".pytest_cache") / "d" / "qlearn" / "qlearn.db"
 DEFAULT_LIMIT = 20
 DEFAULT_TOP = 10
 DEFAULT_TRAJECTORIES = 10_000
-_SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3_600.0, "d": 86_400.0, "w": 604_800.0}
 
 
 class InspectorUsageError(InspectorError):
@@ -74,15 +72,14 @@ def positive_int(text: str) -> int:
 
 
 def since(text: str) -> float | None:
-    """``30m``, ``24h``, ``7d``, ``2w`` (seconds before now) or ``all``."""
+    """A duration (``30m``, ``24h``, ``7d``, ``2w``: seconds before now, the grammar of
+    :mod:`..engine.durations`, as ``--qlearn-budget``) or ``all``."""
     if text.strip().lower() == "all":
         return None
-    match = _SINCE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration: use e.g. 90s, 30m, 24h, 7d, 2w or 'all'"
-        )
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    seconds = parse_duration(text)
+    if seconds is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {DURATION_FORMS} or 'all'")
+    return seconds
 
 
 def ttl_days(text: str) -> float:
