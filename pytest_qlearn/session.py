@@ -42,6 +42,8 @@ from .store.base import (
 )
 
 VERDICTS = (PASSED, FAILED, SKIPPED)
+#: How many of the first tests of a run the reports explain ("what ran first, and why").
+WHY_ROWS = 10
 
 
 def default_registry(
@@ -150,6 +152,8 @@ class EpisodeSummary:
     reruns: list[RerunRecord] = field(default_factory=list)
     #: The flaky-hunter's reward of each rerun decision, by test id.
     rerun_rewards: dict[str, float] = field(default_factory=dict)
+    #: Why the first tests of the run order, and every failed one, ran where they did.
+    why: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -689,8 +693,20 @@ class LearningSession:
             ),
             reruns=sorted(reruns, key=lambda r: r.test_id),
             rerun_rewards=rerun_rewards,
+            why=self._why(run_order, histories),
         )
         return write, summary
+
+    def _why(
+        self, run_order: Sequence[TestResult], histories: Mapping[str, TestHistory]
+    ) -> dict[str, str]:
+        """The reasons of the first :data:`WHY_ROWS` tests that ran and of every failure."""
+        shown = [*run_order[:WHY_ROWS], *(r for r in run_order[WHY_ROWS:] if r.verdict == FAILED)]
+        return {
+            r.test_id: prio.reason(self._decisions[r.test_id], histories.get(r.test_id))
+            for r in shown
+            if r.test_id in self._decisions
+        }
 
     def _riskiest(
         self, after: dict[str, tuple[TestHistory, tuple[State, State]]], top: int = 5

@@ -298,14 +298,22 @@ def test_terminal_summary_one_line_in_every_mode_but_qq_detail_only_on_request(
     make_project(pytester, fail=["test_b2"])
 
     def summary_lines(result: pytest.RunResult) -> list[str]:
-        return [line for line in result.outlines if line.startswith("qlearn: learned from")]
+        return [
+            line
+            for line in result.outlines
+            if line.startswith("qlearn: ") and " · learned from 18 tests" in line
+        ]
 
     for args, episode in ((), 1), (("-q",), 2), (("-v",), 3), (("-vv",), 4):
         result = run(pytester, *args)
         result.assert_outcomes(passed=17, failed=1)
         summary = summary_lines(result)
         assert len(summary) == 1, (args, result.stdout.str())
-        assert "18 tests" in summary[0] and "1 failed" in summary[0]
+        # where the failure ran, against collection order (test_b2 is collected 9th)
+        assert summary[0].startswith("qlearn: 1 failure of 18 tests, at test ")
+        assert "; collection order: at test 9 (" in summary[0]
+        if episode > 1:  # it failed last run: it runs first
+            assert summary[0].startswith("qlearn: 1 failure of 18 tests, at test 1 (")
         assert f"episode {episode}" in summary[0]
         assert "qlearn report" not in result.stdout.str(), args
 
@@ -314,7 +322,9 @@ def test_terminal_summary_one_line_in_every_mode_but_qq_detail_only_on_request(
         text = detailed.stdout.str()
         seps = [line for line in detailed.outlines if re.match(r"^-+ qlearn report -+$", line)]
         assert len(seps) == 1, text
-        assert "APFD:" in text
+        assert "APFD:" in text and "1 = every failure first" in text
+        assert f"      1  FAILED {B2}  (failed last run)" in detailed.outlines
+        assert text.index("what ran first, and why") < text.index("learner details")
         assert "riskiest tests" in text
         assert B2 in text.split("riskiest tests", 1)[1]
         assert len(summary_lines(detailed)) == 1  # the short account closes it
@@ -687,7 +697,7 @@ def test_xdist_learns_on_the_controller_and_workers_use_its_order(
     assert first.ret == pytest.ExitCode.TESTS_FAILED
     headers = [line for line in first.outlines if line.startswith("qlearn: agent")]
     assert len(headers) == 1 and "store sqlite:///store/q.db" in headers[0]
-    assert len([line for line in first.outlines if line.startswith("qlearn: learned")]) == 1
+    assert len([line for line in first.outlines if " · learned from 18 tests" in line]) == 1
     assert load_report(pytester.path / "r1.json")["session"]["episode"] == 1
 
     second = pytester.runpytest_subprocess(*BASE_ARGS, *args, "--qlearn-report=r2.json")

@@ -142,6 +142,7 @@ def test_browser_renders_charts_and_tables_and_runs_no_injected_script(
     assert [a["id"] for a in sortable] == [
         "comparison",
         "failures",
+        "ran-first",
         "reward",
         "progress",
         "riskiest",

@@ -146,7 +146,9 @@ def test_document_has_exact_values_of_the_episode() -> None:
         "qlearn_position": 1,
         "tier": "first",
         "explored": False,
+        "why": "no history yet",  # the episode starts from an empty store
     }
+    assert all(isinstance(t["why"], str) for t in tests if t["verdict"] == "failed")
     assert {t["verdict"] for t in tests} == {"passed", "failed", "skipped"}
     assert doc["failures_first"] == [SCRIPT_ID]
 
@@ -258,8 +260,8 @@ def test_markdown_escapes_test_ids_and_messages() -> None:
     assert len(tables) == 6
     for table in tables:
         assert all(len(r) == len(table[0]) for r in table), table
-    order = tables[-1]
-    assert order[0] == ["qlearn #", "collection #", "tier", "verdict", "test"]
+    order = tables[2]  # what ran first, and why: right after the failures
+    assert order[0] == ["qlearn #", "collection #", "verdict", "why", "test"]
     assert [r[4] for r in order[1:]] == [SCRIPT_ID] + [t for t in COLLECTED if t != SCRIPT_ID]
     # the warning is plain text
     assert "store &lt;b&gt;slow&lt;/b&gt; &amp; [odd](https://evil.example)" in html
@@ -270,7 +272,11 @@ def test_markdown_sections_and_figures() -> None:
     source = render_markdown(doc)
     assert source.startswith("## pytest-qlearn: shop / py311, episode 3\n")
     tables = md_tables(source)
-    comparison, failures, reward, progress, riskiest = tables[:5]
+    comparison, failures, ran_first, reward, progress, riskiest = tables
+    assert source.index("### What ran first, and why") < source.index("### Learner details")
+    assert source.index("### Learner details") < source.index("#### Episode reward")
+    assert "*APFD: the share of the run still ahead" in source
+    assert ran_first[1][3] == "no history yet"
     apfd_q, apfd_c = doc["session"]["apfd"], doc["session"]["collection_apfd"]
     assert comparison[1] == ["APFD", f"{apfd_q:.3f}", f"{apfd_c:.3f}"]
     assert comparison[3] == ["first failure at", "#1", "#4"]
@@ -353,7 +359,16 @@ def test_html_is_self_contained_with_charts_and_sortable_tables() -> None:
     assert page.count("svg") == 4
     assert page.count("polyline") >= 4
     tables = [a.get("id") for t, a in page.tags if t == "table" and a.get("class") == "sortable"]
-    assert tables == ["comparison", "failures", "reward", "progress", "riskiest", "tests"]
+    assert tables == [
+        "comparison",
+        "failures",
+        "ran-first",
+        "reward",
+        "progress",
+        "riskiest",
+        "tests",
+    ]
+    assert source.index("What ran first, and why") < source.index("<h2>Learner details</h2>")
     # nothing is fetched: no external resource of any kind, and a CSP that forbids it
     assert not [a for _, a in page.tags if "src" in a or a.get("rel") == "stylesheet"]
     assert "http://" not in source.replace("http://www.w3.org/2000/svg", "")
@@ -386,7 +401,7 @@ def test_a_partial_episode_is_marked_in_every_format() -> None:
     ]
     assert doc["session"]["partial"] is False
 
-    progress = md_tables(render_markdown(doc))[3]
+    progress = md_tables(render_markdown(doc))[4]
     assert [r[0] for r in progress[1:]] == ["1", "2 (partial)", "3"]
 
     source = render_html(doc)

@@ -179,6 +179,35 @@ class Decision(NamedTuple):
     shuffle: float = -1.0
 
 
+def reason(decision: Decision, history: TestHistory | None) -> str:
+    """Why a test runs where it does, in a user's words (the report's "what ran first")."""
+    flaky = (
+        f"flaky: {history.flips} flips in {history.runs} runs"
+        if history is not None and history.flaky
+        else ""
+    )
+    if decision.evidence in (FAILED_LAST, FAILED_LAST_CHANGED):
+        if flaky:
+            return f"failed last run ({flaky})"
+        if decision.evidence == FAILED_LAST_CHANGED:
+            return "failed last run; code it reaches changed since"
+        return "failed last run"
+    if decision.evidence == DIRECT:
+        return "runs changed code" if history is None or not history.is_new else "new test"
+    if decision.evidence == CALLS_FURTHER:
+        return "calls changed code a few calls away"
+    if decision.evidence == IMPORTS:
+        return "imports a changed module"
+    if history is None or history.runs == 0:
+        return "no history yet"
+    parts = [f"learned failure probability {decision.p_fail:.1%}"]
+    if history.failures:
+        parts.append(f"failed {history.failures} of {history.runs} runs")
+    if flaky:
+        parts.append(flaky)
+    return "; ".join(parts)
+
+
 def order_key(decision: Decision, duration_floor: float = DURATION_FLOOR) -> tuple[int, int, int]:
     """Where a decided test runs: evidence class by class; inside a class, the likeliest
     failure first, and among equal estimates the shorter duration class first (it costs the

@@ -18,7 +18,7 @@ was flaky, its failure signature).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,7 +52,7 @@ def build_document(summary: EpisodeSummary, context: ReportContext) -> Document:
     """The report document (schema version :data:`SCHEMA_VERSION`)."""
     stats = summary.stats
     session = summary.session
-    tests = _tests(summary.results)
+    tests = _tests(summary.results, summary.why)
     return {
         "schema_version": SCHEMA_VERSION,
         "generator": {"name": "pytest-qlearn", "version": __version__},
@@ -154,9 +154,9 @@ def _tier(tier: int | None) -> str | None:
     return TIERS[tier] if 0 <= tier < len(TIERS) else str(tier)
 
 
-def _tests(results: Sequence[TestResult]) -> list[dict[str, Any]]:
+def _tests(results: Sequence[TestResult], why: Mapping[str, str]) -> list[dict[str, Any]]:
     """Every test in qlearn's order (the order used, or in observe mode the order qlearn
-    would have used)."""
+    would have used); ``why`` it ran there for the first tests and the failures."""
     return [
         {
             "test_id": r.test_id,
@@ -166,6 +166,7 @@ def _tests(results: Sequence[TestResult]) -> list[dict[str, Any]]:
             "qlearn_position": r.position + 1,
             "tier": _tier(r.tier),
             "explored": r.explored,
+            "why": why.get(r.test_id),
         }
         for r in sorted(results, key=lambda r: (r.position, r.collected_at))
     ]

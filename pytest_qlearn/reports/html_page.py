@@ -30,6 +30,8 @@ def escape(value: str) -> str:
 
 #: At most this many tests are listed (failures always are); the JSON report has them all.
 MAX_TEST_ROWS = 2000
+#: Rows of "what ran first, and why" (the reasons exist for the first ten and the failures).
+RAN_FIRST_ROWS = 10
 
 SORT_SCRIPT = """\
 (function () {
@@ -177,6 +179,9 @@ def render_html(doc: Document) -> str:
     if "reruns" in doc:
         out += _facts("Flaky", text.flaky_facts(doc["reruns"]))
     out += _failures(tests)
+    out += _ran_first(tests, orders["used"])
+    out += ["<h2>Learner details</h2>"]
+    out += _learner_facts(session, learner)
     out += _reward(doc["episode_reward"])
     out += _progress(doc["progress"])
     out += _riskiest(doc["riskiest"])
@@ -193,17 +198,6 @@ def _this_run(
     facts = [
         ("order used", text.order_name(orders["used"])),
         ("tests", f"{session['tests']} ({session['failures']} failed)"),
-        ("seed", str(session["seed"])),
-        ("ε", f"{session['epsilon']:.4f} (next run {learner['epsilon_next']:.4f})"),
-        (
-            "exploration",
-            f"{text.percent(learner['exploration_share'])} of {learner['decisions']} decisions",
-        ),
-        (
-            "Q-table",
-            f"{learner['q_table_size']} entries ({learner['states']} states), "
-            f"{learner['updates']} updates this run",
-        ),
         ("store", text.store(store["status"], store["url"])),
     ]
     out = ["<h2>This run</h2>", "<table><tbody>"]
@@ -244,11 +238,63 @@ def _this_run(
             ],
         )
     )
+    out.append(f'<p class="muted">{escape(text.APFD_MEANS)}.</p>')
     if doc["warnings"]:
         out.append("<ul>")
         out += [f"<li>warning: {escape(w)}</li>" for w in doc["warnings"]]
         out.append("</ul>")
     return out
+
+
+def _learner_facts(session: dict[str, Any], learner: dict[str, Any]) -> list[str]:
+    facts = [
+        ("seed", str(session["seed"])),
+        ("ε", f"{session['epsilon']:.4f} (next run {learner['epsilon_next']:.4f})"),
+        (
+            "exploration",
+            f"{text.percent(learner['exploration_share'])} of {learner['decisions']} decisions",
+        ),
+        (
+            "Q-table",
+            f"{learner['q_table_size']} entries ({learner['states']} states), "
+            f"{learner['updates']} updates this run",
+        ),
+    ]
+    out = ["<table><tbody>"]
+    out += [f'<tr><th scope="row">{escape(k)}</th><td>{escape(v)}</td></tr>' for k, v in facts]
+    out.append("</tbody></table>")
+    return out
+
+
+def _ran_first(tests: list[dict[str, Any]], used: str) -> list[str]:
+    """The first tests of the order and why each ran there (the prioritizer's evidence)."""
+    shown = [t for t in tests if t.get("why")][:RAN_FIRST_ROWS]
+    if not shown:
+        return []
+    used_text = "ran" if used == "qlearn" else "would have run (observe mode)"
+    return [
+        f"<h2>What {escape(used_text)} first, and why</h2>",
+        table(
+            "ran-first",
+            [
+                ("qlearn #", True),
+                ("collection #", True),
+                ("verdict", False),
+                ("why", False),
+                ("test", False),
+            ],
+            [
+                [
+                    num(t["qlearn_position"], str(t["qlearn_position"])),
+                    num(t["collection_position"], str(t["collection_position"])),
+                    Cell(t["verdict"], css=t["verdict"]),
+                    Cell(t["why"]),
+                    Cell(t["test_id"], css="id"),
+                ]
+                for t in shown
+            ],
+        ),
+    ]
 
 
 def _facts(title: str, facts: list[tuple[str, str]]) -> list[str]:
@@ -427,6 +473,7 @@ def _tests(tests: list[dict[str, Any]], used: str) -> list[str]:
             ),
             Cell(t["tier"] or text.NA),
             Cell("yes" if t["explored"] else "no"),
+            Cell(t.get("why") or ""),
             Cell(t["verdict"], css=t["verdict"]),
             num(t["duration"], text.seconds(t["duration"])),
             Cell(t["test_id"], css="id"),
@@ -452,6 +499,7 @@ def _tests(tests: list[dict[str, Any]], used: str) -> list[str]:
                 ("moved", True),
                 ("tier", False),
                 ("explored", False),
+                ("why", False),
                 ("verdict", False),
                 ("duration", True),
                 ("test", False),

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import text
 from .document import Document
+from .text import APFD_MEANS
 
 #: Rows shown of the order used, of the failures, and of the learning progress.
 ORDER_ROWS = 10
@@ -101,6 +102,7 @@ def render_markdown(doc: Document) -> str:
         ],
         "lrr",
     )
+    out += ["", f"*{escape(APFD_MEANS)}.*"]
     store = doc["store"]
     out += ["", f"**Store:** {escape(text.store(store['status'], store['url']))}"]
     if doc["warnings"]:
@@ -143,10 +145,27 @@ def render_markdown(doc: Document) -> str:
         if len(failed) > FAILURE_ROWS:
             out += ["", f"…and {len(failed) - FAILURE_ROWS} more (see the JSON report)."]
 
+    out += ["", f"### What ran first, and why ({escape(text.order_name(orders['used']))})", ""]
+    out += table(
+        ["qlearn #", "collection #", "verdict", "why", "test"],
+        [
+            [
+                str(t["qlearn_position"]),
+                str(t["collection_position"]),
+                escape(t["verdict"]),
+                escape(t.get("why") or ""),
+                code(t["test_id"]),
+            ]
+            for t in (tests if orders["used"] == "qlearn" else _by_collection(tests))[:ORDER_ROWS]
+        ],
+        "rrlll",
+    )
+
+    out += ["", "### Learner details"]
     reward = doc["episode_reward"]
     out += [
         "",
-        f"### Episode reward: {text.signed(reward['total'])}",
+        f"#### Episode reward: {text.signed(reward['total'])}",
         "",
         f"Bonus {text.signed(reward['bonus'], 1)}, penalty {text.number(reward['penalty'], 1)}; "
         f"clamped to \\[{reward['range'][0]:g}, {reward['range'][1]:g}\\].",
@@ -167,7 +186,7 @@ def render_markdown(doc: Document) -> str:
     )
 
     progress: list[dict[str, Any]] = doc["progress"][-PROGRESS_ROWS:]
-    out += ["", f"### Learning progress: last {len(progress)} episodes", ""]
+    out += ["", f"#### Learning progress: last {len(progress)} episodes", ""]
     out += table(
         ["episode", "mode", "tests", "failed", "APFD", "collection APFD", "reward", "ε", "Q-table"],
         [
@@ -190,7 +209,7 @@ def render_markdown(doc: Document) -> str:
     riskiest: list[dict[str, Any]] = doc["riskiest"]
     if riskiest:
         tiers = list(riskiest[0]["q_values"])
-        out += ["", "### Riskiest tests (learned)", ""]
+        out += ["", "#### Riskiest tests next run (learned)", ""]
         out += table(
             ["test", "p(fail)", "runs", "failed", *(f"Q {escape(t)}" for t in tiers), "visits"],
             [
@@ -207,21 +226,6 @@ def render_markdown(doc: Document) -> str:
             "lrrr" + "r" * (len(tiers) + 1),
         )
 
-    out += ["", f"### {escape(text.order_name(orders['used']))}: first {ORDER_ROWS}", ""]
-    out += table(
-        ["qlearn #", "collection #", "tier", "verdict", "test"],
-        [
-            [
-                str(t["qlearn_position"]),
-                str(t["collection_position"]),
-                escape(t["tier"] or text.NA),
-                escape(t["verdict"]),
-                code(t["test_id"]),
-            ]
-            for t in (tests if orders["used"] == "qlearn" else _by_collection(tests))[:ORDER_ROWS]
-        ],
-        "rrlll",
-    )
     out.append("")
     return "\n".join(out)
 

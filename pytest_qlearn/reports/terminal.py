@@ -5,8 +5,10 @@ in :mod:`pytest_qlearn.reports`.)"""
 from __future__ import annotations
 
 from ..agents.selector import BudgetSummary
+from ..engine.history import FAILED
 from ..session import EpisodeSummary
-from .text import visible
+from .text import APFD_MEANS, visible
+from .text import seconds as seconds_text
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -14,7 +16,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    return "n/a (no failure)" if value is None else f"{value:.2f}s"
+    return "n/a (no failure)" if value is None else seconds_text(value)
 
 
 def header_line(agent: str, seed: int, epsilon: float, store: str, mode: str) -> str:
@@ -22,47 +24,89 @@ def header_line(agent: str, seed: int, epsilon: float, store: str, mode: str) ->
 
 
 def summary_line(summary: EpisodeSummary, store_status: str) -> str:
+    """The one line every run ends with: where the failures showed up against collection
+    order, what was learned from, where it was kept."""
     s = summary.session
-    if s.failures:
-        result = (
-            f"{s.failures} failed; APFD {_fmt(s.apfd)} (collection order {_fmt(s.collection_apfd)})"
-        )
+    observe = s.mode == "observe"
+    where = _failures_at(summary)
+    if observe:
+        head = f"qlearn: would reorder {s.tests} tests" + (f": {where}" if where else "")
+        learned = f"learned from them, episode {s.episode}"
     else:
-        result = "no failures"
-    verb = "would reorder" if s.mode == "observe" else "learned from"
+        head = f"qlearn: {where}" if where else "qlearn: no failures"
+        learned = f"learned from {s.tests} tests, episode {s.episode}"
+    return f"{head} · {learned}, ε {s.epsilon:.3f} · {store_status}"
+
+
+def _failures_at(summary: EpisodeSummary) -> str:
+    """``2 failures of 21 tests, first at test 1 (4 ms in), all by test 2; collection
+    order: first at test 18 (110 ms in), all by test 21`` — or "" without failures."""
+    failed = [r for r in summary.results if r.verdict == FAILED]
+    if not failed:
+        return ""
+    n, total = len(failed), summary.session.tests
+    runs = sorted(r.position + 1 for r in failed)
+    collected = sorted(r.collected_at + 1 for r in failed)
+
+    def at(positions: list[int], secs: float | None) -> str:
+        text = f"test {positions[0]}" + (f" ({seconds_text(secs)} in)" if secs is not None else "")
+        return text + (f", all by test {positions[-1]}" if n > 1 else "")
+
+    label = "failure" if n == 1 else "failures"
+    first = "first at " if n > 1 else "at "
     return (
-        f"qlearn: {verb} {s.tests} tests, {result}; ε {s.epsilon:.3f}, "
-        f"episode {s.episode}; {store_status}"
+        f"{n} {label} of {total} tests, {first}{at(runs, summary.run_ttff)}; "
+        f"collection order: {first}{at(collected, summary.collection_ttff)}"
     )
 
 
 def detail_lines(summary: EpisodeSummary, store_status: str) -> list[str]:
+    """The detailed report (``--qlearn-report``): what a user cares about first (failures
+    against collection order, what ran first and why), the learner's details after."""
     s = summary.session
     stats = summary.stats
     order_name = "qlearn order (not used: observe)" if s.mode == "observe" else "qlearn order"
+    where = _failures_at(summary)
     lines = [
-        f"episode {s.episode} of this project/environment, session {s.session_id}",
-        f"seed {s.seed}, ε {s.epsilon:.4f} (next run {stats.epsilon:.4f}), "
-        f"exploration share {stats.exploration_share:.1%} of {stats.decisions} decisions",
-        f"Q-table: {stats.q_table_size} entries ({stats.states} states), "
-        f"{stats.updates} updates this run, mean step reward {stats.mean_reward:+.3f}",
-        f"tests: {s.tests}, failed: {s.failures}",
-        f"APFD: {order_name} {_fmt(s.apfd)}, collection order {_fmt(s.collection_apfd)}",
+        where or f"{s.tests} tests, no failures",
         f"time to first failure: {order_name} {_seconds(summary.run_ttff)}, "
-        f"collection order {_seconds(summary.collection_ttff)} (from test durations)",
-        f"episode reward {summary.reward.total:+.2f} "
+        f"collection order {_seconds(summary.collection_ttff)} (summed test durations)",
+        f"APFD: {order_name} {_fmt(s.apfd)}, collection order {_fmt(s.collection_apfd)}",
+        f"  ({APFD_MEANS})",
+    ]
+    first = [
+        r for r in sorted(summary.results, key=lambda r: r.position) if r.test_id in summary.why
+    ]
+    if first:
+        lines.append("what ran first, and why:")
+        shown = first[:5] + [r for r in first[5:] if r.verdict == FAILED][:5]
+        for r in shown:
+            mark = "FAILED " if r.verdict == FAILED else ""
+            lines.append(
+                f"  {r.position + 1:>5}  {mark}{visible(r.test_id)}  ({summary.why[r.test_id]})"
+            )
+    lines += [
+        "learner details:",
+        f"  episode {s.episode} of this project/environment, session {s.session_id}",
+        f"  seed {s.seed}, ε {s.epsilon:.4f} (next run {stats.epsilon:.4f}), "
+        f"exploration share {stats.exploration_share:.1%} of {stats.decisions} decisions",
+        f"  Q-table: {stats.q_table_size} entries ({stats.states} states), "
+        f"{stats.updates} updates this run, mean step reward {stats.mean_reward:+.3f}",
+        f"  episode reward {summary.reward.total:+.2f} "
         f"(bonus {summary.reward.bonus:+.1f}, penalty {-summary.reward.penalty:+.1f}):",
     ]
     for name, value in summary.reward.components.items():
         weight = summary.reward.weights[name]
-        shown = f"{value:6.1f}" if value is not None else "   n/a"
+        shown_value = f"{value:6.1f}" if value is not None else "   n/a"
         note = summary.reward.notes.get(name)
-        lines.append(f"  {name:<16} {shown} × {weight:.2f}" + (f"  ({note})" if note else ""))
+        lines.append(
+            f"    {name:<16} {shown_value} × {weight:.2f}" + (f"  ({note})" if note else "")
+        )
     if summary.riskiest:
-        lines.append("riskiest tests (learned failure probability):")
+        lines.append("  riskiest tests next run (learned failure probability):")
         for risk in summary.riskiest:
             lines.append(
-                f"  {risk.p_fail:5.1%}  {visible(risk.test_id)}  "
+                f"    {risk.p_fail:5.1%}  {visible(risk.test_id)}  "
                 f"({risk.failures}/{risk.runs} failed)"
             )
     lines.append(f"store: {store_status}")

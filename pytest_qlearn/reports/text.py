@@ -13,6 +13,13 @@ NA = "n/a"
 _INVISIBLE = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c\ud800-\udfff]")
 
 
+#: One sentence on APFD wherever the report shows it.
+APFD_MEANS = (
+    "APFD: the share of the run still ahead when each failure showed up, averaged; "
+    "1 = every failure first, 0.5 = spread evenly"
+)
+
+
 def visible(text: str) -> str:
     """``text`` with every bidi control and lone surrogate shown as its escape (``\\u202e``),
     so a test id reads as what it is; everything else as it is."""
