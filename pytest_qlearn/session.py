@@ -689,7 +689,10 @@ class LearningSession:
             budget=None
             if selection is None
             else sel.summarise(
-                selection, {r.test_id: (r.verdict, r.duration) for r in results}, self.mode
+                selection,
+                {r.test_id: (r.verdict, r.duration) for r in results},
+                self.mode,
+                duration,
             ),
             reruns=sorted(reruns, key=lambda r: r.test_id),
             rerun_rewards=rerun_rewards,

@@ -376,3 +376,20 @@ def test_a_marker_expression_in_the_ini_addopts_is_the_projects_normal_run(
         "qlearn: budget 0.2s not applied: -m narrows the run, selection is off" in narrowed.outlines
     )
     assert load_report(pytester.path / "r.json")["session"]["partial"]
+
+
+def test_the_budget_line_says_what_share_of_the_wall_time_it_saved(
+    pytester: pytest.Pytester,
+) -> None:
+    # the deselected slow tests (0.2 s + 0.28 s) against the whole run's wall time, with the
+    # time outside the tests (collection, plugins) named: no budget saves that
+    project(pytester)
+    result = run(pytester, *BUDGET, "--qlearn-report=r.json")
+    (line,) = [line for line in result.outlines if line.startswith("qlearn: budget 0.2s (")]
+    budget = load_report(pytester.path / "r.json")["budget"]
+    assert budget["wall_saved"] == pytest.approx(0.48, abs=0.1)
+    assert budget["wall_time"] > budget["tests_time"] > 0.1
+    share = budget["wall_saved"] / (budget["wall_time"] + budget["wall_saved"])
+    assert f"saved ≈{budget['wall_saved']:.1f}s of a full run's ≈" in line
+    assert f"({share:.0%}; " in line
+    assert "which no budget saves" in line

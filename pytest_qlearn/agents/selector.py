@@ -220,6 +220,25 @@ class BudgetSummary:
     saved: float = 0.0  # observe: seconds the deselected tests took
     #: How many tests ran because they always run, per reason (failed last time, new...).
     always_run: tuple[tuple[str, int], ...] = ()
+    #: This run's wall seconds (from the plugin's start: collection, fixtures, plugins and
+    #: the tests) and the seconds its tests took (setup, call and teardown).
+    wall_time: float = 0.0
+    tests_time: float = 0.0
+
+    @property
+    def wall_saved(self) -> float:
+        """Seconds the budget saved (select: the deselected tests' estimate; observe: what
+        the deselected tests took)."""
+        if self.mode == "observe":
+            return self.saved
+        if self.mode == "full run":
+            return 0.0
+        return max(0.0, self.estimated_total - self.estimated_selected)
+
+    @property
+    def outside_tests(self) -> float:
+        """Wall seconds no budget can save: collection, session fixtures, plugins."""
+        return max(0.0, self.wall_time - self.tests_time)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -237,6 +256,9 @@ class BudgetSummary:
             "missed": list(self.missed),
             "saved": self.saved,
             "always_run": dict(self.always_run),
+            "wall_time": self.wall_time,
+            "tests_time": self.tests_time,
+            "wall_saved": self.wall_saved,
         }
 
 
@@ -459,9 +481,13 @@ class Selector(Agent):
 
 
 def summarise(
-    selection: Selection, verdicts: Mapping[str, tuple[str, float]], mode: str
+    selection: Selection,
+    verdicts: Mapping[str, tuple[str, float]],
+    mode: str,
+    wall_time: float = 0.0,
 ) -> BudgetSummary:
-    """The budget section of the reports. ``verdicts``: test id → (verdict, duration)."""
+    """The budget section of the reports. ``verdicts``: test id → (verdict, duration);
+    ``wall_time``: the run's wall seconds."""
     observe = mode == "observe"
     picked = {c.test_id for c in selection.selected}
     failing = {t for t, (v, _) in verdicts.items() if v == FAILED}
@@ -482,4 +508,6 @@ def summarise(
         missed=tuple(t for t in left_out if t in failing) if observe else (),
         saved=sum(verdicts[t][1] for t in left_out if t in verdicts) if observe else 0.0,
         always_run=tuple(sorted(always.items())),
+        wall_time=wall_time,
+        tests_time=sum(d for _, d in verdicts.values()),
     )

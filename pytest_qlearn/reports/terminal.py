@@ -145,7 +145,20 @@ def budget_line(b: BudgetSummary) -> str:
     note = "; the always-run tests alone exceed it, ran only those" if b.always_over_budget else ""
     return (
         f"{head}: ran {b.selected} tests, deselected {b.deselected}; "
-        f"{b.caught} of {b.failures} failures caught within the budget{note}"
+        f"{b.caught} of {b.failures} failures caught within the budget{note}; {wall_share(b)}"
+    )
+
+
+def wall_share(b: BudgetSummary) -> str:
+    """What share of the wall time the budget saved: the deselected tests' estimate against
+    the full run this one would have been (collection, session fixtures and plugins count)."""
+    full = b.wall_time + b.wall_saved
+    if full <= 0:
+        return "no wall time measured"
+    return (
+        f"saved ≈{b.wall_saved:.1f}s of a full run's ≈{full:.1f}s wall time "
+        f"({b.wall_saved / full:.0%}; {b.outside_tests:.1f}s of this run were collection, "
+        "session fixtures and plugins, which no budget saves)"
     )
 
 

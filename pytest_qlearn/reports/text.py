@@ -84,6 +84,7 @@ def budget_facts(budget: dict[str, Any]) -> list[tuple[str, str]]:
             f"{budget['estimated_selected']:.2f}s of {budget['estimated_total']:.2f}s",
         ),
         ("actual time", f"{budget['actual_time']:.2f}s"),
+        *_wall_facts(budget),
         ("failures caught", f"{budget['caught']} of {budget['failures']}"),
     ]
     always = budget.get("always_run") or {}
@@ -95,6 +96,18 @@ def budget_facts(budget: dict[str, Any]) -> list[tuple[str, str]]:
         facts.append(("would save", f"{budget['saved']:.2f}s"))
         facts.append(("would miss", ", ".join(budget["missed"]) or "no failure"))
     return facts
+
+
+def _wall_facts(budget: dict[str, Any]) -> list[tuple[str, str]]:
+    wall, saved = budget.get("wall_time") or 0.0, budget.get("wall_saved") or 0.0
+    if wall <= 0:
+        return []
+    full = wall if budget["mode"] == "observe" else wall + saved  # observing, all ran
+    outside = max(0.0, wall - (budget.get("tests_time") or 0.0))
+    return [
+        ("wall time", f"{wall:.2f}s ({outside:.2f}s outside the tests: collection, plugins)"),
+        ("wall time saved", f"≈{saved:.2f}s of a full run's ≈{full:.2f}s ({saved / full:.0%})"),
+    ]
 
 
 def coverage_facts(coverage: dict[str, Any]) -> list[tuple[str, str]]:
