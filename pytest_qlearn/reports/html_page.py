@@ -180,6 +180,7 @@ def render_html(doc: Document) -> str:
         out += _facts("Flaky", text.flaky_facts(doc["reruns"]))
     out += _failures(tests)
     out += _ran_first(tests, orders["used"])
+    out += _early(doc["progress"])
     out += ["<h2>Learner details</h2>"]
     out += _learner_facts(session, learner)
     out += _reward(doc["episode_reward"])
@@ -349,22 +350,34 @@ def _reward(reward: dict[str, Any]) -> list[str]:
     ]
 
 
+def _early(progress: list[dict[str, Any]]) -> list[str]:
+    """What users look for first: run by run, how early failures showed up in qlearn's order
+    against collection order."""
+    xs = [int(p["episode"]) for p in progress]
+    hollow = [bool(p.get("partial")) for p in progress]
+    chart = line_chart(
+        "APFD",
+        xs,
+        [
+            Series("qlearn order", [p["apfd"] for p in progress]),
+            Series("collection order", [p["collection_apfd"] for p in progress]),
+        ],
+        y_range=(0.0, 1.0),
+        y_format=lambda v: f"{v:.2f}",
+        hollow=hollow,
+    )
+    return [
+        "<h2>Failures found early, run by run</h2>",
+        f'<p class="muted">{escape(text.APFD_MEANS)}; runs without failures have none.</p>',
+        f'<div class="charts">{chart}</div>',
+    ]
+
+
 def _progress(progress: list[dict[str, Any]]) -> list[str]:
     xs = [int(p["episode"]) for p in progress]
     # partial episodes (narrowed or stopped-early runs) are drawn as unfilled points
     hollow = [bool(p.get("partial")) for p in progress]
     charts = [
-        line_chart(
-            "APFD",
-            xs,
-            [
-                Series("qlearn order", [p["apfd"] for p in progress]),
-                Series("collection order", [p["collection_apfd"] for p in progress]),
-            ],
-            y_range=(0.0, 1.0),
-            y_format=lambda v: f"{v:.2f}",
-            hollow=hollow,
-        ),
         line_chart(
             "Episode reward",
             xs,
