@@ -172,3 +172,34 @@ def test_fixture_time_is_a_mean_over_the_recent_runs_with_a_verdict() -> None:
     # later runs weigh like the last ten, not like one of 50
     steady = old.record(PASSED, 0.1, 51, 0.8).record(PASSED, 0.1, 52, 1.8)
     assert steady.fixture_mean == pytest.approx(0.9)
+
+
+def test_one_outlier_does_not_inflate_the_expected_duration_for_long() -> None:
+    # a 0.1 s test with one 60 s timeout among 30 runs: the plain mean stays near 2 s for the
+    # rest of its history; the expected duration (the budget's) is back near 0.1 s at once
+    history = TestHistory("t")
+    for episode in range(30):
+        history = history.record(PASSED, 60.0 if episode == 10 else 0.1, episode)
+    assert history.duration_mean == pytest.approx(2.09, abs=0.01)
+    assert history.expected_duration == pytest.approx(0.1, abs=0.01)
+    after_outlier = TestHistory("t")
+    for episode in range(11):
+        after_outlier = after_outlier.record(PASSED, 60.0 if episode == 10 else 0.1, episode)
+    assert after_outlier.expected_duration < 0.2  # capped at 4x the recent estimate
+
+
+def test_a_real_slowdown_reaches_the_expected_duration_within_a_few_runs() -> None:
+    history = TestHistory("t")
+    for episode in range(20):
+        history = history.record(PASSED, 0.1, episode)
+    for episode in range(20, 35):
+        history = history.record(PASSED, 5.0, episode)
+    assert history.expected_duration > 4.5  # 15 runs at 5 s: 0.1 s -> 4.55 s
+    assert history.duration_mean < 3.0  # the plain mean lags far behind
+
+
+def test_a_history_from_before_schema_8_starts_its_recent_duration_from_the_mean() -> None:
+    old = TestHistory("t", runs=10, duration_mean=2.0, last_duration=2.0)
+    assert old.expected_duration == 2.0  # not measured yet: the mean
+    assert old.record(PASSED, 2.5, 11).duration_recent == pytest.approx(2.0 + 0.5 / 5)
+    assert TestHistory("t").expected_duration == 0.0

@@ -1378,7 +1378,7 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: Schema5) -> None
     store = schema5.new_store()
     store.open()
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 7
+        assert store.schema_version() == SCHEMA_VERSION == 8
         snapshot = store.load_snapshot(PARTITION, [AGENT])
         assert snapshot.histories == {"t::a": OLD_HISTORY}
         assert snapshot.histories["t::a"].fixture_mean == 0.0
@@ -1404,7 +1404,7 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: Schema5) -> None
     finally:
         store.close()
     before = schema5.execute("SELECT version, applied_at FROM qlearn_schema ORDER BY version")
-    assert [row[0] for row in before] == [1, 2, 3, 4, 5, 6, 7]
+    assert [row[0] for row in before] == [1, 2, 3, 4, 5, 6, 7, 8]
 
     # opening again is a no-op
     store = schema5.new_store()
@@ -1419,7 +1419,7 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: Schema5) -> None
         before
     )
 
-    # migrations 6 and 7 applied again over their own columns (records lost) change nothing
+    # migrations 6 to 8 applied again over their own columns (records lost) change nothing
     schema5.execute("DELETE FROM qlearn_schema WHERE version >= 6")
     store = schema5.new_store()
     store.open()
@@ -1429,4 +1429,4 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: Schema5) -> None
     finally:
         store.close()
     versions = schema5.execute("SELECT version FROM qlearn_schema ORDER BY version")
-    assert [row[0] for row in versions] == [1, 2, 3, 4, 5, 6, 7]
+    assert [row[0] for row in versions] == [1, 2, 3, 4, 5, 6, 7, 8]

@@ -116,14 +116,15 @@ def agent_type(hyper: Hyperparameters | None = None) -> AgentType:
 def estimate_durations(
     test_ids: Iterable[str], histories: Mapping[str, TestHistory]
 ) -> tuple[dict[str, float], float]:
-    """Each test's expected seconds (its mean duration; the median known one when it never
-    ran), and that median (0 when no test has a known duration)."""
+    """Each test's expected seconds (its recent duration, outliers capped:
+    ``TestHistory.expected_duration``; the median known one when it never ran), and that
+    median (0 when no test has a known duration)."""
     known: dict[str, float] = {}
     unknown: list[str] = []
     for test_id in test_ids:
         history = histories.get(test_id)
         if history is not None and history.runs > 0:
-            known[test_id] = max(0.0, history.duration_mean)
+            known[test_id] = max(0.0, history.expected_duration)
         else:
             unknown.append(test_id)
     median = statistics.median(known.values()) if known else 0.0
@@ -290,7 +291,7 @@ class Selector(Agent):
         if history.runs == 0 or median <= 0:
             cost = "?"
         else:
-            cost = _COST.label(history.duration_mean / median)
+            cost = _COST.label(history.expected_duration / median)
         return self.encoder.encode_values(
             (
                 cost,

@@ -13,6 +13,14 @@ KEPT_VERDICTS = 16
 #: Setup + teardown seconds are averaged over about this many recent runs: a fixture's cost
 #: follows the code, and one slow setup should not weigh for ever.
 FIXTURE_WINDOW = 10
+#: ``duration_recent`` follows about the last this many runs ...
+DURATION_WINDOW = 5
+#: ... and counts no run as more than this many times the recent estimate (a timeout or a
+#: loaded machine: one 60 s outlier of a 0.1 s test inflated the plain mean for a long
+#: time). A real slowdown still gets through: the cap grows with the estimate, run by run.
+OUTLIER_FACTOR = 4.0
+#: The cap never falls below this many seconds (sub-millisecond tests: timer noise).
+OUTLIER_FLOOR = 0.01
 
 
 class TestHistory(NamedTuple):
@@ -41,6 +49,15 @@ class TestHistory(NamedTuple):
     #: Runs that failed and then passed on a rerun (a flake confirmed, by ``--qlearn-reruns``
     #: or pytest-rerunfailures): each also counts as a failure followed by a pass.
     flaky: int = 0
+    #: Seconds a run is expected to take now: a mean over about the last
+    #: :data:`DURATION_WINDOW` runs, outliers capped (the budget's estimate). 0: not measured
+    #: yet (a history from before schema 8; ``expected_duration`` falls back to the mean).
+    duration_recent: float = 0.0
+
+    @property
+    def expected_duration(self) -> float:
+        """The seconds the next run is expected to take (0 when it never ran)."""
+        return self.duration_recent if self.duration_recent > 0.0 else self.duration_mean
 
     @property
     def is_new(self) -> bool:
@@ -111,7 +128,20 @@ class TestHistory(NamedTuple):
             duration,
             _recent_mean(self.fixture_mean, fixture, runs),
             self.flaky,
+            _robust_recent(self.duration_recent, self.duration_mean, duration, runs),
         )
+
+
+def _robust_recent(recent: float, mean: float, value: float, runs: int) -> float:
+    """The next ``duration_recent``: a recent mean that caps each run at
+    :data:`OUTLIER_FACTOR` times the estimate so far (from the 4th run on)."""
+    if runs <= 1:
+        return value
+    if recent <= 0.0:
+        recent = mean  # a history from before schema 8 starts from its mean
+    if runs > 3:
+        value = min(value, max(OUTLIER_FACTOR * recent, OUTLIER_FLOOR))
+    return recent + (value - recent) / min(runs, DURATION_WINDOW)
 
 
 def _recent_mean(mean: float, value: float, runs: int) -> float:

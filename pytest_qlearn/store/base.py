@@ -33,7 +33,8 @@ SIGNATURE_AGENT = "flaky-hunter"
 #: narrowed or stopped-early run: learned from, but not counted in :attr:`Snapshot.episodes`).
 #: 7: test_history.flaky (runs that passed only on a rerun); patterns.reruns, rerun_passes,
 #: reward_sum (what reruns of a failure signature did, for the ``flaky-hunter`` agent).
-SCHEMA_VERSION = 7
+#: 8: test_history.duration_recent (a recent, outlier-capped duration: the budget's estimate).
+SCHEMA_VERSION = 8
 DEFAULT_TTL_DAYS = 30
 SECONDS_PER_DAY = 86_400.0
 #: Automatic TTL cleanup runs at most this often per project.

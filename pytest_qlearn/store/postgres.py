@@ -316,6 +316,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """ALTER TABLE patterns
             ADD COLUMN IF NOT EXISTS reward_sum double precision NOT NULL DEFAULT 0""",
     ),
+    8: (
+        # a recent, outlier-capped duration per test (the budget's estimate)
+        """ALTER TABLE test_history
+            ADD COLUMN IF NOT EXISTS duration_recent double precision NOT NULL DEFAULT 0""",
+    ),
 }
 
 _HISTORY_FIELDS = TestHistory._fields
@@ -334,6 +339,7 @@ _HISTORY_TYPES = (
     "float8",  # last_duration
     "float8",  # fixture_mean
     "integer",  # flaky
+    "float8",  # duration_recent
 )
 assert len(_HISTORY_TYPES) == len(_HISTORY_FIELDS)
 

@@ -262,6 +262,10 @@ MIGRATIONS: dict[int, tuple[str | AddColumn, ...]] = {
         AddColumn("patterns", "rerun_passes", "INTEGER NOT NULL DEFAULT 0"),
         AddColumn("patterns", "reward_sum", "REAL NOT NULL DEFAULT 0"),
     ),
+    8: (
+        # a recent, outlier-capped duration per test (the budget's estimate)
+        AddColumn("test_history", "duration_recent", "REAL NOT NULL DEFAULT 0"),
+    ),
 }
 
 #: Tables whose rows simply age out: (table, the column of their last use).
