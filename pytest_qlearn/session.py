@@ -359,15 +359,16 @@ class LearningSession:
 
     # -- reruns (the flaky-hunter) -----------------------------------------------------------
     def rerun_share(self, test_id: str) -> float:
-        """A test's expected share of the session's time (its mean over all known tests'
-        means), 0 when unknown."""
+        """A test's expected seconds as a share of what a false red costs: rerunning the
+        session (all known tests' mean seconds) plus a person's look at the red build
+        (``flaky_hunter.ATTENTION_SECONDS``); 0 when unknown."""
         histories = self.snapshot.histories
         if self._expected_seconds is None:
             self._expected_seconds = sum(h.duration_mean for h in histories.values() if h.runs)
         history = histories.get(test_id)
-        if history is None or not history.runs or self._expected_seconds <= 0:
+        if history is None or not history.runs:
             return 0.0
-        return history.duration_mean / self._expected_seconds
+        return history.duration_mean / (self._expected_seconds + fh.ATTENTION_SECONDS)
 
     def rerun_failure(self, test_id: str, kind: str, signature: str, moved: bool) -> fh.Failure:
         known = self.snapshot.signatures.get(signature, SignatureStats()) if signature else None

@@ -132,6 +132,27 @@ def test_the_agent_learns_to_stop_rerunning_a_real_failure() -> None:
     assert hunter.decide(history, flaky, 2).reruns >= 1  # a known flake is rerun
 
 
+def test_exploration_only_ever_adds_reruns_to_the_greedy_choice() -> None:
+    # k reruns reveal the reward of every action below k (they stop at the first pass):
+    # exploring downwards teaches nothing and risks a false red the greedy choice avoids.
+    history = TestHistory("t", runs=20)
+    real = fh.Failure("t", ASSERTION, "k", SignatureStats(seen=3), False, 0.0)
+    hunter = _hunter(epsilon=1.0)
+    for _ in range(30):  # a real failure: every rerun fails, so the greedy choice drops to 0
+        decision = hunter.decide(history, real, 3)
+        hunter.learn(decision.state.key, decision.reruns, "F" * (decision.reruns + 1), 0.0)
+    state = hunter.state(history, real)
+    greedy = hunter.learner.greedy(hunter.scores(state, hunter.pass_chance(history, real), 0.0, 3))
+    assert greedy == 0
+    choices = [hunter.decide(history, real, 3) for _ in range(200)]
+    assert all(d.explored and d.reruns in (1, 2, 3) for d in choices)
+    assert {d.reruns for d in choices} == {1, 2, 3}
+    # with the greedy choice at the limit there is nothing to add: no exploration
+    flake = real._replace(kind=TIMEOUT, known=SignatureStats(seen=3, flaky=3, reruns=3))
+    top = hunter.decide(history, flake, 1)
+    assert top.reruns == 1 and not top.explored
+
+
 def test_a_flaky_run_is_learned_as_a_flip() -> None:
     history = TestHistory("t").record(PASSED, 1.0, 1)
     after = history.record(PASSED, 2.0, 2, flaky=True)

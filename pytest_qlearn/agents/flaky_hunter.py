@@ -11,7 +11,8 @@ costs its time and changes nothing. The agent learns, per state, which number of
 * action k: rerun up to k times (stop at the first pass);
 * reward of k: ``1 − j·c`` when rerun j ≤ k passed (a false red avoided, at j reruns' cost),
   ``−k·c`` when every rerun failed (a real failure: only the time is lost), 0 for k = 0;
-  ``c`` = :data:`RERUN_OVERHEAD` + the test's share of the session's time.
+  ``c`` = :data:`RERUN_OVERHEAD` + the test's seconds as a share of what a false red costs:
+  rerunning the session, plus :data:`ATTENTION_SECONDS` of a person's time.
 
 One run reveals the reward of more than the chosen action: a pass at rerun j tells every
 k ≥ j, and failures tell every k up to the reruns made; those actions are all updated (like
@@ -49,6 +50,11 @@ ACTIONS = ("no rerun", *(f"rerun up to {k}x" for k in range(1, MAX_RERUNS + 1)))
 FEATURES = ("flake_rate", "kind", "moved", "share", "signature")  # sorted, the encoder's order
 #: What a rerun costs besides its own time, in units of a false red (a whole CI rerun).
 RERUN_OVERHEAD = 0.02
+#: What a false red costs besides rerunning the session: a person's look at a red build, in
+#: seconds. Without it a rerun of a 0.05 s test in a 0.5 s suite "cost" a tenth of a false
+#: red, and a first assertion failure was never rerun (benchmarks/flaky.py: 2 of its 3 false
+#: reds).
+ATTENTION_SECONDS = 60.0
 #: Pseudo-observations the prior counts for against learned rewards.
 PRIOR_WEIGHT = 1.0
 #: The prior chance that a rerun of a failure of this kind passes (before anything is
@@ -174,14 +180,19 @@ class FlakyHunter(Agent):
         return out
 
     def decide(self, history: TestHistory, failure: Failure, limit: int) -> RerunDecision:
-        """ε-greedy among 0…``limit`` reruns (ties to the fewest)."""
+        """ε-greedy, exploring upwards only: with probability ε, more reruns than the
+        greedy choice (up to ``limit``; ties to the fewest). Reruns stop at the first pass,
+        so k reruns reveal the reward of every action below k too: exploring downwards
+        would teach nothing more, and only risk a false red the greedy choice avoids."""
         limit = max(0, min(limit, MAX_RERUNS))
         state = self.state(history, failure)
         scores = self.scores(state, self.pass_chance(history, failure), failure.share, limit)
         learner = self.learner
-        explored = learner.rng.random() < learner.epsilon
+        action = learner.greedy(scores)
+        explored = learner.rng.random() < learner.epsilon and action < limit
+        if explored:
+            action = learner.rng.randint(action + 1, limit)
         learner.count_decision(explored)
-        action = learner.rng.randrange(limit + 1) if explored else learner.greedy(scores)
         reused = failure.known.seen > 0 and learner.knows(state.key)
         return RerunDecision(failure.test_id, action, state, explored, reused)
 
