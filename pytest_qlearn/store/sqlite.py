@@ -9,11 +9,12 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, fields
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from ..engine.history import TestHistory
-from ..engine.qlearner import QEntry
+from ..engine.qlearner import QEntry, gc_paused
 from .base import (
     CLEANUP_INTERVAL,
     DEFAULT_TTL_DAYS,
@@ -32,6 +33,7 @@ from .base import (
     PatternDelta,
     PendingRun,
     PendingSkipDelta,
+    QDelta,
     QTableSummary,
     QValueRecord,
     RewardEvent,
@@ -411,7 +413,8 @@ class SqliteStore(Store):
             # (the history fast path relies on histories and episode count agreeing).
             conn.execute("BEGIN")
             try:
-                snapshot = self._read_snapshot(partition, agents, key)
+                with gc_paused():
+                    snapshot = self._read_snapshot(partition, agents, key)
             except BaseException:
                 _rollback(conn)
                 raise
@@ -680,6 +683,10 @@ class SqliteStore(Store):
 
     # -- writing ---------------------------------------------------------------------------
     def write_episode(self, write: EpisodeWrite, ttl_days: float = DEFAULT_TTL_DAYS) -> bool:
+        with gc_paused():
+            return self._write_episode(write, ttl_days)
+
+    def _write_episode(self, write: EpisodeWrite, ttl_days: float) -> bool:
         conn = self.conn
         write = stored_write(write)
         now = time.time()
@@ -727,30 +734,7 @@ class SqliteStore(Store):
                 ],
             )
             for agent, deltas in write.q_deltas.items():
-                conn.executemany(
-                    "INSERT INTO q_values (project, environment, agent, state_hash, action, "
-                    "state_text, q, visits, updated_at, expires_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (project, environment, agent, state_hash, action) DO UPDATE SET "
-                    "q = q + excluded.q, visits = visits + excluded.visits, "
-                    "updated_at = excluded.updated_at, expires_at = excluded.expires_at",
-                    [
-                        (
-                            project,
-                            environment,
-                            agent,
-                            d.state,
-                            d.action,
-                            d.state_text,
-                            d.dq,
-                            d.dvisits,
-                            now,
-                            expires,
-                        )
-                        # key order: B-tree pages are visited once, in sequence
-                        for d in sorted(deltas, key=lambda d: (d.state, d.action))
-                    ],
-                )
+                self._merge_q_deltas((project, environment, agent), deltas, now, expires)
             conn.executemany(
                 "INSERT INTO trajectories (session_id, agent, step, test_id, state_hash, "
                 "action, explored, reward, next_state_hash) "
@@ -848,6 +832,28 @@ class SqliteStore(Store):
                     f"cannot write to the qlearn store {self.display_url}: {exc}"
                 ) from exc
             raise
+
+    def _merge_q_deltas(
+        self, key: tuple[str, str, str], deltas: Sequence[QDelta], now: float, expires: float
+    ) -> None:
+        """``q = q + Δq``, ``visits = visits + Δvisits`` for each delta (an upsert), in key
+        order: B-tree pages are visited once, in sequence (a session's deltas come in that
+        order, so the sort only checks). (Updating the rows of stored states in place
+        instead measured the same.)"""
+        conn = self.conn
+        ordered = sorted(deltas, key=_STATE_ACTION)
+        conn.executemany(
+            "INSERT INTO q_values (project, environment, agent, state_hash, action, "
+            "state_text, q, visits, updated_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (project, environment, agent, state_hash, action) DO UPDATE SET "
+            "q = q + excluded.q, visits = visits + excluded.visits, "
+            "updated_at = excluded.updated_at, expires_at = excluded.expires_at",
+            [
+                (*key, d.state, d.action, d.state_text, d.dq, d.dvisits, now, expires)
+                for d in ordered
+            ],
+        )
 
     def _drop_checkpoint(self, session_id: str) -> None:
         self.conn.execute("DELETE FROM checkpoints WHERE session_id = ?", (session_id,))
@@ -1132,6 +1138,10 @@ class SqliteStore(Store):
 CORRUPTION_CODES = frozenset({11, 26})
 #: Their messages, for Python 3.10, whose sqlite3 errors carry no code.
 _CORRUPTION_MESSAGES = ("malformed", "not a database", "corrupt")
+
+
+#: A Q delta's (state, action), its primary key in a partition.
+_STATE_ACTION = itemgetter(0, 2)
 
 
 def is_corruption(exc: sqlite3.Error) -> bool:
