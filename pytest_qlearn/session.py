@@ -46,6 +46,11 @@ from .store.base import (
 VERDICTS = (PASSED, FAILED, SKIPPED)
 
 
+# finish() builds these from all their fields (tuple.__new__): keep it in step
+assert len(Observation._fields) == 5 and len(TrajectoryStep._fields) == 8
+assert len(QDelta._fields) == 5
+
+
 def default_registry(
     hyper: Hyperparameters | None = None, *, changes: Mapping[str, float | int] | None = None
 ) -> AgentRegistry:
@@ -516,6 +521,8 @@ class LearningSession:
         prioritizer, learner = self.prioritizer, self.learner
         known_states = learner.q_rows
         episode = self.episode
+        # the per-test named tuples from all their fields, without a call of their __new__
+        new_tuple = tuple.__new__
         for step, test_id in enumerate(ordered_ids):
             result = by_id[test_id]
             verdict = result.verdict
@@ -523,7 +530,7 @@ class LearningSession:
                 raise ValueError(f"unknown verdict {verdict!r} for {test_id!r}")
             flaky = verdict == PASSED and test_id in flaky_ids
             observations.append(
-                Observation(test_id, verdict, result.duration, result.fixture, flaky)
+                new_tuple(Observation, (test_id, verdict, result.duration, result.fixture, flaky))
             )
             history = histories.get(test_id) or TestHistory(test_id)
             nxt = history.record(verdict, result.duration, episode, result.fixture, flaky)
@@ -561,15 +568,18 @@ class LearningSession:
                 decision, verdict, (next_per_test, next_shared), updates
             )
             trajectories.append(
-                TrajectoryStep(
-                    prio.NAME,
-                    step,
-                    test_id,
-                    per_test.key,
-                    result.tier,
-                    result.explored,
-                    step_reward,
-                    next_per_test.key,
+                new_tuple(
+                    TrajectoryStep,
+                    (
+                        prio.NAME,
+                        step,
+                        test_id,
+                        per_test.key,
+                        result.tier,
+                        result.explored,
+                        step_reward,
+                        next_per_test.key,
+                    ),
                 )
             )
             pattern_seen[shared.key] += 1
@@ -672,10 +682,7 @@ class LearningSession:
         )
         advance = 0 if partial else 1  # episodes each agent's count moves on
         # in (state, action) order, the order the store writes them in
-        deltas = [
-            QDelta(state, readable.get(state, ""), action, dq, dn)
-            for state, action, dq, dn in self.learner.take_delta_rows()
-        ]
+        deltas = [new_tuple(QDelta, row) for row in self.learner.take_delta_rows(readable)]
         write = EpisodeWrite(
             partition=self.snapshot.partition,
             session=session,

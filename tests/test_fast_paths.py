@@ -68,8 +68,11 @@ def test_delta_rows_are_the_deltas_in_key_order() -> None:
     for learner in (one, rows):
         learner.update_all_many(steps())
     deltas = one.take_deltas()
-    got = rows.take_delta_rows()
-    assert got == sorted((s, a, dq, int(dn)) for (s, a), (dq, dn) in deltas.items())
+    texts = {"a": "a text", "f": "f text"}
+    got = rows.take_delta_rows(texts)
+    assert got == sorted(
+        (s, texts.get(s, ""), a, dq, int(dn)) for (s, a), (dq, dn) in deltas.items()
+    )
     assert rows.take_delta_rows() == []
 
 

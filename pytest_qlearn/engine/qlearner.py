@@ -312,12 +312,29 @@ class QLearner:
                 acc = outbox.get(state)
                 if acc is None:
                     acc = outbox[state] = [0.0] * (2 * n)
-                for action in actions:
-                    change = alpha * (rewards[action] + gamma * bootstrap - row[action])
-                    row[action] += change
-                    visits[action] += 1
-                    acc[action] += change
-                    acc[n + action] += 1.0
+                if n == 3:  # the prioritizer's three tiers, unrolled
+                    change = alpha * (rewards[0] + gamma * bootstrap - row[0])
+                    row[0] += change
+                    acc[0] += change
+                    change = alpha * (rewards[1] + gamma * bootstrap - row[1])
+                    row[1] += change
+                    acc[1] += change
+                    change = alpha * (rewards[2] + gamma * bootstrap - row[2])
+                    row[2] += change
+                    acc[2] += change
+                    visits[0] += 1
+                    visits[1] += 1
+                    visits[2] += 1
+                    acc[3] += 1.0
+                    acc[4] += 1.0
+                    acc[5] += 1.0
+                else:
+                    for action in actions:
+                        change = alpha * (rewards[action] + gamma * bootstrap - row[action])
+                        row[action] += change
+                        visits[action] += 1
+                        acc[action] += change
+                        acc[n + action] += 1.0
                 if chosen is not None:
                     reward_sum += rewards[chosen]
                     rewarded += 1
@@ -375,21 +392,26 @@ class QLearner:
         out, self._outbox = self._batch(self._outbox), {}
         return out
 
-    def take_delta_rows(self) -> list[tuple[str, int, float, int]]:
-        """:meth:`take_deltas` as (state, action, Δq, Δvisits) rows in (state, action) order
-        (the order a store writes them in), without the intermediate mapping."""
+    def take_delta_rows(
+        self, texts: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str, int, float, int]]:
+        """:meth:`take_deltas` as (state, text, action, Δq, Δvisits) rows in (state, action)
+        order (the order a store writes them in), without the intermediate mapping; the
+        text is the state's in ``texts``, else empty."""
         self.flush()
         outbox, self._outbox = self._outbox, {}
+        texts = texts or {}
         n = self.n_actions
         actions = range(n)
-        rows: list[tuple[str, int, float, int]] = []
+        rows: list[tuple[str, str, int, float, int]] = []
         append = rows.append
         for state in sorted(outbox):
             acc = outbox[state]
+            text = texts.get(state, "")
             for action in actions:
                 dn = acc[n + action]
                 if dn:
-                    append((state, action, acc[action], int(dn)))
+                    append((state, text, action, acc[action], int(dn)))
         return rows
 
     def statistics(self) -> LearnerStats:
