@@ -180,6 +180,10 @@ class Decision(NamedTuple):
     shuffle: float = -1.0
 
 
+# decide() builds these from all their fields (tuple.__new__): keep it in step
+assert len(Decision._fields) == 11 and len(State._fields) == 4
+
+
 def order_key(decision: Decision, duration_floor: float = DURATION_FLOOR) -> tuple[int, int, int]:
     """Where a decided test runs: evidence class by class; inside a class, the likeliest
     failure first, and among equal estimates the shorter duration class first (it costs the
@@ -470,6 +474,8 @@ class Prioritizer(Agent):
         expected_terms = self._expected_terms
         estimate = self.estimator()
         per_test_state = self._per_test_state
+        per_test_states, prefixes = self._per_test_states, self._per_test_prefixes
+        new_tuple = tuple.__new__  # a named tuple from all its fields, without its __new__
         shared_state = self.shared_encoder.encode_values
         decisions = []
         #: each test's estimate from its record alone (no change level): what the promotion
@@ -485,9 +491,23 @@ class Prioritizer(Agent):
                 share = covering_changed.get(test_id)
             # states(), with the per-test state built once per run
             since = history.runs_since_failure()
-            per_test = per_test_state(
-                "never" if since is None else _RECENT_FAIL.label(since), test_id
-            )
+            label = "never" if since is None else _RECENT_FAIL.label(since)
+            prefix = prefixes.get(label)
+            if prefix is not None and test_id.__class__ is str:
+                # _per_test_state(label, test_id), inline: the one hash of this test this run
+                text = f"{prefix}{len(test_id)}:{test_id}"
+                per_test = new_tuple(
+                    State,
+                    (
+                        sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+                        "",
+                        _PER_TEST_ORDER,
+                        (label, test_id),
+                    ),
+                )
+                per_test_states[test_id] = per_test
+            else:
+                per_test = per_test_state(label, test_id)
             shared = shared_state(shared_values(history, since))
             if share is None:
                 change = None
@@ -511,19 +531,22 @@ class Prioritizer(Agent):
             duration = history.duration_mean if history.runs else 0.0
             evidence = evidence_class(history, impact, test_id in covering_changed)
             decisions.append(
-                Decision(
-                    test_id,
-                    tier,
-                    explored,
-                    p,
-                    per_test,
-                    shared,
-                    known,
-                    duration,
-                    change,
-                    evidence,
-                    # nothing learned yet (an empty store): it keeps its collection place
-                    draw() if explored and known else -1.0,
+                new_tuple(
+                    Decision,  # every field, in order
+                    (
+                        test_id,
+                        tier,
+                        explored,
+                        p,
+                        per_test,
+                        shared,
+                        known,
+                        duration,
+                        change,
+                        evidence,
+                        # nothing learned yet (an empty store): it keeps its collection place
+                        draw() if explored and known else -1.0,
+                    ),
                 )
             )
         learner.decisions += decided
