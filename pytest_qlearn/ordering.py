@@ -17,6 +17,7 @@ A kept group runs where its most urgent test would; inside it, tests still go by
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 from .agents.prioritizer import TestRef
@@ -138,15 +139,33 @@ def _ordered(
     for ref in refs:
         pair = (key(ref), ref)
         if module_kept(ref.module):
-            top.setdefault("\1" + ref.module, []).append(pair)
+            name = "\1" + ref.module
+        elif ref.cls is not None and class_kept(ref.cls):
+            name = ref.cls
         else:
-            top.setdefault(unit_in_module(ref), []).append(pair)
+            name = "\0" + ref.test_id
+        members = top.get(name)
+        if members is None:
+            top[name] = [pair]
+        else:
+            members.append(pair)
+    # each unit by its most urgent member (most units are single tests); the sort is
+    # stable, so units whose keys tie keep their collection order
+    units = sorted(
+        (
+            (members[0][0] if len(members) == 1 else min(k for k, _ in members), name, members)
+            for name, members in top.items()
+        ),
+        key=itemgetter(0),
+    )
     out: list[TestRef] = []
-    for name, members in sorted(top.items(), key=lambda item: min(k for k, _ in item[1])):
+    for _, name, members in units:
         if name.startswith("\1"):  # a kept module: its classes and tests as units inside it
             out.extend(_grouped(members, unit_in_module))
+        elif len(members) == 1:
+            out.append(members[0][1])
         else:
-            out.extend(ref for _, ref in sorted(members, key=lambda pair: pair[0]))
+            out.extend(ref for _, ref in sorted(members, key=itemgetter(0)))
     return out
 
 

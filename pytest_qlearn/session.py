@@ -7,6 +7,8 @@ very same class, so what they measure is what users run.
 
 from __future__ import annotations
 
+import heapq
+import math
 import random
 import uuid
 from collections import Counter
@@ -23,7 +25,7 @@ from .changes.coverage_map import CoverageMap, CoverageSummary
 from .engine import metrics
 from .engine.history import FAILED, PASSED, SKIPPED, TestHistory
 from .engine.hyperparams import Hyperparameters
-from .engine.qlearner import LearnerStats, QLearner
+from .engine.qlearner import LearnerStats, QLearner, UpdateStep, gc_paused
 from .engine.rewards import EpisodeFacts, EpisodeReward, RewardCalculator
 from .engine.signatures import SignatureStats
 from .engine.state import State
@@ -44,6 +46,11 @@ from .store.base import (
 VERDICTS = (PASSED, FAILED, SKIPPED)
 #: How many of the first tests of a run the reports explain ("what ran first, and why").
 WHY_ROWS = 10
+
+
+# finish() builds these from all their fields (tuple.__new__): keep it in step
+assert len(Observation._fields) == 5 and len(TrajectoryStep._fields) == 8
+assert len(QDelta._fields) == 5
 
 
 def default_registry(
@@ -280,6 +287,16 @@ class LearningSession:
         count as equal (:func:`prioritizer.order_key`); ``scoped``: the groups with fixtures
         of their scope (``auto``). Among tests whose keys tie, greedy
         decisions keep their collection order and exploratory ones take a random place."""
+        with gc_paused():
+            return self._rank(refs, scope, duration_floor, scoped)
+
+    def _rank(
+        self,
+        refs: Sequence[prio.TestRef],
+        scope: str,
+        duration_floor: float,
+        scoped: ScopedGroups | None,
+    ) -> Ranking:
         decisions = {
             d.test_id: d
             for d in self.prioritizer.decide(
@@ -291,10 +308,20 @@ class LearningSession:
         }
         spread = float(len(refs))
 
+        resolution, log2, floor = prio.P_RESOLUTION, math.log2, math.floor
+
         def key(ref: prio.TestRef) -> tuple[float, ...]:
             decision = decisions[ref.test_id]
             place = ref.index if decision.shuffle < 0 else decision.shuffle * spread
-            return (*prio.order_key(decision, duration_floor), place, ref.index)
+            # prio.order_key(decision, duration_floor), inline: it runs for every test
+            duration = decision.duration
+            return (
+                decision.evidence,
+                -int(decision.p_fail / resolution + 0.5),
+                floor(log2(duration_floor if duration_floor > duration else duration)),
+                place,
+                ref.index,
+            )
 
         self._decisions = decisions
         order = locality_order(refs, key, scope, self.snapshot.histories, scoped)
@@ -453,6 +480,32 @@ class LearningSession:
         ``reruns``: the tests rerun this run; the flaky-hunter learns from them, and a test
         that failed and then passed on a rerun is learned as a flip, never as a plain pass.
         """
+        with gc_paused():
+            return self._finish(
+                results,
+                started_at=started_at,
+                duration=duration,
+                exit_status=exit_status,
+                session_failed=session_failed,
+                riskiest=riskiest,
+                coverage_percent=coverage_percent,
+                partial=partial,
+                reruns=reruns,
+            )
+
+    def _finish(
+        self,
+        results: Sequence[TestResult],
+        *,
+        started_at: float,
+        duration: float,
+        exit_status: int,
+        session_failed: bool,
+        riskiest: int,
+        coverage_percent: float | None,
+        partial: bool,
+        reruns: Sequence[RerunRecord],
+    ) -> tuple[EpisodeWrite, EpisodeSummary]:
         histories = self.snapshot.histories
         flaky_ids = {r.test_id for r in reruns if r.flaky}
         by_id = {r.test_id: r for r in results}
@@ -466,63 +519,82 @@ class LearningSession:
         next_states: dict[str, tuple[TestHistory, tuple[State, State]]] = {}
         next_histories: list[TestHistory] = []
         shared_states: dict[str, State] = {}
+        # the Bellman updates, applied in this order after the loop (nothing in it reads
+        # the Q-values, except rebuilding a decision, which applies them first)
+        updates: list[UpdateStep] = []
+        decisions = self._decisions
+        prioritizer, learner = self.prioritizer, self.learner
+        known_states = learner.q_rows
+        episode = self.episode
+        # the per-test named tuples from all their fields, without a call of their __new__
+        new_tuple = tuple.__new__
         for step, test_id in enumerate(ordered_ids):
             result = by_id[test_id]
-            if result.verdict not in VERDICTS:
-                raise ValueError(f"unknown verdict {result.verdict!r} for {test_id!r}")
-            flaky = test_id in flaky_ids and result.verdict == PASSED
+            verdict = result.verdict
+            if verdict not in VERDICTS:
+                raise ValueError(f"unknown verdict {verdict!r} for {test_id!r}")
+            flaky = verdict == PASSED and test_id in flaky_ids
             observations.append(
-                Observation(test_id, result.verdict, result.duration, result.fixture, flaky)
+                new_tuple(Observation, (test_id, verdict, result.duration, result.fixture, flaky))
             )
             history = histories.get(test_id) or TestHistory(test_id)
-            nxt = history.record(
-                result.verdict, result.duration, self.episode, result.fixture, flaky
-            )
+            nxt = history.record(verdict, result.duration, episode, result.fixture, flaky)
             next_histories.append(nxt)
-            decision = self._decisions.get(test_id)
+            decision = decisions.get(test_id)
             if decision is None and result.tier is not None:
                 # decided on a pytest-xdist worker: count it so the report's share is true
-                self.learner.count_decision(result.explored)
-            if result.verdict == SKIPPED or result.tier is None:
+                learner.count_decision(result.explored)
+            if verdict == SKIPPED or result.tier is None:
                 continue
             if decision is None or decision.tier != result.tier:
-                # an xdist controller did not rank: rebuild the worker's decision
-                p, known, per_test, shared = self.prioritizer.failure_probability(history)
+                # an xdist controller did not rank: rebuild the worker's decision (from the
+                # Q-values as learned so far)
+                learner.update_all_many(updates)
+                updates.clear()
+                p, known, per_test, shared = prioritizer.failure_probability(history)
                 decision = prio.Decision(
                     test_id, result.tier, result.explored, p, per_test, shared, known
                 )
             per_test, shared, known = decision.per_test, decision.shared, decision.known
-            next_per_test, next_shared = self.prioritizer.states(nxt, decision.per_test)
+            next_per_test, next_shared = prioritizer.states(nxt, per_test)
             next_states[test_id] = (nxt, (next_per_test, next_shared))
-            for state in (per_test, shared, decision.change):
-                # the store keeps a state's text from when the state first appeared, so
-                # only states new to the Q-table need theirs built (before learn adds them)
-                if state is None:
-                    continue
-                if state.key not in readable and not self.learner.knows(state.key):
-                    readable[state.key] = state.readable
+            # the store keeps a state's text from when the state first appeared, so only
+            # states new to the Q-table need theirs built (a state the updates below add
+            # is in ``readable`` already: it was new when its test came)
+            if per_test.key not in known_states and per_test.key not in readable:
+                readable[per_test.key] = per_test.readable
+            if shared.key not in known_states and shared.key not in readable:
+                readable[shared.key] = shared.readable
+            change = decision.change
+            if change is not None and change.key not in known_states and change.key not in readable:
+                readable[change.key] = change.readable
             shared_states[shared.key] = shared
-            step_reward = self.prioritizer.learn(
-                decision, result.verdict, (next_per_test, next_shared)
+            step_reward = prioritizer.learn_later(
+                decision, verdict, (next_per_test, next_shared), updates
             )
             trajectories.append(
-                TrajectoryStep(
-                    prio.NAME,
-                    step,
-                    test_id,
-                    per_test.key,
-                    result.tier,
-                    result.explored,
-                    step_reward,
-                    next_per_test.key,
+                new_tuple(
+                    TrajectoryStep,
+                    (
+                        prio.NAME,
+                        step,
+                        test_id,
+                        per_test.key,
+                        result.tier,
+                        result.explored,
+                        step_reward,
+                        next_per_test.key,
+                    ),
                 )
             )
             pattern_seen[shared.key] += 1
-            if result.verdict == FAILED:
+            if verdict == FAILED:
                 pattern_hits[shared.key] += 1
             if known and not result.explored:
                 exploited += 1
                 exploited_paid += step_reward > 0
+        learner.update_all_many(updates)
+        del updates
         self.learner.end_episode(partial=partial)
         stats = self.learner.statistics()
         selection = self.selection
@@ -614,10 +686,8 @@ class LearningSession:
             partial=partial,
         )
         advance = 0 if partial else 1  # episodes each agent's count moves on
-        deltas = [
-            QDelta(state, readable.get(state, ""), action, dq, int(dn))
-            for (state, action), (dq, dn) in self.learner.take_deltas().items()
-        ]
+        # in (state, action) order, the order the store writes them in
+        deltas = [new_tuple(QDelta, row) for row in self.learner.take_delta_rows(readable)]
         write = EpisodeWrite(
             partition=self.snapshot.partition,
             session=session,
@@ -716,13 +786,19 @@ class LearningSession:
         self, after: dict[str, tuple[TestHistory, tuple[State, State]]], top: int = 5
     ) -> list[Risk]:
         """The tests most likely to fail next run, by what was just learned."""
+        estimate = self.prioritizer.estimator()
+        # the ``top`` smallest (-p, test id): as sorting all of them and taking the first
+        riskiest = heapq.nsmallest(
+            top,
+            (
+                (-estimate(history, states[0].key, states[1].key)[0], test_id)
+                for test_id, (history, states) in after.items()
+            ),
+        )
         risks = [
-            Risk(
-                test_id, self.prioritizer.estimate(history, states), history.runs, history.failures
-            )
-            for test_id, (history, states) in after.items()
+            Risk(test_id, -minus_p, after[test_id][0].runs, after[test_id][0].failures)
+            for minus_p, test_id in riskiest
         ]
-        risks.sort(key=lambda r: (-r.p_fail, r.test_id))
         top_risks = []
         for risk in risks[:top]:
             per_test, shared = after[risk.test_id][1]

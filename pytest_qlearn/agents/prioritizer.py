@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from hashlib import sha256
 from typing import NamedTuple
 
 from ..changes.reach import CALLS_FURTHER, DIRECT, IMPORTS
 from ..engine.history import FAILED, PASSED, SKIPPED, TestHistory
 from ..engine.hyperparams import Hyperparameters
-from ..engine.qlearner import QLearner, debiased_gap
+from ..engine.qlearner import QLearner, UpdateStep, debiased_gap
 from ..engine.rewards import RewardCalculator
 from ..engine.state import Buckets, State, StateEncoder
 from .registry import Agent, AgentType
@@ -179,6 +180,10 @@ class Decision(NamedTuple):
     shuffle: float = -1.0
 
 
+# decide() builds these from all their fields (tuple.__new__): keep it in step
+assert len(Decision._fields) == 11 and len(State._fields) == 4
+
+
 def reason(decision: Decision, history: TestHistory | None) -> str:
     """Why a test runs where it does, in a user's words (the report's "what ran first")."""
     flaky = (
@@ -275,6 +280,11 @@ class Prioritizer(Agent):
         self.per_test_encoder = StateEncoder(NAME + ":test", PER_TEST_FEATURES, memoise=False)
         self.shared_encoder = StateEncoder(NAME + ":shared", SHARED_FEATURES)
         self.change_encoder = StateEncoder(NAME + ":change", CHANGE_FEATURES)
+        # the per-test state's canonical text up to the test id's length, by since_fail label
+        self._per_test_prefixes: dict[str, str] = {}
+        #: This run's per-test states by test id (ranking computes them; learning and any
+        #: later estimate reuse them when the since_fail label is still the same).
+        self._per_test_states: dict[str, State] = {}
         self.n_tiers = agent.n_actions
         # the reward of every tier, for a failing and for a passing test
         self._tier_rewards = {
@@ -295,12 +305,34 @@ class Prioritizer(Agent):
         """The (per-test, shared) states of a history. ``previous``: the test's per-test state
         before this run, reused (no hashing) when the run left its features unchanged."""
         since = history.runs_since_failure()
-        values = ("never" if since is None else _RECENT_FAIL.label(since), history.test_id)
-        if previous is not None and previous.values == values:
+        label = "never" if since is None else _RECENT_FAIL.label(since)
+        if previous is not None and previous.values == (label, history.test_id):
             per_test = previous
         else:
-            per_test = self.per_test_encoder.encode_values(values)
+            per_test = self._per_test_state(label, history.test_id)
         return per_test, self.shared_encoder.encode_values(shared_values(history, since))
+
+    def _per_test_state(self, label: str, test_id: str) -> State:
+        """The per-test state (``label``: the since_fail bucket): this run's, if already
+        built, else hashed — the same key as ``per_test_encoder`` gives, from the canonical
+        text's prefix kept per label."""
+        cached = self._per_test_states.get(test_id)
+        if cached is not None and cached.values[0] == label:
+            return cached
+        if test_id.__class__ is not str:
+            state = self.per_test_encoder.encode_values((label, test_id))
+        else:
+            prefix = self._per_test_prefixes.get(label)
+            if prefix is None:
+                # the encoder's canonical text: agent, then ";name=length:value" by name
+                prefix = self._per_test_prefixes[label] = (
+                    f"{self.per_test_encoder.agent};since_fail={len(label)}:{label};test="
+                )
+            text = f"{prefix}{len(test_id)}:{test_id}"
+            key = sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+            state = State(key, "", _PER_TEST_ORDER, (label, test_id))
+        self._per_test_states[test_id] = state
+        return state
 
     def change_state(self, history: TestHistory, share: str) -> State:
         """The change level's state of a test whose covered code changed (``share``: how
@@ -376,6 +408,70 @@ class Prioritizer(Agent):
         p = (mean_gap / self._tier_gap + 1.0) / 2.0
         return min(1.0, max(0.0, p)), min(float(visits), 1.0 / alpha)
 
+    def estimator(self) -> Callable[[TestHistory, str, str], tuple[float, bool]]:
+        """:meth:`_blend` without a change state, as a function of (history, per-test key,
+        shared key) for estimating many tests while the Q-table stays as it is: the same
+        arithmetic, with the shared rows' estimates and the de-biasing divisors kept
+        between calls. Make a new one after the table changed."""
+        q_rows, visit_rows = self.learner.q_rows, self.learner.visit_rows
+        alpha = self.learner.hyper.alpha
+        shared_alpha = self._shared_alpha
+        tier_gap = self._tier_gap
+        # visits -> (1 − (1 − α)^visits, min(visits, 1/α)): the divisor debiased_gap uses
+        test_terms: dict[int, tuple[float, float]] = {}
+        shared_estimates: dict[str, tuple[float, float, bool]] = {}
+
+        def shared_estimate(key: str) -> tuple[float, float, bool]:
+            row = q_rows.get(key)
+            if row is None:
+                found = (0.0, 0.0, False)
+            else:
+                p, w = self._row_estimate((row, visit_rows[key]), shared_alpha)
+                found = (p, w, True)
+            shared_estimates[key] = found
+            return found
+
+        def estimate(history: TestHistory, test_key: str, shared_key: str) -> tuple[float, bool]:
+            test_row = q_rows.get(test_key)
+            p_test = w_test = 0.0
+            if test_row is not None:
+                visits = visit_rows[test_key][0]
+                if visits != 0:
+                    terms = test_terms.get(visits)
+                    if terms is None:
+                        terms = test_terms[visits] = (
+                            1.0 - (1.0 - alpha) ** visits,
+                            min(float(visits), 1.0 / alpha),
+                        )
+                    # _row_estimate: the de-biased gap per observation, clamped to [0, 1]
+                    p_test = ((test_row[0] - test_row[-1]) / terms[0] / tier_gap + 1.0) / 2.0
+                    p_test = p_test if p_test > 0.0 else 0.0
+                    p_test = p_test if p_test < 1.0 else 1.0
+                    w_test = terms[1]
+            found = shared_estimates.get(shared_key)
+            if found is None:
+                found = shared_estimate(shared_key)
+            p_shared, w_shared, shared_known = found
+            if w_shared > 0:
+                w_shared = SHARED_WEIGHT
+            elif w_test > 0:
+                p_shared, w_shared = p_test, SHARED_WEIGHT
+            # prior_failure_probability
+            if history.first_episode < 0:
+                prior = 0.5
+            elif history.runs == 0:
+                prior = 0.25
+            else:
+                smoothed = (history.failures + 0.5) / (history.runs + 1.0)
+                last_failed = history.verdicts.rstrip(SKIPPED)[-1:] == FAILED
+                prior = 0.5 * smoothed + (0.5 if last_failed else 0.0)
+            # _blend's sums, term for term (the change level's terms are 0.0)
+            total = w_test + w_shared + 0.0 + PRIOR_WEIGHT
+            p = (p_test * w_test + p_shared * w_shared + 0.0 * 0.0 + prior * PRIOR_WEIGHT) / total
+            return p, test_row is not None or shared_known
+
+        return estimate
+
     def failure_probability(self, history: TestHistory) -> tuple[float, bool, State, State]:
         """(failure probability, whether learned values shaped it, per-test, shared state)."""
         per_test, shared = self.states(history)
@@ -398,46 +494,92 @@ class Prioritizer(Agent):
         ties to a change since the last episode."""
         covering_changed = covering_changed or {}
         impacts = impacts or {}
-        rng = self.learner.rng
+        learner = self.learner
+        rng = learner.rng
+        draw = rng.random
+        epsilon = learner.epsilon  # the episode count does not move while deciding
+        n_tiers = learner.n_actions
+        tiers = range(1, n_tiers)
+        expected_terms = self._expected_terms
+        estimate = self.estimator()
+        per_test_state = self._per_test_state
+        per_test_states, prefixes = self._per_test_states, self._per_test_prefixes
+        new_tuple = tuple.__new__  # a named tuple from all its fields, without its __new__
+        shared_state = self.shared_encoder.encode_values
         decisions = []
         #: each test's estimate from its record alone (no change level): what the promotion
         #: of earlier failures compares, so a change does not pass for failure evidence
         recorded: dict[str, float] = {}
+        decided = explored_count = 0
         for test_id in sorted(test_ids):
             history = histories.get(test_id) or TestHistory(test_id)
-            impact = impacts.get(test_id)
+            impact = impacts.get(test_id) if impacts else None
             # the change level learns per kind of finding: the static one when there is one
             share = STATIC_SHARES.get(impact) if impact is not None else None
-            if share is None:
+            if share is None and covering_changed:
                 share = covering_changed.get(test_id)
-            change = None if share is None else self.change_state(history, share)
-            if change is None:
-                p, known, per_test, shared = self.failure_probability(history)
+            # states(), with the per-test state built once per run
+            since = history.runs_since_failure()
+            label = "never" if since is None else _RECENT_FAIL.label(since)
+            prefix = prefixes.get(label)
+            if prefix is not None and test_id.__class__ is str:
+                # _per_test_state(label, test_id), inline: the one hash of this test this run
+                text = f"{prefix}{len(test_id)}:{test_id}"
+                per_test = new_tuple(
+                    State,
+                    (
+                        sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
+                        "",
+                        _PER_TEST_ORDER,
+                        (label, test_id),
+                    ),
+                )
+                per_test_states[test_id] = per_test
+            else:
+                per_test = per_test_state(label, test_id)
+            shared = shared_state(shared_values(history, since))
+            if share is None:
+                change = None
+                p, known = estimate(history, per_test.key, shared.key)
                 recorded[test_id] = p
             else:
-                per_test, shared = self.states(history)
+                change = self.change_state(history, share)
                 p, known = self._blend(history, (per_test, shared), change)
-                recorded[test_id] = self._blend(history, (per_test, shared))[0]
-            expected = [passing + p * gap for passing, gap in self._expected_terms]
-            tier, explored = self.learner.choose(expected)
+                recorded[test_id] = estimate(history, per_test.key, shared.key)[0]
+            expected = [passing + p * gap for passing, gap in expected_terms]
+            # learner.choose(expected): ε-greedy, ties to the lowest tier
+            decided += 1
+            if draw() < epsilon:
+                explored_count += 1
+                tier, explored = rng.randrange(n_tiers), True
+            else:
+                tier, explored = 0, False
+                for action in tiers:
+                    if expected[action] > expected[tier]:
+                        tier = action
             duration = history.duration_mean if history.runs else 0.0
             evidence = evidence_class(history, impact, test_id in covering_changed)
             decisions.append(
-                Decision(
-                    test_id,
-                    tier,
-                    explored,
-                    p,
-                    per_test,
-                    shared,
-                    known,
-                    duration,
-                    change,
-                    evidence,
-                    # nothing learned yet (an empty store): it keeps its collection place
-                    rng.random() if explored and known else -1.0,
+                new_tuple(
+                    Decision,  # every field, in order
+                    (
+                        test_id,
+                        tier,
+                        explored,
+                        p,
+                        per_test,
+                        shared,
+                        known,
+                        duration,
+                        change,
+                        evidence,
+                        # nothing learned yet (an empty store): it keeps its collection place
+                        draw() if explored and known else -1.0,
+                    ),
                 )
             )
+        learner.decisions += decided
+        learner.explored += explored_count
         return _promote_likely_failures(decisions, histories, recorded)
 
     # -- learning ----------------------------------------------------------------------
@@ -445,13 +587,26 @@ class Prioritizer(Agent):
         """Bellman-update both state levels with every tier's reward, towards the states of
         the test's history after this run; returns the reward of the tier actually chosen.
         Skipped tests (no verdict) teach nothing."""
+        steps: list[UpdateStep] = []
+        reward = self.learn_later(decision, verdict, next_states, steps)
+        self.learner.update_all_many(steps)
+        return reward
+
+    def learn_later(
+        self,
+        decision: Decision,
+        verdict: str,
+        next_states: tuple[State, State],
+        steps: list[UpdateStep],
+    ) -> float:
+        """:meth:`learn`, with the updates appended to ``steps`` for
+        ``learner.update_all_many`` (in this order, before the Q-table is read again);
+        returns the reward of the tier actually chosen."""
         if verdict not in (PASSED, FAILED):
             return 0.0
         rewards = self._tier_rewards[verdict == FAILED]
-        self.learner.update_all(decision.per_test.key, rewards, next_states[0].key, decision.tier)
-        self.learner.update_all(
-            decision.shared.key, rewards, next_states[1].key, alpha=self._shared_alpha
-        )
+        steps.append((decision.per_test.key, rewards, next_states[0].key, decision.tier, None))
+        steps.append((decision.shared.key, rewards, next_states[1].key, None, self._shared_alpha))
         if decision.change is not None:
-            self.learner.update_all(decision.change.key, rewards, next_states[1].key)
+            steps.append((decision.change.key, rewards, next_states[1].key, None, None))
         return rewards[decision.tier]

@@ -114,21 +114,25 @@ class TestHistory(NamedTuple):
         failed = verdict == FAILED
         delta = duration - self.duration_mean
         mean = self.duration_mean + delta / runs
-        return TestHistory(
-            self.test_id,
-            runs,
-            self.failures + failed,
-            self.flips + (1 if previous and previous != verdict else 0),
-            (self.verdicts + verdict)[-KEPT_VERDICTS:],
-            episode if failed else self.last_failure_episode,
-            episode,
-            first_episode,
-            mean,
-            self.duration_m2 + delta * (duration - mean),
-            duration,
-            _recent_mean(self.fixture_mean, fixture, runs),
-            self.flaky,
-            _robust_recent(self.duration_recent, self.duration_mean, duration, runs),
+        # every field, in order (a run records one history per test: no call of __new__)
+        return _new_tuple(
+            TestHistory,
+            (
+                self.test_id,
+                runs,
+                self.failures + failed,
+                self.flips + (1 if previous and previous != verdict else 0),
+                (self.verdicts + verdict)[-KEPT_VERDICTS:],
+                episode if failed else self.last_failure_episode,
+                episode,
+                first_episode,
+                mean,
+                self.duration_m2 + delta * (duration - mean),
+                duration,
+                _recent_mean(self.fixture_mean, fixture, runs),
+                self.flaky,
+                _robust_recent(self.duration_recent, self.duration_mean, duration, runs),
+            ),
         )
 
 
@@ -151,5 +155,8 @@ def _recent_mean(mean: float, value: float, runs: int) -> float:
         return value
     return mean + (value - mean) / min(runs, FIXTURE_WINDOW)
 
+
+_new_tuple = tuple.__new__
+assert len(TestHistory._fields) == 14  # record() builds it from all its fields
 
 TestHistory.__test__ = False  # type: ignore[attr-defined]  # not a pytest test class

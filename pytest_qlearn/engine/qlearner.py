@@ -8,9 +8,11 @@ of ``update_frequency`` updates. Stores add those deltas to whatever is stored a
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import random
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -18,6 +20,24 @@ from .hyperparams import Hyperparameters
 
 # (state key, action) -> [Δq, Δvisits]
 DeltaBatch = dict[tuple[str, int], list[float]]
+# (state key, rewards of every action, next state key, chosen action, alpha)
+UpdateStep = tuple[str, Sequence[float], str | None, int | None, float | None]
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused for a block that makes a few small tuples per
+    test (histories, decisions, store rows): with 100,000 tests, the full collections those
+    allocations trigger would walk every object the run holds, several times over. What the
+    block leaves behind is collected as usual afterwards."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def debiased_gap(q: Sequence[float], visits: int, high: int, low: int, alpha: float) -> float:
@@ -126,6 +146,16 @@ class QLearner:
         """The live Q-row and visit counts of a state (read only), or None if never seen."""
         row = self._q.get(state)
         return None if row is None else (row, self._visits[state])
+
+    @property
+    def q_rows(self) -> Mapping[str, array[float]]:
+        """The live Q-table, state -> Q-row (read only: for agents that read many rows)."""
+        return self._q
+
+    @property
+    def visit_rows(self) -> Mapping[str, array[int]]:
+        """The live visit counts, state -> one count per action (read only)."""
+        return self._visits
 
     def knows(self, state: str) -> bool:
         return state in self._q
@@ -244,6 +274,79 @@ class QLearner:
         if self._pending_updates >= self.hyper.update_frequency:
             self.flush()
 
+    def update_all_many(self, steps: Iterable[UpdateStep]) -> None:
+        """:meth:`update_all` for each of ``steps`` in turn, (state, rewards, next state,
+        chosen action, alpha) each: the same arithmetic in the same order, so the same
+        values, without a method call and its lookups per update (a run's session end makes
+        two per test)."""
+        if self._on_flush is not None:
+            for state, rewards, next_state, chosen, alpha in steps:
+                self.update_all(state, rewards, next_state, chosen, alpha)
+            return
+        n = self.n_actions
+        actions = range(n)
+        hyper = self.hyper
+        gamma, default_alpha, frequency = hyper.gamma, hyper.alpha, hyper.update_frequency
+        table, visit_table, outbox = self._q, self._visits, self._outbox
+        zeros, zero_visits = self._zeros, self._zero_visits
+        pending, flushes, updates = self._pending_updates, self.flushes, self.updates
+        reward_sum, rewarded = self._reward_sum, self._rewarded
+        try:
+            for state, rewards, next_state, chosen, alpha in steps:
+                if len(rewards) != n:
+                    raise ValueError(f"expected {n} rewards, got {len(rewards)}")
+                # the bootstrap term once, before any action of the row changes (max_q)
+                if next_state is None:
+                    bootstrap = 0.0
+                else:
+                    next_row = table.get(next_state)
+                    bootstrap = max(next_row) if next_row is not None else 0.0
+                if alpha is None:
+                    alpha = default_alpha
+                row = table.get(state)
+                if row is None:
+                    row = table[state] = array("d", zeros)
+                    visits = visit_table[state] = array("q", zero_visits)
+                else:
+                    visits = visit_table[state]
+                acc = outbox.get(state)
+                if acc is None:
+                    acc = outbox[state] = [0.0] * (2 * n)
+                if n == 3:  # the prioritizer's three tiers, unrolled
+                    change = alpha * (rewards[0] + gamma * bootstrap - row[0])
+                    row[0] += change
+                    acc[0] += change
+                    change = alpha * (rewards[1] + gamma * bootstrap - row[1])
+                    row[1] += change
+                    acc[1] += change
+                    change = alpha * (rewards[2] + gamma * bootstrap - row[2])
+                    row[2] += change
+                    acc[2] += change
+                    visits[0] += 1
+                    visits[1] += 1
+                    visits[2] += 1
+                    acc[3] += 1.0
+                    acc[4] += 1.0
+                    acc[5] += 1.0
+                else:
+                    for action in actions:
+                        change = alpha * (rewards[action] + gamma * bootstrap - row[action])
+                        row[action] += change
+                        visits[action] += 1
+                        acc[action] += change
+                        acc[n + action] += 1.0
+                if chosen is not None:
+                    reward_sum += rewards[chosen]
+                    rewarded += 1
+                updates += n
+                pending += n
+                if pending >= frequency and pending:
+                    pending = 0  # flush(): without a receiver the outbox already holds them
+                    flushes += 1
+        finally:
+            self._pending_updates, self.flushes, self.updates = pending, flushes, updates
+            self._reward_sum, self._rewarded = reward_sum, rewarded
+
     def record_reward(self, reward: float) -> None:
         """Count a reward the agent actually received (for the mean-reward statistic)."""
         self._reward_sum += reward
@@ -288,6 +391,28 @@ class QLearner:
         self.flush()
         out, self._outbox = self._batch(self._outbox), {}
         return out
+
+    def take_delta_rows(
+        self, texts: Mapping[str, str] | None = None
+    ) -> list[tuple[str, str, int, float, int]]:
+        """:meth:`take_deltas` as (state, text, action, Δq, Δvisits) rows in (state, action)
+        order (the order a store writes them in), without the intermediate mapping; the
+        text is the state's in ``texts``, else empty."""
+        self.flush()
+        outbox, self._outbox = self._outbox, {}
+        texts = texts or {}
+        n = self.n_actions
+        actions = range(n)
+        rows: list[tuple[str, str, int, float, int]] = []
+        append = rows.append
+        for state in sorted(outbox):
+            acc = outbox[state]
+            text = texts.get(state, "")
+            for action in actions:
+                dn = acc[n + action]
+                if dn:
+                    append((state, text, action, acc[action], int(dn)))
+        return rows
 
     def statistics(self) -> LearnerStats:
         return LearnerStats(

@@ -7,13 +7,15 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, fields
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from ..engine.history import TestHistory
-from ..engine.qlearner import QEntry
+from ..engine.qlearner import QEntry, gc_paused
 from .base import (
     CLEANUP_INTERVAL,
     DEFAULT_TTL_DAYS,
@@ -32,6 +34,7 @@ from .base import (
     PatternDelta,
     PendingRun,
     PendingSkipDelta,
+    QDelta,
     QTableSummary,
     QValueRecord,
     RewardEvent,
@@ -275,6 +278,7 @@ _AGED_TABLES = (
     ("coverage_files", "updated_at"),
 )
 _HISTORY_FIELDS = TestHistory._fields
+_HISTORY_COLUMNS = tuple(range(len(_HISTORY_FIELDS)))
 _SESSION_FIELDS = tuple(f.name for f in fields(SessionRecord))
 T = TypeVar("T")
 
@@ -415,7 +419,8 @@ class SqliteStore(Store):
             # (the history fast path relies on histories and episode count agreeing).
             conn.execute("BEGIN")
             try:
-                snapshot = self._read_snapshot(partition, agents, key)
+                with gc_paused():
+                    snapshot = self._read_snapshot(partition, agents, key)
             except BaseException:
                 _rollback(conn)
                 raise
@@ -684,6 +689,10 @@ class SqliteStore(Store):
 
     # -- writing ---------------------------------------------------------------------------
     def write_episode(self, write: EpisodeWrite, ttl_days: float = DEFAULT_TTL_DAYS) -> bool:
+        with gc_paused():
+            return self._write_episode(write, ttl_days)
+
+    def _write_episode(self, write: EpisodeWrite, ttl_days: float) -> bool:
         conn = self.conn
         write = stored_write(write)
         now = time.time()
@@ -731,49 +740,28 @@ class SqliteStore(Store):
                 ],
             )
             for agent, deltas in write.q_deltas.items():
-                conn.executemany(
-                    "INSERT INTO q_values (project, environment, agent, state_hash, action, "
-                    "state_text, q, visits, updated_at, expires_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (project, environment, agent, state_hash, action) DO UPDATE SET "
-                    "q = q + excluded.q, visits = visits + excluded.visits, "
-                    "updated_at = excluded.updated_at, expires_at = excluded.expires_at",
-                    [
-                        (
-                            project,
-                            environment,
-                            agent,
-                            d.state,
-                            d.action,
-                            d.state_text,
-                            d.dq,
-                            d.dvisits,
-                            now,
-                            expires,
-                        )
-                        # key order: B-tree pages are visited once, in sequence
-                        for d in sorted(deltas, key=lambda d: (d.state, d.action))
-                    ],
+                self._merge_q_deltas((project, environment, agent), deltas, now, expires)
+            if write.trajectories:
+                # the fields of TrajectoryStep, explored as 0/1
+                (agents, steps, test_ids, states, actions, explored, rewards, next_states) = zip(
+                    *write.trajectories, strict=True
                 )
-            conn.executemany(
-                "INSERT INTO trajectories (session_id, agent, step, test_id, state_hash, "
-                "action, explored, reward, next_state_hash) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        session.session_id,
-                        t.agent,
-                        t.step,
-                        t.test_id,
-                        t.state,
-                        t.action,
-                        int(t.explored),
-                        t.reward,
-                        t.next_state,
-                    )
-                    for t in write.trajectories
-                ],
-            )
+                conn.executemany(
+                    "INSERT INTO trajectories (session_id, agent, step, test_id, state_hash, "
+                    "action, explored, reward, next_state_hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    zip(
+                        repeat(session.session_id),
+                        agents,
+                        steps,
+                        test_ids,
+                        states,
+                        actions,
+                        map(int, explored),
+                        rewards,
+                        next_states,
+                    ),
+                )
             conn.executemany(
                 "INSERT INTO rewards (session_id, component, value, weight) VALUES (?, ?, ?, ?)",
                 [(session.session_id, r.component, r.value, r.weight) for r in write.rewards],
@@ -852,6 +840,25 @@ class SqliteStore(Store):
                     f"cannot write to the qlearn store {self.display_url}: {exc}"
                 ) from exc
             raise
+
+    def _merge_q_deltas(
+        self, key: tuple[str, str, str], deltas: Sequence[QDelta], now: float, expires: float
+    ) -> None:
+        """``q = q + Δq``, ``visits = visits + Δvisits`` for each delta (an upsert), in key
+        order: B-tree pages are visited once, in sequence (a session's deltas come in that
+        order, so the sort only checks). (Updating the rows of stored states in place
+        instead measured the same.)"""
+        conn = self.conn
+        ordered = sorted(deltas, key=_STATE_ACTION)
+        conn.executemany(
+            "INSERT INTO q_values (project, environment, agent, state_hash, action, "
+            "state_text, q, visits, updated_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (project, environment, agent, state_hash, action) DO UPDATE SET "
+            "q = q + excluded.q, visits = visits + excluded.visits, "
+            "updated_at = excluded.updated_at, expires_at = excluded.expires_at",
+            _rows_of(ordered, key, (0, 2, 1, 3, 4), (now, expires)),
+        )
 
     def _drop_checkpoint(self, session_id: str) -> None:
         self.conn.execute("DELETE FROM checkpoints WHERE session_id = ?", (session_id,))
@@ -977,8 +984,9 @@ class SqliteStore(Store):
             "SELECT COUNT(*) FROM sessions WHERE project = ? AND environment = ?", key
         ).fetchone()
         if takes_next_histories(write, sessions):
-            rows = [(*key, *h, now, expires) for h in write.next_histories]
-            self._upsert_histories(rows)
+            self._upsert_histories(
+                _rows_of(write.next_histories, key, _HISTORY_COLUMNS, (now, expires))
+            )
             return
         stored = {
             row[0]: TestHistory(*row)
@@ -1022,7 +1030,7 @@ class SqliteStore(Store):
             "DELETE FROM pending_skips WHERE project = ? AND environment = ? AND count <= 0", key
         )
 
-    def _upsert_histories(self, rows: Sequence[tuple[object, ...]]) -> None:
+    def _upsert_histories(self, rows: Iterable[tuple[object, ...]]) -> None:
         self.conn.executemany(
             f"INSERT OR REPLACE INTO test_history (project, environment, "
             f"{', '.join(_HISTORY_FIELDS)}, updated_at, expires_at) "
@@ -1136,6 +1144,30 @@ class SqliteStore(Store):
 CORRUPTION_CODES = frozenset({11, 26})
 #: Their messages, for Python 3.10, whose sqlite3 errors carry no code.
 _CORRUPTION_MESSAGES = ("malformed", "not a database", "corrupt")
+
+
+#: A Q delta's (state, action), its primary key in a partition.
+_STATE_ACTION = itemgetter(0, 2)
+
+
+def _rows_of(
+    records: Sequence[tuple[Any, ...]],
+    before: tuple[object, ...],
+    fields: tuple[int, ...],
+    after: tuple[object, ...],
+) -> Iterator[tuple[Any, ...]]:
+    """Statement parameters for each of ``records`` (tuples of equal length): ``before``,
+    the records' ``fields`` in that order, then ``after``; built by zip, not a tuple display
+    per record (a write has one per test and tier)."""
+    if not records:
+        return iter(())
+    columns = list(zip(*records, strict=True))
+    return zip(
+        *(repeat(value) for value in before),
+        *(columns[index] for index in fields),
+        *(repeat(value) for value in after),
+        strict=False,  # the repeats are endless; the columns are of equal length
+    )
 
 
 def is_corruption(exc: sqlite3.Error) -> bool:

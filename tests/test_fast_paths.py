@@ -1,0 +1,127 @@
+"""Issue 16's fast paths give exactly what the plain code gives: the batched Bellman
+updates, the delta rows, the per-test state keys, the many-test estimator and the
+garbage-collector pause."""
+
+from __future__ import annotations
+
+import gc
+import random
+
+from pytest_qlearn.agents import prioritizer as prio
+from pytest_qlearn.engine.history import FAILED, PASSED, TestHistory
+from pytest_qlearn.engine.hyperparams import Hyperparameters
+from pytest_qlearn.engine.qlearner import QEntry, QLearner, UpdateStep, gc_paused
+from pytest_qlearn.engine.rewards import RewardCalculator
+from pytest_qlearn.engine.state import StateEncoder
+
+
+def make_learner(frequency: int = 10) -> QLearner:
+    learner = QLearner(
+        "agent",
+        3,
+        Hyperparameters(alpha=0.3, gamma=0.9, update_frequency=frequency),
+        random.Random(0),
+    )
+    learner.load([QEntry("a", 0, 0.5, 2), QEntry("a", 2, -0.25, 2), QEntry("b", 1, 1.0, 1)])
+    return learner
+
+
+def steps() -> list[UpdateStep]:
+    rng = random.Random(4)
+    out: list[UpdateStep] = []
+    for _ in range(200):
+        state, nxt = rng.choice("abcde"), rng.choice(["a", "b", "f", None])
+        rewards = [rng.uniform(-1, 1) for _ in range(3)]
+        out.append((state, rewards, nxt, rng.choice([0, 1, 2, None]), rng.choice([None, 0.05])))
+    return out
+
+
+def test_update_all_many_is_update_all_in_turn() -> None:
+    for frequency in (1, 4, 10):
+        one, many = make_learner(frequency), make_learner(frequency)
+        for state, rewards, nxt, chosen, alpha in steps():
+            one.update_all(state, rewards, nxt, chosen, alpha)
+        many.update_all_many(steps())
+        assert many.entries() == one.entries()  # exactly, not approximately
+        assert many.statistics() == one.statistics()
+        assert (many.flushes, many.updates) == (one.flushes, one.updates)
+        assert many.take_deltas() == one.take_deltas()
+
+
+def test_update_all_many_with_a_flush_receiver_flushes_as_update_all() -> None:
+    batches_one: list[object] = []
+    batches_many: list[object] = []
+    one = QLearner(
+        "x", 3, Hyperparameters(update_frequency=7), random.Random(0), on_flush=batches_one.append
+    )
+    many = QLearner(
+        "x", 3, Hyperparameters(update_frequency=7), random.Random(0), on_flush=batches_many.append
+    )
+    for state, rewards, nxt, chosen, alpha in steps():
+        one.update_all(state, rewards, nxt, chosen, alpha)
+    many.update_all_many(steps())
+    assert batches_many == batches_one
+
+
+def test_delta_rows_are_the_deltas_in_key_order() -> None:
+    one, rows = make_learner(), make_learner()
+    for learner in (one, rows):
+        learner.update_all_many(steps())
+    deltas = one.take_deltas()
+    texts = {"a": "a text", "f": "f text"}
+    got = rows.take_delta_rows(texts)
+    assert got == sorted(
+        (s, texts.get(s, ""), a, dq, int(dn)) for (s, a), (dq, dn) in deltas.items()
+    )
+    assert rows.take_delta_rows() == []
+
+
+def test_per_test_states_hash_as_the_encoder() -> None:
+    agent = prio.agent_type()
+    prioritizer = prio.Prioritizer(
+        QLearner(prio.NAME, 3, agent.hyper, random.Random(0)), RewardCalculator(), agent
+    )
+    encoder = StateEncoder(prio.NAME + ":test", prio.PER_TEST_FEATURES, memoise=False)
+    for test_id in ("t.py::a", "t.py::ü[\udc80;=\n]", ""):
+        for label in ("never", "<1", "1", "2", "3+"):
+            state = prioritizer._per_test_state(label, test_id)
+            assert state == encoder.encode_values((label, test_id))
+            # built once per run: asked again, the same object
+            assert prioritizer._per_test_state(label, test_id) is state
+
+
+def test_the_estimator_is_the_blend() -> None:
+    agent = prio.agent_type()
+    learner = QLearner(prio.NAME, 3, agent.hyper, random.Random(0))
+    prioritizer = prio.Prioritizer(learner, RewardCalculator(), agent)
+    rng = random.Random(2)
+    histories = []
+    for number in range(300):
+        history = TestHistory(f"t{number}")
+        for episode in range(rng.randrange(0, 12)):
+            history = history.record(FAILED if rng.random() < 0.2 else PASSED, 0.01, episode)
+        histories.append(history)
+    # learn a little so that rows exist, some with visits and some shared
+    for history in histories[:200]:
+        decision = prioritizer.decide({history.test_id: history}, [history.test_id])[0]
+        after = history.record(PASSED, 0.01, 20)
+        prioritizer.learn(decision, PASSED, prioritizer.states(after, decision.per_test))
+    estimate = prioritizer.estimator()
+    for history in histories:
+        states = prioritizer.states(history)
+        expected = prioritizer._blend(history, states)
+        assert estimate(history, states[0].key, states[1].key) == expected
+
+
+def test_gc_paused_restores_the_collector() -> None:
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # it was off: it stays off
+    finally:
+        gc.enable()
