@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from test_reports import HTML_TABLES
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 BROWSER = next((path for name in BROWSERS if (path := shutil.which(name))), None)
@@ -139,15 +140,7 @@ def test_browser_renders_charts_and_tables_and_runs_no_injected_script(
 
     # the page's own script ran (the CSP lets exactly it run): every table is sortable
     sortable = [a for a in dom.all("table") if a.get("class") == "sortable"]
-    assert [a["id"] for a in sortable] == [
-        "comparison",
-        "failures",
-        "ran-first",
-        "reward",
-        "progress",
-        "riskiest",
-        "tests",
-    ]
+    assert [a["id"] for a in sortable] == list(HTML_TABLES)
     assert all(a.get("data-sortable") == "ready" for a in sortable)
     assert len(dom.tables["tests"]) == N + 1  # header and one row per test
 

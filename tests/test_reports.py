@@ -353,21 +353,17 @@ def test_html_escapes_every_test_id_and_message() -> None:
     assert "warning: store <b>slow</b> & [odd](https://evil.example)" in text
 
 
+#: The HTML report's sortable tables, in page order (what a user reads first, first).
+HTML_TABLES = ("comparison", "failures", "ran-first", "reward", "progress", "riskiest", "tests")
+
+
 def test_html_is_self_contained_with_charts_and_sortable_tables() -> None:
     source = render_html(document())
     page = Page(source)
     assert page.count("svg") == 4
     assert page.count("polyline") >= 4
     tables = [a.get("id") for t, a in page.tags if t == "table" and a.get("class") == "sortable"]
-    assert tables == [
-        "comparison",
-        "failures",
-        "ran-first",
-        "reward",
-        "progress",
-        "riskiest",
-        "tests",
-    ]
+    assert tables == list(HTML_TABLES)
     assert source.index("What ran first, and why") < source.index("<h2>Learner details</h2>")
     # nothing is fetched: no external resource of any kind, and a CSP that forbids it
     assert not [a for _, a in page.tags if "src" in a or a.get("rel") == "stylesheet"]
