@@ -14,7 +14,9 @@ directory and times ``--rounds`` interleaved rounds of three subprocess runs of
 Once with the bytecode cache and once with ``PYTHONDONTWRITEBYTECODE=1`` (common in
 containers: nothing is cached, so every start recompiles what it imports). Each row prints
 the median wall time, its difference to ``plain`` and the ratio, and the modules (all, and
-pytest_qlearn's own) each arm imports beyond ``plain``. A measurement, not a test: it always
+pytest_qlearn's own) each arm imports beyond ``plain``; then the plugin's own import time by
+``python -X importtime`` (least of five), which a loaded machine disturbs far less than the
+difference of two whole pytest starts. A measurement, not a test: it always
 exits 0.
 
     python benchmarks/startup.py [--rounds 21]
@@ -72,6 +74,30 @@ def modules(suite: Path, arm: str, env: dict[str, str]) -> set[str]:
     return set(json.loads(out.read_text()))
 
 
+def import_ms(suite: Path, arm: str, env: dict[str, str], tries: int = 5) -> float:
+    """The plugin's own import time (``python -X importtime``: the self time of every
+    pytest_qlearn module, summed), the least of ``tries`` runs: steadier than a wall-time
+    difference of two whole pytest starts on a loaded machine."""
+    best = float("inf")
+    for _ in range(tries):
+        done = subprocess.run(
+            [sys.executable, "-X", "importtime", *COMMON, *ARMS[arm]],
+            cwd=suite,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        total = 0
+        for line in done.stderr.splitlines():
+            parts = line.split("|")
+            if len(parts) == 3 and parts[2].strip().startswith("pytest_qlearn"):
+                total += int(parts[0].split(":")[1])
+        best = min(best, total / 1000.0)
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=21, help="interleaved rounds per mode")
@@ -117,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
                 )
             off = added["off"]
             print(f"| {label} | off imports | {', '.join(sorted(off))} | | | | |")
+            for arm in ("off", "on"):
+                print(
+                    f"| {label} | {arm}: import of pytest_qlearn modules | "
+                    f"{import_ms(suite, arm, env):.1f} (-X importtime, least of 5) | | | | |"
+                )
         print()
     return 0
 
