@@ -278,6 +278,8 @@ def measure(
     times: dict[str, list[float]] = {name: [] for name in arms}
     ratios: dict[str, list[float]] = {name: [] for name in arms}
     cpu_ratios: dict[str, list[float]] = {name: [] for name in arms}
+    plain_cpus: list[float] = []
+    cpus: dict[str, list[float]] = {name: [] for name in arms}
     header = f"{'pair':>4}  {'plain s':>8}  {'plain cpu':>9}"
     for name in arms:
         header += f"  {name + ' s':>16}  {'ratio':>6}  {'cpu':>7}  {'cpu ratio':>9}"
@@ -285,6 +287,7 @@ def measure(
     for pair in range(1, pairs + 1):
         p, p_cpu, _ = run_timed(plain, project, env)
         plain_times.append(p)
+        plain_cpus.append(p_cpu)
         order = list(arms)[pair % len(arms) :] + list(arms)[: pair % len(arms)]  # rotate
         measured: dict[str, tuple[float, float]] = {}
         for name in order:
@@ -294,6 +297,7 @@ def measure(
             times[name].append(q)
             ratios[name].append(q / p)
             cpu_ratios[name].append(q_cpu / p_cpu)
+            cpus[name].append(q_cpu)
         line = f"{pair:>4}  {p:8.3f}  {p_cpu:9.3f}"
         for name in arms:
             q, q_cpu = measured[name]
@@ -312,6 +316,13 @@ def measure(
             f"(target <= {target:.2f}): {verdict}; "
             f"median per-pair CPU-time ratio (user + system): "
             f"{statistics.median(cpu_ratios[name]):.3f}"
+        )
+        # the fastest run of each arm is the least disturbed by the neighbours' load
+        print(
+            f"{name}: ratio of the fastest runs: wall {min(times[name]) / min(plain_times):.3f} "
+            f"({min(times[name]):.3f}s vs {min(plain_times):.3f}s), CPU "
+            f"{min(cpus[name]) / min(plain_cpus):.3f} "
+            f"({min(cpus[name]):.3f}s vs {min(plain_cpus):.3f}s)"
         )
     print(f"sqlite store after the {pairs + 1} qlearn runs: {store_counts(db)}")
     for message in sorted(messages):
