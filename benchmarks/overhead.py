@@ -1,19 +1,30 @@
-"""Wall-time overhead of ``pytest --qlearn`` (SQLite store) over plain pytest.
+"""Wall-time overhead of ``pytest --qlearn`` (SQLite store, and PostgreSQL with ``--store``)
+over plain pytest.
 
-DESIGN.md budget: on 5,000 trivial tests, ``pytest --qlearn`` takes at most 1.03x the wall
-time of plain pytest with SQLite (same machine, same run, median of several).
+DESIGN.md budgets: on 5,000 trivial tests, ``pytest --qlearn`` takes at most 1.03x the wall
+time of plain pytest with SQLite, 1.05x with PostgreSQL (same machine, same run, median of
+several).
 
 The script generates a throw-away project (``--tests`` trivial tests over 50 modules, a few
 of which fail on a deterministic pattern so the learner has work), does one warm-up run of
 each arm (the qlearn warm-up populates the store like an earlier CI run would), then times
-``--pairs`` interleaved pairs of subprocess runs: plain, qlearn, plain, qlearn, ...
+``--pairs`` interleaved rounds of subprocess runs: plain, qlearn, plain, qlearn, ... With
+``--store postgresql://...`` each round is plain, then the SQLite and the PostgreSQL arm (their
+order rotating from round to round), and both ratios are printed, each against the plain
+run of its own round. The PostgreSQL arm learns into a fresh schema dropped at the end.
+``--compare PATH`` adds the same qlearn arms importing the package under PATH (an earlier
+version): before and after side by side in one run.
 
-Both arms run ``python -m pytest -q -p no:randomly -p no:cacheprovider`` on the same tests;
-the plain arm adds ``-p no:qlearn``, the qlearn arm ``--qlearn --qlearn-db sqlite:///...``.
-All qlearn runs learn into the same database. This is a measurement, not a test: it always
-exits 0.
+Byte code is cached in the temporary directory (``PYTHONPYCACHEPREFIX``) even where the
+environment sets ``PYTHONDONTWRITEBYTECODE``: an installed plugin has its ``.pyc`` files, and
+compiling the plugin's source in every run cost ~0.1 s. ``--no-bytecode-cache`` measures as
+the environment says (how the figures before issue 16's overhead work were taken).
 
-    python benchmarks/overhead.py [--pairs 7] [--tests 5000]
+All arms run ``python -m pytest -q -p no:randomly -p no:cacheprovider`` on the same tests;
+the plain arm adds ``-p no:qlearn``, the qlearn arms ``--qlearn --qlearn-db URL``. All runs
+of an arm learn into the same store. This is a measurement, not a test: it always exits 0.
+
+    python benchmarks/overhead.py [--pairs 7] [--tests 5000] [--store postgresql://...]
 """
 
 from __future__ import annotations
@@ -28,9 +39,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 TARGET_RATIO = 1.03  # DESIGN.md, Performance budgets: SQLite
+PG_TARGET_RATIO = 1.05  # DESIGN.md, Performance budgets: PostgreSQL
 MODULES = 50
 FAILING = 10
 
@@ -70,12 +86,18 @@ def generate_project(root: Path, tests: int, modules: int = MODULES) -> int:
     return len(fails)
 
 
-def clean_env() -> dict[str, str]:
-    """The current environment without anything that would change what pytest does."""
+def clean_env(pycache: Path | None = None) -> dict[str, str]:
+    """The current environment without anything that would change what pytest does. With
+    ``pycache``, byte code is cached there (``PYTHONPYCACHEPREFIX``, and
+    ``PYTHONDONTWRITEBYTECODE`` dropped): as for an installed plugin, whose ``.pyc`` files
+    pip writes, the runs after the warm-up do not compile the plugin's source again."""
     env = dict(os.environ)
     for name in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "QLEARN_DATABASE_URL"):
         env.pop(name, None)
     env["PYTHONHASHSEED"] = "0"
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
     return env
 
 
@@ -126,10 +148,57 @@ def store_counts(db: Path) -> str:
     return ", ".join(counts) + f", {db.stat().st_size / 1e6:.1f} MB"
 
 
+def _execute(url: str, statement: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def go() -> None:
+        conn = await asyncpg.connect(url, timeout=15)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+@contextmanager
+def fresh_schema(server_url: str) -> Iterator[str]:
+    """A schema of its own on ``server_url`` (dropped at the end): the URL that uses it."""
+    name = f"qlearn_overhead_{uuid.uuid4().hex[:12]}"
+    _execute(server_url, f'CREATE SCHEMA "{name}"')
+    try:
+        parts = urlsplit(server_url)
+        extra = f"search_path={name}"
+        query = f"{parts.query}&{extra}" if parts.query else extra
+        yield urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+    finally:
+        _execute(server_url, f'DROP SCHEMA "{name}" CASCADE')
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--pairs", type=int, default=7, help="timed plain/qlearn pairs (7)")
+    parser.add_argument("--pairs", type=int, default=7, help="timed rounds (7)")
     parser.add_argument("--tests", type=int, default=5000, help="generated tests (5000)")
+    parser.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="keep the environment's byte-code setting (with PYTHONDONTWRITEBYTECODE=1 every "
+        "run compiles the plugin's source: ~0.1 s that an installed plugin does not pay)",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="PATH",
+        default=None,
+        help="also time each qlearn arm with the pytest_qlearn package under PATH (put first "
+        "on PYTHONPATH), e.g. an earlier version from `git archive`: a side-by-side before/after",
+    )
+    parser.add_argument(
+        "--store",
+        default=None,
+        help="also time a PostgreSQL arm: a postgresql:// server URL (a fresh schema is used)",
+    )
     options = parser.parse_args(argv)
     pairs = max(1, options.pairs)
     tests = max(1, options.tests)
@@ -139,63 +208,125 @@ def main(argv: list[str] | None = None) -> int:
         f"({platform.python_implementation()}), {platform.platform()}"
     )
     with tempfile.TemporaryDirectory(prefix="qlearn-overhead-") as tmp:
-        root = Path(tmp)
-        project = root / "project"
-        project.mkdir()
-        failing = generate_project(project, tests)
-        db = root / "q.db"
-        env = clean_env()
-        plain = ["-p", "no:qlearn"]
-        qlearn = ["--qlearn", "--qlearn-db", f"sqlite:///{db}"]
-        print(f"project: {tests} tests in {min(MODULES, tests)} modules, {failing} failing")
-        print(f"store:   sqlite:///{db}")
-
-        print("warm-up: plain ...", end=" ", flush=True)
-        elapsed, _ = run(plain, project, env)
-        print(f"{elapsed:.3f}s; qlearn ...", end=" ", flush=True)
-        elapsed, said = run(qlearn, project, env)
-        print(f"{elapsed:.3f}s")
-        messages = set(said.splitlines())
-
-        plain_times: list[float] = []
-        qlearn_times: list[float] = []
-        ratios: list[float] = []
-        cpu_ratios: list[float] = []
-        print(
-            f"{'pair':>4}  {'plain s':>8}  {'qlearn s':>8}  {'ratio':>6}"
-            f"  {'plain cpu':>9}  {'qlearn cpu':>10}  {'cpu ratio':>9}"
-        )
-        for pair in range(1, pairs + 1):
-            p, p_cpu, _ = run_timed(plain, project, env)
-            q, q_cpu, said = run_timed(qlearn, project, env)
-            messages.update(said.splitlines())
-            plain_times.append(p)
-            qlearn_times.append(q)
-            ratios.append(q / p)
-            cpu_ratios.append(q_cpu / p_cpu)
-            print(
-                f"{pair:>4}  {p:8.3f}  {q:8.3f}  {q / p:6.3f}"
-                f"  {p_cpu:9.3f}  {q_cpu:10.3f}  {q_cpu / p_cpu:9.3f}"
-            )
-
-        plain_median = statistics.median(plain_times)
-        qlearn_median = statistics.median(qlearn_times)
-        ratio_median = statistics.median(ratios)
-        print(f"median plain:  {plain_median:.3f}s")
-        print(f"median qlearn: {qlearn_median:.3f}s  (+{qlearn_median - plain_median:.3f}s)")
-        print(f"ratio of medians: {qlearn_median / plain_median:.3f}")
-        verdict = "MET" if ratio_median <= TARGET_RATIO else "NOT MET"
-        print(
-            f"median per-pair ratio qlearn/plain: {ratio_median:.3f} "
-            f"(target <= {TARGET_RATIO:.2f} for SQLite): {verdict}"
-        )
-        print(
-            f"median per-pair CPU-time ratio (user + system): {statistics.median(cpu_ratios):.3f}"
-        )
-        print(f"store after the {pairs + 1} qlearn runs: {store_counts(db)}")
-        for message in sorted(messages):
-            print(f"  qlearn printed: {message}")
+        if options.store:
+            with fresh_schema(options.store) as pg_url:
+                measure(Path(tmp), tests, pairs, pg_url, options.no_bytecode_cache, options.compare)
+        else:
+            measure(Path(tmp), tests, pairs, None, options.no_bytecode_cache, options.compare)
     return 0
+
+
+def measure(
+    root: Path,
+    tests: int,
+    pairs: int,
+    pg_url: str | None,
+    no_bytecode_cache: bool,
+    compare: str | None = None,
+) -> None:
+    project = root / "project"
+    project.mkdir()
+    failing = generate_project(project, tests)
+    db = root / "q.db"
+    env = clean_env(None if no_bytecode_cache else root / "pycache")
+    if no_bytecode_cache:
+        print(f"byte code: as the environment says (PYTHONDONTWRITEBYTECODE="
+              f"{env.get('PYTHONDONTWRITEBYTECODE', '')!r})")  # fmt: skip
+    else:
+        print(f"byte code: cached in {root / 'pycache'} (filled by the warm-up runs)")
+    plain = ["-p", "no:qlearn"]
+    arms: dict[str, tuple[list[str], float, dict[str, str]]] = {
+        "sqlite": (["--qlearn", "--qlearn-db", f"sqlite:///{db}"], TARGET_RATIO, env)
+    }
+    if pg_url is not None:
+        arms["postgresql"] = (["--qlearn", "--qlearn-db", pg_url], PG_TARGET_RATIO, env)
+    if compare is not None:  # the same arms with the other package, into stores of their own
+        other = dict(env)
+        other["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(compare).resolve()), *filter(None, [env.get("PYTHONPATH")])]
+        )
+        if "PYTHONPYCACHEPREFIX" in env:
+            other["PYTHONPYCACHEPREFIX"] = str(root / "pycache-compare")
+        print(f"compare: the arms marked 'cmp' import pytest_qlearn from {compare}")
+        arms["sqlite cmp"] = (
+            ["--qlearn", "--qlearn-db", f"sqlite:///{root / 'q-compare.db'}"],
+            TARGET_RATIO,
+            other,
+        )
+        if pg_url is not None:
+            # its own partition (project) in the same schema
+            arms["postgresql cmp"] = (
+                ["--qlearn", "--qlearn-db", pg_url, "-o", "qlearn_project=overhead-compare"],
+                PG_TARGET_RATIO,
+                other,
+            )
+    print(f"project: {tests} tests in {min(MODULES, tests)} modules, {failing} failing")
+    print(f"store:   sqlite:///{db}" + ("" if pg_url is None else ", and PostgreSQL"))
+
+    print("warm-up: plain ...", end=" ", flush=True)
+    elapsed, _ = run(plain, project, env)
+    print(f"{elapsed:.3f}s", end="", flush=True)
+    messages: set[str] = set()
+    for name, (args, _, arm_env) in arms.items():
+        print(f"; {name} ...", end=" ", flush=True)
+        elapsed, said = run(args, project, arm_env)
+        print(f"{elapsed:.3f}s", end="", flush=True)
+        messages.update(said.splitlines())
+    print()
+
+    plain_times: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    ratios: dict[str, list[float]] = {name: [] for name in arms}
+    cpu_ratios: dict[str, list[float]] = {name: [] for name in arms}
+    plain_cpus: list[float] = []
+    cpus: dict[str, list[float]] = {name: [] for name in arms}
+    header = f"{'pair':>4}  {'plain s':>8}  {'plain cpu':>9}"
+    for name in arms:
+        header += f"  {name + ' s':>16}  {'ratio':>6}  {'cpu':>7}  {'cpu ratio':>9}"
+    print(header)
+    for pair in range(1, pairs + 1):
+        p, p_cpu, _ = run_timed(plain, project, env)
+        plain_times.append(p)
+        plain_cpus.append(p_cpu)
+        order = list(arms)[pair % len(arms) :] + list(arms)[: pair % len(arms)]  # rotate
+        measured: dict[str, tuple[float, float]] = {}
+        for name in order:
+            q, q_cpu, said = run_timed(arms[name][0], project, arms[name][2])
+            messages.update(said.splitlines())
+            measured[name] = (q, q_cpu)
+            times[name].append(q)
+            ratios[name].append(q / p)
+            cpu_ratios[name].append(q_cpu / p_cpu)
+            cpus[name].append(q_cpu)
+        line = f"{pair:>4}  {p:8.3f}  {p_cpu:9.3f}"
+        for name in arms:
+            q, q_cpu = measured[name]
+            line += f"  {q:16.3f}  {q / p:6.3f}  {q_cpu:7.3f}  {q_cpu / p_cpu:9.3f}"
+        print(line, flush=True)
+
+    plain_median = statistics.median(plain_times)
+    print(f"median plain:  {plain_median:.3f}s")
+    for name, (_, target, _) in arms.items():
+        median = statistics.median(times[name])
+        ratio_median = statistics.median(ratios[name])
+        verdict = "MET" if ratio_median <= target else "NOT MET"
+        print(f"{name}: median {median:.3f}s (+{median - plain_median:.3f}s)")
+        print(
+            f"{name}: median per-pair ratio qlearn/plain: {ratio_median:.3f} "
+            f"(target <= {target:.2f}): {verdict}; "
+            f"median per-pair CPU-time ratio (user + system): "
+            f"{statistics.median(cpu_ratios[name]):.3f}"
+        )
+        # the fastest run of each arm is the least disturbed by the neighbours' load
+        print(
+            f"{name}: ratio of the fastest runs: wall {min(times[name]) / min(plain_times):.3f} "
+            f"({min(times[name]):.3f}s vs {min(plain_times):.3f}s), CPU "
+            f"{min(cpus[name]) / min(plain_cpus):.3f} "
+            f"({min(cpus[name]):.3f}s vs {min(plain_cpus):.3f}s)"
+        )
+    print(f"sqlite store after the {pairs + 1} qlearn runs: {store_counts(db)}")
+    for message in sorted(messages):
+        print(f"  qlearn printed: {message}")
 
 
 if __name__ == "__main__":

@@ -396,7 +396,7 @@ class QLearnPlugin:
         root = config.rootpath
         return change_awareness.analyse(
             root,
-            {relative_key(item.path, root) for item in items},
+            _test_files(items, root),
             [item.nodeid for item in items],
             self.learning.snapshot.file_hashes,
             # workers read the controller's cache; only the controller writes it
@@ -425,15 +425,19 @@ class QLearnPlugin:
 
     # -- results -----------------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        # pytest-rerunfailures reports earlier attempts as "rerun"; the last attempt decides
-        if self.is_worker or self.learning is None or str(report.outcome) == "rerun":
+        # pytest-rerunfailures reports earlier attempts as "rerun"; the last attempt decides.
+        # Runs for every report: each attribute is read once (``failed``/``skipped`` are
+        # properties over ``outcome``).
+        outcome: str = report.outcome  # pytest-rerunfailures adds "rerun"
+        if self.is_worker or self.learning is None or outcome == "rerun":
             return
-        fold = self.folds.get(report.nodeid)
+        nodeid = report.nodeid
+        fold = self.folds.get(nodeid)
         if fold is None:
             # from a pytest-xdist worker the decision rides on the report
             info = (
                 getattr(report, "qlearn", None)
-                or self.decision_info(report.nodeid)
+                or self.decision_info(nodeid)
                 or [-1, -1, None, False]
             )
             arrival = len(self.folds)
@@ -443,26 +447,28 @@ class QLearnPlugin:
                 tier=info[2],
                 explored=bool(info[3]),
             )
-            self.folds[report.nodeid] = fold
-        fold.duration += report.duration
-        if report.when != "call":
-            fold.fixture += report.duration
-        if report.failed:
+            self.folds[nodeid] = fold
+        when = report.when
+        duration = report.duration
+        fold.duration += duration
+        if when != "call":
+            fold.fixture += duration
+        if outcome == "failed":
             fold.verdict = FAILED
             if self.first_failure_after is None:
                 self.first_failure_after = time.perf_counter() - self.started
-        elif report.skipped:
-            if fold.verdict is None and report.when in ("setup", "call"):
+        elif outcome == "skipped":
+            if fold.verdict is None and when in ("setup", "call"):
                 fold.verdict = SKIPPED
-        elif report.when == "call" and fold.verdict is None:
+        elif when == "call" and fold.verdict is None:
             fold.verdict = PASSED
-        if report.when != "teardown":
+        if when != "teardown":
             return
         keeper = self.keeper
         if keeper.checkpoint_due():
             keeper.checkpoint(self.learning, self._results())
         if keeper.pusher is not None:
-            self._ended.append(report.nodeid)
+            self._ended.append(nodeid)
             if keeper.push_due(len(self._ended)):
                 fresh = self._results(self._ended[keeper.pushed :])
                 keeper.push(self.learning, fresh, len(self._ended))
@@ -620,6 +626,12 @@ class QLearnPlugin:
             terminalreporter.write_line(report.budget_line(summary.budget))
         if self.coverage_line:
             terminalreporter.write_line(f"qlearn: {self.coverage_line}")
+
+
+def _test_files(items: Iterable[pytest.Item], root: Path) -> set[str]:
+    """The store keys of the files ``items`` live in: each distinct path is made relative
+    once (a module's tests share one path; ``relative_key`` per test cost ~10 µs each)."""
+    return {relative_key(path, root) for path in {item.path for item in items}}
 
 
 def _groups(item: pytest.Item) -> tuple[str, str | None]:

@@ -52,6 +52,31 @@ def wanted(config: pytest.Config, reruns: int) -> bool:
     return reruns > 0 or observed_plugins(config)
 
 
+def nothing_reruns(config: pytest.Config, items: list[pytest.Item]) -> bool:
+    """Whether no rerun plugin can rerun any of ``items``: only pytest-rerunfailures is
+    installed (not flaky), no ``--reruns``, ``--force-reruns`` or ``reruns`` ini value asks
+    for reruns, and no collected node carries a ``flaky`` marker (what
+    pytest-rerunfailures' ``get_reruns_count`` reads). Conservative: True only when sure."""
+    if config.pluginmanager.hasplugin("flaky"):
+        return False
+    if config.getoption("force_reruns", None) or config.getoption("reruns", None):
+        return False
+    try:
+        if config.getini("reruns"):
+            return False
+    except ValueError:  # no such ini key: pytest-rerunfailures is not installed
+        pass
+    seen: set[int] = set()
+    for item in items:
+        node: Any = item
+        while node is not None and id(node) not in seen:
+            seen.add(id(node))
+            if any(mark.name == "flaky" for mark in node.own_markers):
+                return False
+            node = node.parent
+    return True
+
+
 def failure_info(item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException]) -> list[str]:
     """[signature key, signature text, kind] of a failure."""
     typename = excinfo.typename
@@ -115,6 +140,21 @@ class RerunPlugin:
             )
         collected, ran = self._neighbours
         return collected.get(nodeid, "") != ran.get(nodeid, "")
+
+    # -- after collection: drop the observer when nothing can rerun ------------------------
+    @pytest.hookimpl(trylast=True)  # after other plugins have marked the items
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Without ``--qlearn-reruns`` this plugin only observes pytest-rerunfailures; when no
+        collected test can be rerun by it (no ``--reruns``/``--force-reruns``, no ``reruns``
+        ini value, no ``flaky`` marker) it unregisters, so its hook wrapper around every
+        report costs nothing. Not on a pytest-xdist controller (it collects nothing but
+        observes the workers' reports)."""
+        if self.limit > 0 or not session.items or not nothing_reruns(self.config, session.items):
+            return
+        if self.config.pluginmanager.get_plugin("dsession") is not None:
+            return
+        if self.config.pluginmanager.is_registered(self):
+            self.config.pluginmanager.unregister(self)
 
     # -- every process: sign failures -------------------------------------------------------
     @pytest.hookimpl(wrapper=True)

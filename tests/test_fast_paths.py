@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import random
+from pathlib import Path
 
 from pytest_qlearn.agents import prioritizer as prio
 from pytest_qlearn.engine.history import FAILED, PASSED, TestHistory
@@ -125,3 +126,28 @@ def test_gc_paused_restores_the_collector() -> None:
         assert not gc.isenabled()  # it was off: it stays off
     finally:
         gc.enable()
+
+
+def test_test_files_are_the_relative_keys_of_every_item(tmp_path: Path) -> None:
+    """The change analysis's test files, made relative once per distinct path, are what
+    ``relative_key`` per item gives (inside the root, outside it, shared Path objects)."""
+    from types import SimpleNamespace
+
+    from pytest_qlearn.changes.digests import relative_key
+    from pytest_qlearn.lifecycle import _test_files
+
+    shared = tmp_path / "tests" / "test_a.py"
+    paths = [
+        shared,
+        shared,
+        tmp_path / "tests" / "test_a.py",  # equal, not the same object
+        tmp_path / "pkg" / "test_b.py",
+        Path("/elsewhere/test_c.py"),
+    ]
+    items = [SimpleNamespace(path=path) for path in paths]
+    assert _test_files(items, tmp_path) == {relative_key(p, tmp_path) for p in paths}  # type: ignore[arg-type]
+    assert _test_files(items, tmp_path) == {
+        "tests/test_a.py",
+        "pkg/test_b.py",
+        "/elsewhere/test_c.py",
+    }

@@ -328,3 +328,78 @@ def test_reruns_under_xdist_happen_on_the_worker(pytester: pytest.Pytester) -> N
     assert_outcomes(result, passed=2, rerun=1)
     result.stdout.fnmatch_lines(["qlearn: reruns: 1 flaky*"])
     assert _store_history(pytester, "test_s.py::test_flaky") == (2, 1, 1, "FP")
+
+
+# -- the observer steps aside when nothing can rerun (issue 16) ----------------------------
+#: A conftest that writes, as the first test starts, whether qlearn's rerun observer is
+#: still registered.
+OBSERVER_PROBE = """
+import pathlib
+
+
+def pytest_runtestloop(session):
+    present = session.config.pluginmanager.get_plugin("qlearn-reruns") is not None
+    pathlib.Path("observer.txt").write_text(str(present))
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "marker", "ini", "observed"),
+    [
+        ((), "", "", False),  # nothing can rerun: the observer unregisters
+        (("--reruns", "2"), "", "", True),
+        (("--force-reruns", "2"), "", "", True),
+        ((), "@pytest.mark.flaky(reruns=2)", "", True),
+        ((), "", "reruns = 2", True),
+        (("--qlearn-reruns", "2"), "", "", True),  # qlearn's own protocol
+    ],
+)
+def test_the_rerunfailures_observer_stays_exactly_when_a_rerun_can_happen(
+    pytester: pytest.Pytester, args: tuple[str, ...], marker: str, ini: str, observed: bool
+) -> None:
+    pytest.importorskip("pytest_rerunfailures")
+    pytester.makeini(INI + ini + "\n")
+    pytester.makeconftest(OBSERVER_PROBE)
+    pytester.makepyfile(test_s=SUITE.replace("def test_flaky", f"{marker}\ndef test_flaky"))
+    result = pytester.runpytest(*QUIET, *args)
+    assert (pytester.path / "observer.txt").read_text() == str(observed)
+    if observed:  # every way of asking for a rerun is observed and learned as a flip
+        assert_outcomes(result, passed=2, rerun=1)
+        assert _store_history(pytester, "test_s.py::test_flaky") == (2, 1, 1, "FP")
+    else:
+        assert_outcomes(result, passed=1, failed=1)
+        assert _store_history(pytester, "test_s.py::test_flaky") == (1, 1, 0, "F")
+
+
+def test_without_the_observer_the_run_learns_what_the_observer_would(
+    pytester: pytest.Pytester,
+) -> None:
+    """The fast path (observer unregistered) and the slow one (kept by ``reruns = 0``,
+    which asks for no rerun) store the same learning, row for row."""
+    pytest.importorskip("pytest_rerunfailures")
+    stored = {}
+    for name, ini in (("fast", ""), ("slow", "reruns = 0\n")):
+        pytester.makeini(INI + ini)
+        pytester.makeconftest(OBSERVER_PROBE)
+        pytester.makepyfile(test_s=SUITE)
+        for _ in range(3):
+            pytester.runpytest(*QUIET, "--qlearn-seed", "7")
+        assert (pytester.path / "observer.txt").read_text() == str(name == "slow")
+        with sqlite3.connect(pytester.path / STORE) as conn:
+            stored[name] = {
+                table: conn.execute(f"SELECT {columns} FROM {table} ORDER BY {columns}").fetchall()
+                # what reruns and their observation touch; the prioritizer's states carry
+                # measured durations, which differ from run to run on a loaded machine
+                for table, columns in (
+                    ("test_history", "test_id, runs, failures, flaky, verdicts"),
+                    ("trajectories", "agent, test_id, action, explored"),
+                    ("patterns", "agent, occurrences, hits"),
+                )
+            }
+        for path in (pytester.path / STORE.parent).iterdir():
+            path.unlink()
+        (pytester.path / "count.txt").unlink()
+    assert stored["fast"] == stored["slow"]
+    assert stored["fast"]["test_history"]  # something was learned
+    # and no rerun was observed in either: the flaky-hunter learned nothing in both
+    assert not [row for row in stored["slow"]["trajectories"] if row[0] == "flaky-hunter"]
