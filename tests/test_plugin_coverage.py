@@ -19,6 +19,7 @@ from test_plugin_e2e import BASE_ARGS, DEFAULT_DB
 
 from pytest_qlearn.changes.coverage_map import CoverageMap
 from pytest_qlearn.changes.line_tracer import LineTracer, statements
+from pytest_qlearn.coverage_plugin import READ_BATCH
 
 SOURCES = {
     "pkg/__init__.py": "",
@@ -285,12 +286,13 @@ def test_lines_read_in_batches_reach_every_test(
     pytester: pytest.Pytester, workers: list[str]
 ) -> None:
     root = make(pytester, git=False)
-    many_tests(pytester, 130)  # more than two batches of 50
+    count = 2 * READ_BATCH + 30  # more than two batches
+    many_tests(pytester, count)
     result = run(pytester, *workers)
-    result.assert_outcomes(passed=134)
-    assert traced(result) == (134, 134)
+    result.assert_outcomes(passed=count + 4)
+    assert traced(result) == (count + 4, count + 4)
     maps = stored_maps(root)
-    assert len(maps) == 134
+    assert len(maps) == count + 4
     assert maps["tests/test_many.py::test_n7"].lines["pkg/arith.py"] == "2"  # add's body
     assert maps["tests/test_many.py::test_n8"].lines["pkg/arith.py"] == "6"  # sub's body
     assert maps["tests/test_many.py::test_n8"].lines["tests/test_many.py"] == str(8 * 3 + 4)

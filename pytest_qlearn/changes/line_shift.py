@@ -17,7 +17,7 @@ from __future__ import annotations
 import ast
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 
@@ -144,6 +144,20 @@ class _Layout(NamedTuple):
     recorded: dict[int, range]
 
 
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement of ``body``, nested ones too (not walking expressions: faster)."""
+    stack = list(body)
+    while stack:
+        node = stack.pop()
+        yield node
+        for name in ("body", "orelse", "finalbody"):
+            stack.extend(c for c in getattr(node, name, None) or () if isinstance(c, ast.stmt))
+        for handler in getattr(node, "handlers", None) or ():
+            stack.extend(handler.body)
+        for case in getattr(node, "cases", None) or ():
+            stack.extend(case.body)
+
+
 def _layout(text: str) -> _Layout | None:
     """The layout of one version, None when it does not parse. A line belongs to the
     innermost statement holding it; a test that ran it ran that statement's first lines: all
@@ -169,9 +183,7 @@ def _layout(text: str) -> _Layout | None:
 
     visit(tree.body, docstring_allowed=True)
     spans = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.stmt):
-            continue
+    for node in _statements(tree.body):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             function_bodies.update(range(_first_line(node.body[0]), _end_line(node) + 1))
         inner = [
