@@ -48,8 +48,10 @@ PLUGIN_NAME = "qlearn-coverage"
 REPORT_ATTR = "qlearn_cov"
 #: Where a pytest-xdist worker leaves lines no report carried (``workeroutput``).
 WORKEROUTPUT_KEY = "qlearn_cov_lines"
-#: Traced tests whose lines are read from coverage.py at once.
-READ_BATCH = 50
+#: Traced tests whose lines are read from coverage.py at once. Reading costs little, but
+#: the erase after it makes coverage.py set its collector up again at the next start (≈ 60 ms:
+#: it records the caller's stack), so batches are large.
+READ_BATCH = 400
 #: What a debugger's presence is told by (pytest's own options).
 _DEBUG_OPTIONS = ("usepdb", "trace")
 
@@ -99,6 +101,8 @@ class CoverageRun:
                 self.unreadable.add(test_id)
         self.tracer = LineTracer(self.root) if self.mode == "trace" else None
         self.facts = ChangeFacts()
+        #: Maps carried across this run's change (re-numbered, new digests): see _detect().
+        self.carried: dict[str, CoverageMap] = {}
         self.decisions: dict[str, ct.TraceDecision] = {}
         self.new_lines: dict[str, dict[str, str]] = {}  # test id -> path -> line ranges
         self.ran: set[str] = set()
@@ -135,15 +139,17 @@ class CoverageRun:
         if self.mode != "trace":
             return
         test_files = {item.nodeid: relative_key(item.path, self.root) for item in items}
-        stale = self.facts.stale(self.maps)
+        maps = self.reusable()
+        stale = self.facts.stale(maps)
         # a test whose own file changed since its trace is traced again, whatever it covers
         own_changed = {t for t, path in test_files.items() if path in stale.get(t, ())}
         self.decisions = learning.decide_traces(
             list(test_files),
-            self.maps,
+            maps,
             stale,
             own_changed=own_changed,
             unreadable=self.unreadable,
+            carried=self.carried.keys(),
         )
 
     def _detect(self) -> None:
@@ -154,7 +160,16 @@ class CoverageRun:
             self.stored.last_commit,
             self.stored.last_dirty,
         )
+        # a test that executed none of a changed file's changed lines keeps its map, moved
+        # by the lines inserted and removed above (changes.line_shift)
+        self.carried = self.facts.carry(self.maps)
         self._detected = True
+
+    def reusable(self) -> dict[str, CoverageMap]:
+        """Every readable stored map, the carried ones as carried."""
+        if not self.carried:
+            return self.maps
+        return {**self.maps, **self.carried}
 
     # -- tracing (wherever tests run) ------------------------------------------------------
     @pytest.hookimpl(wrapper=True)
@@ -272,14 +287,18 @@ class CoverageRun:
         elif (tracer := self.tracer) is not None and tracer.pending:  # a run stopped by -x
             self.new_lines.update(self._guarded(lambda: _compressed(tracer.take())) or {})
         new_maps = self._new_maps(learning.episode)
+        reusable = self.reusable()
         if self.decisions:
-            learning.learn_traces(self.decisions, self.maps, new_maps)
-        current = {t: m for t, m in self.maps.items() if t in self.ran}
+            learning.learn_traces(self.decisions, reusable, new_maps)
+        current = {t: m for t, m in reusable.items() if t in self.ran}
         current.update(new_maps)
         self.current = current
         percent, analysed = self._percent(current)
+        # carried maps are kept too, run or not: the next run compares with their digests
+        written = {t: m for t, m in self.carried.items() if t not in new_maps}
+        written.update(new_maps)
         write = CoverageWrite(
-            maps=[(t, m.to_json(), m.traced_episode) for t, m in sorted(new_maps.items())],
+            maps=[(t, m.to_json(), m.traced_episode) for t, m in sorted(written.items())],
             commit=self.facts.commit,
             dirty=sorted(self.facts.dirty),
             percent=percent,
@@ -358,6 +377,7 @@ class CoverageRun:
     def report(self, percent: float | None, previous: float | None) -> CoverageSummary:
         """The coverage section of the reports (after :meth:`learn`)."""
         current = self.current
+        reusable = self.reusable()
         unique = sorted(
             ((t, n) for t, n in unique_line_counts(current.values()).items() if n > 0),
             key=lambda item: (-item[1], item[0]),
@@ -371,7 +391,7 @@ class CoverageRun:
             new_information=sum(
                 1
                 for t, lines in self.new_lines.items()
-                if (old := self.maps.get(t)) is None or old.lines != lines
+                if (old := reusable.get(t)) is None or old.lines != lines
             ),
             percent=percent,
             previous_percent=previous,
@@ -379,6 +399,7 @@ class CoverageRun:
             changed_files=tuple(sorted(self.facts.changed)),
             covering_changed=len(self.facts.covering_changed(self.maps)),
             unique_lines=tuple(unique[:5]),
+            carried=sum(1 for t in self.carried if t not in self.new_lines),
         )
 
     def summary(self, percent: float | None) -> str:
@@ -397,6 +418,8 @@ class CoverageRun:
         if self.facts.changed:
             covering = len(self.facts.covering_changed(self.maps))
             parts.append(f"{covering} test(s) cover them")
+        if self.carried:
+            parts.append(f"{len(self.carried)} map(s) carried across the change")
         return "; ".join(parts)
 
 

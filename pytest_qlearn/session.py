@@ -359,6 +359,7 @@ class LearningSession:
         *,
         own_changed: Collection[str] = (),
         unreadable: Collection[str] = (),
+        carried: Collection[str] = (),
     ) -> dict[str, ct.TraceDecision]:
         """The coverage-tracer's decision for every test (``--qlearn-cov``)."""
         return self.tracer.decide(
@@ -367,6 +368,7 @@ class LearningSession:
             stale,
             own_changed=own_changed,
             unreadable=unreadable,
+            carried=carried,
             episode=self.episode,
         )
 

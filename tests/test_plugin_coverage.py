@@ -19,6 +19,7 @@ from test_plugin_e2e import BASE_ARGS, DEFAULT_DB
 
 from pytest_qlearn.changes.coverage_map import CoverageMap
 from pytest_qlearn.changes.line_tracer import LineTracer, statements
+from pytest_qlearn.coverage_plugin import READ_BATCH
 
 SOURCES = {
     "pkg/__init__.py": "",
@@ -248,7 +249,9 @@ def test_the_reports_show_what_coverage_did(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=4)
     section = json.loads((root / "r.json").read_text(encoding="utf-8"))["coverage"]
     assert section["mode"] == "trace"
-    assert (section["tests"], section["traced"]) == (4, 2)  # test_add and test_sub
+    # the comment went in right after sub()'s body: test_sub is traced again, test_add's
+    # map is carried across (it ran none of the lines around the insertion)
+    assert (section["tests"], section["traced"], section["carried"]) == (4, 1, 1)
     assert section["new_information"] == 0  # a comment changes no executed line
     assert section["changed_files"] == ["pkg/arith.py"]
     assert section["change_source"] == "git"
@@ -265,7 +268,8 @@ def test_the_reports_show_what_coverage_did(pytester: pytest.Pytester) -> None:
     assert "### Coverage" in (root / "r.md").read_text(encoding="utf-8")
     assert "<h2>Coverage</h2>" in (root / "r.html").read_text(encoding="utf-8")
     out = result.stdout.str()
-    assert "coverage, tests traced: 2 of 4" in out
+    assert "coverage, tests traced: 1 of 4" in out
+    assert "coverage, maps carried: 1 across the change, not traced" in out
     assert "coverage, changed files: 1 (git): pkg/arith.py" in out
 
 
@@ -282,12 +286,13 @@ def test_lines_read_in_batches_reach_every_test(
     pytester: pytest.Pytester, workers: list[str]
 ) -> None:
     root = make(pytester, git=False)
-    many_tests(pytester, 130)  # more than two batches of 50
+    count = 2 * READ_BATCH + 30  # more than two batches
+    many_tests(pytester, count)
     result = run(pytester, *workers)
-    result.assert_outcomes(passed=134)
-    assert traced(result) == (134, 134)
+    result.assert_outcomes(passed=count + 4)
+    assert traced(result) == (count + 4, count + 4)
     maps = stored_maps(root)
-    assert len(maps) == 134
+    assert len(maps) == count + 4
     assert maps["tests/test_many.py::test_n7"].lines["pkg/arith.py"] == "2"  # add's body
     assert maps["tests/test_many.py::test_n8"].lines["pkg/arith.py"] == "6"  # sub's body
     assert maps["tests/test_many.py::test_n8"].lines["tests/test_many.py"] == str(8 * 3 + 4)
@@ -389,3 +394,90 @@ def test_the_ini_key_turns_coverage_on(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=4)
     assert traced(result) == (4, 4)
     assert "qlearn: coverage: per-test tracing with coverage.py" in result.stdout.str()
+
+
+CARRY_SOURCES = {
+    "pkg/calc.py": """
+        def scale(x):
+            if x > 10:
+                x = x // 2
+            return x * 3
+
+
+        def shift(x):
+            y = x + 1
+            return y
+
+
+        def both(x):
+            return shift(scale(x))
+    """,
+    "tests/test_calc.py": """
+        from pkg.calc import both, scale, shift
+
+
+        def test_scale_small():
+            assert scale(2) == 6
+
+
+        def test_scale_big():
+            assert scale(20) == 30
+
+
+        def test_shift():
+            assert shift(1) == 2
+
+
+        def test_both():
+            assert both(1) == 4
+
+
+        def test_shift_many():
+            assert [shift(n) for n in range(3)] == [1, 2, 3]
+    """,
+}
+
+
+@needs_git
+@pytest.mark.parametrize("committed", [True, False])
+def test_a_one_line_change_retraces_only_its_tests_and_carries_the_others_exactly(
+    pytester: pytest.Pytester, committed: bool
+) -> None:
+    """One line of scale()'s body changes and a line is inserted above shift(): the tests
+    that executed the changed line are traced again; the others keep their maps, moved by
+    one line, and those maps are exactly what tracing every test again finds."""
+    root = make(pytester)
+    for name, text in CARRY_SOURCES.items():
+        (root / name).write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    commit(root, "calc")
+    run(pytester).assert_outcomes(passed=9)
+    before = stored_maps(root)
+    calc = (root / "pkg/calc.py").read_text(encoding="utf-8").splitlines(keepends=True)
+    assert calc[2] == "        x = x // 2\n"
+    calc[2] = "        x = x // 2 + 0\n"  # runs only when x > 10: test_scale_big
+    calc.insert(5, "# shift() comes next\n")  # a comment: moves shift() and both() down
+    (root / "pkg/calc.py").write_text("".join(calc), encoding="utf-8")
+    if committed:
+        commit(root, "one line")
+    result = run(pytester)
+    result.assert_outcomes(passed=9)
+    assert traced(result) == (1, 9)
+    assert "map(s) carried across the change" in result.stdout.str()
+    after = stored_maps(root)
+    assert after["tests/test_calc.py::test_scale_big"].traced_episode == 2
+    assert after["tests/test_calc.py::test_shift"].traced_episode == 1
+    assert before["tests/test_calc.py::test_shift"].lines["pkg/calc.py"] == "8-9"
+    assert after["tests/test_calc.py::test_shift"].lines["pkg/calc.py"] == "9-10"
+
+    # every test traced from scratch on the changed code: the same maps, line for line
+    fresh = run(pytester, "--qlearn-db=sqlite:///fresh.db")
+    assert traced(fresh) == (9, 9)
+    with closing(sqlite3.connect(root / "fresh.db")) as conn:
+        rows = conn.execute("SELECT test_id, data, traced_episode FROM coverage_maps").fetchall()
+    retraced = {t: CoverageMap.from_json(t, data, e) for t, data, e in rows}
+    assert set(retraced) == set(after)
+    for test_id, cmap in after.items():
+        assert (cmap.lines, cmap.digests) == (retraced[test_id].lines, retraced[test_id].digests)
+
+    # the next run has nothing left to trace
+    assert traced(run(pytester)) == (0, 9)

@@ -44,6 +44,8 @@ NO_MAP = "no stored map"
 UNREADABLE = "stored map unreadable"
 OWN_FILE = "test file changed"
 LEARNED = "learned"
+#: The ``changed`` value of a map carried across an edit of its files (see ``line_shift``).
+MOVED = "moved"
 FORCED = (NO_MAP, UNREADABLE, OWN_FILE)
 
 
@@ -79,11 +81,15 @@ class CoverageTracer(Agent):
         super().__init__(agent, learner, rewards)
         self.encoder = StateEncoder(NAME, FEATURES)
 
-    def state(self, cmap: CoverageMap, stale: Collection[str], episode: int) -> State:
+    def state(
+        self, cmap: CoverageMap, stale: Collection[str], episode: int, *, moved: bool = False
+    ) -> State:
+        """``moved``: the map was carried across a change of its files (no covered file is
+        stale any more); a state of its own, so whether carried maps stay true is learned
+        apart from maps whose files did not change."""
         since = max(0, episode - cmap.traced_episode)
-        return self.encoder.encode_values(
-            (changed_share_label(cmap, set(stale)), _SINCE_TRACE.label(since))
-        )
+        changed = MOVED if moved and not stale else changed_share_label(cmap, set(stale))
+        return self.encoder.encode_values((changed, _SINCE_TRACE.label(since)))
 
     def advantage(self, state: State, prior: float) -> float:
         """Q(s, trace) − Q(s, reuse): the mean reward of a trace in this state (reuse earns
@@ -107,11 +113,13 @@ class CoverageTracer(Agent):
         *,
         own_changed: Collection[str] = (),
         unreadable: Collection[str] = (),
+        carried: Collection[str] = (),
         episode: int,
     ) -> dict[str, TraceDecision]:
         """One decision per test, in sorted id order (the draws depend only on the seed and
         the set of tests). ``stale``: test id → its covered files that changed since its
-        trace."""
+        trace; ``carried``: tests whose ``maps`` entry was carried across this change (their
+        prior is to reuse it, as for a map whose files did not change)."""
         decisions: dict[str, TraceDecision] = {}
         for test_id in sorted(test_ids):
             cmap = maps.get(test_id)
@@ -120,7 +128,7 @@ class CoverageTracer(Agent):
                 decisions[test_id] = TraceDecision(test_id, True, why)
                 continue
             files = stale.get(test_id, ())
-            state = self.state(cmap, files, episode)
+            state = self.state(cmap, files, episode, moved=test_id in carried)
             if test_id in own_changed:
                 decisions[test_id] = TraceDecision(test_id, True, OWN_FILE, state)
                 continue

@@ -8,13 +8,21 @@ the files git names are hashed too, so a file touched but unchanged is not a cha
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import git as vcs
-from .coverage_map import CoverageMap, changed_share_label, expand_lines, stale_files
+from .coverage_map import (
+    CoverageMap,
+    changed_share_label,
+    compress_lines,
+    expand_lines,
+    stale_files,
+)
 from .digests import file_digests
+from .line_shift import FileShift, Hunk, analyse, changed_old_lines, hunks_from_texts
 
 
 @dataclass
@@ -31,6 +39,9 @@ class ChangeFacts:
     #: For changed files git can tell it of: the lines of the last episode's version that
     #: changed, with that version's digest (maps traced from it can be compared line by line).
     changed_lines: dict[str, tuple[str, set[int]]] = field(default_factory=dict)
+    #: For changed files whose edit maps can be carried across (see :mod:`.line_shift`): the
+    #: last episode's digest, the digest now, and how the edit moves lines.
+    shifts: dict[str, tuple[str, str, FileShift]] = field(default_factory=dict)
 
     def stale(self, maps: Mapping[str, CoverageMap]) -> dict[str, set[str]]:
         """Per test: its covered files that changed since its map was traced."""
@@ -40,6 +51,29 @@ class ChangeFacts:
             if files:
                 result[test_id] = files
         return result
+
+    def carry(self, maps: Mapping[str, CoverageMap]) -> dict[str, CoverageMap]:
+        """The maps that stay true across this change once re-numbered: every covered file
+        that changed since the trace changed only in lines the test did not execute, in an
+        edit :attr:`shifts` can carry (from the version the map was traced on). Keyed by
+        test id; the carried map keeps the episode of its trace."""
+        if not self.shifts:
+            return {}
+        carried = {}
+        for test_id, cmap in maps.items():
+            files = stale_files(cmap, self.digests)
+            if not files or not files <= self.shifts.keys():
+                continue
+            lines, digests = dict(cmap.lines), dict(cmap.digests)
+            for path in files:
+                old, new, shift = self.shifts[path]
+                moved = shift.carry(expand_lines(lines[path])) if digests[path] == old else None
+                if moved is None:
+                    break
+                lines[path], digests[path] = compress_lines(moved), new
+            else:
+                carried[test_id] = CoverageMap(test_id, lines, digests, cmap.traced_episode)
+        return carried
 
     def covering_changed(self, maps: Mapping[str, CoverageMap]) -> dict[str, str]:
         """The tests whose map covers code changed since the last coverage episode, with
@@ -114,6 +148,42 @@ def detect(
         # line numbers of the last episode's version are those of its commit unless the
         # file had uncommitted changes then
         exact = sorted(p for p in facts.changed if p not in last_dirty)
-        lines = vcs.changed_lines(root, last_commit, exact) or {}
-        facts.changed_lines = {p: (stored_digests[p], lines[p]) for p in exact if p in lines}
+        hunks = vcs.diff_hunks(root, last_commit, exact) or {}
+        facts.changed_lines = {
+            p: (stored_digests[p], changed_old_lines(hunks[p])) for p in exact if p in hunks
+        }
+        facts.shifts = _shifts(root, last_commit, facts, hunks, stored_digests)
     return facts
+
+
+def _shifts(
+    root: Path,
+    commit: str,
+    facts: ChangeFacts,
+    hunks: Mapping[str, list[Hunk]],
+    stored_digests: Mapping[str, str],
+) -> dict[str, tuple[str, str, FileShift]]:
+    """How each changed file's edit moves the maps traced on the last episode's version: the
+    old text is the commit's (it must hash to the digest the maps were traced with), the new
+    one the working tree's. A file whose edit cannot be carried is left out (its tests are
+    traced again)."""
+    paths = sorted(p for p in hunks if facts.digests.get(p) is not None)
+    old_texts = vcs.old_texts(root, commit, paths)
+    shifts = {}
+    for path in paths:
+        old = old_texts.get(path)
+        new_digest = facts.digests[path]
+        if old is None or hashlib.sha256(old).hexdigest() != stored_digests[path]:
+            continue
+        try:
+            new = (root / path).read_bytes()
+            old_text, new_text = old.decode("utf-8"), new.decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if new_digest is None or hashlib.sha256(new).hexdigest() != new_digest:
+            continue  # changed again since it was hashed
+        found = hunks[path] or hunks_from_texts(old_text, new_text)
+        shift = analyse(old_text, new_text, found)
+        if shift is not None:
+            shifts[path] = (stored_digests[path], new_digest, shift)
+    return shifts

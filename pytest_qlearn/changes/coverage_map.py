@@ -161,6 +161,8 @@ class CoverageSummary:
     covering_changed: int
     #: The tests covering the most lines no other test covers: (test id, lines), best first.
     unique_lines: tuple[tuple[str, int], ...] = ()
+    #: Maps carried across a change of their files (re-numbered) instead of traced again.
+    carried: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -175,4 +177,5 @@ class CoverageSummary:
             "changed_files": list(self.changed_files),
             "covering_changed": self.covering_changed,
             "unique_lines": [{"test_id": t, "lines": n} for t, n in self.unique_lines],
+            "carried": self.carried,
         }

@@ -9,11 +9,12 @@ then falls back to comparing file digests.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import NamedTuple
+
+from .line_shift import Hunk, changed_old_lines, parse_hunks
 
 #: git must answer within this (seconds); a slow network filesystem must not hang a run.
 GIT_TIMEOUT = 10.0
@@ -117,7 +118,20 @@ def changed_since(root: Path, commit: str | None) -> GitChanges:
     return GitChanges(frozenset(_paths(diff.stdout) | now.dirty))
 
 
-_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")
+def diff_hunks(root: Path, commit: str, paths: list[str]) -> dict[str, list[Hunk]] | None:
+    """For each of ``paths`` that differs from ``commit`` in the working tree, the hunks of
+    ``git diff -U0`` (see :func:`line_shift.parse_hunks`); a file new since the commit is
+    absent. None when git cannot tell."""
+    if not paths:
+        return {}
+    diff = _git(
+        root,
+        *("-c", "core.quotepath=off", "diff", "-U0", "--no-color", "--no-ext-diff"),
+        *("--no-renames", "--relative", commit, "--", *paths),
+    )
+    if diff is None or diff.returncode != 0:
+        return None
+    return parse_hunks(diff.stdout)
 
 
 def changed_lines(root: Path, commit: str, paths: list[str]) -> dict[str, set[int]] | None:
@@ -125,30 +139,43 @@ def changed_lines(root: Path, commit: str, paths: list[str]) -> dict[str, set[in
     its version at that commit* that were changed or removed, and for a pure insertion the
     lines around it. A file new since the commit is absent (it had no lines). None when git
     cannot tell."""
-    if not paths:
-        return {}
-    diff = _git(
-        root,
-        *("-c", "core.quotepath=off", "diff", "-U0", "--no-color", "--no-ext-diff"),
-        *("--relative", commit, "--", *paths),
-    )
-    if diff is None or diff.returncode != 0:
+    hunks = diff_hunks(root, commit, paths)
+    if hunks is None:
         return None
-    result: dict[str, set[int]] = {}
-    current: set[int] | None = None
-    for line in diff.stdout.splitlines():
-        if line.startswith("--- "):
-            old = line[4:].rstrip("\t")  # git ends a name holding a space with a tab
-            # a new file had no lines; a quoted (unusual) name is left to the file level
-            unusable = old == "/dev/null" or old.startswith('"')
-            current = None if unusable else result.setdefault(old.removeprefix("a/"), set())
-        elif line.startswith("@@") and current is not None:
-            match = _HUNK.match(line)
-            if match is None:
-                continue
-            start, count = int(match.group(1)), int(match.group(2) or "1")
-            if count == 0:  # lines inserted after ``start``: the code around them changed
-                current.update((start, start + 1))
-            else:
-                current.update(range(start, start + count))
+    return {path: changed_old_lines(found) for path, found in hunks.items()}
+
+
+def old_texts(root: Path, commit: str, paths: list[str]) -> dict[str, bytes]:
+    """The content of each of ``paths`` (relative to ``root``) at ``commit``, read with one
+    ``git cat-file --batch``; a path git does not have there is left out."""
+    exe = shutil.which("git")
+    if exe is None or not paths:
+        return {}
+    request = "".join(f"{commit}:./{path}\n" for path in paths).encode()
+    try:
+        proc = subprocess.run(
+            [exe, "cat-file", "--batch"],
+            cwd=root,
+            input=request,
+            capture_output=True,
+            timeout=GIT_TIMEOUT,
+            check=False,
+            env=_quiet_env(),
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if proc.returncode != 0:
+        return {}
+    out, position, result = proc.stdout, 0, {}
+    for path in paths:
+        end = out.find(b"\n", position)
+        if end < 0:
+            break
+        header = out[position:end].split()
+        position = end + 1
+        if len(header) != 3 or header[1] != b"blob":
+            continue  # "<name> missing", or not a file
+        size = int(header[2])
+        result[path] = out[position : position + size]
+        position += size + 1  # the content ends with a newline of the batch format
     return result

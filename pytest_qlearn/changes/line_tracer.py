@@ -75,8 +75,9 @@ class LineTracer:
 
     def take(self) -> dict[str, dict[str, list[int]]]:
         """The lines of every test traced since the last call (test id → file relative to
-        the root → lines), then the data is erased. Reading costs about 10 ms whatever the
-        number of tests, so tests are read in batches, not one by one."""
+        the root → lines), then the data is erased. Reading costs about 10 ms for a few
+        tests, and after the erase the next :meth:`start` sets coverage.py's collector up
+        again (tens of ms), so tests are read in large batches, not one by one."""
         if not self.pending:
             return {}
         wanted = set(self.pending)

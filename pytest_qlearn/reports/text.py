@@ -117,6 +117,8 @@ def coverage_facts(coverage: dict[str, Any]) -> list[tuple[str, str]]:
         return facts
     facts.append(("tests traced", f"{coverage['traced']} of {coverage['tests']}"))
     facts.append(("new information", f"{coverage['new_information']} map(s) changed"))
+    if coverage.get("carried"):
+        facts.append(("maps carried", f"{coverage['carried']} across the change, not traced"))
     percent, previous = coverage["percent"], coverage["previous_percent"]
     if percent is not None:
         was = "" if previous is None else f" (previous run {previous:.1f}%)"
