@@ -148,7 +148,16 @@ def store_counts(db: Path) -> str:
     return ", ".join(counts) + f", {db.stat().st_size / 1e6:.1f} MB"
 
 
-def _execute(url: str, statement: str) -> None:
+def with_query(url: str, **params: str) -> str:
+    """``url`` with ``params`` added to its query string."""
+    parts = urlsplit(url)
+    extra = "&".join(f"{k}={v}" for k, v in params.items())
+    query = f"{parts.query}&{extra}" if parts.query else extra
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def execute(url: str, statement: str) -> None:
+    """Run one SQL statement on the PostgreSQL server at ``url``."""
     import asyncio
 
     import asyncpg
@@ -164,17 +173,15 @@ def _execute(url: str, statement: str) -> None:
 
 
 @contextmanager
-def fresh_schema(server_url: str) -> Iterator[str]:
-    """A schema of its own on ``server_url`` (dropped at the end): the URL that uses it."""
-    name = f"qlearn_overhead_{uuid.uuid4().hex[:12]}"
-    _execute(server_url, f'CREATE SCHEMA "{name}"')
+def fresh_schema(server_url: str, prefix: str = "qlearn_overhead") -> Iterator[str]:
+    """A schema of its own on ``server_url`` (dropped at the end): the URL that uses it.
+    Shared with benchmarks/store.py."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    execute(server_url, f'CREATE SCHEMA "{name}"')
     try:
-        parts = urlsplit(server_url)
-        extra = f"search_path={name}"
-        query = f"{parts.query}&{extra}" if parts.query else extra
-        yield urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+        yield with_query(server_url, search_path=name)
     finally:
-        _execute(server_url, f'DROP SCHEMA "{name}" CASCADE')
+        execute(server_url, f'DROP SCHEMA "{name}" CASCADE')
 
 
 def main(argv: list[str] | None = None) -> int:

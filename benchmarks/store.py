@@ -21,7 +21,7 @@ the end. A measurement, not a test: it always exits 0.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import hashlib
 import os
 import platform
@@ -29,12 +29,10 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -56,26 +54,6 @@ PG_OVERHEAD_TARGET = 1.05
 PARTITION = Partition("benchmark", "py3")
 
 
-def with_query(url: str, **params: str) -> str:
-    parts = urlsplit(url)
-    extra = "&".join(f"{k}={v}" for k, v in params.items())
-    query = f"{parts.query}&{extra}" if parts.query else extra
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
-
-
-def execute(url: str, statement: str) -> None:
-    import asyncpg
-
-    async def go() -> None:
-        conn = await asyncpg.connect(url, timeout=15)
-        try:
-            await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(go())
-
-
 @contextmanager
 def postgres_server(url: str | None) -> Iterator[str]:
     url = url or os.environ.get("QLEARN_TEST_DATABASE_URL")
@@ -94,14 +72,8 @@ def postgres_server(url: str | None) -> Iterator[str]:
             server.cleanup()
 
 
-@contextmanager
-def fresh_schema(server_url: str) -> Iterator[str]:
-    name = f"qlearn_bench_{uuid.uuid4().hex[:12]}"
-    execute(server_url, f'CREATE SCHEMA "{name}"')
-    try:
-        yield with_query(server_url, search_path=name)
-    finally:
-        execute(server_url, f'DROP SCHEMA "{name}" CASCADE')
+def fresh_schema(server_url: str) -> contextlib.AbstractContextManager[str]:
+    return overhead.fresh_schema(server_url, prefix="qlearn_bench")
 
 
 def delta_write(session_id: str, n: int, seed: int) -> EpisodeWrite:
