@@ -238,6 +238,15 @@ def main() -> None:
         arms += [f"{v} {kind}" for kind in ("later", "line") for v in versions]
         arms.append("qlearn nocov")
         times: dict[str, list[float]] = {k: [] for k in arms}
+
+        def run_after_change(kind: str, where: Path, dbs: dict[str, Path]) -> None:
+            """Each version's first run after this round's change, from its warm store."""
+            for version, path in versions.items():
+                copy_store(warm[kind, version], dbs[version])
+                db = f"--qlearn-db=sqlite:///{dbs[version]}"
+                arm = f"{version} {kind}"
+                times[arm].append(timed(where, [*cov, db, *extra], path, arm))
+
         for r in range(options.rounds):
             times["plain"].append(timed(root, ["-p", "no:qlearn", *extra]))
             if options.path is None:
@@ -260,18 +269,10 @@ def main() -> None:
                     source_module(changed, edit=r + 1), encoding="utf-8"
                 )
                 git_commit(root, f"round {r}: module {changed}")
-                for version, path in versions.items():
-                    copy_store(warm["later", version], later_db[version])
-                    db = f"--qlearn-db=sqlite:///{later_db[version]}"
-                    arm = f"{version} later"
-                    times[arm].append(timed(root, [*cov, db, *extra], path, arm))
+                run_after_change("later", root, later_db)
             line.apply(r)
             git_commit(line_root, f"round {r}: one line")
-            for version, path in versions.items():
-                copy_store(warm["line", version], line_db[version])
-                db = f"--qlearn-db=sqlite:///{line_db[version]}"
-                arm = f"{version} line"
-                times[arm].append(timed(line_root, [*cov, db, *extra], path, arm))
+            run_after_change("line", line_root, line_db)
             times["qlearn nocov"].append(
                 timed(root, ["--qlearn", f"--qlearn-db=sqlite:///{work / 'nocov.db'}", *extra])
             )
