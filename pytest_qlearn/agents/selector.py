@@ -237,6 +237,11 @@ class BudgetSummary:
         return max(0.0, self.estimated_total - self.estimated_selected)
 
     @property
+    def full_wall(self) -> float:
+        """The wall seconds of the full run this one stands for (observing, everything ran)."""
+        return self.wall_time if self.mode == "observe" else self.wall_time + self.wall_saved
+
+    @property
     def outside_tests(self) -> float:
         """Wall seconds no budget can save: collection, session fixtures, plugins."""
         return max(0.0, self.wall_time - self.tests_time)
@@ -260,6 +265,8 @@ class BudgetSummary:
             "wall_time": self.wall_time,
             "tests_time": self.tests_time,
             "wall_saved": self.wall_saved,
+            "full_wall": self.full_wall,
+            "outside_tests": self.outside_tests,
         }
 
 

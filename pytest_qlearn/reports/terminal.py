@@ -152,7 +152,7 @@ def budget_line(b: BudgetSummary) -> str:
 def wall_share(b: BudgetSummary) -> str:
     """What share of the wall time the budget saved: the deselected tests' estimate against
     the full run this one would have been (collection, session fixtures and plugins count)."""
-    full = b.wall_time + b.wall_saved
+    full = b.full_wall
     if full <= 0:
         return "no wall time measured"
     return (

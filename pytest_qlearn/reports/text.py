@@ -100,10 +100,9 @@ def budget_facts(budget: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _wall_facts(budget: dict[str, Any]) -> list[tuple[str, str]]:
     wall, saved = budget.get("wall_time") or 0.0, budget.get("wall_saved") or 0.0
-    if wall <= 0:
+    full, outside = budget.get("full_wall") or 0.0, budget.get("outside_tests") or 0.0
+    if wall <= 0 or full <= 0:
         return []
-    full = wall if budget["mode"] == "observe" else wall + saved  # observing, all ran
-    outside = max(0.0, wall - (budget.get("tests_time") or 0.0))
     return [
         ("wall time", f"{wall:.2f}s ({outside:.2f}s outside the tests: collection, plugins)"),
         ("wall time saved", f"≈{saved:.2f}s of a full run's ≈{full:.2f}s ({saved / full:.0%})"),
