@@ -15,7 +15,6 @@ from .changes.digests import changed_files, file_digests, relative_key
 from .names import BUDGET_MARKER
 from .session import LearningSession
 
-MARKER = BUDGET_MARKER
 #: Where a pytest-xdist worker leaves its selection for the controller (``workeroutput``).
 WORKEROUTPUT_KEY = "qlearn_selection"
 
@@ -89,7 +88,7 @@ def apply(
 ) -> Selection:
     """Select in ranking ``order``; with ``deselect`` (not observe mode) drop the rest from
     ``items`` and report them through ``pytest_deselected``."""
-    marked = {item.nodeid for item in items if item.get_closest_marker(MARKER) is not None}
+    marked = {item.nodeid for item in items if item.get_closest_marker(BUDGET_MARKER) is not None}
     changed_paths = changed_files(
         file_digests((item.path for item in items), config.rootpath),
         learning.snapshot.file_hashes,

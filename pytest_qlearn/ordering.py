@@ -22,10 +22,8 @@ from typing import NamedTuple
 
 from .agents.prioritizer import TestRef
 from .engine.history import TestHistory
-from .names import DEFAULT_ORDER_SCOPE, ORDER_SCOPES
+from .names import ORDER_SCOPES
 
-SCOPES = ORDER_SCOPES
-DEFAULT_SCOPE = DEFAULT_ORDER_SCOPE
 #: ``auto`` keeps a group together when re-running its shared setup would cost at least this
 #: (seconds per extra split). Below it a module-scoped fixture is cheap next to what running a
 #: risky test a few hundred tests earlier saves; above it (a database, a server, a big file)
@@ -115,8 +113,8 @@ def locality_order(
     """Order ``refs`` by ``key`` (smaller runs first) within the groups ``scope`` keeps
     (``auto`` reads the groups' measured setup costs from ``histories``, and which groups
     have fixtures of their scope from ``scoped``)."""
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if scope not in ORDER_SCOPES:
+        raise ValueError(f"scope must be one of {ORDER_SCOPES}, got {scope!r}")
     if scope == "auto":
         modules, classes = auto_sticky(refs, histories or {}, scoped)
         return _ordered(refs, key, modules.__contains__, classes.__contains__)

@@ -29,7 +29,8 @@ from .engine.qlearner import LearnerStats, QLearner, UpdateStep, gc_paused
 from .engine.rewards import EpisodeFacts, EpisodeReward, RewardCalculator
 from .engine.signatures import SignatureStats
 from .engine.state import State
-from .ordering import DEFAULT_SCOPE, ScopedGroups, locality_order
+from .names import DEFAULT_ORDER_SCOPE
+from .ordering import ScopedGroups, locality_order
 from .settings import agent_defaults
 from .store.base import (
     AgentProgress,
@@ -278,7 +279,7 @@ class LearningSession:
     def rank(
         self,
         refs: Sequence[prio.TestRef],
-        scope: str = DEFAULT_SCOPE,
+        scope: str = DEFAULT_ORDER_SCOPE,
         duration_floor: float = prio.DURATION_FLOOR,
         scoped: ScopedGroups | None = None,
     ) -> Ranking:

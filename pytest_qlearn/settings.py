@@ -14,8 +14,7 @@ from .agents import prioritizer as prio
 from .agents.selector import Budget, parse_budget
 from .engine.hyperparams import RANGES, ConfigError, Hyperparameters, parse_hyperparameter
 from .engine.rewards import DEFAULT_WEIGHTS, parse_weights
-from .names import DATABASE_URL_ENV, FALSE_WORDS, TRUE_WORDS
-from .ordering import DEFAULT_SCOPE, SCOPES
+from .names import DATABASE_URL_ENV, DEFAULT_ORDER_SCOPE, FALSE_WORDS, ORDER_SCOPES, TRUE_WORDS
 from .store.base import DEFAULT_TTL_DAYS
 from .store.url import StoreUrl, has_password, parse_store_url, redact
 
@@ -28,8 +27,6 @@ MAX_SEED = 2**63 - 1
 REPORT_EXTENSIONS = (".json", ".md", ".html")
 #: GitHub Actions' job summary file; Markdown is appended when ini qlearn_step_summary is true.
 STEP_SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
-_TRUE = TRUE_WORDS
-_FALSE = FALSE_WORDS
 
 
 @dataclass(frozen=True)
@@ -145,9 +142,9 @@ def resolve(raw: RawOptions) -> Settings:
             if not 0 <= seed <= MAX_SEED:
                 raise ConfigError("--qlearn-seed", raw.cli_seed, f"'last' or 0..{MAX_SEED}")
 
-    scope: str = (raw.ini_scope or DEFAULT_SCOPE).strip()
-    if scope not in SCOPES:
-        raise ConfigError("qlearn_order_scope", raw.ini_scope, "one of " + ", ".join(SCOPES))
+    scope: str = (raw.ini_scope or DEFAULT_ORDER_SCOPE).strip()
+    if scope not in ORDER_SCOPES:
+        raise ConfigError("qlearn_order_scope", raw.ini_scope, "one of " + ", ".join(ORDER_SCOPES))
 
     changes: dict[str, float | int] = {}
     for suffix, ini_text in raw.ini_hyper.items():
@@ -283,9 +280,9 @@ def _flag(key: str, value: str | None) -> bool:
     """An ini boolean (false when not set or empty); anything but a truth word is a
     ConfigError naming the key and the allowed words."""
     text = (value or "").strip().lower() or "false"
-    if text not in _TRUE + _FALSE:
+    if text not in TRUE_WORDS + FALSE_WORDS:
         raise ConfigError(key, value, "true or false (also yes/no, on/off, 1/0)")
-    return text in _TRUE
+    return text in TRUE_WORDS
 
 
 def _name(key: str, value: str | None) -> str | None:

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from pytest_qlearn.agents.prioritizer import TestRef
 from pytest_qlearn.engine.history import TestHistory
+from pytest_qlearn.names import ORDER_SCOPES
 from pytest_qlearn.ordering import (
     AUTO_KEEP_SECONDS,
-    SCOPES,
     ScopedGroups,
     locality_order,
     shared_setup_seconds,
@@ -76,7 +76,7 @@ def test_test_scope_is_a_plain_sort() -> None:
 
 
 def test_input_order_does_not_matter() -> None:
-    for scope in SCOPES:
+    for scope in ORDER_SCOPES:
         assert locality_order(list(reversed(REFS)), key, scope) == locality_order(REFS, key, scope)
 
 
@@ -93,7 +93,7 @@ def test_unknown_scope_is_rejected() -> None:
 
 
 def test_empty_input() -> None:
-    for scope in SCOPES:
+    for scope in ORDER_SCOPES:
         assert locality_order([], key, scope) == []
 
 
