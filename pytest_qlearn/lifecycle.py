@@ -356,6 +356,7 @@ class QLearnPlugin:
                 impacts, self.learning.covering_changed.keys()
             )
         self.learning.impacts = impacts
+        self.learning.proximity = self.awareness.proximity
         refs = [
             prio.TestRef(item.nodeid, *_groups(item), index) for index, item in enumerate(items)
         ]

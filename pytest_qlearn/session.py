@@ -218,6 +218,8 @@ class LearningSession:
         #: Tests the static change analysis ties to code changed since the last episode:
         #: test id -> prioritizer.DIRECT or prioritizer.IMPORTS (change awareness, default on).
         self.impacts: Mapping[str, int] = {}
+        #: test id -> how close to the change inside its evidence class (smaller first)
+        self.proximity: Mapping[str, int] = {}
         #: Whether each test covers lines no other test covers (the selector's ``unique``).
         self.unique_lines: Mapping[str, str] = {}
         #: The previous coverage run's total line coverage, for the coverage-gain reward.
@@ -310,14 +312,21 @@ class LearningSession:
         spread = float(len(refs))
 
         resolution, log2, floor = prio.P_RESOLUTION, math.log2, math.floor
+        # Inside an evidence class, facts before estimates: with --qlearn-cov a test whose
+        # map runs the changed lines first, then the static analysis's nearest tests.
+        covering = self.covering_changed
+        near = self.proximity.get
 
         def key(ref: prio.TestRef) -> tuple[float, ...]:
-            decision = decisions[ref.test_id]
+            test_id = ref.test_id
+            decision = decisions[test_id]
             place = ref.index if decision.shuffle < 0 else decision.shuffle * spread
             # prio.order_key(decision, duration_floor), inline: it runs for every test
             duration = decision.duration
             return (
                 decision.evidence,
+                test_id not in covering,
+                near(test_id, 0),
                 -int(decision.p_fail / resolution + 0.5),
                 floor(log2(duration_floor if duration_floor > duration else duration)),
                 place,

@@ -265,3 +265,48 @@ def test_auto_keeps_a_module_whose_module_fixture_is_costly_and_frees_the_rest(
     # not after its siblings
     assert order.index("test_free.py::test_f3") < order.index("test_free.py::test_f0")
     assert order.index("test_free.py::test_f3") <= 5
+
+
+def test_among_the_tests_reaching_a_change_the_nearest_run_first(
+    pytester: pytest.Pytester,
+) -> None:
+    """Every test here reaches the changed ``bind`` within one call; the one calling it
+    runs first, then those named after what they call, then the rest (collection order
+    would run them the other way round)."""
+    pytester.makeini("[pytest]\nqlearn = true\n")
+    pkg = pytester.path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "core.py").write_text(
+        "def bind(x):\n    return x + 1\n\n\ndef curry(x):\n    return bind(x)\n"
+    )
+    tests = pytester.path / "tests"
+    tests.mkdir()
+    (tests / "test_aa.py").write_text(
+        "from pkg.core import curry\n\n"
+        + "".join(f"def test_wrapper{i}():\n    assert curry({i}) == {i + 1}\n\n" for i in range(3))
+    )
+    (tests / "test_core.py").write_text(
+        "from pkg.core import bind, curry\n\n"
+        "def test_plain():\n    assert curry(1) == 2\n\n"
+        "def test_curry():\n    assert curry(2) == 3\n\n"
+        "def test_bind():\n    assert bind(1) == 2\n"
+    )
+    (pytester.path / ".gitignore").write_text(".pytest_cache/\n__pycache__/\n")
+    _git(pytester.path, "init", "-q")
+    _git(pytester.path, "add", "-A")
+    _git(pytester.path, "commit", "-q", "-m", "start")
+    pytester.syspathinsert()
+    for _ in range(2):
+        _run(pytester).assert_outcomes(passed=6)
+    core = pkg / "core.py"
+    core.write_text(core.read_text().replace("x + 1", "x + 2"))
+    _git(pytester.path, "commit", "-q", "-am", "bind changes")
+    result = _run(pytester)
+    result.assert_outcomes(failed=6)
+    assert run_order(result) == [
+        "tests/test_core.py::test_bind",  # calls the changed definition
+        "tests/test_core.py::test_curry",  # one call away, named after the caller
+        "tests/test_core.py::test_plain",  # one call away, in the module's test file
+        *(f"tests/test_aa.py::test_wrapper{i}" for i in range(3)),
+    ]

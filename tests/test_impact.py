@@ -31,6 +31,11 @@ def scanned(root: Path, tests: list[str], cache: Path | None = None) -> Dependen
     return index
 
 
+def plain(impacts: dict[str, Impact]) -> dict[str, Impact]:
+    """The findings without their proximity (tested on its own, below)."""
+    return {node_id: found._replace(proximity=0) for node_id, found in impacts.items()}
+
+
 def edit(root: Path, rel: str, old: str, new: str) -> None:
     path = root / rel
     text = path.read_text(encoding="utf-8")
@@ -174,7 +179,7 @@ def test_from_package_import_name_follows_the_reexport_only(tmp_path: Path) -> N
     _, impacts = run_after_edit(
         tmp_path, tests, ids, "toolz/functoolz.py", "return fs", "return list(fs)"
     )
-    assert impacts == {
+    assert plain(impacts) == {
         "tests/test_compose.py::test_compose": Impact(
             2, "calls compose, changed in toolz/functoolz.py"
         )
@@ -205,7 +210,7 @@ def test_importing_the_package_itself_reaches_everything_it_imports(tmp_path: Pa
         "return 1",
         "return 2",
     )
-    assert impacts == {
+    assert plain(impacts) == {
         "tests/test_pkg.py::test_version": Impact(1, "imports toolz/functoolz.py (changed)")
     }
 
@@ -239,7 +244,7 @@ def test_conftest_files_above_a_test_are_reached_with_their_imports(tmp_path: Pa
         "VALUE = 1",
         "VALUE = 2",
     )
-    assert impacts == {
+    assert plain(impacts) == {
         "tests/deep/test_x.py::test_x": Impact(
             1, "uses conftest.py, which imports pkg/fixtures_support.py (changed)"
         )
@@ -347,7 +352,7 @@ def test_a_changed_function_ranks_its_callers_direct_and_importers_indirect(
     )
     assert changes.files == {"src/pkg/mod.py"}
     assert changes.definitions == {"src/pkg/mod.py": frozenset({"inner"})}
-    assert impacts == {
+    assert plain(impacts) == {
         "tests/test_mod.py::test_inner": Impact(2, "calls inner, changed in src/pkg/mod.py"),
         # a caller chain: the test calls outer, outer calls the changed inner
         "tests/test_mod.py::test_outer": Impact(
@@ -375,7 +380,7 @@ def test_a_changed_method_and_a_changed_constructor(tmp_path: Path) -> None:
         tmp_path, TESTS, IDS, "src/pkg/mod.py", "return self.v", "return self.v or 0"
     )
     assert changes.definitions == {"src/pkg/mod.py": frozenset({"Box.get"})}
-    assert impacts["tests/test_mod.py::TestBox::test_get"] == Impact(
+    assert plain(impacts)["tests/test_mod.py::TestBox::test_get"] == Impact(
         2, "calls get, changed in src/pkg/mod.py"
     )
     assert impacts["tests/test_mod.py::test_inner"].level == 1
@@ -383,7 +388,7 @@ def test_a_changed_method_and_a_changed_constructor(tmp_path: Path) -> None:
     _, impacts = run_after_edit(
         tmp_path, TESTS, IDS, "src/pkg/mod.py", "self.v = v", "self.v = int(v)"
     )
-    assert impacts["tests/test_mod.py::TestBox::test_get"] == Impact(
+    assert plain(impacts)["tests/test_mod.py::TestBox::test_get"] == Impact(
         2, "calls Box, changed in src/pkg/mod.py"
     )
 
@@ -396,7 +401,7 @@ def test_stdlib_attributes_and_string_methods_are_not_the_projects_names(
         tmp_path, TESTS, IDS, "src/pkg/unrelated.py", "return parts", "return tuple(parts)"
     )
     # test_path names os.path.join and "".join, not the changed pkg.unrelated.join
-    assert impacts == {
+    assert plain(impacts) == {
         "tests/test_unrelated.py::test_join": Impact(
             2, "calls join, changed in src/pkg/unrelated.py"
         ),
@@ -491,10 +496,12 @@ def test_a_changed_fixture_reaches_the_tests_that_request_it(tmp_path: Path) -> 
         tmp_path, TESTS, IDS, "tests/conftest.py", "return inner(1)", "return inner(1) + 0"
     )
     assert changes.definitions == {"tests/conftest.py": frozenset({"value"})}
-    assert impacts["tests/test_mod.py::test_with_fixture"] == Impact(
+    assert plain(impacts)["tests/test_mod.py::test_with_fixture"] == Impact(
         2, "uses fixture value, changed in tests/conftest.py"
     )
-    assert impacts["tests/test_mod.py::test_inner"] == Impact(1, "uses tests/conftest.py (changed)")
+    assert plain(impacts)["tests/test_mod.py::test_inner"] == Impact(
+        1, "uses tests/conftest.py (changed)"
+    )
     assert impacts["tests/test_unrelated.py::test_join"].level == 1
 
 
@@ -504,7 +511,7 @@ def test_a_changed_test_body_is_its_own_code(tmp_path: Path) -> None:
         tmp_path, TESTS, IDS, "tests/test_mod.py", "assert other(1)", "assert other(2)"
     )
     assert changes.definitions == {"tests/test_mod.py": frozenset({"test_other"})}
-    assert impacts == {
+    assert plain(impacts) == {
         "tests/test_mod.py::test_other": Impact(2, "its own code changed"),
         "tests/test_mod.py::test_inner": Impact(1, "its file changed"),
         "tests/test_mod.py::test_outer": Impact(1, "its file changed"),
@@ -523,7 +530,7 @@ def test_a_changed_test_method_and_parametrised_ids(tmp_path: Path) -> None:
     _, impacts = run_after_edit(
         tmp_path, TESTS, ids, "tests/test_mod.py", "Box(1).get() == 1", "Box(2).get() == 2"
     )
-    assert impacts == {
+    assert plain(impacts) == {
         "tests/test_mod.py::TestBox::test_get[a::b-1]": Impact(2, "its own code changed"),
         "tests/test_mod.py::TestBox::test_get[2]": Impact(2, "its own code changed"),
         "tests/test_mod.py::test_inner[x]": Impact(1, "its file changed"),
@@ -582,7 +589,7 @@ def test_name_matched_tests_are_indirect(tmp_path: Path) -> None:
         "tests/test_uses.py::test_uses",
     ]
     _, impacts = run_after_edit(tmp_path, tests, ids, "pkg/parser.py", "return 1", "return 2")
-    assert impacts == {
+    assert plain(impacts) == {
         "tests/test_parser.py::test_cli": Impact(1, "named after pkg/parser.py (changed)"),
         "tests/test_misc.py::test_parser_roundtrip": Impact(
             1, "named after pkg/parser.py (changed)"
@@ -884,3 +891,91 @@ def test_callers_further_up_a_chain_are_indirect_with_their_distance(tmp_path: P
     assert (outer.level, outer.calls) == (1, 3)
     documented = impacts["tests/test_core.py::test_documented"]
     assert (documented.level, documented.calls) == (1, 0)  # it only imports the module
+
+
+NEAR = {
+    "pkg/__init__.py": "",
+    "pkg/core.py": """
+        def bind(x):
+            return x + 1
+
+        def curry(x):
+            return bind(x)
+
+        def other(x):
+            return x
+    """,
+    "tests/test_core.py": """
+        from pkg.core import bind, curry, other
+
+        def test_bind():
+            assert bind(1) == 2
+
+        def test_curry():
+            assert curry(1) == 2
+
+        def test_wrapper():
+            assert curry(2) == 3
+
+        def test_other():
+            assert other(1) == 1
+    """,
+    "tests/test_misc.py": """
+        from pkg.core import curry
+
+        def test_misc():
+            assert curry(1)
+    """,
+}
+
+
+def test_proximity_orders_the_tests_of_one_level_calls_then_names_then_files(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, NEAR)
+    ids = [f"tests/test_core.py::test_{name}" for name in ("bind", "curry", "wrapper", "other")] + [
+        "tests/test_misc.py::test_misc"
+    ]
+    _, impacts = run_after_edit(
+        tmp_path,
+        ["tests/test_core.py", "tests/test_misc.py"],
+        ids,
+        "pkg/core.py",
+        "return x + 1",
+        "return x + 2",
+    )
+    near = {node_id.rpartition("::")[2]: found.proximity for node_id, found in impacts.items()}
+    levels = {node_id.rpartition("::")[2]: found.level for node_id, found in impacts.items()}
+    assert levels == {
+        "test_bind": 2,
+        "test_curry": 2,
+        "test_wrapper": 2,
+        "test_misc": 2,
+        "test_other": 1,
+    }
+    # calls bind itself; calls curry (one call away) and is named after it; calls curry,
+    # unnamed, in the file named after the module; the same in another file
+    assert near["test_bind"] < near["test_curry"] < near["test_wrapper"] < near["test_misc"]
+    assert near == {
+        "test_bind": impact_module.proximity(0, True, True),
+        "test_curry": impact_module.proximity(1, True, True),
+        "test_wrapper": impact_module.proximity(1, False, True),
+        "test_misc": impact_module.proximity(1, False, False),
+        "test_other": impact_module.proximity(0, False, True),  # only imports: its own class
+    }
+
+
+@pytest.mark.parametrize(
+    ("qual", "names", "named"),
+    [
+        ("test_curry_bind", ("bind",), True),
+        ("TestCurry.test_kwargs", ("curry",), True),
+        ("test_currying", ("curry",), False),  # a word, not a prefix
+        ("test_merge", ("_merge_",), True),
+        ("test_other", ("bind", "curry"), False),
+    ],
+)
+def test_a_test_is_named_after_a_definition_by_a_word_of_its_name(
+    qual: str, names: tuple[str, ...], named: bool
+) -> None:
+    assert impact_module._names_any(qual, names) is named

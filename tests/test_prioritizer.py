@@ -408,6 +408,27 @@ def test_order_key_evidence_class_then_likeliest_failure_then_shortest() -> None
     ]
 
 
+def test_inside_a_class_running_the_change_then_proximity_come_before_the_estimate() -> None:
+    likely = _decision(2, 0.6, 0.01, prio.DIRECT)
+    unlikely = _decision(2, 0.01, 5.0, prio.DIRECT)
+    keys = {
+        "likely": prio.order_key(likely, proximity=6),
+        "near": prio.order_key(unlikely, proximity=0),
+        "runs the changed lines": prio.order_key(unlikely, runs_change=True, proximity=7),
+        "imports, near": prio.order_key(_decision(2, 0.9, 0.0, prio.IMPORTS), proximity=0),
+        "failed last run, far": prio.order_key(
+            _decision(2, 0.01, 1.0, prio.FAILED_LAST), proximity=99
+        ),
+    }
+    assert sorted(keys, key=keys.__getitem__) == [
+        "failed last run, far",  # no fact inside a class moves a test across classes
+        "runs the changed lines",
+        "near",
+        "likely",
+        "imports, near",
+    ]
+
+
 def test_evidence_classes_come_from_facts_not_estimates() -> None:
     assert prio.evidence_class(history("t", "PPPF")) == prio.FAILED_LAST
     assert prio.evidence_class(history("t", "PPFS")) == prio.FAILED_LAST  # skips do not hide it

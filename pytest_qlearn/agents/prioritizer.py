@@ -213,12 +213,22 @@ def reason(decision: Decision, history: TestHistory | None) -> str:
     return "; ".join(parts)
 
 
-def order_key(decision: Decision, duration_floor: float = DURATION_FLOOR) -> tuple[int, int, int]:
-    """Where a decided test runs: evidence class by class; inside a class, the likeliest
-    failure first, and among equal estimates the shorter duration class first (it costs the
-    least of a time budget and delays the others least)."""
+def order_key(
+    decision: Decision,
+    duration_floor: float = DURATION_FLOOR,
+    *,
+    runs_change: bool = False,
+    proximity: int = 0,
+) -> tuple[int, bool, int, int, int]:
+    """Where a decided test runs: evidence class by class; inside a class the facts first —
+    its coverage map runs the changed lines (``runs_change``, ``--qlearn-cov``), then how
+    close the static analysis finds it to the change (``proximity``, smaller is closer) —
+    then the likeliest failure, and among equal estimates the shorter duration class (it
+    costs the least of a time budget and delays the others least)."""
     return (
         decision.evidence,
+        not runs_change,
+        proximity,
         -int(decision.p_fail / P_RESOLUTION + 0.5),  # p >= 0: rounds half up, cheaply
         math.floor(math.log2(max(decision.duration, duration_floor))),
     )

@@ -33,6 +33,9 @@ class ChangeAwareness:
     """What one run found: test id -> evidence class, and the digests to store."""
 
     impacts: dict[str, int] = field(default_factory=dict)
+    #: test id -> how close it is to the change inside its class (impact.proximity; smaller
+    #: runs first): the order among, say, the hundred tests that all reach a changed module
+    proximity: dict[str, int] = field(default_factory=dict)
     changed_files: frozenset[str] = frozenset()
     #: Every analysed file's digest now: stored with the episode, the next run's baseline.
     digests: dict[str, str] = field(default_factory=dict)
@@ -74,6 +77,7 @@ def analyse(
         return ChangeAwareness(note=f"change awareness is off this run ({type(exc).__name__})")
     return ChangeAwareness(
         impacts={test_id: _evidence(impact) for test_id, impact in found.items()},
+        proximity={test_id: impact.proximity for test_id, impact in found.items()},
         changed_files=changes.files,
         digests=dict(index.digests),
         index=index,
