@@ -357,6 +357,7 @@ class QLearnPlugin:
             )
         self.learning.impacts = impacts
         self.learning.proximity = self.awareness.proximity
+        self.learning.change_reasons = self.awareness.reasons
         refs = [
             prio.TestRef(item.nodeid, *_groups(item), index) for index, item in enumerate(items)
         ]

@@ -220,6 +220,8 @@ class LearningSession:
         self.impacts: Mapping[str, int] = {}
         #: test id -> how close to the change inside its evidence class (smaller first)
         self.proximity: Mapping[str, int] = {}
+        #: test id -> the static analysis's finding in words, for the report's "why"
+        self.change_reasons: Mapping[str, str] = {}
         #: Whether each test covers lines no other test covers (the selector's ``unique``).
         self.unique_lines: Mapping[str, str] = {}
         #: The previous coverage run's total line coverage, for the coverage-gain reward.
@@ -789,7 +791,11 @@ class LearningSession:
         """The reasons of the first :data:`WHY_ROWS` tests that ran and of every failure."""
         shown = [*run_order[:WHY_ROWS], *(r for r in run_order[WHY_ROWS:] if r.verdict == FAILED)]
         return {
-            r.test_id: prio.reason(self._decisions[r.test_id], histories.get(r.test_id))
+            r.test_id: prio.reason(
+                self._decisions[r.test_id],
+                histories.get(r.test_id),
+                self.change_reasons.get(r.test_id),
+            )
             for r in shown
             if r.test_id in self._decisions
         }

@@ -184,8 +184,9 @@ class Decision(NamedTuple):
 assert len(Decision._fields) == 11 and len(State._fields) == 4
 
 
-def reason(decision: Decision, history: TestHistory | None) -> str:
-    """Why a test runs where it does, in a user's words (the report's "what ran first")."""
+def reason(decision: Decision, history: TestHistory | None, change: str | None = None) -> str:
+    """Why a test runs where it does, in a user's words (the report's "what ran first").
+    ``change``: what the static change analysis found for it, in words, if anything."""
     flaky = (
         f"flaky: {history.flips} flips in {history.runs} runs"
         if history is not None and history.flaky
@@ -197,8 +198,12 @@ def reason(decision: Decision, history: TestHistory | None) -> str:
         if decision.evidence == FAILED_LAST_CHANGED:
             return "failed last run; code it reaches changed since"
         return "failed last run"
+    if decision.evidence == DIRECT and history is not None and history.is_new:
+        return "new test"
+    if decision.evidence in (DIRECT, CALLS_FURTHER, IMPORTS) and change:
+        return change
     if decision.evidence == DIRECT:
-        return "runs changed code" if history is None or not history.is_new else "new test"
+        return "runs changed code"
     if decision.evidence == CALLS_FURTHER:
         return "calls changed code a few calls away"
     if decision.evidence == IMPORTS:

@@ -36,6 +36,9 @@ class ChangeAwareness:
     #: test id -> how close it is to the change inside its class (impact.proximity; smaller
     #: runs first): the order among, say, the hundred tests that all reach a changed module
     proximity: dict[str, int] = field(default_factory=dict)
+    #: test id -> what the analysis found, in words ("calls curry, which reaches bind,
+    #: changed in toolz/functoolz.py"): the report's "why"
+    reasons: dict[str, str] = field(default_factory=dict)
     changed_files: frozenset[str] = frozenset()
     #: Every analysed file's digest now: stored with the episode, the next run's baseline.
     digests: dict[str, str] = field(default_factory=dict)
@@ -78,6 +81,7 @@ def analyse(
     return ChangeAwareness(
         impacts={test_id: _evidence(impact) for test_id, impact in found.items()},
         proximity={test_id: impact.proximity for test_id, impact in found.items()},
+        reasons={test_id: impact.reason for test_id, impact in found.items()},
         changed_files=changes.files,
         digests=dict(index.digests),
         index=index,
