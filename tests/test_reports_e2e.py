@@ -184,7 +184,21 @@ def test_three_runs_write_json_markdown_and_html_with_exact_values(
     assert codes.count(SCRIPT_ID) == 3  # failures, riskiest, order
     html = (pytester.path / "out" / "run.html").read_text(encoding="utf-8")
     assert html.count("<script") == 1
-    assert html.count('<svg class="chart"') == 4
+    assert html.count('<svg class="chart"') == 5
+    # first among them: the time to first failure saved, over the three runs
+    first = html[html.index("<svg") : html.index("</svg>")]
+    assert 'aria-label="Time to first failure saved per run"' in first
+    assert first.count("<circle") == 3
+    saved = [
+        d["orders"]["collection"]["time_to_first_failure"]
+        - d["orders"]["qlearn"]["time_to_first_failure"]
+        for d in docs
+    ]
+    tips = re.findall(r"episode (\d): ([^<]*)</title>", first)
+    assert [int(e) for e, _ in tips] == [1, 2, 3]
+    assert [t.endswith(("+0 tests", "+3 tests")) for _, t in tips] == [True] * 3
+    assert tips[0][1].endswith("+0 tests") and tips[1][1].endswith("+3 tests")
+    assert saved[0] == pytest.approx(0.0) and saved[1] > 0
     assert "test_x[&lt;script&gt;alert(1)&lt;/script&gt;]" in html
     assert "episode 3</title>" in html
 
