@@ -658,6 +658,10 @@ class LearningSession:
         collection_ttff = metrics.time_to_first_failure(
             flags(collection_order), times(collection_order)
         )
+        # 1-based, every test of the run counted (as the reports and the terminal line say)
+        failed_results = [r for r in ran if r.verdict == FAILED]
+        first_position = min((r.position + 1 for r in failed_results), default=None)
+        collection_first_position = min((r.collected_at + 1 for r in failed_results), default=None)
         budget_seconds = budget_used = None
         if selection is not None and not selection.full_run:
             picked = {c.test_id for c in selection.selected}
@@ -698,6 +702,10 @@ class LearningSession:
             mode=self.mode,
             episode=self.episode,
             partial=partial,
+            time_to_first_failure=run_ttff,
+            collection_time_to_first_failure=collection_ttff,
+            first_failure_position=first_position,
+            collection_first_failure_position=collection_first_position,
         )
         advance = 0 if partial else 1  # episodes each agent's count moves on
         # in (state, action) order, the order the store writes them in

@@ -77,6 +77,7 @@ def session(
     apfd: float | None,
     collection_apfd: float | None,
     reward: float,
+    **first_failure: Any,
 ) -> SessionRecord:
     return SessionRecord(
         session_id=session_id,
@@ -93,6 +94,7 @@ def session(
         exit_status=1 if failures else 0,
         mode="reorder",
         episode=episode,
+        **first_failure,
     )
 
 
@@ -167,6 +169,11 @@ def known_writes() -> list[EpisodeWrite]:
             apfd=0.9,
             collection_apfd=0.4,
             reward=30.0,
+            # schema 9; s1, a failing run too, is as older stores hold it: without them
+            time_to_first_failure=0.5,
+            collection_time_to_first_failure=2.0,
+            first_failure_position=1,
+            collection_first_failure_position=3,
         ),
         agent_types=[prio.agent_type()],
         q_deltas={AGENT: q([("sB", 2, 0.5, 1)])},
@@ -360,7 +367,18 @@ def test_progress_json_exact_figures(db: str, capsys: pytest.CaptureFixture[str]
         "last_epsilon": 0.18,
         "agent_steps": 6,
         "agent_explored": 3,
+        "first_failure_runs": 1,
+        "mean_first_failure_saved_seconds": 1.5,
+        "mean_first_failure_saved_tests": 2.0,
+        "first_failure_runs_without_figures": 1,
     }
+    assert [e["first_failure_saved"] for e in episodes] == [
+        None,
+        None,
+        {"seconds": 1.5, "tests": 2},
+    ]
+    assert episodes[2]["collection_first_failure_position"] == 3
+    assert episodes[0]["time_to_first_failure"] is None
     # the other agent's steps in the same sessions are its own
     hunter = ok_json(capsys, "progress", HUNTER, *shop(db))
     assert [e["agent_steps"] for e in hunter["episodes"]] == [1, 0, 0]
@@ -377,9 +395,27 @@ def test_progress_since_and_table(db: str, capsys: pytest.CaptureFixture[str]) -
     assert (code, err) == (0, "")
     rows = table_rows(out)
     assert [row[0] for row in rows] == ["1", "2", "3"]
-    assert rows[0][2:] == ["4", "1", "0.5000", "0.2500", "10.00", "0.2000", "5", "2", "1", "0.5000"]
-    assert rows[1][4:6] == ["—", "—"]
-    assert "3 episodes, 12 tests, 3 failures; mean APFD 0.7000" in " ".join(out.split())
+    assert rows[0][2:] == [
+        "4",
+        "1",
+        "0.5000",
+        "0.2500",
+        "—",
+        "10.00",
+        "0.2000",
+        "5",
+        "2",
+        "1",
+        "0.5000",
+    ]
+    assert rows[1][4:7] == ["—", "—", "—"]
+    assert rows[2][6] == "+1.50 s, +2 tests"
+    caption = " ".join(out.split())
+    assert "3 episodes, 12 tests, 3 failures; mean APFD 0.7000" in caption
+    assert (
+        "first failure saved: mean +1.50 s, +2.0 tests over 1 run (1 older run without the "
+        "figures);" in caption
+    )
     code, out, _ = run(capsys, "progress", AGENT, *shop(db), "--since", "10m")
     assert code == 0
     assert out.startswith("no episodes since ")
@@ -623,10 +659,10 @@ def test_migrate_creates_and_reports_the_schema(
 ) -> None:
     url = _url(kind, request, "fresh.db")
     doc = ok_json(capsys, "migrate", "--db", url)
-    assert doc["schema_version"] == SCHEMA_VERSION == 8
+    assert doc["schema_version"] == SCHEMA_VERSION == 9
     code, out, err = run(capsys, "migrate", "--db", url)
     assert (code, err) == (0, "")
-    assert out.strip().endswith("schema version 8 (up to date)")
+    assert out.strip().endswith("schema version 9 (up to date)")
     store = store_at(url)
     try:
         assert store.partitions() == []
@@ -910,7 +946,7 @@ def test_schema_newer_than_the_code_is_refused(
     for command in (["fleet-status"], ["migrate"]):
         code, _, err = run(capsys, *command, "--db", url)
         assert code == 1
-        assert_one_line_error(err, "schema version 99, newer than the 8 this pytest-qlearn knows")
+        assert_one_line_error(err, "schema version 99, newer than the 9 this pytest-qlearn knows")
 
 
 @pytest.mark.parametrize(

@@ -144,11 +144,13 @@ def test_browser_renders_charts_and_tables_and_runs_no_injected_script(
     assert all(a.get("data-sortable") == "ready" for a in sortable)
     assert len(dom.tables["tests"]) == N + 1  # header and one row per test
 
-    # four learning curves, each an SVG with points drawn from two episodes
+    # five charts, each an SVG with points drawn from two episodes: first the time to first
+    # failure saved per run, then the learning curves
     charts = [a for a in dom.all("svg") if a.get("class") == "chart"]
-    assert len(charts) == 4
-    assert len(dom.all("circle")) >= 4 * 2
-    assert len(dom.all("polyline")) >= 4
+    assert len(charts) == 5
+    assert charts[0]["aria-label"] == "Time to first failure saved per run"
+    assert len(dom.all("circle")) >= 5 * 2
+    assert len(dom.all("polyline")) >= 5
 
     # nothing from a test id became an element or ran
     assert len(dom.all("script")) == 1

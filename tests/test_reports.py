@@ -360,7 +360,7 @@ HTML_TABLES = ("comparison", "failures", "ran-first", "reward", "progress", "ris
 def test_html_is_self_contained_with_charts_and_sortable_tables() -> None:
     source = render_html(document())
     page = Page(source)
-    assert page.count("svg") == 4
+    assert page.count("svg") == 5  # time to first failure saved, APFD, reward, ε, Q-table
     assert page.count("polyline") >= 4
     tables = [a.get("id") for t, a in page.tags if t == "table" and a.get("class") == "sortable"]
     assert tables == list(HTML_TABLES)
@@ -414,6 +414,112 @@ def test_a_partial_episode_is_marked_in_every_format() -> None:
     assert 'class="hollow"' not in plain and "swatch hollow" not in plain
 
 
+def first_failure(ttff: float, collection_ttff: float, at: int, collected_at: int) -> Any:
+    return {
+        "time_to_first_failure": ttff,
+        "collection_time_to_first_failure": collection_ttff,
+        "first_failure_position": at,
+        "collection_first_failure_position": collected_at,
+    }
+
+
+#: Four earlier runs, newest first: a failure 1.5 s and 3 tests earlier than collection order
+#: (partial), one 0.25 s and a test later, a run without failures, and a failing run stored
+#: before store schema 9 (no figures). This run (episode 5): 1.25 s and 3 tests earlier.
+HISTORY_9 = [
+    replace(EARLIER[0], session_id="h4", episode=4, partial=True, **first_failure(0.5, 2.0, 2, 5)),
+    replace(EARLIER[0], session_id="h3", episode=3, **first_failure(1.0, 0.75, 3, 2)),
+    replace(EARLIER[1], session_id="h2", episode=2),
+    replace(EARLIER[0], session_id="h1", episode=1),
+]
+
+
+def test_the_document_history_carries_the_first_failure_figures() -> None:
+    doc = document(episode(earlier=HISTORY_9))
+    progress = doc["progress"]
+    assert [p["episode"] for p in progress] == [1, 2, 3, 4, 5]
+    assert [p["first_failure_position"] for p in progress] == [None, None, 3, 2, 1]
+    assert [p["collection_first_failure_position"] for p in progress] == [None, None, 2, 5, 4]
+    assert [p["time_to_first_failure"] for p in progress][:4] == [None, None, 1.0, 0.5]
+    this = progress[-1]
+    # this run: the failure first (1.25 s); in collection order 4th, after 0.5 + 0.75 s of tests
+    assert this["time_to_first_failure"] == pytest.approx(DURATIONS[SCRIPT_ID]) == 1.25
+    assert this["collection_time_to_first_failure"] == pytest.approx(2.5)
+    for key in ("time_to_first_failure", "first_failure_position"):
+        assert this[key] == doc["session"][key]
+    assert doc["orders"]["collection"]["time_to_first_failure"] == pytest.approx(2.5)
+
+
+def test_html_first_chart_is_the_time_to_first_failure_saved_per_run() -> None:
+    source = render_html(document(episode(earlier=HISTORY_9)))
+    page = Page(source)
+    first_svg = source.index("<svg")
+    chart = source[first_svg : source.index("</figure>", first_svg)]
+    assert 'aria-label="Time to first failure saved per run"' in chart
+    assert source.index("<h2>Failures found early, run by run</h2>") < first_svg
+    # the runs with figures only: episodes 3, 4 (partial, unfilled) and 5
+    tips = [unescape(t) for t in re.findall(r"<circle[^>]*><title>([^<]*)</title>", chart)]
+    assert tips == [
+        "seconds earlier than collection order, episode 3: -250 ms, -1 test",
+        "seconds earlier than collection order, episode 4 (partial): +1.50 s, +3 tests",
+        "seconds earlier than collection order, episode 5: +1.25 s, +3 tests",
+    ]
+    circles = re.findall(r'<circle cx="[^"]+" cy="([^"]+)"', chart)
+    assert len(circles) == 3 and chart.count("<polyline") == 1
+    # the axis reaches below 0 (episode 3 was later) and above 1.5 s
+    ticks = [float(t[:-2]) for t in re.findall(r'text-anchor="end">([^<]*)<', chart)]
+    assert min(ticks) < -0.25 and max(ticks) >= 1.5 and 0.0 in ticks
+    x_ticks = re.findall(r'text-anchor="middle">(\d+)<', chart)
+    assert x_ticks == ["3", "4", "5"]
+    note = "".join(page.text)
+    assert (
+        "3 of the last 5 runs had a failure to compare; 1 run without failures; 1 older run "
+        "with failures, stored before store schema 9, lacks the figures." in note
+    )
+    # the progress table has the figure too, sorting by the seconds (newest first)
+    rows = re.findall(r"<tr>(.*?)</tr>", source.split('id="progress"')[1].split("</table>")[0])
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in rows]
+    saved_cells = [row[6] for row in cells if row]
+    assert saved_cells == [
+        "+1.25 s, +3 tests",
+        "+1.50 s, +3 tests",
+        "-250 ms, -1 test",
+        "n/a",
+        "n/a",
+    ]
+    assert 'data-sort="-0.25"' in source
+
+
+def test_html_without_any_failure_figures_says_so_instead_of_a_chart() -> None:
+    doc = document(episode(earlier=[HISTORY_9[3]]))
+    for p in doc["progress"]:
+        for key in first_failure(0, 0, 0, 0):
+            p[key] = None
+    source = render_html(doc)
+    assert "Time to first failure saved per run" not in source
+    assert source.count('<svg class="chart"') == 4
+    assert (
+        "none of the last 2 runs had a failure to compare yet; 2 older runs with failures, "
+        "stored before store schema 9, lack the figures." in "".join(Page(source).text)
+    )
+
+
+def test_markdown_history_shows_the_first_failure_saved() -> None:
+    source = render_markdown(document(episode(earlier=HISTORY_9)))
+    (progress,) = [t for t in md_tables(source) if "first failure saved" in t[0]]
+    column = progress[0].index("first failure saved")
+    assert [r[column] for r in progress[1:]] == [
+        "n/a",
+        "n/a",
+        "-250 ms, -1 test",
+        "+1.50 s, +3 tests",
+        "+1.25 s, +3 tests",
+    ]
+    assert "1 older run with failures, stored before store schema 9, has no figure" in (
+        source.replace("\\", "")
+    )
+
+
 # -- SVG charts ----------------------------------------------------------------------------
 def test_chart_draws_hollow_points_unfilled_and_labels_a_repeated_x_once() -> None:
     svg = line_chart(
@@ -432,6 +538,15 @@ def test_chart_draws_hollow_points_unfilled_and_labels_a_repeated_x_once() -> No
     assert ticks == ["1", "2", "3"]
     with pytest.raises(ValueError, match="one flag per x"):
         line_chart("r", [1, 2], [Series("r", [1.0, 2.0])], hollow=[True])
+
+
+def test_chart_point_labels_and_an_axis_from_zero() -> None:
+    svg = line_chart("saved", [1, 2], [Series("s", [2.0, 3.0], ["<two>", "three"])], y_zero=True)
+    assert "s, episode 1: &lt;two&gt;</title>" in svg and "s, episode 2: three</title>" in svg
+    ticks = re.findall(r'text-anchor="end">([^<]*)<', svg)
+    assert ticks[0] == "0" and ticks[-1] == "3"
+    with pytest.raises(ValueError, match="one per x"):
+        line_chart("s", [1, 2], [Series("s", [1.0, 2.0], ["one"])])
 
 
 def test_chart_breaks_the_line_where_a_value_is_missing() -> None:

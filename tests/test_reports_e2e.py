@@ -184,9 +184,81 @@ def test_three_runs_write_json_markdown_and_html_with_exact_values(
     assert codes.count(SCRIPT_ID) == 3  # failures, riskiest, order
     html = (pytester.path / "out" / "run.html").read_text(encoding="utf-8")
     assert html.count("<script") == 1
-    assert html.count('<svg class="chart"') == 4
+    assert html.count('<svg class="chart"') == 5
+    # first among them: the time to first failure saved, over the three runs
+    first = html[html.index("<svg") : html.index("</svg>")]
+    assert 'aria-label="Time to first failure saved per run"' in first
+    assert first.count("<circle") == 3
+    saved = [
+        d["orders"]["collection"]["time_to_first_failure"]
+        - d["orders"]["qlearn"]["time_to_first_failure"]
+        for d in docs
+    ]
+    tips = re.findall(r"episode (\d): ([^<]*)</title>", first)
+    assert [int(e) for e, _ in tips] == [1, 2, 3]
+    assert [t.endswith(("+0 tests", "+3 tests")) for _, t in tips] == [True] * 3
+    assert tips[0][1].endswith("+0 tests") and tips[1][1].endswith("+3 tests")
+    assert saved[0] == pytest.approx(0.0) and saved[1] > 0
     assert "test_x[&lt;script&gt;alert(1)&lt;/script&gt;]" in html
     assert "episode 3</title>" in html
+
+
+def test_each_session_stores_how_early_the_first_failure_showed_up_in_both_orders(
+    pytester: pytest.Pytester,
+) -> None:
+    """Schema 9: the time to first failure and its position, in qlearn's order and in
+    collection order, are stored with each session (and so in the reports' history)."""
+    from pytest_qlearn.store import SqliteStore
+    from pytest_qlearn.store.base import Partition
+
+    make_project(pytester)
+    docs = []
+    for n in (1, 2):
+        run(pytester, f"--qlearn-report=r{n}.json").assert_outcomes(passed=6, failed=1)
+        docs.append(load(pytester.path / f"r{n}.json"))
+    (pytester.path / "fail.txt").write_text("nothing\n", encoding="utf-8")
+    run(pytester, "--qlearn-report=r3.json").assert_outcomes(passed=7)
+    docs.append(load(pytester.path / "r3.json"))
+
+    store = SqliteStore(pytester.path / ".pytest_cache" / "d" / "qlearn" / "qlearn.db")
+    store.open()
+    try:
+        stored = store.sessions(Partition("shop", "default"))
+    finally:
+        store.close()
+    assert [s.session_id for s in stored] == [d["session"]["session_id"] for d in docs]
+    # run 1 kept collection order (the failure 4th in both); run 2 put it first
+    for session, doc, qlearn_at in zip(stored[:2], docs, (4, 1), strict=False):
+        durations = {t["collection_position"]: t["duration"] for t in doc["tests"]}
+        by_qlearn = [t["duration"] for t in doc["tests"]]  # the tests are in qlearn order
+        assert session.first_failure_position == qlearn_at
+        assert session.collection_first_failure_position == 4
+        assert session.time_to_first_failure == pytest.approx(sum(by_qlearn[:qlearn_at]))
+        assert session.collection_time_to_first_failure == pytest.approx(
+            sum(durations[i] for i in range(1, 5))
+        )
+        assert session.time_to_first_failure > 0
+        # the report says the same, as this run and in the history
+        assert doc["session"]["time_to_first_failure"] == session.time_to_first_failure
+        assert doc["orders"]["qlearn"]["first_failure_position"] == qlearn_at
+        assert doc["orders"]["collection"]["time_to_first_failure"] == (
+            session.collection_time_to_first_failure
+        )
+    assert stored[1].time_to_first_failure < stored[1].collection_time_to_first_failure
+    # a run without a failure has none of the figures
+    last = stored[2]
+    assert (
+        last.time_to_first_failure,
+        last.collection_time_to_first_failure,
+        last.first_failure_position,
+        last.collection_first_failure_position,
+    ) == (None, None, None, None)
+    history = docs[2]["progress"]
+    assert [p["first_failure_position"] for p in history] == [4, 1, None]
+    assert [p["collection_first_failure_position"] for p in history] == [4, 4, None]
+    assert history[1]["collection_time_to_first_failure"] == pytest.approx(
+        stored[1].collection_time_to_first_failure
+    )
 
 
 def test_observe_mode_report_says_collection_order_was_used(pytester: pytest.Pytester) -> None:

@@ -1230,6 +1230,44 @@ def test_a_partial_session_is_listed_but_does_not_advance_the_episodes(store: St
     assert [s.partial for s in store.sessions(PARTITION, since=150.0)] == [True, False]
 
 
+#: Schema 9: how early the first failure showed up, in the run's order and in collection order.
+FIRST_FAILURE = {
+    "time_to_first_failure": 0.1 + 0.2,
+    "collection_time_to_first_failure": 12.75,
+    "first_failure_position": 1,
+    "collection_first_failure_position": 2_000_000,
+}
+
+
+def test_first_failure_figures_round_trip_through_every_read(store: Store) -> None:
+    with_failure = episode_write("s1", started_at=100.0, **FIRST_FAILURE)
+    # a run without failures has none of them
+    without = episode_write("s2", started_at=200.0, episode=2, failures=0, apfd=None)
+    write(store, with_failure)
+    write(store, without)
+    reads = [
+        store.sessions(PARTITION),
+        list(reversed(store.recent_sessions(PARTITION))),
+        list(reversed(store.load_snapshot(PARTITION, [AGENT]).recent_sessions)),
+    ]
+    for sessions in reads:
+        assert sessions == [with_failure.session, without.session]
+        first, none = sessions
+        assert first.time_to_first_failure == 0.1 + 0.2  # a float, exactly
+        assert type(first.time_to_first_failure) is float
+        assert type(first.first_failure_position) is int
+        assert first.collection_first_failure_position == 2_000_000
+        assert (
+            none.time_to_first_failure,
+            none.collection_time_to_first_failure,
+            none.first_failure_position,
+            none.collection_first_failure_position,
+        ) == (None, None, None, None)
+    # and through the snapshot handed to pytest-xdist workers
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    assert Snapshot.from_json(snapshot.to_json()).recent_sessions == snapshot.recent_sessions
+
+
 def _fast_path_probe(snapshot: Snapshot, session_id: str, *, counts: bool = True) -> EpisodeWrite:
     """A run that learned from ``snapshot`` and hands over next histories the store could not
     compute by replaying its observation (fixture_mean 99.0): they are stored only if the
@@ -1298,17 +1336,18 @@ def test_snapshot_json_carries_the_new_facts_and_reads_what_older_controllers_wr
     assert old.session_count == old.episodes == 0
 
 
-# -- a store left by the previous version (schema 5) -------------------------------------------
-class Schema5(NamedTuple):
-    """Storage as pytest-qlearn of schema version 5 left it, with the backend's raw access."""
+# -- stores left by earlier versions (schema 5, schema 8) --------------------------------------
+class OldSchema(NamedTuple):
+    """Storage as pytest-qlearn of an earlier schema version left it, with the backend's raw
+    access."""
 
     new_store: Callable[[], Store]
     execute: Callable[..., list[Any]]  # statements -> rows of the last one
     key: str  # SQL for the partition key column's value ("" where there is none)
 
 
-def _sqlite_schema5(request: pytest.FixtureRequest) -> Schema5:
-    path: Path = request.getfixturevalue("tmp_path") / "v5.sqlite3"
+def _sqlite_schema(request: pytest.FixtureRequest, version: int) -> OldSchema:
+    path: Path = request.getfixturevalue("tmp_path") / f"v{version}.sqlite3"
 
     def execute(*statements: str) -> list[Any]:
         with closing(sqlite3.connect(path, isolation_level=None)) as conn:
@@ -1317,17 +1356,18 @@ def _sqlite_schema5(request: pytest.FixtureRequest) -> Schema5:
                 rows = conn.execute(statement).fetchall()
             return rows
 
-    ddl = [s for v in range(1, 6) for s in sqlite_store.MIGRATIONS[v]]
-    assert all(isinstance(s, str) for s in ddl)
-    execute(
-        "CREATE TABLE qlearn_schema (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)",
-        *(str(s) for s in ddl),
-        "INSERT INTO qlearn_schema VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)",
-    )
-    return Schema5(lambda: SqliteStore(path), execute, "")
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute(
+            "CREATE TABLE qlearn_schema (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        for v in range(1, version + 1):
+            for statement in sqlite_store.MIGRATIONS[v]:
+                sqlite_store._apply(conn, statement)
+            conn.execute("INSERT INTO qlearn_schema VALUES (?, 0)", (v,))
+    return OldSchema(lambda: SqliteStore(path), execute, "")
 
 
-def _postgres_schema5(request: pytest.FixtureRequest) -> Schema5:
+def _postgres_schema(request: pytest.FixtureRequest, version: int) -> OldSchema:
     url: str = request.getfixturevalue("pg_url")
     from conftest import pg_execute
 
@@ -1336,24 +1376,24 @@ def _postgres_schema5(request: pytest.FixtureRequest) -> Schema5:
 
     execute(
         "CREATE TABLE qlearn_schema (version integer PRIMARY KEY, applied_at float8 NOT NULL)",
-        *(s for v in range(1, 6) for s in postgres_store.MIGRATIONS[v]),
-        "INSERT INTO qlearn_schema VALUES (1, 0), (2, 0), (3, 0), (4, 0), (5, 0)",
+        *(s for v in range(1, version + 1) for s in postgres_store.MIGRATIONS[v]),
+        "INSERT INTO qlearn_schema VALUES " + ", ".join(f"({v}, 0)" for v in range(1, version + 1)),
     )
     key = f"md5(md5('{PARTITION.project}') || md5('{PARTITION.environment}'))::uuid"
-    return Schema5(lambda: PostgresStore(url), execute, key)
+    return OldSchema(lambda: PostgresStore(url), execute, key)
 
 
-SCHEMA5_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], Schema5]] = {
-    "sqlite": _sqlite_schema5,
-    "postgresql": _postgres_schema5,
+OLD_SCHEMA_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, int], OldSchema]] = {
+    "sqlite": _sqlite_schema,
+    "postgresql": _postgres_schema,
 }
-assert set(SCHEMA5_FACTORIES) == set(STORE_FACTORIES)
+assert set(OLD_SCHEMA_FACTORIES) == set(STORE_FACTORIES)
 
 
-@pytest.fixture(params=list(SCHEMA5_FACTORIES), ids=list(SCHEMA5_FACTORIES))
-def schema5(request: pytest.FixtureRequest) -> Schema5:
+@pytest.fixture(params=list(OLD_SCHEMA_FACTORIES), ids=list(OLD_SCHEMA_FACTORIES))
+def schema5(request: pytest.FixtureRequest) -> OldSchema:
     """A schema-5 store holding two sessions and a test's history, written with its DDL."""
-    old = SCHEMA5_FACTORIES[request.param](request)
+    old = OLD_SCHEMA_FACTORIES[request.param](request, 5)
     key_column, key_value = ("partition_key, ", f"{old.key}, ") if old.key else ("", "")
     where = f"{key_value}'{PARTITION.project}', '{PARTITION.environment}'"
     now = time.time()
@@ -1374,11 +1414,11 @@ def schema5(request: pytest.FixtureRequest) -> Schema5:
 OLD_HISTORY = TestHistory("t::a", 2, 1, 1, "FP", 1, 2, 1, 1.5, 0.5, 2.0)
 
 
-def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: Schema5) -> None:
+def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: OldSchema) -> None:
     store = schema5.new_store()
     store.open()
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 8
+        assert store.schema_version() == SCHEMA_VERSION == 9
         snapshot = store.load_snapshot(PARTITION, [AGENT])
         assert snapshot.histories == {"t::a": OLD_HISTORY}
         assert snapshot.histories["t::a"].fixture_mean == 0.0
@@ -1404,7 +1444,7 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: Schema5) -> None
     finally:
         store.close()
     before = schema5.execute("SELECT version, applied_at FROM qlearn_schema ORDER BY version")
-    assert [row[0] for row in before] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [row[0] for row in before] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
 
     # opening again is a no-op
     store = schema5.new_store()
@@ -1419,7 +1459,7 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: Schema5) -> None
         before
     )
 
-    # migrations 6 to 8 applied again over their own columns (records lost) change nothing
+    # migrations 6 to 9 applied again over their own columns (records lost) change nothing
     schema5.execute("DELETE FROM qlearn_schema WHERE version >= 6")
     store = schema5.new_store()
     store.open()
@@ -1429,4 +1469,101 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: Schema5) -> None
     finally:
         store.close()
     versions = schema5.execute("SELECT version FROM qlearn_schema ORDER BY version")
-    assert [row[0] for row in versions] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [row[0] for row in versions] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+
+
+@pytest.fixture(params=list(OLD_SCHEMA_FACTORIES), ids=list(OLD_SCHEMA_FACTORIES))
+def schema8(request: pytest.FixtureRequest) -> OldSchema:
+    """A schema-8 store holding two sessions (one with a failure, one partial without) and a
+    test's history, written with its DDL."""
+    old = OLD_SCHEMA_FACTORIES[request.param](request, 8)
+    key_column, key_value = ("partition_key, ", f"{old.key}, ") if old.key else ("", "")
+    where = f"{key_value}'{PARTITION.project}', '{PARTITION.environment}'"
+    partial, whole = ("true", "false") if old.key else ("1", "0")
+    now = time.time()
+    old.execute(
+        f"INSERT INTO sessions ({key_column}project, environment, session_id, episode, "
+        "started_at, duration, tests, failures, seed, epsilon, q_table_size, apfd, "
+        "collection_apfd, reward, exit_status, mode, partial) VALUES "
+        f"({where}, 'old-1', 1, 100.0, 2.0, 3, 1, 7, 0.2, 4, 0.5, 0.25, 10.0, 1, 'reorder', "
+        f"{partial}), "
+        f"({where}, 'old-2', 2, 200.0, 2.5, 3, 0, 8, 0.1, 5, NULL, NULL, 5.0, 0, 'observe', "
+        f"{whole})",
+        f"INSERT INTO test_history ({key_column}project, environment, test_id, runs, failures, "
+        "flips, verdicts, last_failure_episode, last_run_episode, first_episode, "
+        "duration_mean, duration_m2, last_duration, updated_at, expires_at, fixture_mean, "
+        "flaky, duration_recent) VALUES "
+        f"({where}, 't::a', 2, 1, 1, 'FP', 1, 2, 1, 1.5, 0.5, 2.0, {now}, {now + DAY}, 0.25, 1, "
+        "1.75)",
+    )
+    return old
+
+
+def test_a_schema_8_store_is_migrated_keeping_its_sessions_without_first_failure_figures(
+    schema8: OldSchema,
+) -> None:
+    store = schema8.new_store()
+    store.open()
+    try:
+        assert store.schema_version() == SCHEMA_VERSION == 9
+        snapshot = store.load_snapshot(PARTITION, [AGENT])
+        assert snapshot.histories == {
+            "t::a": OLD_HISTORY._replace(fixture_mean=0.25, flaky=1, duration_recent=1.75)
+        }
+        assert (snapshot.episodes, snapshot.session_count) == (1, 2)
+        old_1, old_2 = store.sessions(PARTITION)
+        assert old_1 == session_record(
+            "old-1",
+            started_at=100.0,
+            episode=1,
+            duration=2.0,
+            tests=3,
+            failures=1,
+            seed=7,
+            epsilon=0.2,
+            q_table_size=4,
+            apfd=0.5,
+            collection_apfd=0.25,
+            reward=10.0,
+            exit_status=1,
+            mode="reorder",
+            partial=True,
+        )
+        # the old rows have no first-failure figures: NULL, read as None
+        assert (
+            old_1.time_to_first_failure,
+            old_1.collection_time_to_first_failure,
+            old_1.first_failure_position,
+            old_1.collection_first_failure_position,
+        ) == (None, None, None, None)
+        assert (old_2.session_id, old_2.mode, old_2.partial, old_2.failures) == (
+            "old-2",
+            "observe",
+            False,
+            0,
+        )
+        assert old_2.time_to_first_failure is None and old_2.first_failure_position is None
+        # the new columns are there: a session with the figures is stored and read back
+        new = episode_write("new", started_at=300.0, episode=2, **FIRST_FAILURE)
+        write(store, new)
+        assert store.sessions(PARTITION)[-1] == new.session
+        snapshot = store.load_snapshot(PARTITION, [AGENT])
+        assert [s.session_id for s in snapshot.recent_sessions] == ["new", "old-2", "old-1"]
+        assert snapshot.recent_sessions[0] == new.session
+    finally:
+        store.close()
+    before = schema8.execute("SELECT version, applied_at FROM qlearn_schema ORDER BY version")
+    assert [row[0] for row in before] == list(range(1, 10))
+
+    # migration 9 applied again over its own columns (its record lost) changes nothing
+    schema8.execute("DELETE FROM qlearn_schema WHERE version = 9")
+    store = schema8.new_store()
+    store.open()
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.load_snapshot(PARTITION, [AGENT]) == snapshot
+        assert store.sessions(PARTITION)[-1] == new.session
+    finally:
+        store.close()
+    versions = schema8.execute("SELECT version FROM qlearn_schema ORDER BY version")
+    assert [row[0] for row in versions] == list(range(1, 10))

@@ -681,7 +681,7 @@ def test_a_version_1_store_is_migrated_forward_keeping_what_it_learned(db_path: 
         conn.execute("DROP TABLE checkpoint_results")
         conn.execute("DELETE FROM qlearn_schema WHERE version > 1")
     with opened(db_path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 8
+        assert store.schema_version() == SCHEMA_VERSION == 9
         assert q_table(store) == {("state", 0): (0.5, 2)}
         write = replace(episode_write("s2"), file_hashes=[("tests/test_a.py", "a1")])
         assert store.write_episode(write)
@@ -701,7 +701,7 @@ def test_a_version_2_store_loses_the_selectors_pending_rows_and_keeps_its_q_tabl
         conn.execute("DROP TABLE checkpoint_results")
         conn.execute("DELETE FROM qlearn_schema WHERE version > 2")
     with opened(db_path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 8
+        assert store.schema_version() == SCHEMA_VERSION == 9
         assert q_table(store, "selector") == {("k1", 0): (0.5, 2), ("k1", 1): (-0.25, 1)}
         write = replace(episode_write("s2"), pending_skips=[PendingSkipDelta("t", "k", 1.0)])
         assert store.write_episode(write)

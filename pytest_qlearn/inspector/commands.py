@@ -27,6 +27,7 @@ from rich.table import Table
 from ..engine.durations import DURATION_FORMS, parse_duration
 from ..engine.hyperparams import RANGES, ConfigError, parse_changes
 from ..names import DATABASE_URL_ENV
+from ..reports import text as report_text
 from ..settings import DEFAULT_ENVIRONMENT, MAX_NAME_LENGTH, default_project
 from ..store import Store, StoreError, open_store
 from ..store.base import DEFAULT_TTL_DAYS, Q_ORDERS, Partition
@@ -509,7 +510,7 @@ def _progress(args: argparse.Namespace) -> int:
         f"mean APFD {num(s['mean_apfd'])} (collection order {num(s['mean_collection_apfd'])}), "
         f"first half {num(s['first_half_apfd'])} → second half {num(s['second_half_apfd'])}; "
         f"mean episode reward {num(s['mean_episode_reward'])}; ε {num(s['first_epsilon'])} → "
-        f"{num(s['last_epsilon'])}; {_where(doc)}"
+        f"{num(s['last_epsilon'])}; {_first_failure_caption(s)}{_where(doc)}"
     )
     table = _table(f"Learning progress of {doc['agent']}", caption)
     for column in (
@@ -519,6 +520,7 @@ def _progress(args: argparse.Namespace) -> int:
         "failed",
         "APFD",
         "collection",
+        "1st failure saved",
         "reward",
         "ε",
         "Q-table",
@@ -536,6 +538,8 @@ def _progress(args: argparse.Namespace) -> int:
             str(e["failures"]),
             num(e["apfd"]),
             num(e["collection_apfd"]),
+            # "+1.25 s, +3 tests", as the reports say; "—" without the figures
+            "—" if e["first_failure_saved"] is None else report_text.saved(e),
             num(e["reward"], 2),
             num(e["epsilon"]),
             str(e["q_table_size"]),
@@ -545,6 +549,26 @@ def _progress(args: argparse.Namespace) -> int:
         )
     out.print(table)
     return 0
+
+
+def _first_failure_caption(summary: dict[str, Any]) -> str:
+    """The progress caption's part on the first failure saved (nothing when no run has the
+    figures and none lacks them)."""
+    runs, older = summary["first_failure_runs"], summary["first_failure_runs_without_figures"]
+    if not runs and not older:
+        return ""
+    text = "first failure saved: "
+    if runs:
+        text += (
+            f"mean {report_text.signed_seconds(summary['mean_first_failure_saved_seconds'])}, "
+            f"{summary['mean_first_failure_saved_tests']:+.1f} tests over {runs} "
+            f"run{'' if runs == 1 else 's'}"
+        )
+    else:
+        text += "no figures"
+    if older:
+        text += f" ({older} older run{'' if older == 1 else 's'} without the figures)"
+    return text + "; "
 
 
 def _top_actions(args: argparse.Namespace) -> int:

@@ -12,12 +12,14 @@ from dataclasses import asdict
 from statistics import fmean
 from typing import Any
 
+from ..reports import text as report_text
 from ..session import default_registry
 from ..store.base import (
     AgentState,
     Partition,
     QTableSummary,
     QValueRecord,
+    SessionRecord,
     Store,
 )
 
@@ -131,6 +133,14 @@ def show_qvalues(
 
 
 # -- progress ----------------------------------------------------------------------------------
+def first_failure_saved(session: SessionRecord) -> dict[str, float] | None:
+    """How many seconds (of test time) and tests earlier the session's first failure showed up
+    in qlearn's order than in collection order (as the reports say); None without a failure,
+    and for sessions stored before schema 9 (they have no figures)."""
+    figures = report_text.first_failure_saved(asdict(session))
+    return None if figures is None else {"seconds": figures[0], "tests": figures[1]}
+
+
 def progress(store: Store, partition: Partition, agent: str, since: float | None) -> dict[str, Any]:
     require_agent(store, partition, agent)
     sessions = store.sessions(partition, since)
@@ -150,8 +160,10 @@ def progress(store: Store, partition: Partition, agent: str, since: float | None
                 "agent_steps": st.steps if st else 0,
                 "agent_explored": st.explored if st else 0,
                 "agent_reward": st.reward_sum if st else 0.0,
+                "first_failure_saved": first_failure_saved(s),
             }
         )
+    saved = [e["first_failure_saved"] for e in episodes if e["first_failure_saved"] is not None]
     apfds = [s.apfd for s in sessions if s.apfd is not None]
     collection = [s.collection_apfd for s in sessions if s.collection_apfd is not None]
     half = len(apfds) // 2
@@ -170,6 +182,15 @@ def progress(store: Store, partition: Partition, agent: str, since: float | None
         "last_epsilon": sessions[-1].epsilon if sessions else None,
         "agent_steps": sum(e["agent_steps"] for e in episodes),
         "agent_explored": sum(e["agent_explored"] for e in episodes),
+        # how much earlier than in collection order the first failure showed up, over the
+        # runs that have the figures (stored since schema 9)
+        "first_failure_runs": len(saved),
+        "mean_first_failure_saved_seconds": (fmean(f["seconds"] for f in saved) if saved else None),
+        "mean_first_failure_saved_tests": fmean(f["tests"] for f in saved) if saved else None,
+        # runs with failures stored before schema 9: no figures
+        "first_failure_runs_without_figures": sum(
+            s.failures > 0 and first_failure_saved(s) is None for s in sessions
+        ),
     }
     return {
         **_where(store, partition),

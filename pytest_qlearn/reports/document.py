@@ -77,18 +77,18 @@ def build_document(summary: EpisodeSummary, context: ReportContext) -> Document:
             "used": "collection" if session.mode == "observe" else "qlearn",
             "qlearn": {
                 "apfd": session.apfd,
-                "time_to_first_failure": summary.run_ttff,
-                "first_failure_position": _first_failure(tests, "qlearn_position"),
+                "time_to_first_failure": session.time_to_first_failure,
+                "first_failure_position": session.first_failure_position,
             },
             "collection": {
                 "apfd": session.collection_apfd,
-                "time_to_first_failure": summary.collection_ttff,
-                "first_failure_position": _first_failure(tests, "collection_position"),
+                "time_to_first_failure": session.collection_time_to_first_failure,
+                "first_failure_position": session.collection_first_failure_position,
             },
         },
         "time_to_first_failure": {
-            "qlearn_order": summary.run_ttff,
-            "collection_order": summary.collection_ttff,
+            "qlearn_order": session.time_to_first_failure,
+            "collection_order": session.collection_time_to_first_failure,
         },
         "episode_reward": {
             "total": summary.reward.total,
@@ -172,12 +172,6 @@ def _tests(results: Sequence[TestResult], why: Mapping[str, str]) -> list[dict[s
     ]
 
 
-def _first_failure(tests: list[dict[str, Any]], key: str) -> int | None:
-    """Where the first failing test is in one order (positions as in ``tests``)."""
-    positions = [t[key] for t in tests if t["verdict"] == "failed"]
-    return min(positions) if positions else None
-
-
 def _progress(earlier: Sequence[SessionRecord], this: SessionRecord) -> list[dict[str, Any]]:
     """The recent episodes, oldest first, ending with this one."""
     sessions = [s for s in reversed(earlier) if s.session_id != this.session_id] + [this]
@@ -197,6 +191,12 @@ def _progress(earlier: Sequence[SessionRecord], this: SessionRecord) -> list[dic
             "q_table_size": s.q_table_size,
             # a narrowed or stopped-early run: learned from, not advancing the schedule
             "partial": s.partial,
+            # how early the first failure showed up in each order (schema 9; null without a
+            # failure, and for sessions stored before)
+            "time_to_first_failure": s.time_to_first_failure,
+            "collection_time_to_first_failure": s.collection_time_to_first_failure,
+            "first_failure_position": s.first_failure_position,
+            "collection_first_failure_position": s.collection_first_failure_position,
         }
         for s in sessions
     ]

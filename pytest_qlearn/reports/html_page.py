@@ -352,9 +352,10 @@ def _reward(reward: dict[str, Any]) -> list[str]:
 
 def _early(progress: list[dict[str, Any]]) -> list[str]:
     """What users look for first: run by run, how early failures showed up in qlearn's order
-    against collection order."""
+    against collection order — first the time to first failure saved, then APFD."""
     xs = [int(p["episode"]) for p in progress]
     hollow = [bool(p.get("partial")) for p in progress]
+    saved, saved_note = _first_failure_saved(progress)
     chart = line_chart(
         "APFD",
         xs,
@@ -368,9 +369,55 @@ def _early(progress: list[dict[str, Any]]) -> list[str]:
     )
     return [
         "<h2>Failures found early, run by run</h2>",
+        f'<p class="muted">{escape(saved_note)}</p>',
         f'<p class="muted">{escape(text.APFD_MEANS)}; runs without failures have none.</p>',
-        f'<div class="charts">{chart}</div>',
+        f'<div class="charts">{saved}{chart}</div>',
     ]
+
+
+#: The title of the first chart of the page.
+TTFF_SAVED_TITLE = "Time to first failure saved per run"
+
+
+def _first_failure_saved(progress: list[dict[str, Any]]) -> tuple[str, str]:
+    """The chart of the seconds by which the first failure showed up earlier in qlearn's order
+    than in collection order, over the runs that have the figures (the tooltips add the tests
+    saved); and the sentence under the heading, which counts the runs without them. No chart
+    when no run has them."""
+    shown = [(p, figures) for p in progress if (figures := text.first_failure_saved(p))]
+    older = sum(text.lacks_first_failure(p) for p in progress)
+    passing = sum(p["failures"] == 0 for p in progress)
+    note = [text.TTFF_SAVED_MEANS[0].upper() + text.TTFF_SAVED_MEANS[1:]]
+    note.append(
+        f"{len(shown)} of the last {len(progress)} runs had a failure to compare"
+        if shown
+        else f"none of the last {len(progress)} runs had a failure to compare yet"
+    )
+    if passing:
+        note.append(f"{passing} {'run' if passing == 1 else 'runs'} without failures")
+    if older:
+        note.append(
+            f"{older} older {'run' if older == 1 else 'runs'} with failures, stored before "
+            f"store schema 9, {'lacks' if older == 1 else 'lack'} the figures"
+        )
+    sentence = "; ".join(note) + "."
+    if not shown:
+        return "", sentence
+    chart = line_chart(
+        TTFF_SAVED_TITLE,
+        [int(p["episode"]) for p, _ in shown],
+        [
+            Series(
+                "seconds earlier than collection order",
+                [seconds for _, (seconds, _) in shown],
+                [text.saved(p) for p, _ in shown],
+            )
+        ],
+        y_format=lambda v: f"{v:g} s",
+        hollow=[bool(p.get("partial")) for p, _ in shown],
+        y_zero=True,
+    )
+    return chart, sentence
 
 
 def _progress(progress: list[dict[str, Any]]) -> list[str]:
@@ -407,6 +454,7 @@ def _progress(progress: list[dict[str, Any]]) -> list[str]:
             num(p["failures"], str(p["failures"])),
             num(p["apfd"], text.number(p["apfd"])),
             num(p["collection_apfd"], text.number(p["collection_apfd"])),
+            _saved_cell(p),
             num(p["reward"], text.signed(p["reward"])),
             num(p["epsilon"], f"{p['epsilon']:.4f}"),
             num(p["q_table_size"], str(p["q_table_size"])),
@@ -426,6 +474,7 @@ def _progress(progress: list[dict[str, Any]]) -> list[str]:
                 ("failed", True),
                 ("APFD", True),
                 ("collection APFD", True),
+                ("first failure saved", True),
                 ("reward", True),
                 ("ε", True),
                 ("Q-table", True),
@@ -434,6 +483,12 @@ def _progress(progress: list[dict[str, Any]]) -> list[str]:
             rows,
         ),
     ]
+
+
+def _saved_cell(progress: dict[str, Any]) -> Cell:
+    """The time to first failure saved (sorting by its seconds), with the tests saved."""
+    figures = text.first_failure_saved(progress)
+    return num(None if figures is None else figures[0], text.saved(progress))
 
 
 def _riskiest(riskiest: list[dict[str, Any]]) -> list[str]:

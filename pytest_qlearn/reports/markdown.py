@@ -188,7 +188,18 @@ def render_markdown(doc: Document) -> str:
     progress: list[dict[str, Any]] = doc["progress"][-PROGRESS_ROWS:]
     out += ["", f"#### Learning progress: last {len(progress)} episodes", ""]
     out += table(
-        ["episode", "mode", "tests", "failed", "APFD", "collection APFD", "reward", "ε", "Q-table"],
+        [
+            "episode",
+            "mode",
+            "tests",
+            "failed",
+            "APFD",
+            "collection APFD",
+            "first failure saved",
+            "reward",
+            "ε",
+            "Q-table",
+        ],
         [
             [
                 text.episode(p),
@@ -197,14 +208,24 @@ def render_markdown(doc: Document) -> str:
                 str(p["failures"]),
                 text.number(p["apfd"]),
                 text.number(p["collection_apfd"]),
+                escape(text.saved(p)),
                 text.signed(p["reward"]),
                 f"{p['epsilon']:.3f}",
                 str(p["q_table_size"]),
             ]
             for p in progress
         ],
-        "llrrrrrrr",
+        "llrrrrrrrr",
     )
+    older = sum(text.lacks_first_failure(p) for p in progress)
+    lacking = (
+        f" {older} older {'run' if older == 1 else 'runs'} with failures, stored before store "
+        f"schema 9, {'has' if older == 1 else 'have'} no figure (n/a)."
+        if older
+        else ""
+    )
+    means = text.TTFF_SAVED_MEANS[0].upper() + text.TTFF_SAVED_MEANS[1:]
+    out += ["", f"*{escape(means + '.' + lacking)}*"]
 
     riskiest: list[dict[str, Any]] = doc["riskiest"]
     if riskiest:

@@ -15,6 +15,8 @@ COLORS = ("#2563eb", "#d97706", "#059669", "#7c3aed")
 class Series(NamedTuple):
     name: str
     values: Sequence[float | None]  # one per x; None leaves a gap
+    #: What each point's tooltip says of its value (one per x; ``y_format`` of it when empty).
+    labels: Sequence[str] = ()
 
 
 def line_chart(
@@ -27,16 +29,22 @@ def line_chart(
     x_label: str = "episode",
     hollow: Sequence[bool] = (),
     hollow_label: str = "partial",
+    y_zero: bool = False,
 ) -> str:
     """An ``<svg>`` line chart of ``series`` over ``xs`` (episode numbers), with axes, grid,
     a point with a tooltip per value and a legend. ``y_range`` fixes the axis; otherwise it
     spans the data on round numbers (and a flat line gets some room). The points whose
     ``hollow`` flag is set (one per x; none when empty) are drawn unfilled, their tooltips and
-    the legend saying ``hollow_label``."""
+    the legend saying ``hollow_label``. ``y_zero``: the axis reaches 0 (and a grid line marks
+    it), for values read against zero such as a saving."""
     marked = [bool(h) for h in hollow] or [False] * len(xs)
     if len(marked) != len(xs):
         raise ValueError("hollow needs one flag per x")
     known = [v for s in series for v in s.values if v is not None and math.isfinite(v)]
+    if any(s.labels and len(s.labels) != len(xs) for s in series):
+        raise ValueError("labels need one per x")
+    if y_zero:
+        known.append(0.0)
     if y_range is not None:
         low, high = y_range
         step = (high - low) / 4
@@ -88,7 +96,8 @@ def line_chart(
                 parts.append(
                     f'<polyline class="line" fill="none" stroke="{color}" points="{points}"/>'
                 )
-        for x, value, unfilled in zip(xs, s.values, marked, strict=True):
+        labels = s.labels or [""] * len(xs)
+        for x, value, unfilled, label in zip(xs, s.values, marked, labels, strict=True):
             if value is None or not math.isfinite(value):
                 continue
             where = f"{x_label} {x} ({hollow_label})" if unfilled else f"{x_label} {x}"
@@ -99,7 +108,8 @@ def line_chart(
 
             parts.append(
                 f'<circle cx="{px(x):.1f}" cy="{py(value):.1f}" r="3" {paint}>'
-                f"<title>{escape(f'{s.name}, {where}: {y_format(value)}')}</title></circle>"
+                f"<title>{escape(f'{s.name}, {where}: {label or y_format(value)}')}</title>"
+                "</circle>"
             )
     parts.append("</svg>")
     legend = "".join(

@@ -47,6 +47,48 @@ def seconds(value: float | None) -> str:
     return f"{value:.2f} s"
 
 
+def signed_seconds(value: float | None) -> str:
+    """A difference of durations, signed, read as :func:`seconds` reads a duration."""
+    if value is None:
+        return NA
+    return ("-" if value < 0 else "+") + seconds(abs(value))
+
+
+#: One sentence on the time to first failure saved, wherever the report shows it.
+TTFF_SAVED_MEANS = (
+    "first failure saved: how much earlier the first failure finished in qlearn's order than "
+    "in collection order, in seconds of test time and in tests (negative: later)"
+)
+
+
+def first_failure_saved(progress: dict[str, Any]) -> tuple[float, int] | None:
+    """How many seconds (of test time) and tests earlier the first failure of a run showed up
+    in qlearn's order than in collection order; None for a run without failures and for runs
+    stored before store schema 9 (see :func:`lacks_first_failure`)."""
+    qlearn = progress.get("time_to_first_failure")
+    collection = progress.get("collection_time_to_first_failure")
+    at = progress.get("first_failure_position")
+    collected_at = progress.get("collection_first_failure_position")
+    if qlearn is None or collection is None or at is None or collected_at is None:
+        return None
+    return collection - qlearn, collected_at - at
+
+
+def lacks_first_failure(progress: dict[str, Any]) -> bool:
+    """A run that had failures but no first-failure figures: stored before store schema 9."""
+    return progress["failures"] > 0 and first_failure_saved(progress) is None
+
+
+def saved(progress: dict[str, Any]) -> str:
+    """``+1.25 s, +3 tests`` (the first failure that much earlier in qlearn's order), or n/a."""
+    figures = first_failure_saved(progress)
+    if figures is None:
+        return NA
+    seconds_saved, tests_saved = figures
+    tests = "test" if abs(tests_saved) == 1 else "tests"
+    return f"{signed_seconds(seconds_saved)}, {tests_saved:+d} {tests}"
+
+
 def percent(value: float | None) -> str:
     return NA if value is None else f"{value:.1%}"
 

@@ -34,7 +34,10 @@ SIGNATURE_AGENT = "flaky-hunter"
 #: 7: test_history.flaky (runs that passed only on a rerun); patterns.reruns, rerun_passes,
 #: reward_sum (what reruns of a failure signature did, for the ``flaky-hunter`` agent).
 #: 8: test_history.duration_recent (a recent, outlier-capped duration: the budget's estimate).
-SCHEMA_VERSION = 8
+#: 9: sessions.time_to_first_failure, collection_time_to_first_failure,
+#: first_failure_position, collection_first_failure_position (how early the first failure
+#: showed up in the run's order and in collection order; NULL in older rows).
+SCHEMA_VERSION = 9
 DEFAULT_TTL_DAYS = 30
 SECONDS_PER_DAY = 86_400.0
 #: Automatic TTL cleanup runs at most this often per project.
@@ -110,6 +113,16 @@ class SessionRecord:
     #: counted in :attr:`Snapshot.episodes`). Its ``episode`` number is not unique: the caller
     #: gives it the number the next full session will have too.
     partial: bool = False
+    #: Seconds of test time (the summed durations of the tests that passed or failed) until
+    #: the first failing test finished, in the run's order (qlearn's order; in observe mode
+    #: the order qlearn would have used) and in collection order; None without a failure,
+    #: and in sessions stored before schema 9.
+    time_to_first_failure: float | None = None
+    collection_time_to_first_failure: float | None = None
+    #: The first failing test's 1-based position in each of those orders (every test of the
+    #: run counted, as in the reports); None as above.
+    first_failure_position: int | None = None
+    collection_first_failure_position: int | None = None
 
 
 class Observation(NamedTuple):

@@ -321,6 +321,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         """ALTER TABLE test_history
             ADD COLUMN IF NOT EXISTS duration_recent double precision NOT NULL DEFAULT 0""",
     ),
+    9: (
+        # how early the first failure showed up, in the run's order and in collection order
+        # (NULL: no failure, or a session stored before this version)
+        """ALTER TABLE sessions
+            ADD COLUMN IF NOT EXISTS time_to_first_failure double precision,
+            ADD COLUMN IF NOT EXISTS collection_time_to_first_failure double precision,
+            ADD COLUMN IF NOT EXISTS first_failure_position integer,
+            ADD COLUMN IF NOT EXISTS collection_first_failure_position integer""",
+    ),
 }
 
 _HISTORY_FIELDS = TestHistory._fields

@@ -269,6 +269,14 @@ MIGRATIONS: dict[int, tuple[str | AddColumn, ...]] = {
         # a recent, outlier-capped duration per test (the budget's estimate)
         AddColumn("test_history", "duration_recent", "REAL NOT NULL DEFAULT 0"),
     ),
+    9: (
+        # how early the first failure showed up, in the run's order and in collection order
+        # (NULL: no failure, or a session stored before this version)
+        AddColumn("sessions", "time_to_first_failure", "REAL"),
+        AddColumn("sessions", "collection_time_to_first_failure", "REAL"),
+        AddColumn("sessions", "first_failure_position", "INTEGER"),
+        AddColumn("sessions", "collection_first_failure_position", "INTEGER"),
+    ),
 }
 
 #: Tables whose rows simply age out: (table, the column of their last use).
