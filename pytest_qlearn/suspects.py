@@ -15,10 +15,9 @@ polluter: module state survives any number of tests in between) rules that out w
 polluter is, with one test moved: the suspect is pulled forward to just before the first
 later-collected test the order would otherwise run ahead of it; nothing is moved after it, so
 the rest of the order — evidence classes, estimates, kept modules and classes — stays as it
-was. Pulling it forward never crosses the evidence rule: a test that failed in its last run
-(evidence classes ``FAILED_LAST``/``FAILED_LAST_CHANGED``) still runs first — unless the
-suspect is one of those too; if such a test is the polluter, the suspect may fail again (and
-is flagged again).
+was. Pulling it forward never breaks the evidence rule: a test that failed in its last run
+still runs before it (unless the suspect failed in its last run too); if such a test is the
+polluter, the suspect may fail again (and is flagged again).
 
 **Forgetting.** A suspect is forgotten after :data:`FORGET_AFTER` *exposed* clean runs: it
 passed on its first attempt although a test collected after it ran before it (the guard
@@ -37,7 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
-from .agents.prioritizer import FAILED_LAST_CHANGED, TestRef
+from .agents.prioritizer import TestRef
 from .store.base import SUSPECT_AGENT, PatternDelta
 
 NAME = SUSPECT_AGENT
@@ -104,33 +103,45 @@ def exposed(results: Sequence[_Ran], wanted: Mapping[str, object]) -> set[str]:
 
 
 def guarded(
-    refs: Sequence[TestRef], key: Callable[[TestRef], SortKey], active: Mapping[str, Suspect]
+    refs: Sequence[TestRef],
+    key: Callable[[TestRef], SortKey],
+    active: Mapping[str, Suspect],
+    failed_last: Callable[[str], bool],
 ) -> Callable[[TestRef], SortKey]:
     """``key`` with every active suspect's key lowered to just under the smallest key of the
-    tests collected after it (see the module docstring) where that is smaller than its own;
-    tests that failed in their last run (evidence class ``FAILED_LAST_CHANGED`` or stronger,
-    the key's first element) count only for a suspect of such a class itself. Keys end with
-    the collection index (an integer): just under a key is the key with its index − 0.5."""
+    tests collected after it (see the module docstring) where that is smaller than its own.
+    The evidence rule stays: a suspect that did not fail in its last run (``failed_last``)
+    is never lowered past a test that did — it goes no further forward than just after the
+    last of them. Keys end with the collection index (an integer): just under a key is the
+    key with its index − 0.5, just after it the key with its index + 0.5."""
+    keys = {ref.test_id: key(ref) for ref in refs}
+    failed = {t for t in keys if failed_last(t)}
+    floor: SortKey | None = None  # just after the last test that failed in its last run
+    if failed:
+        last = max(keys[t] for t in failed)
+        floor = (*last[:-1], last[-1] + 0.5)
     lowered: dict[str, SortKey] = {}
     after_all: SortKey | None = None  # the smallest key among the tests collected after
-    after_weak: SortKey | None = None  # ... among those without last-run failure evidence
+    after_rest: SortKey | None = None  # ... among those that did not fail in their last run
     for ref in sorted(refs, key=lambda r: r.index, reverse=True):
-        own = key(ref)
-        if ref.test_id in active:
-            bound = after_all if own[0] <= FAILED_LAST_CHANGED else after_weak
+        test_id = ref.test_id
+        own = keys[test_id]
+        if test_id in active:
+            bound = after_all if test_id in failed else after_rest
             if bound is not None and bound < own:
-                own = lowered[ref.test_id] = (*bound[:-1], bound[-1] - 0.5)
+                below = (*bound[:-1], bound[-1] - 0.5)
+                if floor is not None and test_id not in failed and below < floor:
+                    below = floor
+                if below < own:
+                    own = lowered[test_id] = below
         if after_all is None or own < after_all:
             after_all = own
-        if own[0] > FAILED_LAST_CHANGED and (after_weak is None or own < after_weak):
-            after_weak = own
+        if test_id not in failed and (after_rest is None or own < after_rest):
+            after_rest = own
     if not lowered:
         return key
-
-    def key_guarded(ref: TestRef) -> SortKey:
-        return lowered.get(ref.test_id) or key(ref)
-
-    return key_guarded
+    keys.update(lowered)
+    return lambda ref: keys[ref.test_id]
 
 
 class Note(NamedTuple):

@@ -1466,7 +1466,9 @@ def test_order_suspects_persist_across_restarts_and_are_forgotten_or_expire(stor
     write(store, episode_write("o2", episode=12, patterns=[again]))
     assert held() == {victim: sus.Suspect(victim, 12, 2, 0)}
     # flagged while still suspected: the suspicion keeps its start
-    write(store, episode_write("o3", episode=13, patterns=[sus.flagged(victim, 13, held()[victim])]))
+    write(
+        store, episode_write("o3", episode=13, patterns=[sus.flagged(victim, 13, held()[victim])])
+    )
     assert held() == {victim: sus.Suspect(victim, 12, 3, 0)}
     # the flaky-hunter's signatures are untouched by all this
     assert store.signatures(PARTITION) == {"sig": (1, 1, 1, 1, 0.5)}
