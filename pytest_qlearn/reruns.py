@@ -294,9 +294,12 @@ class RerunPlugin:
         learning = self.plugin.learning
         share = 0.0 if learning is None else learning.rerun_share(nodeid)
         # "failed only after being moved": moved, and it never failed in its earlier runs
+        # (or only as an order-dependence suspect already: its failures were those)
         history = None if learning is None else learning.snapshot.histories.get(nodeid)
         moved = tracked.moved and history is not None and history.runs > 0
         moved = moved and history is not None and history.failures == 0
+        if tracked.moved and learning is not None and nodeid in learning.suspects:
+            moved = True
         if tracked.decision and tracked.decision[0]:
             k, t, action, explored, reused = tracked.decision
             decision = (str(k), str(t), int(action), bool(explored), bool(reused))
@@ -340,7 +343,8 @@ def summary_lines(records: list[RerunRecord], verbose: bool = False) -> list[str
             before = ", ".join(record.ran_before) or "nothing"
             lines.append(
                 f"qlearn: order-dependent? {record.test_id} failed after being moved "
-                f"(ran after {before}) and passed when rerun alone"
+                f"(ran after {before}) and passed when rerun alone; from the next run it "
+                "runs before the tests collected after it"
             )
         elif verbose or len(flaky) <= 5:
             lines.append(

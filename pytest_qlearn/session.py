@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from . import suspects as sus
 from .agents import coverage_tracer as ct
 from .agents import flaky_hunter as fh
 from .agents import prioritizer as prio
@@ -162,6 +163,8 @@ class EpisodeSummary:
     rerun_rewards: dict[str, float] = field(default_factory=dict)
     #: Why the first tests of the run order, and every failed one, ran where they did.
     why: dict[str, str] = field(default_factory=dict)
+    #: The order-dependence suspects this run kept in place or flagged, by test id.
+    suspects: list[sus.Note] = field(default_factory=list)
 
 
 @dataclass
@@ -233,6 +236,9 @@ class LearningSession:
         self.prioritizer = prio.Prioritizer(self.learner, self.rewards, agent_type)
         self.episode = snapshot.episodes + 1
         self._decisions: dict[str, prio.Decision] = {}
+        #: The stored order-dependence suspects; the active ones keep their place.
+        self.suspects = sus.suspects(snapshot.suspects)
+        self.kept = {t: s for t, s in self.suspects.items() if s.active}
 
     def _learner(
         self,
@@ -272,6 +278,7 @@ class LearningSession:
             episodes=self.snapshot.episodes,
             pending_skips=self.snapshot.pending_skips,
             signatures=self.snapshot.signatures,
+            suspects=self.snapshot.suspects,
         )
         return full.to_json()
 
@@ -336,7 +343,17 @@ class LearningSession:
             )
 
         self._decisions = decisions
-        order = locality_order(refs, key, scope, self.snapshot.histories, scoped)
+        # order-dependence suspects run before the tests collected after them (suspects.py)
+        order_key: Callable[[prio.TestRef], tuple[float, ...]] = key
+        if self.kept:
+            histories = self.snapshot.histories
+
+            def failed_last(test_id: str) -> bool:
+                history = histories.get(test_id)
+                return history is not None and history.verdicts.rstrip(SKIPPED)[-1:] == FAILED
+
+            order_key = sus.guarded(refs, key, self.kept, failed_last)
+        order = locality_order(refs, order_key, scope, self.snapshot.histories, scoped)
         return Ranking(order, decisions)
 
     def select(
@@ -640,6 +657,10 @@ class LearningSession:
             rerun_seconds = sum(r.rerun_seconds for r in reruns)
             # a confirmed flake kept the build from a false red: that saves rerunning it
             rerun_saved = duration if any(r.flaky for r in reruns) else 0.0
+        suspect_patterns: list[PatternDelta] = []
+        suspect_notes: list[sus.Note] = []
+        if self.kept or reruns:
+            suspect_patterns, suspect_notes = self._learn_suspects(results, reruns, flaky_ids)
 
         ran = [r for r in results if r.verdict in (PASSED, FAILED)]
         run_order = sorted(ran, key=lambda r: r.position)
@@ -729,7 +750,8 @@ class LearningSession:
                 PatternDelta(prio.NAME, key, shared_states[key].readable, seen, pattern_hits[key])
                 for key, seen in sorted(pattern_seen.items())
             ]
-            + rerun_patterns,
+            + rerun_patterns
+            + suspect_patterns,
             agents=[AgentProgress(prio.NAME, advance, self.learner.epsilon, stats.mean_reward, 1)],
         )
         if selector_learning is not None:
@@ -790,8 +812,44 @@ class LearningSession:
             reruns=sorted(reruns, key=lambda r: r.test_id),
             rerun_rewards=rerun_rewards,
             why=self._why(run_order, histories),
+            suspects=suspect_notes,
         )
+        for note in suspect_notes:
+            if note.kept:
+                summary.why[note.after.test_id] = sus.reason(self.kept[note.after.test_id])
         return write, summary
+
+    def _learn_suspects(
+        self,
+        results: Sequence[TestResult],
+        reruns: Sequence[RerunRecord],
+        flaky_ids: Collection[str],
+    ) -> tuple[list[PatternDelta], list[sus.Note]]:
+        """What this run teaches about order dependence (see :mod:`pytest_qlearn.suspects`):
+        a flag for each test that failed after being moved and passed on its rerun; an
+        exposed clean run for each suspect that passed on its first attempt after a test
+        collected after it (only where the order was used: not in observe mode)."""
+        held, kept = self.suspects, self.kept
+        deltas: dict[str, PatternDelta] = {}
+        for record in reruns:
+            if record.order_suspect:
+                deltas[record.test_id] = sus.flagged(
+                    record.test_id, self.episode, held.get(record.test_id)
+                )
+        verdicts = {r.test_id: r.verdict for r in results if r.test_id in kept}
+        if kept and self.mode == "reorder":
+            waiting = {t: s for t, s in kept.items() if t not in deltas and t not in flaky_ids}
+            for test_id in sus.exposed(results, waiting):
+                if verdicts.get(test_id) == PASSED:
+                    deltas[test_id] = sus.passed_exposed(test_id)
+        ran = {t for t, verdict in verdicts.items() if verdict != SKIPPED}
+        notes = [
+            sus.Note(test_id in ran, sus.after(held.get(test_id), deltas[test_id]))
+            if test_id in deltas
+            else sus.Note(True, held[test_id])
+            for test_id in sorted(ran | deltas.keys())
+        ]
+        return [deltas[t] for t in sorted(deltas)], notes
 
     def _why(
         self, run_order: Sequence[TestResult], histories: Mapping[str, TestHistory]

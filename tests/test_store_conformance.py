@@ -1567,3 +1567,49 @@ def test_a_schema_8_store_is_migrated_keeping_its_sessions_without_first_failure
         store.close()
     versions = schema8.execute("SELECT version FROM qlearn_schema ORDER BY version")
     assert [row[0] for row in versions] == list(range(1, 10))
+
+
+# -- order-dependence suspects (a pattern kind of their own) ----------------------------------
+def test_order_suspects_persist_across_restarts_and_are_forgotten_or_expire(store: Store) -> None:
+    from pytest_qlearn import suspects as sus
+
+    victim = "t.py::test_victim ü"
+    signature = PatternDelta("flaky-hunter", "sig", "AssertionError", 1, 1, 1, 1, 0.5)
+    write(store, episode_write("o1", episode=4, patterns=[signature, sus.flagged(victim, 4, None)]))
+
+    def held() -> dict[str, sus.Suspect]:
+        # loaded with every snapshot, whichever agents are asked for
+        return sus.suspects(store.load_snapshot(PARTITION, [AGENT]).suspects)
+
+    assert held() == {victim: sus.Suspect(victim, 4, 1, 0)}
+    assert held()[victim].active
+    assert store.agent_patterns(PARTITION, sus.NAME) == [
+        PatternDelta(sus.NAME, victim, sus.DESCRIPTION, 1, 0, 4, 0, 0.0)
+    ]
+    assert store.load_snapshot(Partition("nobody", "env"), [AGENT]).suspects == []
+
+    store.close()  # a new process: it is still there
+    store.open()
+    assert held() == {victim: sus.Suspect(victim, 4, 1, 0)}
+
+    # exposed clean runs count up, until the suspect is forgotten
+    for n in range(1, sus.FORGET_AFTER + 1):
+        assert held()[victim].active
+        write(store, episode_write(f"c{n}", episode=4 + n, patterns=[sus.passed_exposed(victim)]))
+        assert held()[victim].clean == n
+    assert not held()[victim].active
+    # flagged again: a new suspicion, from that episode on, its clean runs back to 0
+    again = sus.flagged(victim, 12, held()[victim])
+    write(store, episode_write("o2", episode=12, patterns=[again]))
+    assert held() == {victim: sus.Suspect(victim, 12, 2, 0)}
+    # flagged while still suspected: the suspicion keeps its start
+    write(
+        store, episode_write("o3", episode=13, patterns=[sus.flagged(victim, 13, held()[victim])])
+    )
+    assert held() == {victim: sus.Suspect(victim, 12, 3, 0)}
+    # the flaky-hunter's signatures are untouched by all this
+    assert store.signatures(PARTITION) == {"sig": (1, 1, 1, 1, 0.5)}
+
+    # unused for the TTL, it expires like other learned rows
+    store.cleanup(PARTITION.project, ttl_days=30, now=time.time() + 31 * DAY)
+    assert held() == {}

@@ -12,7 +12,8 @@ Top-level fields (README, section "Reports", documents each of them):
 ``warnings``, ``learner``, ``orders``, ``time_to_first_failure``, ``episode_reward``,
 ``failures_first``, ``tests``, ``riskiest``, ``progress``; ``budget`` only when a
 ``--qlearn-budget`` applied; ``reruns`` only when a test was rerun (its attempts, whether it
-was flaky, its failure signature).
+was flaky, its failure signature); ``order_suspects`` only when an order-dependence suspect
+was kept in place or flagged.
 """
 
 from __future__ import annotations
@@ -125,7 +126,23 @@ def build_document(summary: EpisodeSummary, context: ReportContext) -> Document:
         **({} if summary.coverage is None else {"coverage": summary.coverage.as_dict()}),
         # only when a test was rerun (--qlearn-reruns, or pytest-rerunfailures observed)
         **({"reruns": _reruns(summary)} if summary.reruns else {}),
+        # only when an order-dependence suspect was kept in place or flagged
+        **({"order_suspects": _suspects(summary)} if summary.suspects else {}),
     }
+
+
+def _suspects(summary: EpisodeSummary) -> list[dict[str, Any]]:
+    return [
+        {
+            "test_id": note.after.test_id,
+            "since_episode": note.after.since,
+            "flagged": note.after.flags,
+            "clean_runs": note.after.clean,
+            "kept": note.kept,
+            "suspected": note.after.active,
+        }
+        for note in summary.suspects
+    ]
 
 
 def _reruns(summary: EpisodeSummary) -> list[dict[str, Any]]:

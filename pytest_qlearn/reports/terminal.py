@@ -85,6 +85,14 @@ def detail_lines(summary: EpisodeSummary, store_status: str) -> list[str]:
             lines.append(
                 f"  {r.position + 1:>5}  {mark}{visible(r.test_id)}  ({summary.why[r.test_id]})"
             )
+    for kept in summary.suspects:
+        suspect = kept.after
+        if kept.kept:
+            forgotten = "" if suspect.active else f"; forgotten after {suspect.clean} clean runs"
+            lines.append(
+                f"kept in collection order: {visible(suspect.test_id)} (order-dependent suspect "
+                f"since episode {suspect.since}{forgotten})"
+            )
     lines += [
         "learner details:",
         f"  episode {s.episode} of this project/environment, session {s.session_id}",

@@ -22,6 +22,10 @@ from ..engine.signatures import SignatureStats
 
 #: The agent whose patterns are failure signatures (``agents/flaky_hunter.py``).
 SIGNATURE_AGENT = "flaky-hunter"
+#: The pattern kind of order-dependence suspects (``suspects.py``): one row per suspected
+#: test, its id as the pattern; occurrences = times flagged, hits = clean runs since the last
+#: flag, reruns = the episode its suspicion started in.
+SUSPECT_AGENT = "order-suspect"
 
 #: Schema version this code writes; a store with a higher one is refused.
 #: 2: file_hashes (which test files changed since the last episode);
@@ -412,6 +416,8 @@ class Snapshot:
     #: The flaky-hunter's failure signatures: key -> what is known of it (loaded only when
     #: that agent is asked for).
     signatures: dict[str, SignatureStats] = field(default_factory=dict)
+    #: The order-dependence suspects' pattern rows (kind :data:`SUSPECT_AGENT`), always loaded.
+    suspects: list[PatternDelta] = field(default_factory=list)
 
     def to_json(self) -> str:
         """Serialised for pytest-xdist workers, which must not open the store."""
@@ -430,6 +436,7 @@ class Snapshot:
                 "pending_skips": self.pending_skips,
                 "session_count": self.session_count,
                 "signatures": {k: list(v) for k, v in self.signatures.items()},
+                "suspects": [list(p) for p in self.suspects],
             }
         )
 
@@ -454,6 +461,7 @@ class Snapshot:
             # before schema 6 every session counted as an episode
             session_count=int(data.get("session_count", data["episodes"])),
             signatures={k: SignatureStats(*v) for k, v in data.get("signatures", {}).items()},
+            suspects=[PatternDelta(*p) for p in data.get("suspects", [])],
         )
 
 
@@ -588,6 +596,10 @@ class Store(ABC):
     @abstractmethod
     def patterns(self, partition: Partition) -> list[PatternDelta]:
         """Every stored pattern with its totals, sorted by agent and pattern."""
+
+    def agent_patterns(self, partition: Partition, agent: str) -> list[PatternDelta]:
+        """The stored patterns of one agent (or pattern kind), sorted by pattern."""
+        return [p for p in self.patterns(partition) if p.agent == agent]
 
     def signatures(self, partition: Partition) -> dict[str, SignatureStats]:
         """The flaky-hunter's failure signatures of ``partition`` (its patterns)."""

@@ -44,6 +44,7 @@ from .base import (
     SCHEMA_VERSION,
     SECONDS_PER_DAY,
     SIGNATURE_AGENT,
+    SUSPECT_AGENT,
     AgentProgress,
     AgentState,
     CheckpointPush,
@@ -775,6 +776,7 @@ class PostgresStore(Store):
         snapshot = loaded_snapshot(snapshot)
         if SIGNATURE_AGENT in agents:
             snapshot.signatures = self.signatures(partition)
+        snapshot.suspects = self.agent_patterns(partition, SUSPECT_AGENT)
         return snapshot
 
     async def _load_snapshot(self, partition: Partition, agents: list[str]) -> Snapshot:
@@ -988,6 +990,15 @@ class PostgresStore(Store):
             "SELECT agent, pattern_hash, description, occurrences, hits, reruns, rerun_passes, "
             f"reward_sum FROM patterns WHERE {_PARTITION} ORDER BY agent, pattern_hash",
             *_key(stored_partition(partition)),
+        )
+        return loaded([PatternDelta(*row) for row in rows])
+
+    def agent_patterns(self, partition: Partition, agent: str) -> list[PatternDelta]:
+        rows = self._fetch(
+            "SELECT agent, pattern_hash, description, occurrences, hits, reruns, rerun_passes, "
+            f"reward_sum FROM patterns WHERE {_PARTITION} AND agent = $4 ORDER BY pattern_hash",
+            *_key(stored_partition(partition)),
+            to_store(agent),
         )
         return loaded([PatternDelta(*row) for row in rows])
 

@@ -24,6 +24,7 @@ from .base import (
     SCHEMA_VERSION,
     SECONDS_PER_DAY,
     SIGNATURE_AGENT,
+    SUSPECT_AGENT,
     AgentState,
     CheckpointPush,
     CoverageSnapshot,
@@ -438,6 +439,7 @@ class SqliteStore(Store):
         snapshot = loaded_snapshot(snapshot)
         if SIGNATURE_AGENT in agents:
             snapshot.signatures = self.signatures(asked)
+        snapshot.suspects = self.agent_patterns(asked, SUSPECT_AGENT)
         return snapshot
 
     def _read_snapshot(
@@ -687,6 +689,21 @@ class SqliteStore(Store):
             "reward_sum FROM patterns "
             "WHERE project = ? AND environment = ? ORDER BY agent, pattern_hash",
             (partition.project, partition.environment),
+        )
+        return loaded(
+            [
+                PatternDelta(a, p, d, int(o), int(h), int(r), int(rp), float(rs))
+                for a, p, d, o, h, r, rp, rs in rows
+            ]
+        )
+
+    def agent_patterns(self, partition: Partition, agent: str) -> list[PatternDelta]:
+        partition = stored_partition(partition)
+        rows = self._rows(
+            "SELECT agent, pattern_hash, description, occurrences, hits, reruns, rerun_passes, "
+            "reward_sum FROM patterns "
+            "WHERE project = ? AND environment = ? AND agent = ? ORDER BY pattern_hash",
+            (partition.project, partition.environment, to_store(agent)),
         )
         return loaded(
             [
