@@ -325,6 +325,7 @@ class LearningSession:
         # map runs the changed lines first, then the static analysis's nearest tests.
         covering = self.covering_changed
         near = self.proximity.get
+        maybe_fixed = prio.FAILED_LAST_CHANGED
 
         def key(ref: prio.TestRef) -> tuple[float, ...]:
             test_id = ref.test_id
@@ -332,10 +333,17 @@ class LearningSession:
             place = ref.index if decision.shuffle < 0 else decision.shuffle * spread
             # prio.order_key(decision, duration_floor), inline: it runs for every test
             duration = decision.duration
+            evidence = decision.evidence
+            if evidence == maybe_fixed:
+                # known failures whose code changed: the nearer the change, the likelier it
+                # is their fix, so the farthest first (prio.order_key)
+                runs_change, proximity = test_id in covering, -near(test_id, 0)
+            else:
+                runs_change, proximity = test_id not in covering, near(test_id, 0)
             return (
-                decision.evidence,
-                test_id not in covering,
-                near(test_id, 0),
+                evidence,
+                runs_change,
+                proximity,
                 -int(decision.p_fail / resolution + 0.5),
                 floor(log2(duration_floor if duration_floor > duration else duration)),
                 place,

@@ -961,7 +961,8 @@ def test_proximity_orders_the_tests_of_one_level_calls_then_names_then_files(
         "test_curry": impact_module.proximity(1, True, True),
         "test_wrapper": impact_module.proximity(1, False, True),
         "test_misc": impact_module.proximity(1, False, False),
-        "test_other": impact_module.proximity(0, False, True),  # only imports: its own class
+        # only imports: farther than any call (its own class; the scale is one for all)
+        "test_other": impact_module.proximity(impact_module.IMPORT_DISTANCE, False, True),
     }
 
 

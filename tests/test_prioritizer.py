@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 import pytest
 
 from pytest_qlearn.agents import prioritizer as prio
+from pytest_qlearn.changes.impact import IMPORT_DISTANCE, proximity
 from pytest_qlearn.engine.history import FAILED, KEPT_VERDICTS, PASSED, TestHistory
 from pytest_qlearn.engine.hyperparams import Hyperparameters
 from pytest_qlearn.engine.qlearner import QEntry, QLearner
@@ -426,6 +427,29 @@ def test_inside_a_class_running_the_change_then_proximity_come_before_the_estima
         "near",
         "likely",
         "imports, near",
+    ]
+
+
+def test_known_failures_whose_code_changed_run_farthest_from_the_change_first() -> None:
+    """The nearer the change, the likelier it is the fix: a failure that only imports the
+    changed module runs before one that calls the changed function (toolz, commit 21 of
+    the fault history: the 2 real failures had run behind 25 fixed ones)."""
+    maybe_fixed = _decision(2, 0.5, 0.01, prio.FAILED_LAST_CHANGED)
+    keys = {
+        "calls the change": prio.order_key(maybe_fixed, proximity=proximity(0, True, True)),
+        "runs the changed lines": prio.order_key(
+            maybe_fixed, runs_change=True, proximity=proximity(IMPORT_DISTANCE, False, False)
+        ),
+        "imports it": prio.order_key(
+            maybe_fixed, proximity=proximity(IMPORT_DISTANCE, False, True)
+        ),
+        "calls a caller": prio.order_key(maybe_fixed, proximity=proximity(2, False, True)),
+    }
+    assert sorted(keys, key=keys.__getitem__) == [
+        "imports it",
+        "calls a caller",
+        "calls the change",
+        "runs the changed lines",
     ]
 
 

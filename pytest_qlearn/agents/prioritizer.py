@@ -228,12 +228,15 @@ def order_key(
     """Where a decided test runs: evidence class by class; inside a class the facts first —
     its coverage map runs the changed lines (``runs_change``, ``--qlearn-cov``), then how
     close the static analysis finds it to the change (``proximity``, smaller is closer) —
-    then the likeliest failure, and among equal estimates the shorter duration class (it
-    costs the least of a time budget and delays the others least)."""
+    reversed among the known failures whose code changed since (the nearer the change, the
+    likelier it is their fix: the farthest first) — then the likeliest failure, and among equal
+    estimates the shorter duration class (it costs the least of a time budget and delays
+    the others least)."""
+    maybe_fixed = decision.evidence == FAILED_LAST_CHANGED
     return (
         decision.evidence,
-        not runs_change,
-        proximity,
+        runs_change if maybe_fixed else not runs_change,
+        -proximity if maybe_fixed else proximity,
         -int(decision.p_fail / P_RESOLUTION + 0.5),  # p >= 0: rounds half up, cheaply
         math.floor(math.log2(max(decision.duration, duration_floor))),
     )
