@@ -133,35 +133,44 @@ def _ordered(
     def unit_in_module(ref: TestRef) -> str:
         return ref.cls if ref.cls is not None and class_kept(ref.cls) else "\0" + ref.test_id
 
-    top: dict[str, list[tuple[SortKey, TestRef]]] = {}
+    # units in the order their first member was collected: a single test as (key, None,
+    # ref), a kept group as (None, name, members) until its members are all in. Most units
+    # are single tests; they get no name, dict entry or list of their own.
+    units: list[tuple[SortKey | None, str | None, object]] = []
+    groups: dict[str, list[tuple[SortKey, TestRef]]] = {}
+    append = units.append
     for ref in refs:
-        pair = (key(ref), ref)
         if module_kept(ref.module):
             name = "\1" + ref.module
         elif ref.cls is not None and class_kept(ref.cls):
             name = ref.cls
         else:
-            name = "\0" + ref.test_id
-        members = top.get(name)
+            append((key(ref), None, ref))
+            continue
+        members = groups.get(name)
         if members is None:
-            top[name] = [pair]
-        else:
-            members.append(pair)
-    # each unit by its most urgent member (most units are single tests); the sort is
-    # stable, so units whose keys tie keep their collection order
-    units = sorted(
+            members = groups[name] = []
+            append((None, name, members))
+        members.append((key(ref), ref))
+    # each unit by its most urgent member; the sort is stable, so units whose keys tie
+    # keep their collection order
+    ranked = sorted(
         (
-            (members[0][0] if len(members) == 1 else min(k for k, _ in members), name, members)
-            for name, members in top.items()
+            unit
+            if unit[1] is None
+            else (min(k for k, _ in groups[unit[1]]), unit[1], groups[unit[1]])
+            for unit in units
         ),
         key=itemgetter(0),
     )
     out: list[TestRef] = []
-    for _, name, members in units:
-        if name.startswith("\1"):  # a kept module: its classes and tests as units inside it
+    for _, group, payload in ranked:
+        if group is None:
+            out.append(payload)  # type: ignore[arg-type]  # a single test's ref
+            continue
+        members = groups[group]
+        if group.startswith("\1"):  # a kept module: its classes and tests as units inside it
             out.extend(_grouped(members, unit_in_module))
-        elif len(members) == 1:
-            out.append(members[0][1])
         else:
             out.extend(ref for _, ref in sorted(members, key=itemgetter(0)))
     return out

@@ -730,7 +730,7 @@ class LearningSession:
         )
         advance = 0 if partial else 1  # episodes each agent's count moves on
         # in (state, action) order, the order the store writes them in
-        deltas = [new_tuple(QDelta, row) for row in self.learner.take_delta_rows(readable)]
+        deltas: list[QDelta] = self.learner.take_delta_rows(readable, QDelta)
         write = EpisodeWrite(
             partition=self.snapshot.partition,
             session=session,
@@ -870,15 +870,11 @@ class LearningSession:
         self, after: dict[str, tuple[TestHistory, tuple[State, State]]], top: int = 5
     ) -> list[Risk]:
         """The tests most likely to fail next run, by what was just learned."""
-        estimate = self.prioritizer.estimator()
-        # the ``top`` smallest (-p, test id): as sorting all of them and taking the first
-        riskiest = heapq.nsmallest(
-            top,
-            (
-                (-estimate(history, states[0].key, states[1].key)[0], test_id)
-                for test_id, (history, states) in after.items()
-            ),
+        p_fail = self.prioritizer.failure_probabilities(
+            [(history, states[0].key, states[1].key) for history, states in after.values()]
         )
+        # the ``top`` smallest (-p, test id): as sorting all of them and taking the first
+        riskiest = heapq.nsmallest(top, zip([-p for p in p_fail], after, strict=True))
         risks = [
             Risk(test_id, -minus_p, after[test_id][0].runs, after[test_id][0].failures)
             for minus_p, test_id in riskiest

@@ -14,7 +14,7 @@ import random
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .hyperparams import Hyperparameters
 
@@ -393,25 +393,27 @@ class QLearner:
         return out
 
     def take_delta_rows(
-        self, texts: Mapping[str, str] | None = None
-    ) -> list[tuple[str, str, int, float, int]]:
+        self, texts: Mapping[str, str] | None = None, row_type: type[tuple[Any, ...]] = tuple
+    ) -> list[Any]:
         """:meth:`take_deltas` as (state, text, action, Δq, Δvisits) rows in (state, action)
         order (the order a store writes them in), without the intermediate mapping; the
-        text is the state's in ``texts``, else empty."""
+        text is the state's in ``texts``, else empty. ``row_type``: a tuple type the rows
+        are made as (a named tuple of these five fields: no second copy of every row)."""
         self.flush()
         outbox, self._outbox = self._outbox, {}
         texts = texts or {}
         n = self.n_actions
         actions = range(n)
-        rows: list[tuple[str, str, int, float, int]] = []
+        rows: list[Any] = []
         append = rows.append
+        new_tuple = tuple.__new__
         for state in sorted(outbox):
             acc = outbox[state]
             text = texts.get(state, "")
             for action in actions:
                 dn = acc[n + action]
                 if dn:
-                    append((state, text, action, acc[action], int(dn)))
+                    append(new_tuple(row_type, (state, text, action, acc[action], int(dn))))
         return rows
 
     def statistics(self) -> LearnerStats:
