@@ -758,6 +758,44 @@ class Prioritizer(Agent):
         self.learner.update_all_many(steps)
         return reward
 
+    def learning_terms(self) -> tuple[list[float], list[float], float]:
+        """(every tier's reward for a failing test, for a passing one, the shared level's
+        α): what :meth:`learn_later` updates with, for callers that batch the updates of
+        many tests themselves (the per-test rows with ``QLearner.update_all_rows``)."""
+        return self._tier_rewards[True], self._tier_rewards[False], self._shared_alpha
+
+    def next_states(
+        self, history: TestHistory, previous: State, memo: dict[tuple[object, ...], State]
+    ) -> tuple[State, State]:
+        """:meth:`states` with ``previous`` reused when its since_fail label is unchanged
+        and the shared state looked up in ``memo`` (shared feature values -> state; keep one
+        for the whole run) before the encoder."""
+        failures, verdicts = history.failures, history.verdicts
+        if failures == 0:
+            since: int | None = None
+            label = since_label = "never"
+        else:
+            index = verdicts.rfind(FAILED)
+            since = verdicts[index + 1 :].count(PASSED) if index >= 0 else len(verdicts)
+            label = _RECENT_FAIL.label(since)
+            since_label = _SINCE_FAIL.label(since)
+        values = previous.values
+        if len(values) == 2 and values[0] == label and values[1] == history.test_id:
+            per_test = previous
+        else:
+            per_test = self._per_test_state(label, history.test_id)
+        runs = history.runs
+        key = (
+            "?" if runs == 0 else _DURATION.label(history.duration_mean),
+            "0" if failures == 0 else _FAIL_RATE.label(failures / runs if runs else 0.0),
+            history.first_episode < 0,
+            since_label,
+        )
+        shared = memo.get(key)
+        if shared is None:
+            shared = memo[key] = self.shared_encoder.encode_values(key)
+        return per_test, shared
+
     def learn_later(
         self,
         decision: Decision,
