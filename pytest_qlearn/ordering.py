@@ -73,15 +73,23 @@ def auto_sticky(
     modules: dict[str, list[TestHistory]] = {}
     classes: dict[str, list[TestHistory]] = {}
     class_module: dict[str, str] = {}
+    get = histories.get
     for ref in refs:
-        history = histories.get(ref.test_id)
-        members = modules.setdefault(ref.module, [])
-        if ref.cls is not None:
-            class_module[ref.cls] = ref.module
-            cls_members = classes.setdefault(ref.cls, [])
+        history = get(ref.test_id)
+        # get, not setdefault: no empty list made per test for the groups already seen
+        module, cls = ref.module, ref.cls
+        members = modules.get(module)
+        if members is None:
+            members = modules[module] = []
+        cls_members: list[TestHistory] | None = None
+        if cls is not None:
+            class_module[cls] = module
+            cls_members = classes.get(cls)
+            if cls_members is None:
+                cls_members = classes[cls] = []
         if history is not None:
             members.append(history)
-            if ref.cls is not None:
+            if cls_members is not None:
                 cls_members.append(history)
     class_costs = {name: shared_setup_seconds(members) for name, members in classes.items()}
     inner: dict[str, float] = {}
