@@ -147,14 +147,18 @@ def _ordered(
     units: list[tuple[SortKey | None, str | None, object]] = []
     groups: dict[str, list[tuple[SortKey, TestRef]]] = {}
     append = units.append
+    # a test id collected twice (``--keep-duplicates``) is one unit, as a named group
+    singles_unique = len({ref.test_id for ref in refs}) == len(refs)
     for ref in refs:
         if module_kept(ref.module):
             name = "\1" + ref.module
         elif ref.cls is not None and class_kept(ref.cls):
             name = ref.cls
-        else:
+        elif singles_unique:
             append((key(ref), None, ref))
             continue
+        else:
+            name = "\0" + ref.test_id
         members = groups.get(name)
         if members is None:
             members = groups[name] = []
