@@ -73,15 +73,23 @@ def auto_sticky(
     modules: dict[str, list[TestHistory]] = {}
     classes: dict[str, list[TestHistory]] = {}
     class_module: dict[str, str] = {}
+    get = histories.get
     for ref in refs:
-        history = histories.get(ref.test_id)
-        members = modules.setdefault(ref.module, [])
-        if ref.cls is not None:
-            class_module[ref.cls] = ref.module
-            cls_members = classes.setdefault(ref.cls, [])
+        history = get(ref.test_id)
+        # get, not setdefault: no empty list made per test for the groups already seen
+        module, cls = ref.module, ref.cls
+        members = modules.get(module)
+        if members is None:
+            members = modules[module] = []
+        cls_members: list[TestHistory] | None = None
+        if cls is not None:
+            class_module[cls] = module
+            cls_members = classes.get(cls)
+            if cls_members is None:
+                cls_members = classes[cls] = []
         if history is not None:
             members.append(history)
-            if ref.cls is not None:
+            if cls_members is not None:
                 cls_members.append(history)
     class_costs = {name: shared_setup_seconds(members) for name, members in classes.items()}
     inner: dict[str, float] = {}
@@ -133,35 +141,48 @@ def _ordered(
     def unit_in_module(ref: TestRef) -> str:
         return ref.cls if ref.cls is not None and class_kept(ref.cls) else "\0" + ref.test_id
 
-    top: dict[str, list[tuple[SortKey, TestRef]]] = {}
+    # units in the order their first member was collected: a single test as (key, None,
+    # ref), a kept group as (None, name, members) until its members are all in. Most units
+    # are single tests; they get no name, dict entry or list of their own.
+    units: list[tuple[SortKey | None, str | None, object]] = []
+    groups: dict[str, list[tuple[SortKey, TestRef]]] = {}
+    append = units.append
+    # a test id collected twice (``--keep-duplicates``) is one unit, as a named group
+    singles_unique = len({ref.test_id for ref in refs}) == len(refs)
     for ref in refs:
-        pair = (key(ref), ref)
         if module_kept(ref.module):
             name = "\1" + ref.module
         elif ref.cls is not None and class_kept(ref.cls):
             name = ref.cls
+        elif singles_unique:
+            append((key(ref), None, ref))
+            continue
         else:
             name = "\0" + ref.test_id
-        members = top.get(name)
+        members = groups.get(name)
         if members is None:
-            top[name] = [pair]
-        else:
-            members.append(pair)
-    # each unit by its most urgent member (most units are single tests); the sort is
-    # stable, so units whose keys tie keep their collection order
-    units = sorted(
+            members = groups[name] = []
+            append((None, name, members))
+        members.append((key(ref), ref))
+    # each unit by its most urgent member; the sort is stable, so units whose keys tie
+    # keep their collection order
+    ranked = sorted(
         (
-            (members[0][0] if len(members) == 1 else min(k for k, _ in members), name, members)
-            for name, members in top.items()
+            unit
+            if unit[1] is None
+            else (min(k for k, _ in groups[unit[1]]), unit[1], groups[unit[1]])
+            for unit in units
         ),
         key=itemgetter(0),
     )
     out: list[TestRef] = []
-    for _, name, members in units:
-        if name.startswith("\1"):  # a kept module: its classes and tests as units inside it
+    for _, group, payload in ranked:
+        if group is None:
+            out.append(payload)  # type: ignore[arg-type]  # a single test's ref
+            continue
+        members = groups[group]
+        if group.startswith("\1"):  # a kept module: its classes and tests as units inside it
             out.extend(_grouped(members, unit_in_module))
-        elif len(members) == 1:
-            out.append(members[0][1])
         else:
             out.extend(ref for _, ref in sorted(members, key=itemgetter(0)))
     return out

@@ -555,14 +555,24 @@ class LearningSession:
         readable: dict[str, str] = {}
         observations: list[Observation] = []
         exploited = exploited_paid = 0
-        next_states: dict[str, tuple[TestHistory, tuple[State, State]]] = {}
+        # test id -> (history after this run, its next per-test and shared states)
+        next_states: dict[str, tuple[TestHistory, State, State]] = {}
         next_histories: list[TestHistory] = []
         shared_states: dict[str, State] = {}
-        # the Bellman updates, applied in this order after the loop (nothing in it reads
-        # the Q-values, except rebuilding a decision, which applies them first)
+        # the Bellman updates, applied after the loop (nothing in it reads the Q-values,
+        # except rebuilding a decision, which applies them first): the per-test rows as
+        # columns (each test's rows are its own: their order against the shared rows does
+        # not matter), the shared and change rows as steps, in this order
         updates: list[UpdateStep] = []
+        test_states: list[str] = []
+        test_rewards: list[list[float]] = []
+        test_next: list[str] = []
+        test_tiers: list[int] = []
         decisions = self._decisions
         prioritizer, learner = self.prioritizer, self.learner
+        failed_rewards, passed_rewards, shared_alpha = prioritizer.learning_terms()
+        next_states_of = prioritizer.next_states
+        shared_memo: dict[tuple[object, ...], State] = {}
         known_states = learner.q_rows
         episode = self.episode
         # the per-test named tuples from all their fields, without a call of their __new__
@@ -588,15 +598,17 @@ class LearningSession:
             if decision is None or decision.tier != result.tier:
                 # an xdist controller did not rank: rebuild the worker's decision (from the
                 # Q-values as learned so far)
+                learner.update_all_rows(test_states, test_rewards, test_next, test_tiers)
                 learner.update_all_many(updates)
-                updates.clear()
+                for pending in (updates, test_states, test_rewards, test_next, test_tiers):
+                    pending.clear()
                 p, known, per_test, shared = prioritizer.failure_probability(history)
                 decision = prio.Decision(
                     test_id, result.tier, result.explored, p, per_test, shared, known
                 )
             per_test, shared, known = decision.per_test, decision.shared, decision.known
-            next_per_test, next_shared = prioritizer.states(nxt, per_test)
-            next_states[test_id] = (nxt, (next_per_test, next_shared))
+            next_per_test, next_shared = next_states_of(nxt, per_test, shared_memo)
+            next_states[test_id] = (nxt, next_per_test, next_shared)
             # the store keeps a state's text from when the state first appeared, so only
             # states new to the Q-table need theirs built (a state the updates below add
             # is in ``readable`` already: it was new when its test came)
@@ -608,9 +620,16 @@ class LearningSession:
             if change is not None and change.key not in known_states and change.key not in readable:
                 readable[change.key] = change.readable
             shared_states[shared.key] = shared
-            step_reward = prioritizer.learn_later(
-                decision, verdict, (next_per_test, next_shared), updates
-            )
+            # prioritizer.learn_later(decision, verdict, next states, ...), by columns
+            rewards = failed_rewards if verdict == FAILED else passed_rewards
+            test_states.append(per_test.key)
+            test_rewards.append(rewards)
+            test_next.append(next_per_test.key)
+            test_tiers.append(decision.tier)
+            updates.append((shared.key, rewards, next_shared.key, None, shared_alpha))
+            if change is not None:
+                updates.append((change.key, rewards, next_shared.key, None, None))
+            step_reward = rewards[decision.tier]
             trajectories.append(
                 new_tuple(
                     TrajectoryStep,
@@ -632,8 +651,9 @@ class LearningSession:
             if known and not result.explored:
                 exploited += 1
                 exploited_paid += step_reward > 0
+        learner.update_all_rows(test_states, test_rewards, test_next, test_tiers)
         learner.update_all_many(updates)
-        del updates
+        del updates, test_states, test_rewards, test_next, test_tiers
         self.learner.end_episode(partial=partial)
         stats = self.learner.statistics()
         selection = self.selection
@@ -738,7 +758,7 @@ class LearningSession:
         )
         advance = 0 if partial else 1  # episodes each agent's count moves on
         # in (state, action) order, the order the store writes them in
-        deltas = [new_tuple(QDelta, row) for row in self.learner.take_delta_rows(readable)]
+        deltas: list[QDelta] = self.learner.take_delta_rows(readable, QDelta)
         write = EpisodeWrite(
             partition=self.snapshot.partition,
             session=session,
@@ -875,25 +895,21 @@ class LearningSession:
         }
 
     def _riskiest(
-        self, after: dict[str, tuple[TestHistory, tuple[State, State]]], top: int = 5
+        self, after: dict[str, tuple[TestHistory, State, State]], top: int = 5
     ) -> list[Risk]:
         """The tests most likely to fail next run, by what was just learned."""
-        estimate = self.prioritizer.estimator()
-        # the ``top`` smallest (-p, test id): as sorting all of them and taking the first
-        riskiest = heapq.nsmallest(
-            top,
-            (
-                (-estimate(history, states[0].key, states[1].key)[0], test_id)
-                for test_id, (history, states) in after.items()
-            ),
+        p_fail = self.prioritizer.failure_probabilities(
+            [(history, per_test.key, shared.key) for history, per_test, shared in after.values()]
         )
+        # the ``top`` smallest (-p, test id): as sorting all of them and taking the first
+        riskiest = heapq.nsmallest(top, zip([-p for p in p_fail], after, strict=True))
         risks = [
             Risk(test_id, -minus_p, after[test_id][0].runs, after[test_id][0].failures)
             for minus_p, test_id in riskiest
         ]
         top_risks = []
         for risk in risks[:top]:
-            per_test, shared = after[risk.test_id][1]
+            _, per_test, shared = after[risk.test_id]
             top_risks.append(
                 risk._replace(
                     q_values=tuple(self.learner.values(per_test.key)),

@@ -13,7 +13,7 @@ from pytest_qlearn.engine.history import FAILED, PASSED, TestHistory
 from pytest_qlearn.engine.hyperparams import Hyperparameters
 from pytest_qlearn.engine.qlearner import QEntry, QLearner, UpdateStep, gc_paused
 from pytest_qlearn.engine.rewards import RewardCalculator
-from pytest_qlearn.engine.state import StateEncoder
+from pytest_qlearn.engine.state import State, StateEncoder
 
 
 def make_learner(frequency: int = 10) -> QLearner:
@@ -112,6 +112,62 @@ def test_the_estimator_is_the_blend() -> None:
         states = prioritizer.states(history)
         expected = prioritizer._blend(history, states)
         assert estimate(history, states[0].key, states[1].key) == expected
+
+
+def test_update_all_rows_is_update_all_in_turn() -> None:
+    rng = random.Random(5)
+    columns: tuple[list[str], list[list[float]], list[str | None], list[int]] = ([], [], [], [])
+    for _ in range(200):
+        state = rng.choice("abcdef")
+        # a state that is its own next state (the same object), another's, unknown, terminal
+        nxt = rng.choice([state, "a", "g", None])
+        for column, value in zip(
+            columns,
+            (state, [rng.uniform(-1, 1) for _ in range(3)], nxt, rng.randrange(3)),
+            strict=True,
+        ):
+            column.append(value)  # type: ignore[attr-defined]
+    for frequency in (1, 4, 10):
+        one, rows = make_learner(frequency), make_learner(frequency)
+        for state, rewards, nxt, chosen in zip(*columns, strict=True):
+            one.update_all(state, rewards, nxt, chosen)
+        rows.update_all_rows(*columns)
+        assert rows.entries() == one.entries()  # exactly, not approximately
+        assert rows.statistics() == one.statistics()
+        assert (rows.flushes, rows.updates) == (one.flushes, one.updates)
+        assert rows.take_deltas() == one.take_deltas()
+
+
+def test_many_estimates_and_next_states_are_the_plain_ones() -> None:
+    agent = prio.agent_type()
+    learner = QLearner(prio.NAME, 3, agent.hyper, random.Random(0))
+    prioritizer = prio.Prioritizer(learner, RewardCalculator(), agent)
+    rng = random.Random(3)
+    histories = []
+    for number in range(300):
+        history = TestHistory(f"t{number}")
+        for episode in range(rng.randrange(0, 12)):
+            history = history.record(FAILED if rng.random() < 0.2 else PASSED, 0.01, episode)
+        histories.append(history)
+    for history in histories[:200]:
+        decision = prioritizer.decide({history.test_id: history}, [history.test_id])[0]
+        after = history.record(PASSED, rng.choice([0.0001, 0.01, 2.0]), 20)
+        memo: dict[tuple[object, ...], State] = {}
+        assert prioritizer.next_states(after, decision.per_test, memo) == prioritizer.states(
+            after, decision.per_test
+        )
+        prioritizer.learn(decision, PASSED, prioritizer.states(after, decision.per_test))
+    estimate = prioritizer.estimator()
+    keys = [(h, *(s.key for s in prioritizer.states(h))) for h in histories]
+    assert prioritizer.failure_probabilities(keys) == [estimate(*k)[0] for k in keys]
+    # deciding many at once estimates each as the blend does
+    decisions = prioritizer.decide(
+        {h.test_id: h for h in histories}, [h.test_id for h in histories]
+    )
+    for decision, history in zip(
+        decisions, sorted(histories, key=lambda h: h.test_id), strict=True
+    ):
+        assert decision.p_fail == prioritizer.estimate(history, prioritizer.states(history))
 
 
 def test_gc_paused_restores_the_collector() -> None:

@@ -198,3 +198,11 @@ def test_auto_moves_groups_without_a_fixture_of_their_scope_whatever_their_setup
     assert names(kept) == ["test_7", "test_5", "test_6", "test_3", "test_1", "test_4", "test_2"]
     # nothing measured, no scoped fixture: free from the first run
     assert locality_order(REFS, key, "auto", {}, none_scoped) == locality_order(REFS, key, "test")
+
+
+def test_a_test_collected_twice_runs_as_one_unit() -> None:
+    """``--keep-duplicates``: both copies of a test id run together, where the first would."""
+    refs = [TestRef("t.py::a", "t.py", None, 0), TestRef("t.py::b", "t.py", None, 1)]
+    refs.append(TestRef("t.py::a", "t.py", None, 2))
+    order = locality_order(refs, lambda ref: (float(ref.index),), "test")
+    assert [ref.index for ref in order] == [0, 2, 1]

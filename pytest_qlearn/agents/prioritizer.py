@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from hashlib import sha256
 from typing import NamedTuple
 
@@ -490,6 +491,62 @@ class Prioritizer(Agent):
 
         return estimate
 
+    def failure_probabilities(self, items: Iterable[tuple[TestHistory, str, str]]) -> list[float]:
+        """:meth:`estimator`'s estimate of each (history, per-test key, shared key), in one
+        loop: the same arithmetic, term for term, without a call per test (the report's
+        riskiest tests estimate every test of the run again)."""
+        q_rows, visit_rows = self.learner.q_rows, self.learner.visit_rows
+        alpha = self.learner.hyper.alpha
+        shared_alpha = self._shared_alpha
+        tier_gap = self._tier_gap
+        row_estimate = self._row_estimate
+        test_terms: dict[int, tuple[float, float]] = {}
+        shared_estimates: dict[str, tuple[float, float]] = {}
+        out: list[float] = []
+        append = out.append
+        for history, test_key, shared_key in items:
+            test_row = q_rows.get(test_key)
+            p_test = w_test = 0.0
+            if test_row is not None:
+                visits = visit_rows[test_key][0]
+                if visits != 0:
+                    terms = test_terms.get(visits)
+                    if terms is None:
+                        terms = test_terms[visits] = (
+                            1.0 - (1.0 - alpha) ** visits,
+                            min(float(visits), 1.0 / alpha),
+                        )
+                    p_test = ((test_row[0] - test_row[-1]) / terms[0] / tier_gap + 1.0) / 2.0
+                    p_test = p_test if p_test > 0.0 else 0.0
+                    p_test = p_test if p_test < 1.0 else 1.0
+                    w_test = terms[1]
+            found = shared_estimates.get(shared_key)
+            if found is None:
+                row = q_rows.get(shared_key)
+                found = shared_estimates[shared_key] = (
+                    (0.0, 0.0)
+                    if row is None
+                    else row_estimate((row, visit_rows[shared_key]), shared_alpha)
+                )
+            p_shared, w_shared = found
+            if w_shared > 0:
+                w_shared = SHARED_WEIGHT
+            elif w_test > 0:
+                p_shared, w_shared = p_test, SHARED_WEIGHT
+            if history.first_episode < 0:
+                prior = 0.5
+            elif history.runs == 0:
+                prior = 0.25
+            else:
+                smoothed = (history.failures + 0.5) / (history.runs + 1.0)
+                last_failed = history.verdicts.rstrip(SKIPPED)[-1:] == FAILED
+                prior = 0.5 * smoothed + (0.5 if last_failed else 0.0)
+            total = w_test + w_shared + 0.0 + PRIOR_WEIGHT
+            append(
+                (p_test * w_test + p_shared * w_shared + 0.0 * 0.0 + prior * PRIOR_WEIGHT) / total
+            )
+        return out
+
     def failure_probability(self, history: TestHistory) -> tuple[float, bool, State, State]:
         """(failure probability, whether learned values shaped it, per-test, shared state)."""
         per_test, shared = self.states(history)
@@ -524,21 +581,47 @@ class Prioritizer(Agent):
         per_test_states, prefixes = self._per_test_states, self._per_test_prefixes
         new_tuple = tuple.__new__  # a named tuple from all its fields, without its __new__
         shared_state = self.shared_encoder.encode_values
-        decisions = []
+        decisions: list[Decision] = []
+        append = decisions.append
         #: each test's estimate from its record alone (no change level): what the promotion
         #: of earlier failures compares, so a change does not pass for failure evidence
         recorded: dict[str, float] = {}
         decided = explored_count = 0
+        # estimator()'s arithmetic inline (the hot loop of ranking: one call per test saved)
+        q_rows, visit_rows = learner.q_rows, learner.visit_rows
+        alpha, shared_alpha, tier_gap = learner.hyper.alpha, self._shared_alpha, self._tier_gap
+        row_estimate = self._row_estimate
+        test_terms: dict[int, tuple[float, float]] = {}
+        # shared values -> (state, p, w, whether learned): a few hundred distinct per run
+        shared_by_values: dict[tuple[str, str, bool, str], tuple[State, float, float, bool]] = {}
+        three = n_tiers == 3 and len(expected_terms) == 3
+        if three:
+            (pass0, gap0), (pass1, gap1), (pass2, gap2) = expected_terms
+        duration_edges, duration_labels = _DURATION.edges, _DURATION.labels
+        rate_edges, rate_labels = _FAIL_RATE.edges, _FAIL_RATE.labels
+        since_edges, since_labels = _SINCE_FAIL.edges, _SINCE_FAIL.labels
+        recent_edges, recent_labels = _RECENT_FAIL.edges, _RECENT_FAIL.labels
         for test_id in sorted(test_ids):
-            history = histories.get(test_id) or TestHistory(test_id)
+            history = histories.get(test_id)
+            if history is None:
+                history = TestHistory(test_id)
             impact = impacts.get(test_id) if impacts else None
             # the change level learns per kind of finding: the static one when there is one
             share = STATIC_SHARES.get(impact) if impact is not None else None
             if share is None and covering_changed:
                 share = covering_changed.get(test_id)
-            # states(), with the per-test state built once per run
-            since = history.runs_since_failure()
-            label = "never" if since is None else _RECENT_FAIL.label(since)
+            # states(), with the per-test state built once per run; runs_since_failure(),
+            # shared_values() and the buckets' labels inline
+            runs, failures, verdicts = history.runs, history.failures, history.verdicts
+            if failures == 0:
+                since: int | None = None
+                label = "never"
+                since_label = "never"
+            else:
+                index = verdicts.rfind(FAILED)
+                since = verdicts[index + 1 :].count(PASSED) if index >= 0 else len(verdicts)
+                label = recent_labels[bisect_right(recent_edges, since)]
+                since_label = since_labels[bisect_right(since_edges, since)]
             prefix = prefixes.get(label)
             if prefix is not None and test_id.__class__ is str:
                 # _per_test_state(label, test_id), inline: the one hash of this test this run
@@ -555,29 +638,97 @@ class Prioritizer(Agent):
                 per_test_states[test_id] = per_test
             else:
                 per_test = per_test_state(label, test_id)
-            shared = shared_state(shared_values(history, since))
+            values = (
+                "?"
+                if runs == 0
+                else duration_labels[bisect_right(duration_edges, history.duration_mean)],
+                "0"
+                if failures == 0
+                else rate_labels[bisect_right(rate_edges, failures / runs if runs else 0.0)],
+                history.first_episode < 0,  # new
+                since_label,
+            )
+            shared_found = shared_by_values.get(values)
+            if shared_found is None:
+                shared = shared_state(values)
+                row = q_rows.get(shared.key)
+                if row is None:
+                    shared_found = (shared, 0.0, 0.0, False)
+                else:
+                    p_row, w_row = row_estimate((row, visit_rows[shared.key]), shared_alpha)
+                    shared_found = (shared, p_row, w_row, True)
+                shared_by_values[values] = shared_found
+            shared, p_shared, w_shared, shared_known = shared_found
+            last_failed = verdicts.rstrip(SKIPPED)[-1:] == FAILED
             if share is None:
                 change = None
-                p, known = estimate(history, per_test.key, shared.key)
+                # estimator()(history, per_test.key, shared.key), term for term
+                test_key = per_test.key
+                test_row = q_rows.get(test_key)
+                p_test = w_test = 0.0
+                if test_row is not None:
+                    visits = visit_rows[test_key][0]
+                    if visits != 0:
+                        terms = test_terms.get(visits)
+                        if terms is None:
+                            terms = test_terms[visits] = (
+                                1.0 - (1.0 - alpha) ** visits,
+                                min(float(visits), 1.0 / alpha),
+                            )
+                        p_test = ((test_row[0] - test_row[-1]) / terms[0] / tier_gap + 1.0) / 2.0
+                        p_test = p_test if p_test > 0.0 else 0.0
+                        p_test = p_test if p_test < 1.0 else 1.0
+                        w_test = terms[1]
+                if w_shared > 0:
+                    w_shared = SHARED_WEIGHT
+                elif w_test > 0:
+                    p_shared, w_shared = p_test, SHARED_WEIGHT
+                if history.first_episode < 0:
+                    prior = 0.5
+                elif runs == 0:
+                    prior = 0.25
+                else:
+                    smoothed = (failures + 0.5) / (runs + 1.0)
+                    prior = 0.5 * smoothed + (0.5 if last_failed else 0.0)
+                total = w_test + w_shared + 0.0 + PRIOR_WEIGHT
+                p = (
+                    p_test * w_test + p_shared * w_shared + 0.0 * 0.0 + prior * PRIOR_WEIGHT
+                ) / total
+                known = test_row is not None or shared_known
                 recorded[test_id] = p
             else:
                 change = self.change_state(history, share)
                 p, known = self._blend(history, (per_test, shared), change)
                 recorded[test_id] = estimate(history, per_test.key, shared.key)[0]
-            expected = [passing + p * gap for passing, gap in expected_terms]
             # learner.choose(expected): ε-greedy, ties to the lowest tier
             decided += 1
             if draw() < epsilon:
                 explored_count += 1
                 tier, explored = rng.randrange(n_tiers), True
+            elif three:
+                tier, explored = 0, False
+                best = pass0 + p * gap0
+                expected = pass1 + p * gap1
+                if expected > best:
+                    tier, best = 1, expected
+                if pass2 + p * gap2 > best:
+                    tier = 2
             else:
+                expected_all = [passing + p * gap for passing, gap in expected_terms]
                 tier, explored = 0, False
                 for action in tiers:
-                    if expected[action] > expected[tier]:
+                    if expected_all[action] > expected_all[tier]:
                         tier = action
-            duration = history.duration_mean if history.runs else 0.0
-            evidence = evidence_class(history, impact, test_id in covering_changed)
-            decisions.append(
+            duration = history.duration_mean if runs else 0.0
+            if impact is None and test_id not in covering_changed:
+                # evidence_class(history), inline
+                if last_failed:
+                    evidence = FAILED_LAST_CHANGED if history.flaky else FAILED_LAST
+                else:
+                    evidence = NO_EVIDENCE
+            else:
+                evidence = evidence_class(history, impact, test_id in covering_changed)
+            append(
                 new_tuple(
                     Decision,  # every field, in order
                     (
@@ -609,6 +760,44 @@ class Prioritizer(Agent):
         reward = self.learn_later(decision, verdict, next_states, steps)
         self.learner.update_all_many(steps)
         return reward
+
+    def learning_terms(self) -> tuple[list[float], list[float], float]:
+        """(every tier's reward for a failing test, for a passing one, the shared level's
+        α): what :meth:`learn_later` updates with, for callers that batch the updates of
+        many tests themselves (the per-test rows with ``QLearner.update_all_rows``)."""
+        return self._tier_rewards[True], self._tier_rewards[False], self._shared_alpha
+
+    def next_states(
+        self, history: TestHistory, previous: State, memo: dict[tuple[object, ...], State]
+    ) -> tuple[State, State]:
+        """:meth:`states` with ``previous`` reused when its since_fail label is unchanged
+        and the shared state looked up in ``memo`` (shared feature values -> state; keep one
+        for the whole run) before the encoder."""
+        failures, verdicts = history.failures, history.verdicts
+        if failures == 0:
+            since: int | None = None
+            label = since_label = "never"
+        else:
+            index = verdicts.rfind(FAILED)
+            since = verdicts[index + 1 :].count(PASSED) if index >= 0 else len(verdicts)
+            label = _RECENT_FAIL.label(since)
+            since_label = _SINCE_FAIL.label(since)
+        values = previous.values
+        if len(values) == 2 and values[0] == label and values[1] == history.test_id:
+            per_test = previous
+        else:
+            per_test = self._per_test_state(label, history.test_id)
+        runs = history.runs
+        key = (
+            "?" if runs == 0 else _DURATION.label(history.duration_mean),
+            "0" if failures == 0 else _FAIL_RATE.label(failures / runs if runs else 0.0),
+            history.first_episode < 0,
+            since_label,
+        )
+        shared = memo.get(key)
+        if shared is None:
+            shared = memo[key] = self.shared_encoder.encode_values(key)
+        return per_test, shared
 
     def learn_later(
         self,

@@ -14,7 +14,7 @@ import random
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .hyperparams import Hyperparameters
 
@@ -347,6 +347,83 @@ class QLearner:
             self._pending_updates, self.flushes, self.updates = pending, flushes, updates
             self._reward_sum, self._rewarded = reward_sum, rewarded
 
+    def update_all_rows(
+        self,
+        states: Sequence[str],
+        rewards: Sequence[Sequence[float]],
+        next_states: Sequence[str | None],
+        chosen: Sequence[int],
+    ) -> None:
+        """:meth:`update_all` (at the agent's α) for each ``states[i]``, ``rewards[i]``,
+        ``next_states[i]``, ``chosen[i]`` in turn: :meth:`update_all_many` over columns, for
+        the one row per test of a run — no step tuple per update, and a state that is its
+        own next state (most tests' after a run like the last) looked up once."""
+        if self._on_flush is not None or self.n_actions != 3:
+            self.update_all_many(
+                (state, reward, nxt, action, None)
+                for state, reward, nxt, action in zip(
+                    states, rewards, next_states, chosen, strict=True
+                )
+            )
+            return
+        hyper = self.hyper
+        gamma, alpha, frequency = hyper.gamma, hyper.alpha, hyper.update_frequency
+        table, visit_table, outbox = self._q, self._visits, self._outbox
+        zeros, zero_visits = self._zeros, self._zero_visits
+        pending, flushes, updates = self._pending_updates, self.flushes, self.updates
+        reward_sum, rewarded = self._reward_sum, self._rewarded
+        try:
+            for state, step_rewards, next_state, action in zip(
+                states, rewards, next_states, chosen, strict=True
+            ):
+                if len(step_rewards) != 3:
+                    raise ValueError(f"expected 3 rewards, got {len(step_rewards)}")
+                row = table.get(state)
+                # the bootstrap term once, before any action of the row changes (max_q,
+                # as max() picks it: the first of equal values, > only)
+                next_row = row if next_state is state else table.get(next_state)  # type: ignore[arg-type]
+                if next_state is None or next_row is None:
+                    bootstrap = 0.0
+                else:
+                    bootstrap = next_row[0]
+                    if next_row[1] > bootstrap:
+                        bootstrap = next_row[1]
+                    if next_row[2] > bootstrap:
+                        bootstrap = next_row[2]
+                if row is None:
+                    row = table[state] = array("d", zeros)
+                    visits = visit_table[state] = array("q", zero_visits)
+                else:
+                    visits = visit_table[state]
+                acc = outbox.get(state)
+                if acc is None:
+                    acc = outbox[state] = [0.0] * 6
+                change = alpha * (step_rewards[0] + gamma * bootstrap - row[0])
+                row[0] += change
+                acc[0] += change
+                change = alpha * (step_rewards[1] + gamma * bootstrap - row[1])
+                row[1] += change
+                acc[1] += change
+                change = alpha * (step_rewards[2] + gamma * bootstrap - row[2])
+                row[2] += change
+                acc[2] += change
+                visits[0] += 1
+                visits[1] += 1
+                visits[2] += 1
+                acc[3] += 1.0
+                acc[4] += 1.0
+                acc[5] += 1.0
+                reward_sum += step_rewards[action]
+                rewarded += 1
+                updates += 3
+                pending += 3
+                if pending >= frequency and pending:
+                    pending = 0  # flush(): without a receiver the outbox already holds them
+                    flushes += 1
+        finally:
+            self._pending_updates, self.flushes, self.updates = pending, flushes, updates
+            self._reward_sum, self._rewarded = reward_sum, rewarded
+
     def record_reward(self, reward: float) -> None:
         """Count a reward the agent actually received (for the mean-reward statistic)."""
         self._reward_sum += reward
@@ -393,25 +470,38 @@ class QLearner:
         return out
 
     def take_delta_rows(
-        self, texts: Mapping[str, str] | None = None
-    ) -> list[tuple[str, str, int, float, int]]:
+        self, texts: Mapping[str, str] | None = None, row_type: type[tuple[Any, ...]] = tuple
+    ) -> list[Any]:
         """:meth:`take_deltas` as (state, text, action, Δq, Δvisits) rows in (state, action)
         order (the order a store writes them in), without the intermediate mapping; the
-        text is the state's in ``texts``, else empty."""
+        text is the state's in ``texts``, else empty. ``row_type``: a tuple type the rows
+        are made as (a named tuple of these five fields: no second copy of every row)."""
         self.flush()
         outbox, self._outbox = self._outbox, {}
         texts = texts or {}
         n = self.n_actions
         actions = range(n)
-        rows: list[tuple[str, str, int, float, int]] = []
+        rows: list[Any] = []
         append = rows.append
+        new_tuple = tuple.__new__
+        if n == 3:  # the prioritizer's three tiers, unrolled
+            for state in sorted(outbox):
+                acc = outbox[state]
+                text = texts.get(state, "")
+                if acc[3]:
+                    append(new_tuple(row_type, (state, text, 0, acc[0], int(acc[3]))))
+                if acc[4]:
+                    append(new_tuple(row_type, (state, text, 1, acc[1], int(acc[4]))))
+                if acc[5]:
+                    append(new_tuple(row_type, (state, text, 2, acc[2], int(acc[5]))))
+            return rows
         for state in sorted(outbox):
             acc = outbox[state]
             text = texts.get(state, "")
             for action in actions:
                 dn = acc[n + action]
                 if dn:
-                    append((state, text, action, acc[action], int(dn)))
+                    append(new_tuple(row_type, (state, text, action, acc[action], int(dn))))
         return rows
 
     def statistics(self) -> LearnerStats:

@@ -56,6 +56,12 @@ class Buckets:
     def label(self, value: float) -> str:
         return self._labels[bisect.bisect_right(self.edges, value)]
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Every label, in order: ``labels[bisect_right(edges, value)]`` is ``label(value)``
+        (for loops that label many values without a call per value)."""
+        return self._labels
+
     def _make_label(self, index: int) -> str:
         if index == 0:
             return f"<{self.edges[0]:g}"
