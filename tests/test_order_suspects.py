@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from pathlib import Path
 
 import pytest
+from test_reruns import INI, QUIET, STORE  # the same quiet runs and store
 
 from pytest_qlearn import suspects as sus
 from pytest_qlearn.agents.prioritizer import FAILED_LAST, NO_EVIDENCE, TestRef
 
-QUIET = ("-p", "no:randomly", "-p", "no:benchmark", "-p", "no:hypothesispytest")
-STORE = Path(".pytest_cache", "d", "qlearn", "qlearn.db")
-INI = """
-[pytest]
-qlearn = true
-qlearn_agent_hyperparameters =
-    flaky-hunter: exploration_rate=0
-"""
 #: The victim is collected first; the polluter leaves module state behind that makes the
 #: victim fail once (the victim consumes it, so its rerun passes).
 SUITE = """

@@ -492,60 +492,12 @@ class Prioritizer(Agent):
         return estimate
 
     def failure_probabilities(self, items: Iterable[tuple[TestHistory, str, str]]) -> list[float]:
-        """:meth:`estimator`'s estimate of each (history, per-test key, shared key), in one
-        loop: the same arithmetic, term for term, without a call per test (the report's
-        riskiest tests estimate every test of the run again)."""
-        q_rows, visit_rows = self.learner.q_rows, self.learner.visit_rows
-        alpha = self.learner.hyper.alpha
-        shared_alpha = self._shared_alpha
-        tier_gap = self._tier_gap
-        row_estimate = self._row_estimate
-        test_terms: dict[int, tuple[float, float]] = {}
-        shared_estimates: dict[str, tuple[float, float]] = {}
-        out: list[float] = []
-        append = out.append
-        for history, test_key, shared_key in items:
-            test_row = q_rows.get(test_key)
-            p_test = w_test = 0.0
-            if test_row is not None:
-                visits = visit_rows[test_key][0]
-                if visits != 0:
-                    terms = test_terms.get(visits)
-                    if terms is None:
-                        terms = test_terms[visits] = (
-                            1.0 - (1.0 - alpha) ** visits,
-                            min(float(visits), 1.0 / alpha),
-                        )
-                    p_test = ((test_row[0] - test_row[-1]) / terms[0] / tier_gap + 1.0) / 2.0
-                    p_test = p_test if p_test > 0.0 else 0.0
-                    p_test = p_test if p_test < 1.0 else 1.0
-                    w_test = terms[1]
-            found = shared_estimates.get(shared_key)
-            if found is None:
-                row = q_rows.get(shared_key)
-                found = shared_estimates[shared_key] = (
-                    (0.0, 0.0)
-                    if row is None
-                    else row_estimate((row, visit_rows[shared_key]), shared_alpha)
-                )
-            p_shared, w_shared = found
-            if w_shared > 0:
-                w_shared = SHARED_WEIGHT
-            elif w_test > 0:
-                p_shared, w_shared = p_test, SHARED_WEIGHT
-            if history.first_episode < 0:
-                prior = 0.5
-            elif history.runs == 0:
-                prior = 0.25
-            else:
-                smoothed = (history.failures + 0.5) / (history.runs + 1.0)
-                last_failed = history.verdicts.rstrip(SKIPPED)[-1:] == FAILED
-                prior = 0.5 * smoothed + (0.5 if last_failed else 0.0)
-            total = w_test + w_shared + 0.0 + PRIOR_WEIGHT
-            append(
-                (p_test * w_test + p_shared * w_shared + 0.0 * 0.0 + prior * PRIOR_WEIGHT) / total
-            )
-        return out
+        """:meth:`estimator`'s estimate of each (history, per-test key, shared key): the
+        report's riskiest tests estimate every test of the run again."""
+        estimate = self.estimator()
+        return [
+            estimate(history, test_key, shared_key)[0] for history, test_key, shared_key in items
+        ]
 
     def failure_probability(self, history: TestHistory) -> tuple[float, bool, State, State]:
         """(failure probability, whether learned values shaped it, per-test, shared state)."""
