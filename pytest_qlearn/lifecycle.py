@@ -358,6 +358,7 @@ class QLearnPlugin:
         self.learning.impacts = impacts
         self.learning.proximity = self.awareness.proximity
         self.learning.change_reasons = self.awareness.reasons
+        self.learning.reverted = self.awareness.reverted
         refs = [
             prio.TestRef(item.nodeid, *_groups(item), index) for index, item in enumerate(items)
         ]
@@ -396,6 +397,19 @@ class QLearnPlugin:
         """Which of ``items`` reach code changed since the last episode (on by default)."""
         assert self.learning is not None
         root = config.rootpath
+        histories = self.learning.snapshot.histories
+
+        def last_passed() -> dict[str, int]:
+            """The known failures among ``items`` -> the episode each last passed in."""
+            found = {}
+            for item in items:
+                history = histories.get(item.nodeid)
+                if history is not None and history.verdicts[-1:] == FAILED:
+                    episode = history.last_passed_episode()
+                    if episode is not None:
+                        found[item.nodeid] = episode
+            return found
+
         return change_awareness.analyse(
             root,
             _test_files(items, root),
@@ -403,6 +417,7 @@ class QLearnPlugin:
             self.learning.snapshot.file_hashes,
             # workers read the controller's cache; only the controller writes it
             None if self.is_worker else default_store_path(config).parent / "impact.json",
+            last_passed,
         )
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -533,7 +548,7 @@ class QLearnPlugin:
         # the analysis hashed the test files already; only what it could not read is hashed
         hashes = file_digests({root / path for path in test_files - awareness.digests.keys()}, root)
         hashes.update(awareness.digests)
-        awareness.save()
+        awareness.save(self.learning.episode)
         if self.coverage is not None:
             hashes.update(self.coverage.file_hashes_now())  # and the code the tests cover
             write.coverage = coverage_write

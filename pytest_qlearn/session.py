@@ -225,6 +225,8 @@ class LearningSession:
         self.proximity: Mapping[str, int] = {}
         #: test id -> the static analysis's finding in words, for the report's "why"
         self.change_reasons: Mapping[str, str] = {}
+        #: Known failures whose reached changes all revert what they failed with.
+        self.reverted: Collection[str] = frozenset()
         #: Whether each test covers lines no other test covers (the selector's ``unique``).
         self.unique_lines: Mapping[str, str] = {}
         #: The previous coverage run's total line coverage, for the coverage-gain reward.
@@ -316,6 +318,7 @@ class LearningSession:
                 [r.test_id for r in refs],
                 self.covering_changed,
                 self.impacts,
+                self.reverted,
             )
         }
         spread = float(len(refs))
@@ -358,7 +361,11 @@ class LearningSession:
 
             def failed_last(test_id: str) -> bool:
                 history = histories.get(test_id)
-                return history is not None and history.verdicts.rstrip(SKIPPED)[-1:] == FAILED
+                return (
+                    history is not None
+                    and history.verdicts.rstrip(SKIPPED)[-1:] == FAILED
+                    and decisions[test_id].evidence != prio.REVERTED
+                )
 
             order_key = sus.guarded(refs, key, self.kept, failed_last)
         order = locality_order(refs, order_key, scope, self.snapshot.histories, scoped)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,92 @@ def test_an_analysis_failure_costs_the_order_nothing_but_a_note(
     assert found.impacts == {} and found.digests == {}
     assert found.summary() == "change awareness is off this run (RuntimeError)"
     found.save()  # nothing to save, no error
+
+
+def _versions(tmp_path: Path, *edits: tuple[str, str]) -> list[ca.ChangeAwareness]:
+    """One analysis per episode (1, 2, ...): the project as ``_project`` wrote it, then each
+    ``(old, new)`` replacement in pkg/core.py; each analysis is saved with its episode and
+    is the next one's baseline. The last one watches test_inner and test_module as known
+    failures that last passed in episode 2 (the episode before the third version)."""
+    _project(tmp_path)
+    cache = tmp_path / "impact.json"
+    core = tmp_path / "pkg" / "core.py"
+    found: list[ca.ChangeAwareness] = []
+    stored: dict[str, str] = {}
+    for episode in range(1, len(edits) + 2):
+        if episode > 1:
+            old, new = edits[episode - 2]
+            core.write_text(core.read_text().replace(old, new))
+        last = episode == len(edits) + 1
+        watch = {IDS[0]: 2, IDS[2]: 2} if last else {}
+        run = ca.analyse(tmp_path, {"tests/test_core.py"}, IDS, stored, cache, lambda: watch)
+        run.save(episode)
+        stored = run.digests
+        found.append(run)
+    return found
+
+
+def test_a_known_failure_whose_change_is_reverted_is_marked_reverted(tmp_path: Path) -> None:
+    # episode 3 breaks inner (the watched tests failed with it), episode 4 reverts it
+    *_, broken, reverted = _versions(tmp_path, ("x", "x"), ("return 1", "return 2"),
+                                     ("return 2", "return 1"))  # fmt: skip
+    assert broken.reverted == frozenset()  # nothing watched yet
+    assert reverted.changed_files == {"pkg/core.py"}
+    assert reverted.reverted == {IDS[0], IDS[2]}
+    # the revert is still a change: the tests reaching it keep their classes
+    assert reverted.impacts[IDS[0]] == prio.DIRECT
+
+
+def test_a_revert_the_failure_did_not_start_with_is_not_its_fix(tmp_path: Path) -> None:
+    # the watched tests last passed in episode 2, but the version undone came in episode 2:
+    # they passed with it, so it was not what broke them
+    *_, reverted = _versions(tmp_path, ("return 1", "return 2"), ("return 2", "return 1"))
+    assert reverted.changed_files == {"pkg/core.py"}
+    assert reverted.reverted == frozenset()
+
+
+def test_a_new_version_is_not_a_revert(tmp_path: Path) -> None:
+    *_, fixed = _versions(tmp_path, ("x", "x"), ("return 1", "return 2"),
+                          ("return 2", "return 3"))  # fmt: skip
+    assert fixed.changed_files == {"pkg/core.py"}
+    assert fixed.reverted == frozenset()
+
+
+def test_a_revert_with_another_change_reaching_the_test_is_not_enough(tmp_path: Path) -> None:
+    _project(tmp_path)
+    cache = tmp_path / "impact.json"
+    core, test_file = tmp_path / "pkg" / "core.py", tmp_path / "tests" / "test_core.py"
+    stored: dict[str, str] = {}
+    for episode in (1, 2, 3):
+        if episode == 2:
+            core.write_text(core.read_text().replace("return 1", "return 2"))
+        if episode == 3:  # the revert, and an edit of the test file itself
+            core.write_text(core.read_text().replace("return 2", "return 1"))
+            test_file.write_text(test_file.read_text() + "\n\ndef test_new():\n    pass\n")
+        watch = {IDS[0]: 1, IDS[2]: 1} if episode == 3 else {}
+        run = ca.analyse(tmp_path, {"tests/test_core.py"}, IDS, stored, cache, lambda: watch)
+        run.save(episode)
+        stored = run.digests
+    assert run.changed_files == {"pkg/core.py", "tests/test_core.py"}
+    assert run.reverted == frozenset()
+
+
+def test_a_cache_without_episodes_knows_no_reverts(tmp_path: Path) -> None:
+    """A cache written before the episodes were kept (two entries per path) still loads."""
+    _project(tmp_path)
+    cache = tmp_path / "impact.json"
+    core = tmp_path / "pkg" / "core.py"
+    first = ca.analyse(tmp_path, {"tests/test_core.py"}, IDS, {}, cache)
+    first.save(1)
+    core.write_text(core.read_text().replace("return 1", "return 2"))
+    second = ca.analyse(tmp_path, {"tests/test_core.py"}, IDS, first.digests, cache)
+    second.save(2)
+    data = json.loads(cache.read_text())
+    data["paths"] = {path: held[:2] for path, held in data["paths"].items()}
+    cache.write_text(json.dumps(data))
+    core.write_text(core.read_text().replace("return 2", "return 1"))
+    third = ca.analyse(
+        tmp_path, {"tests/test_core.py"}, IDS, second.digests, cache, lambda: {IDS[0]: 0}
+    )
+    assert third.impacts[IDS[0]] == prio.DIRECT
+    assert third.reverted == frozenset()

@@ -330,3 +330,35 @@ def test_among_the_tests_reaching_a_change_the_nearest_run_first(
     ]
     # equals among themselves (exploration may shuffle them)
     assert set(order[3:]) == {f"tests/test_aa.py::test_wrapper{i}" for i in range(3)}
+
+
+def test_a_failure_whose_breaking_change_is_reverted_runs_after_the_fresh_change(
+    pytester: pytest.Pytester,
+) -> None:
+    """One commit reverts the change test_c* failed with and breaks mod_g: the five tests
+    calling value_g run first, then the tests importing a changed module; the reverted
+    failures next, still ahead of every test without evidence."""
+    _package_suite(pytester)
+    pytester.syspathinsert()
+    for _ in range(2):
+        _run(pytester).assert_outcomes(passed=80)
+    mod_c, mod_g = pytester.path / "pkg" / "mod_c.py", pytester.path / "pkg" / "mod_g.py"
+    mod_c.write_text(mod_c.read_text().replace("return 1", "return 3"))
+    _git(pytester.path, "commit", "-q", "-am", "c breaks")
+    _run(pytester).assert_outcomes(passed=75, failed=5)
+    still = _run(pytester)  # nothing changed: the known failures run first
+    still.assert_outcomes(passed=75, failed=5)
+    assert set(run_order(still)[:5]) == {f"tests/test_c.py::test_c{i}" for i in range(5)}
+
+    mod_c.write_text(mod_c.read_text().replace("return 3", "return 1"))
+    mod_g.write_text(mod_g.read_text().replace("return 1", "return 2"))
+    _git(pytester.path, "commit", "-q", "-am", "revert c; g breaks")
+    result = _run(pytester)
+    result.assert_outcomes(passed=75, failed=5)
+    order = run_order(result)
+    assert set(order[:5]) == {f"tests/test_g.py::test_g{i}" for i in range(5)}
+    # then the tests that import mod_g or mod_c (the revert is a change to them too)
+    assert set(order[5:11]) == {
+        f"tests/test_zz_{m}.py::test_zz_{m}{i}" for m in "gc" for i in range(3)
+    }
+    assert set(order[11:16]) == {f"tests/test_c.py::test_c{i}" for i in range(5)}

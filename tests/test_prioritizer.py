@@ -603,3 +603,27 @@ def test_a_change_is_no_failure_evidence_for_promoting_an_old_failure() -> None:
     assert decisions["old"].p_fail > decisions["last"].p_fail  # the change makes it likely...
     assert decisions["last"].evidence == prio.FAILED_LAST
     assert decisions["old"].evidence == prio.DIRECT  # ...but it stays a change, not a failure
+
+
+def test_a_reverted_failure_runs_after_the_changes_before_the_rest() -> None:
+    """A known failure whose reached changes all revert what it failed with is likely fixed:
+    the tests reaching other changes go first; it still precedes every test without evidence,
+    and is not lifted back among the known failures by its estimate."""
+    p = make_prioritizer()
+    histories = {
+        "fixed": history("fixed", "PPPPPPFF"),  # its breaking change is reverted now
+        "still": history("still", "PPPPPPPF"),  # failed last run, nothing it reaches changed
+        "fresh": history("fresh", "PPPPPPPP"),  # calls code that changed now
+        "near": history("near", "PPPPPPPP"),  # imports it
+        "calm": history("calm", "PPPPPPPP"),
+    }
+    impacts = {"fixed": prio.DIRECT, "fresh": prio.DIRECT, "near": prio.IMPORTS}
+    decisions = p.decide(histories, list(histories), impacts=impacts, reverted={"fixed", "calm"})
+    by_id = {d.test_id: d for d in decisions}
+    assert by_id["fixed"].evidence == prio.REVERTED
+    assert by_id["calm"].evidence == prio.NO_EVIDENCE  # no failure to demote
+    order = [d.test_id for d in sorted(decisions, key=prio.order_key)]
+    assert order == ["still", "fresh", "near", "fixed", "calm"]
+    assert prio.reason(by_id["fixed"], histories["fixed"]) == (
+        "failed last run; the change it failed with is reverted since"
+    )

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from hashlib import sha256
 from typing import NamedTuple
 
@@ -93,7 +93,11 @@ SHUFFLED_DURATION_FLOOR = 1e-2
 FAILED_LAST = 0  # its last run with a verdict failed, and nothing it reaches changed since
 FAILED_LAST_CHANGED = 1  # failed last run, and code it reaches changed since (a fix?)
 # DIRECT, CALLS_FURTHER, IMPORTS (2-4): how it reaches changed code (changes/reach.py)
-NO_EVIDENCE = 5
+#: Failed last run, and every change it reaches puts its code back to the version it last
+#: passed on (the change it failed with was reverted): a failure with evidence of its fix
+#: runs after the tests that reach other changes, still before every test with no evidence.
+REVERTED = 5
+NO_EVIDENCE = 6
 #: The change level's "share" of a test that static analysis (not coverage) ties to a change.
 STATIC_SHARES = {DIRECT: "static-direct", CALLS_FURTHER: "static-far", IMPORTS: "static-import"}
 
@@ -193,6 +197,8 @@ def reason(decision: Decision, history: TestHistory | None, change: str | None =
         if history is not None and history.flaky
         else ""
     )
+    if decision.evidence == REVERTED:
+        return "failed last run; the change it failed with is reverted since"
     if decision.evidence in (FAILED_LAST, FAILED_LAST_CHANGED):
         if flaky:
             return f"failed last run ({flaky})"
@@ -271,6 +277,16 @@ def evidence_class(
     return NO_EVIDENCE
 
 
+def _demote_reverted(decisions: list[Decision], reverted: Collection[str]) -> list[Decision]:
+    """The known failures in ``reverted`` move to class REVERTED (a test that did not fail
+    last run is not a failure to demote)."""
+    failed_last = (FAILED_LAST, FAILED_LAST_CHANGED)
+    return [
+        d._replace(evidence=REVERTED) if d.evidence in failed_last and d.test_id in reverted else d
+        for d in decisions
+    ]
+
+
 def _promote_likely_failures(
     decisions: list[Decision], histories: Mapping[str, TestHistory], recorded: Mapping[str, float]
 ) -> list[Decision]:
@@ -284,7 +300,12 @@ def _promote_likely_failures(
         return decisions
     out = []
     for d in decisions:
-        if d.evidence not in failed_last and recorded[d.test_id] >= floor:
+        # (a reverted failure stays where its fix put it)
+        if (
+            d.evidence not in failed_last
+            and d.evidence != REVERTED
+            and recorded[d.test_id] >= floor
+        ):
             history = histories.get(d.test_id)
             if history is not None and history.failures > 0:
                 # like a known failure: with a change it reaches, one that may be its fix
@@ -512,13 +533,15 @@ class Prioritizer(Agent):
         test_ids: Sequence[str],
         covering_changed: Mapping[str, str] | None = None,
         impacts: Mapping[str, int] | None = None,
+        reverted: Collection[str] = (),
     ) -> list[Decision]:
         """One ε-greedy tier per test. Tests are visited in sorted id order so the random
         draws, and so the order, depend only on the seed and the set of tests.
         ``covering_changed``: test id → how much of its covered code changed (the bucketed
         share of its files), for the tests whose covered code changed (``--qlearn-cov``).
         ``impacts``: test id → DIRECT or IMPORTS, for the tests the static change analysis
-        ties to a change since the last episode."""
+        ties to a change since the last episode. ``reverted``: tests that failed last run and
+        whose reached changes all revert the change they failed with (class REVERTED)."""
         covering_changed = covering_changed or {}
         impacts = impacts or {}
         learner = self.learner
@@ -701,6 +724,8 @@ class Prioritizer(Agent):
             )
         learner.decisions += decided
         learner.explored += explored_count
+        if reverted:
+            decisions = _demote_reverted(decisions, reverted)
         return _promote_likely_failures(decisions, histories, recorded)
 
     # -- learning ----------------------------------------------------------------------

@@ -13,11 +13,11 @@ the learned estimates, with one note, and never breaks the run.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .impact import DependencyIndex, Impact
+from .impact import DependencyIndex, Impact, Revert
 from .reach import CALLS_FURTHER, DIRECT, IMPORTS
 
 
@@ -44,6 +44,9 @@ class ChangeAwareness:
     digests: dict[str, str] = field(default_factory=dict)
     note: str = ""
     index: DependencyIndex | None = None
+    #: Tests that failed in the last run and whose every reached change puts code back to
+    #: the version they last passed on (a revert of what they failed with): likely fixed.
+    reverted: frozenset[str] = frozenset()
 
     def summary(self) -> str:
         """One line for the header, or "" when nothing changed."""
@@ -58,9 +61,10 @@ class ChangeAwareness:
             "failures"
         )
 
-    def save(self) -> None:
+    def save(self, episode: int = -1) -> None:
+        """Keep the analysed files' versions for the next run (``episode``: this run's)."""
         if self.index is not None:
-            self.index.save()
+            self.index.save(episode)
 
 
 def analyse(
@@ -69,15 +73,27 @@ def analyse(
     test_ids: Iterable[str],
     stored_digests: Mapping[str, str],
     cache_file: Path | None,
+    last_passed: Callable[[], Mapping[str, int]] | None = None,
 ) -> ChangeAwareness:
-    """The static change analysis of one run (see the module docstring)."""
+    """The static change analysis of one run (see the module docstring). ``last_passed``:
+    the tests that failed in the last run -> the episode they last passed in (asked for only
+    when something changed)."""
+    watch: Mapping[str, int] = {}
     try:
         index = DependencyIndex(root, cache_file)
         index.scan(test_files)
         changes = index.changes(stored_digests)
-        found = index.impacts(changes, test_ids) if changes.files else {}
+        if changes.files and last_passed is not None:
+            watch = last_passed()
+        found = index.impacts(changes, test_ids, watch.keys()) if changes.files else {}
+        reverts = index.reverts(changes, stored_digests) if watch and found else {}
     except Exception as exc:  # an analysis bug must not cost the user's run its order
         return ChangeAwareness(note=f"change awareness is off this run ({type(exc).__name__})")
+    reverted = frozenset(
+        test_id
+        for test_id, files in index.sources.items()
+        if _undone(files, reverts, watch[test_id])
+    )
     return ChangeAwareness(
         impacts={test_id: _evidence(impact) for test_id, impact in found.items()},
         proximity={test_id: impact.proximity for test_id, impact in found.items()},
@@ -85,7 +101,18 @@ def analyse(
         changed_files=changes.files,
         digests=dict(index.digests),
         index=index,
+        reverted=reverted,
     )
+
+
+def _undone(files: Collection[str], reverts: Mapping[str, Revert], last_passed: int) -> bool:
+    """Every changed file a test reaches is back to the version it last passed on: that
+    version was there when it last passed, the version it replaces came after."""
+    for path in files:
+        revert = reverts.get(path)
+        if revert is None or not revert.restored_since <= last_passed < revert.undone_since:
+            return False
+    return bool(files)
 
 
 def refine_with_coverage(

@@ -22,7 +22,11 @@ imports a changed module or is named after it (``tests/test_foo.py`` ~ ``pkg/foo
 
 Facts are cached by content digest (sha256) in a JSON file, with a ``(st_mtime_ns, st_size)``
 memo per path, so a warm start reads no unchanged file. The facts of each file's previous
-version are kept too: they are what a changed file's definitions are compared with.
+version are kept too: they are what a changed file's definitions are compared with. With
+each version the cache keeps the episode it was first seen in, so a change that puts a file
+back to its previous version is known as a *revert*, and when the undone version appeared
+(:meth:`DependencyIndex.reverts`): a test that started failing with that version and reaches
+no other change is likely fixed by it.
 
 Measured with ``time.perf_counter`` in an ad-hoc script (CPython 3.11, Linux, a shared 2-CPU
 machine; min of 5-30 runs). A generated project of 301 files (150 modules of ~90 lines, 150
@@ -115,6 +119,15 @@ def proximity(calls: int, named: bool, file_named: bool) -> int:
     toolz's fresh-bug APFD in an offline replay of the static classes from 0.926 to 0.946
     (calls alone: 0.942)."""
     return calls * 4 + (0 if named else 2) + (0 if file_named else 1)
+
+
+class Revert(NamedTuple):
+    """A changed file that is back to its previous version: ``restored_since`` is the episode
+    the restored version was first seen in, ``undone_since`` the one the version it replaces
+    (the one the last run saw) was first seen in."""
+
+    restored_since: int
+    undone_since: int
 
 
 class ChangeSet(NamedTuple):
@@ -664,7 +677,8 @@ class DependencyIndex:
         self._raw_facts: dict[str, object] = {}  # digest -> cached JSON, converted on use
         self._facts: dict[str, _Facts] = {}  # digest -> facts
         self._memo: dict[str, tuple[int, int, str]] = {}  # path -> (mtime_ns, size, digest)
-        self._history: dict[str, tuple[str, str | None]] = {}  # path -> (digest, previous)
+        #: path -> (digest, previous digest, the episodes each was first seen in; -1 unknown)
+        self._history: dict[str, tuple[str, str | None, int, int]] = {}
         self._digests: dict[str, str] = {}  # scanned path -> digest
         self._file_facts: dict[str, _Facts] = {}  # scanned path -> facts
         self._fallback: dict[str, _Facts] = {}  # unparsable path -> its last good facts
@@ -677,6 +691,8 @@ class DependencyIndex:
         self._resolved: dict[tuple[str, ...], str | None] = {}
         self._candidates_memo: dict[tuple[str, _ImportEntry], list[str]] = {}
         self._edges: dict[str, list[tuple[str, bool]]] | None = None
+        #: node id -> the changed files it reaches, for the ids ``impacts`` was asked to watch
+        self.sources: dict[str, set[str]] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -752,14 +768,35 @@ class DependencyIndex:
                 definitions[path] = self._changed_definitions(path, old)
         return ChangeSet(frozenset(definitions), definitions)
 
-    def impacts(self, changes: ChangeSet, test_ids: Iterable[str]) -> dict[str, Impact]:
+    def reverts(self, changes: ChangeSet, stored: Mapping[str, str]) -> dict[str, Revert]:
+        """The changed files that are back to the version before the one ``stored`` (the last
+        run) saw, when this index's cache knows both versions and when each was first seen."""
+        self._require_scan()
+        found: dict[str, Revert] = {}
+        for path in changes.files:
+            held = self._history.get(path)
+            if (
+                held is not None
+                and held[0] == stored.get(path)
+                and held[1] == self._digests.get(path)
+                and held[2] >= 0
+                and held[3] >= 0
+            ):
+                found[path] = Revert(held[3], held[2])
+        return found
+
+    def impacts(
+        self, changes: ChangeSet, test_ids: Iterable[str], watch: Collection[str] = ()
+    ) -> dict[str, Impact]:
         """Per pytest node id (``path::Class::test_name[params]``, ``path::test_name``), its
-        Impact; tests with none are absent."""
+        Impact; tests with none are absent. For the ids in ``watch``, :attr:`sources` holds
+        every changed file each reaches (not only the strongest finding's)."""
         if not isinstance(changes, ChangeSet):
             raise TypeError("changes must be a ChangeSet")
         if isinstance(test_ids, (str, bytes)):
             raise TypeError("test_ids must be an iterable of node ids, not one string")
         self._require_scan()
+        self.sources = {}
         ids = list(test_ids)
         for node_id in ids:
             if not isinstance(node_id, str):
@@ -779,22 +816,31 @@ class DependencyIndex:
                 by_path.setdefault(path, []).append((node_id, qual))
         if not by_path:
             return {}
-        return _ImpactPass(self, relevant, by_path).run()
+        found = _ImpactPass(self, relevant, by_path, frozenset(watch))
+        impacts = found.run()
+        self.sources = found.sources
+        return impacts
 
-    def save(self) -> None:
+    def save(self, episode: int = -1) -> None:
         """Write the cache atomically, pruned to the files seen in this index's scans (with
-        the facts of each file's previous version, to diff against next time); errors are
+        the facts of each file's previous version, to diff against next time, and the
+        ``episode`` a version was first seen in: this one for a new version); errors are
         ignored: the cache is an optimisation."""
         if self._cache_file is None:
             return
-        history: dict[str, list[str | None]] = {}
+        history: dict[str, list[str | int | None]] = {}
         keep: set[str] = set(self._used_old)
         for path, digest in self._digests.items():
             before = self._history.get(path)
-            previous = None if before is None else before[0] if before[0] != digest else before[1]
-            history[path] = [digest, previous]
+            if before is None:
+                history[path] = [digest, None, episode, -1]
+            elif before[0] == digest:
+                history[path] = list(before)
+            else:
+                history[path] = [digest, before[0], episode, before[2]]
+            previous = history[path][1]
             keep.add(digest)
-            if previous is not None:
+            if isinstance(previous, str):
                 keep.add(previous)
         if not self._dirty and history == {p: list(h) for p, h in self._history.items()}:
             return  # nothing new, nothing to prune: a warm start writes nothing
@@ -855,11 +901,14 @@ class DependencyIndex:
             for path, h in paths.items():
                 if (
                     isinstance(h, list)
-                    and len(h) == 2
+                    and len(h) in (2, 4)  # 2: a cache from before the episodes were kept
                     and isinstance(h[0], str)
                     and (h[1] is None or isinstance(h[1], str))
                 ):
-                    self._history[path] = (h[0], h[1])
+                    since = h[2:] if len(h) == 4 else [-1, -1]
+                    if not all(type(v) is int for v in since):
+                        since = [-1, -1]
+                    self._history[path] = (h[0], h[1], since[0], since[1])
 
     def _get_facts(self, digest: str) -> _Facts | None:
         facts = self._facts.get(digest)
@@ -906,7 +955,7 @@ class DependencyIndex:
 
     def _last_good(self, key: str, digest: str) -> _Facts | None:
         """The facts of the last version of a file that parsed, if the cache has them."""
-        for candidate in self._history.get(key, ()):
+        for candidate in self._history.get(key, ("", None))[:2]:
             if candidate is not None and candidate != digest:
                 facts = self._get_facts(candidate)
                 if facts is not None and facts.ok:
@@ -1149,8 +1198,11 @@ class _ImpactPass:
         index: DependencyIndex,
         relevant: list[tuple[str, frozenset[str] | None]],
         by_path: dict[str, list[tuple[str, str]]],
+        watch: frozenset[str] = frozenset(),
     ) -> None:
         self.index = index
+        self.watch = watch
+        self.sources: dict[str, set[str]] = {}
         self.facts = index._file_facts
         self.relevant = relevant
         self.by_path = by_path
@@ -1184,8 +1236,11 @@ class _ImpactPass:
                     self._match_names(changed, stem, path, tests)
         return {node_id: impact for node_id, (_, impact) in self.result.items()}
 
-    def _offer(self, node_id: str, rank: tuple[int, int], impact: Impact) -> None:
-        """Keep the strongest finding per test: the highest rank, then the closest."""
+    def _offer(self, node_id: str, rank: tuple[int, int], impact: Impact, changed: str) -> None:
+        """Keep the strongest finding per test: the highest rank, then the closest (and, for
+        a watched test, every changed file it reaches)."""
+        if node_id in self.watch:
+            self.sources.setdefault(node_id, set()).add(changed)
         current = self.result.get(node_id)
         if current is None or (rank, -impact.proximity) > (
             current[0],
@@ -1215,7 +1270,7 @@ class _ImpactPass:
         file_named = _file_named_after(_name_stem(changed), path)
         for node_id, qual in tests:
             if own_file and defs is not None and self._own_def(facts, qual) in defs:
-                self._offer(node_id, (2, 1), Impact(2, "its own code changed", 0, 0))
+                self._offer(node_id, (2, 1), Impact(2, "its own code changed", 0, 0), changed)
                 continue
             if names_any and facts is not None:
                 hit = self._test_refs(path, facts, qual) & affected.keys()
@@ -1228,12 +1283,12 @@ class _ImpactPass:
                     named = _names_any(qual, (name, affected[name]))
                     near = proximity(calls, named, file_named)
                     if calls <= DIRECT_DEPTH:
-                        self._offer(node_id, (2, 0), Impact(2, why, 0, near))
+                        self._offer(node_id, (2, 0), Impact(2, why, 0, near), changed)
                     else:
-                        self._offer(node_id, (1, 2), Impact(1, why, calls, near))
+                        self._offer(node_id, (1, 2), Impact(1, why, calls, near), changed)
                     continue
             if path == changed:
-                self._offer(node_id, (1, 1), Impact(1, "its file changed", 0, 0))
+                self._offer(node_id, (1, 1), Impact(1, "its file changed", 0, 0), changed)
                 continue
             if via == changed:
                 reason = f"uses {changed} (changed)"
@@ -1242,7 +1297,7 @@ class _ImpactPass:
             else:
                 reason = f"imports {changed} (changed)"
             near = proximity(IMPORT_DISTANCE, False, file_named)
-            self._offer(node_id, (1, 0), Impact(1, reason, 0, near))
+            self._offer(node_id, (1, 0), Impact(1, reason, 0, near), changed)
 
     @staticmethod
     def _why(
@@ -1264,7 +1319,9 @@ class _ImpactPass:
             by_name = _named_after(stem, _test_stem(qual.rpartition(".")[2]))
             if by_file or by_name:
                 near = proximity(IMPORT_DISTANCE, by_name, by_file)
-                self._offer(node_id, (1, 0), Impact(1, f"named after {changed} (changed)", 0, near))
+                self._offer(
+                    node_id, (1, 0), Impact(1, f"named after {changed} (changed)", 0, near), changed
+                )
 
     @staticmethod
     def _own_def(facts: _Facts | None, qual: str) -> str | None:

@@ -78,6 +78,18 @@ class TestHistory(NamedTuple):
         # The failure is older than the kept verdicts.
         return len(self.verdicts)
 
+    def last_passed_episode(self) -> int | None:
+        """The episode this test last passed in, when its last verdict was a failure and the
+        kept verdicts hold a pass (None otherwise). Counted back from its last run, one
+        episode per verdict: exact for a test that ran in every episode since."""
+        verdicts = self.verdicts
+        if verdicts.rstrip(SKIPPED)[-1:] != FAILED:
+            return None
+        index = verdicts.rfind(PASSED)
+        if index < 0:
+            return None
+        return self.last_run_episode - (len(verdicts) - 1 - index)
+
     def last_verdicts(self, k: int) -> str:
         """The last ``k`` pass/fail verdicts, padded on the left with ``-`` for unknown."""
         if k <= 0:
