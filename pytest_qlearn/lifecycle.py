@@ -415,8 +415,9 @@ class QLearnPlugin:
             _test_files(items, root),
             [item.nodeid for item in items],
             self.learning.snapshot.file_hashes,
-            # workers read the controller's cache; only the controller writes it
-            None if self.is_worker else default_store_path(config).parent / "impact.json",
+            # pytest-xdist workers read the cache too (the previous versions' definitions and
+            # episodes); only the controller writes it, after the workers are done
+            default_store_path(config).parent / "impact.json",
             last_passed,
         )
 

@@ -91,7 +91,7 @@ def _versions(tmp_path: Path, *edits: tuple[str, str]) -> list[ca.ChangeAwarenes
             core.write_text(core.read_text().replace(old, new))
         last = episode == len(edits) + 1
         watch = {IDS[0]: 2, IDS[2]: 2} if last else {}
-        run = ca.analyse(tmp_path, {"tests/test_core.py"}, IDS, stored, cache, lambda: watch)
+        run = ca.analyse(tmp_path, {"tests/test_core.py"}, IDS, stored, cache, lambda w=watch: w)
         run.save(episode)
         stored = run.digests
         found.append(run)
@@ -136,7 +136,7 @@ def test_a_revert_with_another_change_reaching_the_test_is_not_enough(tmp_path: 
             core.write_text(core.read_text().replace("return 2", "return 1"))
             test_file.write_text(test_file.read_text() + "\n\ndef test_new():\n    pass\n")
         watch = {IDS[0]: 1, IDS[2]: 1} if episode == 3 else {}
-        run = ca.analyse(tmp_path, {"tests/test_core.py"}, IDS, stored, cache, lambda: watch)
+        run = ca.analyse(tmp_path, {"tests/test_core.py"}, IDS, stored, cache, lambda w=watch: w)
         run.save(episode)
         stored = run.digests
     assert run.changed_files == {"pkg/core.py", "tests/test_core.py"}
