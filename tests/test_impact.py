@@ -957,8 +957,9 @@ def test_proximity_orders_the_tests_of_one_level_calls_then_names_then_files(
     # unnamed, in the file named after the module; the same in another file
     assert near["test_bind"] < near["test_curry"] < near["test_wrapper"] < near["test_misc"]
     assert near == {
-        "test_bind": impact_module.proximity(0, True, True),
-        "test_curry": impact_module.proximity(1, True, True),
+        # named after the changed definition itself: closer than named after a caller
+        "test_bind": impact_module.proximity(0, impact_module.NAMED_CHANGE, True),
+        "test_curry": impact_module.proximity(1, impact_module.NAMED_CALLER, True),
         "test_wrapper": impact_module.proximity(1, False, True),
         "test_misc": impact_module.proximity(1, False, False),
         # only imports: farther than any call (its own class; the scale is one for all)
@@ -966,9 +967,68 @@ def test_proximity_orders_the_tests_of_one_level_calls_then_names_then_files(
     }
 
 
+def test_a_test_named_after_the_changed_method_is_nearest_in_its_class(tmp_path: Path) -> None:
+    """``numeric_range.__eq__`` changes: every test naming the class reaches it; the one
+    named after the method (``test_eq``) is nearest, those of the class named after it
+    (``NumericRangeTests``) next, the rest after."""
+    write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/ranges.py": """
+                class numeric_range:
+                    def __init__(self, n):
+                        self.n = n
+
+                    def __eq__(self, other):
+                        return self.n == other.n
+            """,
+            "tests/test_ranges.py": """
+                import unittest
+                from pkg.ranges import numeric_range
+
+                class NumericRangeTests(unittest.TestCase):
+                    def test_eq(self):
+                        self.assertEqual(numeric_range(1), numeric_range(1))
+
+                    def test_basic(self):
+                        self.assertEqual(numeric_range(2).n, 2)
+
+                class OtherTests(unittest.TestCase):
+                    def test_uses_it(self):
+                        self.assertTrue(numeric_range(3))
+            """,
+        },
+    )
+    ids = [
+        "tests/test_ranges.py::NumericRangeTests::test_eq",
+        "tests/test_ranges.py::NumericRangeTests::test_basic",
+        "tests/test_ranges.py::OtherTests::test_uses_it",
+    ]
+    _, impacts = run_after_edit(
+        tmp_path,
+        ["tests/test_ranges.py"],
+        ids,
+        "pkg/ranges.py",
+        "self.n == other",
+        "self.n != other",
+    )
+    near = [impacts[node_id].proximity for node_id in ids]
+    assert all(impacts[node_id].level == 2 for node_id in ids)
+    assert near == [
+        impact_module.proximity(0, impact_module.NAMED_CHANGE, True),
+        impact_module.proximity(0, impact_module.NAMED_CALLER, True),
+        impact_module.proximity(0, impact_module.UNNAMED, True),
+    ]
+
+
 @pytest.mark.parametrize(
     ("qual", "names", "named"),
     [
+        ("NthProductTests.test_basic", ("nth_product",), True),  # CamelCase, snake case
+        ("SeekableTest.test_peek", ("seekable",), True),
+        ("HTTPServerTests.test_get", ("http_server",), True),
+        ("NumericRangeTests.test_eq", ("eq",), True),  # the word of __eq__
         ("test_curry_bind", ("bind",), True),
         ("TestCurry.test_kwargs", ("curry",), True),
         ("test_currying", ("curry",), False),  # a word, not a prefix
