@@ -75,76 +75,71 @@ def test_an_analysis_failure_costs_the_order_nothing_but_a_note(
     found.save()  # nothing to save, no error
 
 
-def _versions(tmp_path: Path, *edits: tuple[str, str]) -> list[ca.ChangeAwareness]:
-    """One analysis per episode (1, 2, ...): the project as ``_project`` wrote it, then each
-    ``(old, new)`` replacement in pkg/core.py; each analysis is saved with its episode and
-    is the next one's baseline. The last one watches test_inner and test_module as known
-    failures that last passed in episode 2 (the episode before the third version)."""
+def _episodes(
+    tmp_path: Path, edits: list[list[tuple[str, str]]], watch: dict[str, int]
+) -> list[ca.ChangeAwareness]:
+    """One analysis per episode (1, 2, ...) of ``_project``: episode k first applies the
+    ``(old, new)`` replacements ``edits[k - 2]`` to pkg/core.py; each analysis is saved with
+    its episode and is the next one's baseline. The last one watches ``watch`` (known
+    failures -> the episode they last passed in)."""
     _project(tmp_path)
     cache = tmp_path / "impact.json"
     core = tmp_path / "pkg" / "core.py"
     found: list[ca.ChangeAwareness] = []
     stored: dict[str, str] = {}
     for episode in range(1, len(edits) + 2):
-        if episode > 1:
-            old, new = edits[episode - 2]
+        for old, new in edits[episode - 2] if episode > 1 else ():
+            assert old in core.read_text()
             core.write_text(core.read_text().replace(old, new))
-        last = episode == len(edits) + 1
-        watch = {IDS[0]: 2, IDS[2]: 2} if last else {}
-        run = ca.analyse(tmp_path, {"tests/test_core.py"}, IDS, stored, cache, lambda w=watch: w)
+        watched = watch if episode == len(edits) + 1 else {}
+        run = ca.analyse(tmp_path, {"tests/test_core.py"}, IDS, stored, cache, lambda w=watched: w)
         run.save(episode)
         stored = run.digests
         found.append(run)
     return found
 
 
-def test_a_known_failure_whose_change_is_reverted_is_marked_reverted(tmp_path: Path) -> None:
-    # episode 3 breaks inner (the watched tests failed with it), episode 4 reverts it
-    *_, broken, reverted = _versions(tmp_path, ("x", "x"), ("return 1", "return 2"),
-                                     ("return 2", "return 1"))  # fmt: skip
-    assert broken.reverted == frozenset()  # nothing watched yet
+BREAK = ("return 1", "return 2")
+REVERT = ("return 2", "return 1")
+INNER, OUTER, MODULE = IDS
+
+
+def test_a_known_failure_whose_breaking_change_is_reverted_is_marked_reverted(
+    tmp_path: Path,
+) -> None:
+    # episode 3 breaks inner (the watched tests last passed in 2), episode 4 reverts it
+    *_, reverted = _episodes(tmp_path, [[], [BREAK], [REVERT]], {INNER: 2, OUTER: 2, MODULE: 2})
     assert reverted.changed_files == {"pkg/core.py"}
-    assert reverted.reverted == {IDS[0], IDS[2]}
+    # test_module only imports the module: nothing it names changed, it stays a failure
+    assert reverted.reverted == {INNER, OUTER}
     # the revert is still a change: the tests reaching it keep their classes
-    assert reverted.impacts[IDS[0]] == prio.DIRECT
+    assert reverted.impacts[INNER] == prio.DIRECT
 
 
 def test_a_revert_the_failure_did_not_start_with_is_not_its_fix(tmp_path: Path) -> None:
-    # the watched tests last passed in episode 2, but the version undone came in episode 2:
-    # they passed with it, so it was not what broke them
-    *_, reverted = _versions(tmp_path, ("return 1", "return 2"), ("return 2", "return 1"))
+    # the watched test last passed in episode 2, with the broken version (from episode 2):
+    # it failed for another reason, and the revert does not put back what it passed with
+    *_, reverted = _episodes(tmp_path, [[BREAK], [], [REVERT]], {INNER: 3})
     assert reverted.changed_files == {"pkg/core.py"}
     assert reverted.reverted == frozenset()
 
 
 def test_a_new_version_is_not_a_revert(tmp_path: Path) -> None:
-    *_, fixed = _versions(tmp_path, ("x", "x"), ("return 1", "return 2"),
-                          ("return 2", "return 3"))  # fmt: skip
+    *_, fixed = _episodes(tmp_path, [[], [BREAK], [("return 2", "return 3")]], {INNER: 2})
     assert fixed.changed_files == {"pkg/core.py"}
     assert fixed.reverted == frozenset()
 
 
-def test_a_revert_with_another_change_reaching_the_test_is_not_enough(tmp_path: Path) -> None:
-    _project(tmp_path)
-    cache = tmp_path / "impact.json"
-    core, test_file = tmp_path / "pkg" / "core.py", tmp_path / "tests" / "test_core.py"
-    stored: dict[str, str] = {}
-    for episode in (1, 2, 3):
-        if episode == 2:
-            core.write_text(core.read_text().replace("return 1", "return 2"))
-        if episode == 3:  # the revert, and an edit of the test file itself
-            core.write_text(core.read_text().replace("return 2", "return 1"))
-            test_file.write_text(test_file.read_text() + "\n\ndef test_new():\n    pass\n")
-        watch = {IDS[0]: 1, IDS[2]: 1} if episode == 3 else {}
-        run = ca.analyse(tmp_path, {"tests/test_core.py"}, IDS, stored, cache, lambda w=watch: w)
-        run.save(episode)
-        stored = run.digests
-    assert run.changed_files == {"pkg/core.py", "tests/test_core.py"}
-    assert run.reverted == frozenset()
+def test_named_code_still_differing_from_when_it_passed_is_no_revert(tmp_path: Path) -> None:
+    """Episode 2 breaks inner, episode 3 changes mid too; episode 4 reverts inner only:
+    test_inner names only inner (reverted), test_outer reaches mid (still changed)."""
+    mid = ("return inner()", "return inner() + 0")
+    *_, run = _episodes(tmp_path, [[BREAK], [mid], [REVERT]], {INNER: 1, OUTER: 1})
+    assert run.reverted == {INNER}
 
 
 def test_a_cache_without_episodes_knows_no_reverts(tmp_path: Path) -> None:
-    """A cache written before the episodes were kept (two entries per path) still loads."""
+    """A version 1 cache (one previous digest per path, no episodes) still loads."""
     _project(tmp_path)
     cache = tmp_path / "impact.json"
     core = tmp_path / "pkg" / "core.py"
@@ -154,11 +149,12 @@ def test_a_cache_without_episodes_knows_no_reverts(tmp_path: Path) -> None:
     second = ca.analyse(tmp_path, {"tests/test_core.py"}, IDS, first.digests, cache)
     second.save(2)
     data = json.loads(cache.read_text())
-    data["paths"] = {path: held[:2] for path, held in data["paths"].items()}
+    data["version"] = 1
+    data["paths"] = {path: [versions[0][0], None] for path, versions in data["paths"].items()}
     cache.write_text(json.dumps(data))
     core.write_text(core.read_text().replace("return 2", "return 1"))
     third = ca.analyse(
-        tmp_path, {"tests/test_core.py"}, IDS, second.digests, cache, lambda: {IDS[0]: 0}
+        tmp_path, {"tests/test_core.py"}, IDS, second.digests, cache, lambda: {INNER: 1}
     )
-    assert third.impacts[IDS[0]] == prio.DIRECT
+    assert third.impacts[INNER] == prio.DIRECT  # the facts of the old version still load
     assert third.reverted == frozenset()

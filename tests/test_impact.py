@@ -629,7 +629,7 @@ def test_the_cache_round_trips_and_without_it_definitions_are_unknown(tmp_path: 
     first = scanned(project, TESTS, cache)
     stored = first.digests
     first.save()
-    assert json.loads(cache.read_text(encoding="utf-8"))["version"] == 1
+    assert json.loads(cache.read_text(encoding="utf-8"))["version"] == impact_module.CACHE_VERSION
     edit(project, "src/pkg/mod.py", "return x + 1", "return x + 3")
     calls = 0
     original = impact_module._extract
@@ -696,7 +696,7 @@ def test_a_corrupt_or_alien_cache_is_ignored(tmp_path: Path, content: bytes) -> 
     index = scanned(project, TESTS, cache)
     assert "src/pkg/mod.py" in index.digests
     index.save()
-    assert json.loads(cache.read_text(encoding="utf-8"))["version"] == 1
+    assert json.loads(cache.read_text(encoding="utf-8"))["version"] == impact_module.CACHE_VERSION
 
 
 def test_malformed_cached_facts_count_as_unknown(tmp_path: Path) -> None:

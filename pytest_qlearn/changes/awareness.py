@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .impact import DependencyIndex, Impact, Revert
+from .impact import DependencyIndex, Impact
 from .reach import CALLS_FURTHER, DIRECT, IMPORTS
 
 
@@ -44,8 +44,8 @@ class ChangeAwareness:
     digests: dict[str, str] = field(default_factory=dict)
     note: str = ""
     index: DependencyIndex | None = None
-    #: Tests that failed in the last run and whose every reached change puts code back to
-    #: the version they last passed on (a revert of what they failed with): likely fixed.
+    #: Tests that failed in the last run, that this change reaches by name, and that name no
+    #: definition differing from when they last passed: what broke them is reverted.
     reverted: frozenset[str] = frozenset()
 
     def summary(self) -> str:
@@ -85,15 +85,10 @@ def analyse(
         changes = index.changes(stored_digests)
         if changes.files and last_passed is not None:
             watch = last_passed()
-        found = index.impacts(changes, test_ids, watch.keys()) if changes.files else {}
-        reverts = index.reverts(changes, stored_digests) if watch and found else {}
+        found = index.impacts(changes, test_ids) if changes.files else {}
+        reverted = _reverted(index, found, watch)
     except Exception as exc:  # an analysis bug must not cost the user's run its order
         return ChangeAwareness(note=f"change awareness is off this run ({type(exc).__name__})")
-    reverted = frozenset(
-        test_id
-        for test_id, files in index.sources.items()
-        if _undone(files, reverts, watch[test_id])
-    )
     return ChangeAwareness(
         impacts={test_id: _evidence(impact) for test_id, impact in found.items()},
         proximity={test_id: impact.proximity for test_id, impact in found.items()},
@@ -105,14 +100,32 @@ def analyse(
     )
 
 
-def _undone(files: Collection[str], reverts: Mapping[str, Revert], last_passed: int) -> bool:
-    """Every changed file a test reaches is back to the version it last passed on: that
-    version was there when it last passed, the version it replaces came after."""
-    for path in files:
-        revert = reverts.get(path)
-        if revert is None or not revert.restored_since <= last_passed < revert.undone_since:
-            return False
-    return bool(files)
+def _named(impact: Impact | None) -> bool:
+    """A finding that the test names changed code (directly or through callers), not only
+    that it imports or is named after a changed module."""
+    return impact is not None and (impact.level >= 2 or impact.calls > 0)
+
+
+def _reverted(
+    index: DependencyIndex, found: Mapping[str, Impact], last_passed: Mapping[str, int]
+) -> frozenset[str]:
+    """The known failures (``last_passed``: test id -> the episode it last passed in) this
+    change reaches by name, whose named code is again what it was when they passed: every
+    definition they name that changed since is back (by the cache's kept versions), and no
+    file they reach has a version then the cache does not know."""
+    by_episode: dict[int, list[str]] = {}
+    for test_id, episode in last_passed.items():
+        if _named(found.get(test_id)):
+            by_episode.setdefault(episode, []).append(test_id)
+    reverted: set[str] = set()
+    for episode, test_ids in by_episode.items():
+        since = index.changes_since(episode)
+        then = index.impacts(since, test_ids, test_ids) if since.files else {}
+        for test_id in test_ids:
+            unknown = any(since.definitions.get(p) is None for p in index.sources.get(test_id, ()))
+            if not _named(then.get(test_id)) and not unknown:
+                reverted.add(test_id)
+    return frozenset(reverted)
 
 
 def refine_with_coverage(

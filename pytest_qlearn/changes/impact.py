@@ -22,11 +22,11 @@ imports a changed module or is named after it (``tests/test_foo.py`` ~ ``pkg/foo
 
 Facts are cached by content digest (sha256) in a JSON file, with a ``(st_mtime_ns, st_size)``
 memo per path, so a warm start reads no unchanged file. The facts of each file's previous
-version are kept too: they are what a changed file's definitions are compared with. With
-each version the cache keeps the episode it was first seen in, so a change that puts a file
-back to its previous version is known as a *revert*, and when the undone version appeared
-(:meth:`DependencyIndex.reverts`): a test that started failing with that version and reaches
-no other change is likely fixed by it.
+version are kept too: they are what a changed file's definitions are compared with. The
+cache keeps each file's last :data:`KEPT_VERSIONS` versions with the episode each was first
+seen in, so the code as it was in an earlier episode can be compared with today's
+(:meth:`DependencyIndex.changes_since`): a test that failed last run and names no definition
+that differs from when it last passed has had what broke it reverted.
 
 Measured with ``time.perf_counter`` in an ad-hoc script (CPython 3.11, Linux, a shared 2-CPU
 machine; min of 5-30 runs). A generated project of 301 files (150 modules of ~90 lines, 150
@@ -57,8 +57,11 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple, TypeGuard
 
-#: Bump when the cached facts change shape or meaning: older caches are then ignored.
-CACHE_VERSION = 1
+#: Bump when the cached facts change shape or meaning: older caches are then ignored
+#: (version 1, one previous digest per path and no episodes, still loads).
+CACHE_VERSION = 2
+#: Versions of each file the cache keeps (with their facts), newest first.
+KEPT_VERSIONS = 6
 #: The pseudo-definition holding a module's remaining top-level statements.
 MODULE_BLOCK = "<module>"
 #: Directories never scanned: environments and build output hold no project code under test.
@@ -127,15 +130,6 @@ def proximity(calls: int, named: int, file_named: bool) -> int:
     these three, in this order, lifted toolz's fresh-bug APFD in an offline replay of the
     static classes from 0.926 to 0.946 (calls alone: 0.942)."""
     return calls * 6 + (NAMED_CHANGE - int(named)) * 2 + (0 if file_named else 1)
-
-
-class Revert(NamedTuple):
-    """A changed file that is back to its previous version: ``restored_since`` is the episode
-    the restored version was first seen in, ``undone_since`` the one the version it replaces
-    (the one the last run saw) was first seen in."""
-
-    restored_since: int
-    undone_since: int
 
 
 class ChangeSet(NamedTuple):
@@ -299,6 +293,28 @@ class _Facts:
             tuple(autouse),
             aliases,
         )
+
+
+def _versions_from_json(obj: object, legacy: bool) -> list[tuple[str, int]]:
+    """A path's cached versions: ``[[digest, since], ...]``, newest first; in a version 1
+    cache ``[digest, previous digest or null]`` (episodes unknown). [] when malformed."""
+    if not isinstance(obj, list):
+        return []
+    if legacy:
+        if len(obj) != 2 or not isinstance(obj[0], str):
+            return []
+        return [(d, -1) for d in obj if isinstance(d, str)]
+    versions = []
+    for item in obj[:KEPT_VERSIONS]:
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and type(item[1]) is int
+        ):
+            return []
+        versions.append((item[0], item[1]))
+    return versions
 
 
 def _str_list(obj: object) -> TypeGuard[list[str]]:
@@ -694,8 +710,9 @@ class DependencyIndex:
         self._raw_facts: dict[str, object] = {}  # digest -> cached JSON, converted on use
         self._facts: dict[str, _Facts] = {}  # digest -> facts
         self._memo: dict[str, tuple[int, int, str]] = {}  # path -> (mtime_ns, size, digest)
-        #: path -> (digest, previous digest, the episodes each was first seen in; -1 unknown)
-        self._history: dict[str, tuple[str, str | None, int, int]] = {}
+        #: path -> its last versions, newest first: (digest, the episode it was first seen
+        #: in; -1 unknown)
+        self._history: dict[str, list[tuple[str, int]]] = {}
         self._digests: dict[str, str] = {}  # scanned path -> digest
         self._file_facts: dict[str, _Facts] = {}  # scanned path -> facts
         self._fallback: dict[str, _Facts] = {}  # unparsable path -> its last good facts
@@ -785,22 +802,23 @@ class DependencyIndex:
                 definitions[path] = self._changed_definitions(path, old)
         return ChangeSet(frozenset(definitions), definitions)
 
-    def reverts(self, changes: ChangeSet, stored: Mapping[str, str]) -> dict[str, Revert]:
-        """The changed files that are back to the version before the one ``stored`` (the last
-        run) saw, when this index's cache knows both versions and when each was first seen."""
+    def changes_since(self, episode: int) -> ChangeSet:
+        """The scanned files that differ from their version in ``episode`` (the newest
+        version first seen then or before), with their changed definitions; a file whose
+        version then the cache does not know counts as changed, definitions unknown (None)."""
         self._require_scan()
-        found: dict[str, Revert] = {}
-        for path in changes.files:
-            held = self._history.get(path)
-            if (
-                held is not None
-                and held[0] == stored.get(path)
-                and held[1] == self._digests.get(path)
-                and held[2] >= 0
-                and held[3] >= 0
-            ):
-                found[path] = Revert(held[3], held[2])
-        return found
+        definitions: dict[str, frozenset[str] | None] = {}
+        for path, digest in self._digests.items():
+            then = None
+            for version, since in self._history.get(path, ()):
+                if since < 0:
+                    break  # unknown from here on
+                if since <= episode:
+                    then = version
+                    break
+            if then != digest:
+                definitions[path] = None if then is None else self._changed_definitions(path, then)
+        return ChangeSet(frozenset(definitions), definitions)
 
     def impacts(
         self, changes: ChangeSet, test_ids: Iterable[str], watch: Collection[str] = ()
@@ -845,21 +863,16 @@ class DependencyIndex:
         ignored: the cache is an optimisation."""
         if self._cache_file is None:
             return
-        history: dict[str, list[str | int | None]] = {}
+        history: dict[str, list[tuple[str, int]]] = {}
         keep: set[str] = set(self._used_old)
         for path, digest in self._digests.items():
-            before = self._history.get(path)
-            if before is None:
-                history[path] = [digest, None, episode, -1]
-            elif before[0] == digest:
-                history[path] = list(before)
+            before = self._history.get(path, [])
+            if before[:1] and before[0][0] == digest:
+                history[path] = before
             else:
-                history[path] = [digest, before[0], episode, before[2]]
-            previous = history[path][1]
-            keep.add(digest)
-            if isinstance(previous, str):
-                keep.add(previous)
-        if not self._dirty and history == {p: list(h) for p, h in self._history.items()}:
+                history[path] = [(digest, episode), *before[: KEPT_VERSIONS - 1]]
+            keep.update(version for version, _ in history[path])
+        if not self._dirty and history == self._history:
             return  # nothing new, nothing to prune: a warm start writes nothing
         facts: dict[str, object] = {}
         for digest in sorted(keep):
@@ -871,7 +884,7 @@ class DependencyIndex:
             "version": CACHE_VERSION,
             "facts": facts,
             "memo": {p: list(m) for p, m in self._memo.items() if p in self._digests},
-            "paths": history,
+            "paths": {path: [list(v) for v in versions] for path, versions in history.items()},
         }
         target = self._cache_file
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -900,8 +913,9 @@ class DependencyIndex:
             obj = json.loads(self._cache_file.read_bytes())
         except (OSError, ValueError, RecursionError):
             return  # missing or corrupt: start cold
-        if not isinstance(obj, dict) or obj.get("version") != CACHE_VERSION:
+        if not isinstance(obj, dict) or obj.get("version") not in (1, CACHE_VERSION):
             return
+        legacy = obj["version"] == 1
         facts, memo, paths = obj.get("facts"), obj.get("memo"), obj.get("paths")
         if isinstance(facts, dict):
             self._raw_facts = facts
@@ -916,16 +930,9 @@ class DependencyIndex:
                     self._memo[path] = (m[0], m[1], m[2])
         if isinstance(paths, dict):
             for path, h in paths.items():
-                if (
-                    isinstance(h, list)
-                    and len(h) in (2, 4)  # 2: a cache from before the episodes were kept
-                    and isinstance(h[0], str)
-                    and (h[1] is None or isinstance(h[1], str))
-                ):
-                    since = h[2:] if len(h) == 4 else [-1, -1]
-                    if not all(type(v) is int for v in since):
-                        since = [-1, -1]
-                    self._history[path] = (h[0], h[1], since[0], since[1])
+                versions = _versions_from_json(h, legacy)
+                if versions:
+                    self._history[path] = versions
 
     def _get_facts(self, digest: str) -> _Facts | None:
         facts = self._facts.get(digest)
@@ -966,13 +973,13 @@ class DependencyIndex:
                 self._dirty = True
         elif self._memo.pop(key, None) is not None:
             self._dirty = True
-        if self._history.get(key, ("",))[0] != digest:
+        if self._history.get(key, [("", -1)])[0][0] != digest:
             self._dirty = True
         return digest, facts
 
     def _last_good(self, key: str, digest: str) -> _Facts | None:
         """The facts of the last version of a file that parsed, if the cache has them."""
-        for candidate in self._history.get(key, ("", None))[:2]:
+        for candidate, _ in self._history.get(key, ()):
             if candidate is not None and candidate != digest:
                 facts = self._get_facts(candidate)
                 if facts is not None and facts.ok:
