@@ -583,15 +583,14 @@ class LearningSession:
         shared_keys: list[str] = []
         for step, test_id in enumerate(ordered_ids):
             # all of a result's fields at once (one unpack, not an attribute call each)
-            _, verdict, duration, _, _, tier, explored, fixture = by_id[test_id]
+            # (``seconds``: ``duration`` is the session's, used after the loop)
+            _, verdict, seconds, _, _, tier, explored, fixture = by_id[test_id]
             if verdict not in VERDICTS:
                 raise ValueError(f"unknown verdict {verdict!r} for {test_id!r}")
             flaky = verdict == PASSED and test_id in flaky_ids
-            observations.append(
-                new_tuple(Observation, (test_id, verdict, duration, fixture, flaky))
-            )
+            observations.append(new_tuple(Observation, (test_id, verdict, seconds, fixture, flaky)))
             history = histories.get(test_id) or TestHistory(test_id)
-            nxt = history.record(verdict, duration, episode, fixture, flaky)
+            nxt = history.record(verdict, seconds, episode, fixture, flaky)
             next_histories.append(nxt)
             decision = decisions.get(test_id)
             if decision is None and tier is not None:
