@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import NamedTuple
 
 from . import suspects as sus
@@ -88,6 +89,7 @@ class TestResult(NamedTuple):
 
 
 TestResult.__test__ = False  # type: ignore[attr-defined]  # not a test class for pytest
+assert len(TestResult._fields) == 8  # LearningSession._finish unpacks all of them
 
 
 class RerunRecord(NamedTuple):
@@ -584,25 +586,26 @@ class LearningSession:
         episode = self.episode
         # the per-test named tuples from all their fields, without a call of their __new__
         new_tuple = tuple.__new__
+        # each shared state's key once per test that learned from it (counted after the loop)
+        shared_keys: list[str] = []
         for step, test_id in enumerate(ordered_ids):
-            result = by_id[test_id]
-            verdict = result.verdict
+            # all of a result's fields at once (one unpack, not an attribute call each)
+            # (``seconds``: ``duration`` is the session's, used after the loop)
+            _, verdict, seconds, _, _, tier, explored, fixture = by_id[test_id]
             if verdict not in VERDICTS:
                 raise ValueError(f"unknown verdict {verdict!r} for {test_id!r}")
             flaky = verdict == PASSED and test_id in flaky_ids
-            observations.append(
-                new_tuple(Observation, (test_id, verdict, result.duration, result.fixture, flaky))
-            )
+            observations.append(new_tuple(Observation, (test_id, verdict, seconds, fixture, flaky)))
             history = histories.get(test_id) or TestHistory(test_id)
-            nxt = history.record(verdict, result.duration, episode, result.fixture, flaky)
+            nxt = history.record(verdict, seconds, episode, fixture, flaky)
             next_histories.append(nxt)
             decision = decisions.get(test_id)
-            if decision is None and result.tier is not None:
+            if decision is None and tier is not None:
                 # decided on a pytest-xdist worker: count it so the report's share is true
-                learner.count_decision(result.explored)
-            if verdict == SKIPPED or result.tier is None:
+                learner.count_decision(explored)
+            if verdict == SKIPPED or tier is None:
                 continue
-            if decision is None or decision.tier != result.tier:
+            if decision is None or decision.tier != tier:
                 # an xdist controller did not rank: rebuild the worker's decision (from the
                 # Q-values as learned so far)
                 learner.update_all_rows(test_states, test_rewards, test_next, test_tiers)
@@ -610,9 +613,7 @@ class LearningSession:
                 for pending in (updates, test_states, test_rewards, test_next, test_tiers):
                     pending.clear()
                 p, known, per_test, shared = prioritizer.failure_probability(history)
-                decision = prio.Decision(
-                    test_id, result.tier, result.explored, p, per_test, shared, known
-                )
+                decision = prio.Decision(test_id, tier, explored, p, per_test, shared, known)
             per_test, shared, known = decision.per_test, decision.shared, decision.known
             next_per_test, next_shared = next_states_of(nxt, per_test, shared_memo)
             next_states[test_id] = (nxt, next_per_test, next_shared)
@@ -621,19 +622,23 @@ class LearningSession:
             # is in ``readable`` already: it was new when its test came)
             if per_test.key not in known_states and per_test.key not in readable:
                 readable[per_test.key] = per_test.readable
-            if shared.key not in known_states and shared.key not in readable:
-                readable[shared.key] = shared.readable
+            shared_key = shared.key
+            if shared_key not in shared_states:
+                # a shared state's first test decides (rows are never removed: a state
+                # known then is known at every later test)
+                shared_states[shared_key] = shared
+                if shared_key not in known_states and shared_key not in readable:
+                    readable[shared_key] = shared.readable
             change = decision.change
             if change is not None and change.key not in known_states and change.key not in readable:
                 readable[change.key] = change.readable
-            shared_states[shared.key] = shared
             # prioritizer.learn_later(decision, verdict, next states, ...), by columns
             rewards = failed_rewards if verdict == FAILED else passed_rewards
             test_states.append(per_test.key)
             test_rewards.append(rewards)
             test_next.append(next_per_test.key)
             test_tiers.append(decision.tier)
-            updates.append((shared.key, rewards, next_shared.key, None, shared_alpha))
+            updates.append((shared_key, rewards, next_shared.key, None, shared_alpha))
             if change is not None:
                 updates.append((change.key, rewards, next_shared.key, None, None))
             step_reward = rewards[decision.tier]
@@ -645,22 +650,24 @@ class LearningSession:
                         step,
                         test_id,
                         per_test.key,
-                        result.tier,
-                        result.explored,
+                        tier,
+                        explored,
                         step_reward,
                         next_per_test.key,
                     ),
                 )
             )
-            pattern_seen[shared.key] += 1
+            shared_keys.append(shared_key)
             if verdict == FAILED:
-                pattern_hits[shared.key] += 1
-            if known and not result.explored:
+                pattern_hits[shared_key] += 1
+            if known and not explored:
                 exploited += 1
                 exploited_paid += step_reward > 0
         learner.update_all_rows(test_states, test_rewards, test_next, test_tiers)
         learner.update_all_many(updates)
         del updates, test_states, test_rewards, test_next, test_tiers
+        pattern_seen.update(shared_keys)  # counted in C
+        del shared_keys
         self.learner.end_episode(partial=partial)
         stats = self.learner.statistics()
         selection = self.selection
@@ -698,8 +705,8 @@ class LearningSession:
             suspect_patterns, suspect_notes = self._learn_suspects(results, reruns, flaky_ids)
 
         ran = [r for r in results if r.verdict in (PASSED, FAILED)]
-        run_order = sorted(ran, key=lambda r: r.position)
-        collection_order = sorted(ran, key=lambda r: r.collected_at)
+        run_order = sorted(ran, key=attrgetter("position"))  # C key functions, no lambda
+        collection_order = sorted(ran, key=attrgetter("collected_at"))
         failures = sum(r.verdict == FAILED for r in ran)
 
         def flags(rs: list[TestResult]) -> list[bool]:

@@ -207,3 +207,28 @@ def test_test_files_are_the_relative_keys_of_every_item(tmp_path: Path) -> None:
         "pkg/test_b.py",
         "/elsewhere/test_c.py",
     }
+
+
+def test_finish_keeps_the_session_duration_apart_from_the_tests_seconds() -> None:
+    """The per-test loop of ``finish`` unpacks every result's seconds: the session's
+    ``duration`` (stored, and what a recovered checkpoint is recognised by) stays its own."""
+    from pytest_qlearn.session import LearningSession, TestResult
+    from pytest_qlearn.store import Partition, SqliteStore
+
+    store = SqliteStore(":memory:")
+    store.open()
+    try:
+        session = LearningSession(store.load_snapshot(Partition("p", "e"), [prio.NAME]), seed=3)
+        refs = [prio.TestRef(f"t.py::test_{i}", "t.py", None, i) for i in range(4)]
+        ranking = session.rank(refs)
+        results = [
+            TestResult(r.test_id, FAILED if i == 1 else PASSED, 0.25 + i, r.index, i)
+            for i, r in enumerate(ranking.order)
+        ]
+        write, _ = session.finish(results, started_at=1_000.0, duration=12.0, exit_status=1)
+    finally:
+        store.close()
+    assert write.session.duration == 12.0
+    assert {o.test_id: o.duration for o in write.observations} == {
+        r.test_id: r.duration for r in results
+    }

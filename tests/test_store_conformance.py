@@ -66,6 +66,16 @@ def _sqlite_store(request: pytest.FixtureRequest) -> Iterator[Store]:
 
 
 @contextmanager
+def _sqlite_staged_store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """The SQLite store with every agent's Q deltas staged in its temporary table (the path
+    of large writes, from ``STAGE_THRESHOLD`` deltas on), however few there are."""
+    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setattr(sqlite_store, "STAGE_THRESHOLD", 0)
+    with _sqlite_store(request) as fresh:
+        yield fresh
+
+
+@contextmanager
 def _postgres_store(request: pytest.FixtureRequest) -> Iterator[Store]:
     """A schema of this test's own on the test server (see ``conftest.py``)."""
     url: str = request.getfixturevalue("pg_url")
@@ -79,9 +89,13 @@ STORE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest], AbstractContextMana
 }
 
 
-@pytest.fixture(params=list(STORE_FACTORIES), ids=list(STORE_FACTORIES))
+#: the backends, and the SQLite store's large-write path with every write
+_STORE_VARIANTS = {**STORE_FACTORIES, "sqlite-staged": _sqlite_staged_store}
+
+
+@pytest.fixture(params=list(_STORE_VARIANTS), ids=list(_STORE_VARIANTS))
 def store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    with STORE_FACTORIES[request.param](request) as fresh:
+    with _STORE_VARIANTS[request.param](request) as fresh:
         fresh.open()
         try:
             yield fresh

@@ -40,6 +40,7 @@ from pytest_qlearn.store.base import (
     PatternDelta,
     PendingSkipDelta,
     QDelta,
+    RewardEvent,
 )
 
 
@@ -706,3 +707,30 @@ def test_a_version_2_store_loses_the_selectors_pending_rows_and_keeps_its_q_tabl
         write = replace(episode_write("s2"), pending_skips=[PendingSkipDelta("t", "k", 1.0)])
         assert store.write_episode(write)
         assert store.load_snapshot(PARTITION, [AGENT]).pending_skips == {"t": {"k": 1.0}}
+
+
+def test_a_large_q_write_is_staged_added_and_rolled_back_whole(tmp_path: Path) -> None:
+    """From ``STAGE_THRESHOLD`` deltas on, the Q deltas go through the temporary staging
+    table: stored rows get their deltas added, new rows come in; a write that fails after
+    staging leaves the Q-table as it was and the next write stages afresh."""
+    from pytest_qlearn.store import sqlite as sqlite_store
+
+    n = sqlite_store.STAGE_THRESHOLD + 7
+    first = [(f"s{i:05d}", i % 3, 0.5 + i, 1) for i in range(n)]
+    # half of them again, and as many new ones
+    second = [(f"s{i:05d}", i % 3, 0.25, 2) for i in range(n // 2, n + n // 2)]
+    with opened(tmp_path / "q.db") as store:
+        assert store.write_episode(episode_write("one", first)) is True
+        failing = episode_write("two", second)
+        failing.rewards = [RewardEvent("total", 1.0, 1.0), RewardEvent("total", 2.0, 1.0)]
+        with pytest.raises(StoreError):  # the second "total" breaks the rewards' key
+            store.write_episode(failing)
+        assert store.write_episode(episode_write("two", second)) is True
+        entries = store.load_snapshot(PARTITION, [AGENT]).q_entries[AGENT]
+    expected: dict[tuple[str, int], tuple[float, int]] = {
+        (s, a): (dq, dn) for s, a, dq, dn in first
+    }
+    for s, a, dq, dn in second:
+        q, visits = expected.get((s, a), (0.0, 0))
+        expected[(s, a)] = (q + dq, visits + dn)
+    assert {(e.state, e.action): (e.q, e.visits) for e in entries} == expected

@@ -118,54 +118,72 @@ class TestHistory(NamedTuple):
             after_failure = self.record(FAILED, duration / 2, episode, fixture / 2)
             after_pass = after_failure.record(PASSED, duration / 2, episode, fixture / 2)
             return after_pass._replace(flaky=self.flaky + 1)
-        first_episode = episode if self.first_episode < 0 else self.first_episode
+        # every field at once (one unpack, not a property call each: a run records one
+        # history per test)
+        (
+            test_id,
+            runs,
+            failures,
+            flips,
+            verdicts,
+            last_failure_episode,
+            _,
+            first_episode,
+            duration_mean,
+            duration_m2,
+            _,
+            fixture_mean,
+            flaky_runs,
+            duration_recent,
+        ) = self
+        if first_episode < 0:
+            first_episode = episode
         if verdict == SKIPPED:
             return self._replace(first_episode=first_episode, last_run_episode=episode)
-        previous = self.verdicts.replace(SKIPPED, "")[-1:]
-        runs = self.runs + 1
+        # the last pass/fail verdict (rstrip: the string itself, unless it ends in skips)
+        previous = verdicts.rstrip(SKIPPED)[-1:]
+        runs += 1
         failed = verdict == FAILED
-        delta = duration - self.duration_mean
-        mean = self.duration_mean + delta / runs
-        # every field, in order (a run records one history per test: no call of __new__)
+        delta = duration - duration_mean
+        mean = duration_mean + delta / runs
+        # fixture_mean: a mean over about the last FIXTURE_WINDOW runs; 0 means never
+        # measured (a history from before fixture times were kept): the first replaces it
+        if fixture_mean == 0.0:
+            fixture_mean = fixture
+        else:
+            fixture_mean = fixture_mean + (fixture - fixture_mean) / min(runs, FIXTURE_WINDOW)
+        # duration_recent: a recent mean that caps each run at OUTLIER_FACTOR times the
+        # estimate so far (from the 4th run on)
+        if runs <= 1:
+            recent = duration
+        else:
+            recent = duration_recent
+            if recent <= 0.0:
+                recent = duration_mean  # a history from before schema 8 starts from its mean
+            value = duration
+            if runs > 3:
+                value = min(value, max(OUTLIER_FACTOR * recent, OUTLIER_FLOOR))
+            recent = recent + (value - recent) / min(runs, DURATION_WINDOW)
+        # every field, in order (no call of __new__)
         return _new_tuple(
             TestHistory,
             (
-                self.test_id,
+                test_id,
                 runs,
-                self.failures + failed,
-                self.flips + (1 if previous and previous != verdict else 0),
-                (self.verdicts + verdict)[-KEPT_VERDICTS:],
-                episode if failed else self.last_failure_episode,
+                failures + failed,
+                flips + (1 if previous and previous != verdict else 0),
+                (verdicts + verdict)[-KEPT_VERDICTS:],
+                episode if failed else last_failure_episode,
                 episode,
                 first_episode,
                 mean,
-                self.duration_m2 + delta * (duration - mean),
+                duration_m2 + delta * (duration - mean),
                 duration,
-                _recent_mean(self.fixture_mean, fixture, runs),
-                self.flaky,
-                _robust_recent(self.duration_recent, self.duration_mean, duration, runs),
+                fixture_mean,
+                flaky_runs,
+                recent,
             ),
         )
-
-
-def _robust_recent(recent: float, mean: float, value: float, runs: int) -> float:
-    """The next ``duration_recent``: a recent mean that caps each run at
-    :data:`OUTLIER_FACTOR` times the estimate so far (from the 4th run on)."""
-    if runs <= 1:
-        return value
-    if recent <= 0.0:
-        recent = mean  # a history from before schema 8 starts from its mean
-    if runs > 3:
-        value = min(value, max(OUTLIER_FACTOR * recent, OUTLIER_FLOOR))
-    return recent + (value - recent) / min(runs, DURATION_WINDOW)
-
-
-def _recent_mean(mean: float, value: float, runs: int) -> float:
-    """A mean over about the last :data:`FIXTURE_WINDOW` runs. 0 means never measured (a
-    history from before fixture times were kept): the first measurement replaces it."""
-    if mean == 0.0:
-        return value
-    return mean + (value - mean) / min(runs, FIXTURE_WINDOW)
 
 
 _new_tuple = tuple.__new__

@@ -395,24 +395,27 @@ class QLearner:
                     visits = visit_table[state] = array("q", zero_visits)
                 else:
                     visits = visit_table[state]
-                acc = outbox.get(state)
-                if acc is None:
-                    acc = outbox[state] = [0.0] * 6
-                change = alpha * (step_rewards[0] + gamma * bootstrap - row[0])
-                row[0] += change
-                acc[0] += change
-                change = alpha * (step_rewards[1] + gamma * bootstrap - row[1])
-                row[1] += change
-                acc[1] += change
-                change = alpha * (step_rewards[2] + gamma * bootstrap - row[2])
-                row[2] += change
-                acc[2] += change
+                change0 = alpha * (step_rewards[0] + gamma * bootstrap - row[0])
+                row[0] += change0
+                change1 = alpha * (step_rewards[1] + gamma * bootstrap - row[1])
+                row[1] += change1
+                change2 = alpha * (step_rewards[2] + gamma * bootstrap - row[2])
+                row[2] += change2
                 visits[0] += 1
                 visits[1] += 1
                 visits[2] += 1
-                acc[3] += 1.0
-                acc[4] += 1.0
-                acc[5] += 1.0
+                acc = outbox.get(state)
+                if acc is None:
+                    # a test's row is new to the outbox (the common case): its accumulator
+                    # made with this update's values, as 0.0 + each would leave them
+                    outbox[state] = [0.0 + change0, 0.0 + change1, 0.0 + change2, 1.0, 1.0, 1.0]
+                else:
+                    acc[0] += change0
+                    acc[1] += change1
+                    acc[2] += change2
+                    acc[3] += 1.0
+                    acc[4] += 1.0
+                    acc[5] += 1.0
                 reward_sum += step_rewards[action]
                 rewarded += 1
                 updates += 3

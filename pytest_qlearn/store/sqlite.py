@@ -872,18 +872,41 @@ class SqliteStore(Store):
         """``q = q + Δq``, ``visits = visits + Δvisits`` for each delta (an upsert), in key
         order: B-tree pages are visited once, in sequence (a session's deltas come in that
         order, so the sort only checks). (Updating the rows of stored states in place
-        instead measured the same.)"""
+        instead measured the same.)
+
+        From :data:`STAGE_THRESHOLD` deltas on, they are staged first: bound as they are
+        (five values a row, no tuple rebuilt per row) into a connection-private temporary
+        table, then merged by one ``INSERT … SELECT … ON CONFLICT`` with the partition, the
+        agent and the times bound once. The same upsert, in the same transaction and order;
+        measured 15–20 % cheaper than ``executemany`` of the ten-value rows at 300,000
+        deltas (the binding, and a statement step per row, were the difference)."""
         conn = self.conn
         ordered = sorted(deltas, key=_STATE_ACTION)
-        conn.executemany(
+        if len(ordered) < STAGE_THRESHOLD:
+            conn.executemany(
+                "INSERT INTO q_values (project, environment, agent, state_hash, action, "
+                "state_text, q, visits, updated_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) " + _Q_UPSERT,
+                _rows_of(ordered, key, (0, 2, 1, 3, 4), (now, expires)),
+            )
+            return
+        # created inside the write transaction: a rollback takes it away again
+        conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {_Q_STAGE} (state_hash TEXT, state_text TEXT, "
+            "action INTEGER, q REAL, visits INTEGER)"
+        )
+        conn.execute(f"DELETE FROM {_Q_STAGE}")
+        # QDelta's own field order: (state, state_text, action, dq, dvisits)
+        conn.executemany(f"INSERT INTO {_Q_STAGE} VALUES (?, ?, ?, ?, ?)", ordered)
+        # ``WHERE true``: SQLite's parser needs it between a SELECT and ON CONFLICT
+        conn.execute(
             "INSERT INTO q_values (project, environment, agent, state_hash, action, "
             "state_text, q, visits, updated_at, expires_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (project, environment, agent, state_hash, action) DO UPDATE SET "
-            "q = q + excluded.q, visits = visits + excluded.visits, "
-            "updated_at = excluded.updated_at, expires_at = excluded.expires_at",
-            _rows_of(ordered, key, (0, 2, 1, 3, 4), (now, expires)),
+            "SELECT ?, ?, ?, state_hash, action, state_text, q, visits, ?, ? "
+            f"FROM {_Q_STAGE} WHERE true ORDER BY rowid " + _Q_UPSERT,
+            (*key, now, expires),
         )
+        conn.execute(f"DELETE FROM {_Q_STAGE}")
 
     def _drop_checkpoint(self, session_id: str) -> None:
         self.conn.execute("DELETE FROM checkpoints WHERE session_id = ?", (session_id,))
@@ -1171,6 +1194,15 @@ CORRUPTION_CODES = frozenset({11, 26})
 _CORRUPTION_MESSAGES = ("malformed", "not a database", "corrupt")
 
 
+#: From this many Q deltas of an agent on, :meth:`SqliteStore._merge_q_deltas` stages them.
+STAGE_THRESHOLD = 2_000
+#: The staging table (``temp``: private to the connection, never in the store's file).
+_Q_STAGE = "temp.qlearn_q_deltas"
+_Q_UPSERT = (
+    "ON CONFLICT (project, environment, agent, state_hash, action) DO UPDATE SET "
+    "q = q + excluded.q, visits = visits + excluded.visits, "
+    "updated_at = excluded.updated_at, expires_at = excluded.expires_at"
+)
 #: A Q delta's (state, action), its primary key in a partition.
 _STATE_ACTION = itemgetter(0, 2)
 
