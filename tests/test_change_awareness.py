@@ -130,11 +130,40 @@ def test_a_new_version_is_not_a_revert(tmp_path: Path) -> None:
     assert fixed.reverted == frozenset()
 
 
-def test_named_code_still_differing_from_when_it_passed_is_no_revert(tmp_path: Path) -> None:
-    """Episode 2 breaks inner, episode 3 changes mid too; episode 4 reverts inner only:
-    test_inner names only inner (reverted), test_outer reaches mid (still changed)."""
+def test_code_still_differing_from_when_it_passed_is_no_revert(tmp_path: Path) -> None:
+    """Episode 2 breaks inner, episode 3 changes mid too; episode 4 reverts inner only. Not
+    only test_outer (it calls mid) stays a failure: test_inner names only inner, but a fault
+    its names miss may sit in the rest of the module it imports (mid is still changed)."""
     mid = ("return inner()", "return inner() + 0")
     *_, run = _episodes(tmp_path, [[BREAK], [mid], [REVERT]], {INNER: 1, OUTER: 1})
+    assert run.changed_files == {"pkg/core.py"}
+    assert run.reverted == frozenset()
+
+
+def test_a_revert_in_one_module_with_a_change_in_a_module_the_test_does_not_reach(
+    tmp_path: Path,
+) -> None:
+    _project(tmp_path)
+    (tmp_path / "pkg" / "other.py").write_text("def far():\n    return 1\n")
+    (tmp_path / "tests" / "test_other.py").write_text(
+        "from pkg.other import far\n\ndef test_far():\n    assert far()\n"
+    )
+    ids = [*IDS, "tests/test_other.py::test_far"]
+    files = {"tests/test_core.py", "tests/test_other.py"}
+    cache = tmp_path / "impact.json"
+    core, other = tmp_path / "pkg" / "core.py", tmp_path / "pkg" / "other.py"
+    stored: dict[str, str] = {}
+    for episode in (1, 2, 3):
+        if episode == 2:
+            core.write_text(core.read_text().replace(*BREAK))
+        if episode == 3:  # the revert of core, and a new fault in other
+            core.write_text(core.read_text().replace(*REVERT))
+            other.write_text(other.read_text().replace("return 1", "return 0"))
+        watch = {INNER: 1} if episode == 3 else {}
+        run = ca.analyse(tmp_path, files, ids, stored, cache, lambda w=watch: w)
+        run.save(episode)
+        stored = run.digests
+    assert run.changed_files == {"pkg/core.py", "pkg/other.py"}
     assert run.reverted == {INNER}
 
 

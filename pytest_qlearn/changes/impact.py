@@ -25,7 +25,7 @@ memo per path, so a warm start reads no unchanged file. The facts of each file's
 version are kept too: they are what a changed file's definitions are compared with. The
 cache keeps each file's last :data:`KEPT_VERSIONS` versions with the episode each was first
 seen in, so the code as it was in an earlier episode can be compared with today's
-(:meth:`DependencyIndex.changes_since`): a test that failed last run and names no definition
+(:meth:`DependencyIndex.changes_since`): a test that failed last run and reaches no file
 that differs from when it last passed has had what broke it reverted.
 
 Measured with ``time.perf_counter`` in an ad-hoc script (CPython 3.11, Linux, a shared 2-CPU
@@ -725,8 +725,6 @@ class DependencyIndex:
         self._resolved: dict[tuple[str, ...], str | None] = {}
         self._candidates_memo: dict[tuple[str, _ImportEntry], list[str]] = {}
         self._edges: dict[str, list[tuple[str, bool]]] | None = None
-        #: node id -> the changed files it reaches, for the ids ``impacts`` was asked to watch
-        self.sources: dict[str, set[str]] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -820,18 +818,14 @@ class DependencyIndex:
                 definitions[path] = None if then is None else self._changed_definitions(path, then)
         return ChangeSet(frozenset(definitions), definitions)
 
-    def impacts(
-        self, changes: ChangeSet, test_ids: Iterable[str], watch: Collection[str] = ()
-    ) -> dict[str, Impact]:
+    def impacts(self, changes: ChangeSet, test_ids: Iterable[str]) -> dict[str, Impact]:
         """Per pytest node id (``path::Class::test_name[params]``, ``path::test_name``), its
-        Impact; tests with none are absent. For the ids in ``watch``, :attr:`sources` holds
-        every changed file each reaches (not only the strongest finding's)."""
+        Impact; tests with none are absent."""
         if not isinstance(changes, ChangeSet):
             raise TypeError("changes must be a ChangeSet")
         if isinstance(test_ids, (str, bytes)):
             raise TypeError("test_ids must be an iterable of node ids, not one string")
         self._require_scan()
-        self.sources = {}
         ids = list(test_ids)
         for node_id in ids:
             if not isinstance(node_id, str):
@@ -851,10 +845,7 @@ class DependencyIndex:
                 by_path.setdefault(path, []).append((node_id, qual))
         if not by_path:
             return {}
-        found = _ImpactPass(self, relevant, by_path, frozenset(watch))
-        impacts = found.run()
-        self.sources = found.sources
-        return impacts
+        return _ImpactPass(self, relevant, by_path).run()
 
     def save(self, episode: int = -1) -> None:
         """Write the cache atomically, pruned to the files seen in this index's scans (with
@@ -1222,11 +1213,8 @@ class _ImpactPass:
         index: DependencyIndex,
         relevant: list[tuple[str, frozenset[str] | None]],
         by_path: dict[str, list[tuple[str, str]]],
-        watch: frozenset[str] = frozenset(),
     ) -> None:
         self.index = index
-        self.watch = watch
-        self.sources: dict[str, set[str]] = {}
         self.facts = index._file_facts
         self.relevant = relevant
         self.by_path = by_path
@@ -1264,11 +1252,8 @@ class _ImpactPass:
                     self._match_names(changed, stem, path, tests)
         return {node_id: impact for node_id, (_, impact) in self.result.items()}
 
-    def _offer(self, node_id: str, rank: tuple[int, int], impact: Impact, changed: str) -> None:
-        """Keep the strongest finding per test: the highest rank, then the closest (and, for
-        a watched test, every changed file it reaches)."""
-        if node_id in self.watch:
-            self.sources.setdefault(node_id, set()).add(changed)
+    def _offer(self, node_id: str, rank: tuple[int, int], impact: Impact) -> None:
+        """Keep the strongest finding per test: the highest rank, then the closest."""
         current = self.result.get(node_id)
         if current is None or (rank, -impact.proximity) > (
             current[0],
@@ -1298,7 +1283,7 @@ class _ImpactPass:
         file_named = _file_named_after(_name_stem(changed), path)
         for node_id, qual in tests:
             if own_file and defs is not None and self._own_def(facts, qual) in defs:
-                self._offer(node_id, (2, 1), Impact(2, "its own code changed", 0, 0), changed)
+                self._offer(node_id, (2, 1), Impact(2, "its own code changed", 0, 0))
                 continue
             if names_any and facts is not None:
                 hit = self._test_refs(path, facts, qual) & affected.keys()
@@ -1317,12 +1302,12 @@ class _ImpactPass:
                         named = UNNAMED
                     near = proximity(calls, named, file_named)
                     if calls <= DIRECT_DEPTH:
-                        self._offer(node_id, (2, 0), Impact(2, why, 0, near), changed)
+                        self._offer(node_id, (2, 0), Impact(2, why, 0, near))
                     else:
-                        self._offer(node_id, (1, 2), Impact(1, why, calls, near), changed)
+                        self._offer(node_id, (1, 2), Impact(1, why, calls, near))
                     continue
             if path == changed:
-                self._offer(node_id, (1, 1), Impact(1, "its file changed", 0, 0), changed)
+                self._offer(node_id, (1, 1), Impact(1, "its file changed", 0, 0))
                 continue
             if via == changed:
                 reason = f"uses {changed} (changed)"
@@ -1331,7 +1316,7 @@ class _ImpactPass:
             else:
                 reason = f"imports {changed} (changed)"
             near = proximity(IMPORT_DISTANCE, False, file_named)
-            self._offer(node_id, (1, 0), Impact(1, reason, 0, near), changed)
+            self._offer(node_id, (1, 0), Impact(1, reason, 0, near))
 
     @staticmethod
     def _why(
@@ -1353,9 +1338,7 @@ class _ImpactPass:
             by_name = _named_after(stem, _test_stem(qual.rpartition(".")[2]))
             if by_file or by_name:
                 near = proximity(IMPORT_DISTANCE, by_name, by_file)
-                self._offer(
-                    node_id, (1, 0), Impact(1, f"named after {changed} (changed)", 0, near), changed
-                )
+                self._offer(node_id, (1, 0), Impact(1, f"named after {changed} (changed)", 0, near))
 
     @staticmethod
     def _own_def(facts: _Facts | None, qual: str) -> str | None:
