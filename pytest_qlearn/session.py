@@ -13,7 +13,7 @@ import random
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter
 from typing import NamedTuple
 
@@ -268,21 +268,16 @@ class LearningSession:
     def snapshot_json(self) -> str:
         """The snapshot this episode started from, for pytest-xdist workers (call it before
         learning: it takes the Q-table from the learner)."""
-        full = Snapshot(
-            partition=self.snapshot.partition,
-            histories=self.snapshot.histories,
+        # every field of the snapshot (the file digests too: the workers' change analysis
+        # compares with them), the Q-tables back from the learners
+        full = replace(
+            self.snapshot,
             q_entries={
                 prio.NAME: self.learner.entries(),
                 sel.NAME: self.selector_learner.entries(),
                 ct.NAME: self.tracer_learner.entries(),
                 fh.NAME: self.hunter_learner.entries(),
             },
-            agent_states=self.snapshot.agent_states,
-            recent_sessions=self.snapshot.recent_sessions,
-            episodes=self.snapshot.episodes,
-            pending_skips=self.snapshot.pending_skips,
-            signatures=self.snapshot.signatures,
-            suspects=self.snapshot.suspects,
         )
         return full.to_json()
 

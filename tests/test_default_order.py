@@ -7,6 +7,7 @@ Every project here enables the plugin and sets nothing else: default exploration
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import textwrap
 from pathlib import Path
@@ -362,3 +363,30 @@ def test_a_failure_whose_breaking_change_is_reverted_runs_after_the_fresh_change
         f"tests/test_zz_{m}.py::test_zz_{m}{i}" for m in "gc" for i in range(3)
     }
     assert set(order[11:16]) == {f"tests/test_c.py::test_c{i}" for i in range(5)}
+
+
+XDIST_LINE = re.compile(r"^\[(gw\d+)\] \[\s*\d+%\] (PASSED|FAILED) (\S+::\S+)")
+
+
+def test_under_xdist_the_workers_know_what_changed(pytester: pytest.Pytester) -> None:
+    """pytest-xdist workers rank from the snapshot the controller hands them: it carries the
+    last run's file digests, so the tests calling changed code run first there too (each
+    worker takes the next items of the order: the five test_g tests are among the first
+    each worker runs; in collection order they are tests 31-35 of 80)."""
+    _package_suite(pytester)
+    pytester.syspathinsert()
+    for _ in range(2):
+        pytester.runpytest_subprocess(*BASE_ARGS, "-n", "2").assert_outcomes(passed=80)
+    mod_g = pytester.path / "pkg" / "mod_g.py"
+    mod_g.write_text(mod_g.read_text().replace("return 1", "return 2"))
+    _git(pytester.path, "commit", "-q", "-am", "g changes")
+    result = pytester.runpytest_subprocess(*BASE_ARGS, "-n", "2", "-v")
+    result.assert_outcomes(passed=75, failed=5)
+    by_worker: dict[str, list[str]] = {}
+    for line in result.outlines:
+        if match := XDIST_LINE.match(line):
+            by_worker.setdefault(match.group(1), []).append(match.group(3))
+    assert sum(map(len, by_worker.values())) == 80
+    # xdist hands each worker the next items of the order (one by one or in chunks)
+    first = {test_id for ran in by_worker.values() for test_id in ran[:5]}
+    assert {f"tests/test_g.py::test_g{i}" for i in range(5)} <= first, by_worker
