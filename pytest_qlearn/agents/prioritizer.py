@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from hashlib import sha256
 from itertools import compress, repeat
-from operator import itemgetter, methodcaller, sub
+from operator import gt, itemgetter, methodcaller, not_, sub
 from typing import NamedTuple
 
 from ..changes.reach import CALLS_FURTHER, DIRECT, IMPORTS
@@ -197,6 +197,7 @@ assert TestHistory._fields[12] == "flaky"
 _hexdigest = methodcaller("hexdigest")
 _first = itemgetter(0)
 _last = itemgetter(-1)
+_negative = partial(gt, 0)  # x < 0
 #: What a test's estimate depends on (decide): per-test tier gap and visits, shared values,
 #: runs, failures, whether its last verdict failed.
 _Context = tuple[float, int | None, tuple[str, str, bool, str], int, int, bool]
@@ -588,9 +589,9 @@ class Prioritizer(Agent):
             ]
         hists: list[TestHistory] = found_histories  # type: ignore[assignment]
         # the history fields used, as columns (TestHistory's field order)
-        columns = tuple(zip(*hists, strict=True))
-        runs_c, failures_c, verdicts_c = columns[1], columns[2], columns[4]
-        first_c, mean_c, flaky_c = columns[7], columns[8], columns[12]
+        runs_c, failures_c, verdicts_c, first_c, mean_c, flaky_c = (
+            list(map(itemgetter(field), hists)) for field in (1, 2, 4, 7, 8, 12)
+        )
         # the tests that ever failed (a minority): only they have a since_fail bucket
         failing = list(compress(everything, failures_c))
         labels = ["never"] * n  # the per-test level's since_fail label
@@ -615,7 +616,7 @@ class Prioritizer(Agent):
         )
         # the per-test states: _per_test_state's key, hashed in C from the canonical texts
         per_test_state = self._per_test_state
-        plain_ids = all(test_id.__class__ is str for test_id in ids)
+        plain_ids = set(map(type, ids)) == {str}
         if plain_ids:
             never = self._per_test_prefix("never")
             texts = [f"{never}{len(test_id)}:{test_id}" for test_id in ids]
@@ -632,25 +633,28 @@ class Prioritizer(Agent):
             per_tests: list[State] = list(
                 map(
                     partial(new_tuple, State),
-                    zip(keys, repeat(""), repeat(_PER_TEST_ORDER), zip(labels, ids)),
+                    zip(keys, repeat(""), repeat(_PER_TEST_ORDER), zip(labels, ids, strict=True)),
                 )
             )
         else:
             per_tests = list(map(per_test_state, labels, ids))
             keys = [state.key for state in per_tests]
-        self._per_test_states.update(zip(ids, per_tests))
+        self._per_test_states.update(zip(ids, per_tests, strict=True))
         # the shared states: a few hundred distinct feature values per run
         duration_edges, duration_labels = _DURATION.edges, _DURATION.labels
-        news = [first < 0 for first in first_c]
+        news = list(map(_negative, first_c))
+        duration_labels_c = list(
+            map(duration_labels.__getitem__, map(bisect_right, repeat(duration_edges), mean_c))
+        )
+        for i in compress(everything, map(not_, runs_c)):
+            duration_labels_c[i] = "?"  # runs == 0: no duration measured
         shared_values_c = list(
             zip(
-                [
-                    "?" if runs == 0 else duration_labels[bisect_right(duration_edges, mean)]
-                    for runs, mean in zip(runs_c, mean_c)
-                ],
+                duration_labels_c,
                 rate_labels,
                 news,
                 since_labels,
+                strict=True,
             )
         )
         q_rows, visit_rows = learner.q_rows, learner.visit_rows
@@ -683,6 +687,7 @@ class Prioritizer(Agent):
                 runs_c,
                 failures_c,
                 last_failed,
+                strict=True,
             )
         )
         del q_of
@@ -717,8 +722,9 @@ class Prioritizer(Agent):
         knowns = list(map(known_of.__getitem__, contexts))
         del contexts
         #: each test's estimate from its record alone (no change level): what the promotion
-        #: of earlier failures compares, so a change does not pass for failure evidence
-        recorded = dict(zip(ids, estimates, strict=True))
+        #: of earlier failures compares, so a change does not pass for failure evidence (by
+        #: position: a test id collected twice has the same estimate at both)
+        recorded = estimates.copy()
         # evidence_class(history), inline: a failure in the last run, else nothing known
         evidences = [NO_EVIDENCE] * n
         for i in compress(everything, last_failed):
@@ -741,34 +747,30 @@ class Prioritizer(Agent):
                     per_test, shared = per_tests[i], shared_found[i][0]
                     change = changes[i] = self.change_state(history, share)
                     estimates[i], knowns[i] = self._blend(history, (per_test, shared), change)
-                    recorded[test_id] = estimate(history, per_test.key, shared.key)[0]
+                    recorded[i] = estimate(history, per_test.key, shared.key)[0]
                 evidences[i] = evidence_class(history, impact, test_id in covering_changed)
         # learner.choose(expected): ε-greedy, ties to the lowest tier; the greedy tier is a
         # function of the estimate alone, and most tests share a few estimates
         tier_of: dict[float, int] = {}
-        tiers: list[int] = []
-        add_tier = tiers.append
         three = n_tiers == 3 and len(expected_terms) == 3
         if three:
             (pass0, gap0), (pass1, gap1), (pass2, gap2) = expected_terms
-        for p in estimates:
-            tier = tier_of.get(p)
-            if tier is None:
-                if three:
-                    tier, best = 0, pass0 + p * gap0
-                    expected = pass1 + p * gap1
-                    if expected > best:
-                        tier, best = 1, expected
-                    if pass2 + p * gap2 > best:
-                        tier = 2
-                else:
-                    expected_all = [passing + p * gap for passing, gap in expected_terms]
-                    tier = 0
-                    for action in range(1, n_tiers):
-                        if expected_all[action] > expected_all[tier]:
-                            tier = action
-                tier_of[p] = tier
-            add_tier(tier)
+        for p in set(estimates):
+            if three:
+                tier, best = 0, pass0 + p * gap0
+                expected = pass1 + p * gap1
+                if expected > best:
+                    tier, best = 1, expected
+                if pass2 + p * gap2 > best:
+                    tier = 2
+            else:
+                expected_all = [passing + p * gap for passing, gap in expected_terms]
+                tier = 0
+                for action in range(1, n_tiers):
+                    if expected_all[action] > expected_all[tier]:
+                        tier = action
+            tier_of[p] = tier
+        tiers = list(map(tier_of.__getitem__, estimates))
         # the draws, in the one-loop order: per test the ε draw; an exploration then draws
         # its tier and, when something was learned, its random place among its ties (else it
         # keeps its collection place)
@@ -782,7 +784,7 @@ class Prioritizer(Agent):
                 if known:
                     shuffles[i] = draw()
         learner.explored += explored_count
-        durations = [mean if runs else 0.0 for runs, mean in zip(runs_c, mean_c)]
+        durations = [mean if runs else 0.0 for runs, mean in zip(runs_c, mean_c, strict=True)]
         decisions: list[Decision] = list(
             map(
                 partial(new_tuple, Decision),  # every field, in order
@@ -798,6 +800,7 @@ class Prioritizer(Agent):
                     changes,
                     evidences,
                     shuffles,
+                    strict=True,
                 ),
             )
         )
@@ -807,7 +810,7 @@ class Prioritizer(Agent):
         # _promote_likely_failures, visiting only the tests that ever failed
         failed_last = (FAILED_LAST, FAILED_LAST_CHANGED)
         floor = min(
-            (recorded[ids[i]] for i in compress(everything, map(failed_last.__contains__, evidences))),
+            (recorded[i] for i in compress(everything, map(failed_last.__contains__, evidences))),
             default=None,
         )
         if floor is not None:
@@ -817,7 +820,7 @@ class Prioritizer(Agent):
                 if (
                     evidence not in failed_last
                     and evidence != REVERTED
-                    and recorded[test_id] >= floor
+                    and recorded[i] >= floor
                     and failures_c[i] > 0
                     and histories.get(test_id) is not None
                 ):
