@@ -301,33 +301,6 @@ def _demote_reverted(decisions: list[Decision], reverted: Collection[str]) -> li
     ]
 
 
-def _promote_likely_failures(
-    decisions: list[Decision], histories: Mapping[str, TestHistory], recorded: Mapping[str, float]
-) -> list[Decision]:
-    """Tests that failed before (not in their last run) but that the learner finds at least as
-    likely to fail as a test that did, join the failed-last-run class: the rule is only that
-    no test *without* failure evidence runs ahead of a known failure, and among tests with
-    evidence the estimate knows better (a test failing every other run beats a one-off)."""
-    failed_last = (FAILED_LAST, FAILED_LAST_CHANGED)
-    floor = min((recorded[d.test_id] for d in decisions if d.evidence in failed_last), default=None)
-    if floor is None:
-        return decisions
-    out = []
-    for d in decisions:
-        # (a reverted failure stays where its fix put it)
-        if (
-            d.evidence not in failed_last
-            and d.evidence != REVERTED
-            and recorded[d.test_id] >= floor
-        ):
-            history = histories.get(d.test_id)
-            if history is not None and history.failures > 0:
-                # like a known failure: with a change it reaches, one that may be its fix
-                d = d._replace(evidence=FAILED_LAST if d.change is None else FAILED_LAST_CHANGED)
-        out.append(d)
-    return out
-
-
 class Prioritizer(Agent):
     def __init__(self, learner: QLearner, rewards: RewardCalculator, agent: AgentType) -> None:
         super().__init__(agent, learner, rewards)
@@ -807,7 +780,11 @@ class Prioritizer(Agent):
         if reverted:
             decisions = _demote_reverted(decisions, reverted)
             evidences = [d.evidence for d in decisions]
-        # _promote_likely_failures, visiting only the tests that ever failed
+        # Tests that failed before (not in their last run) but that the learner finds at
+        # least as likely to fail as a test that did join the failed-last-run class: the
+        # rule is only that no test *without* failure evidence runs ahead of a known
+        # failure, and among tests with evidence the estimate knows better (a test failing
+        # every other run beats a one-off). Only the tests that ever failed can join.
         failed_last = (FAILED_LAST, FAILED_LAST_CHANGED)
         floor = min(
             (recorded[i] for i in compress(everything, map(failed_last.__contains__, evidences))),
