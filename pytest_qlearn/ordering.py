@@ -17,6 +17,7 @@ A kept group runs where its most urgent test would; inside it, tests still go by
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import groupby
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -33,6 +34,12 @@ AUTO_KEEP_SECONDS = 0.1
 SETUP_NOISE_SECONDS = 0.005
 
 SortKey = tuple[float, ...]
+_test_id = itemgetter(0)  # of a TestRef
+_module_cls = itemgetter(1, 2)
+_first = itemgetter(0)
+#: A sort key as ``locality_order`` takes it: a tuple, or an int of the same order (the
+#: session's ranks, issue 16).
+AnyKey = SortKey | int
 Sticky = Callable[[str], bool]
 
 
@@ -42,10 +49,19 @@ def shared_setup_seconds(histories: Iterable[TestHistory]) -> float | None:
     stretch of the group. The typical member is the lower quartile (the fixture is paid by
     few), and differences under :data:`SETUP_NOISE_SECONDS` are timer noise. None when no
     member has a measured run."""
-    measured = sorted(h.fixture_mean for h in histories if h.runs > 0)
-    if not measured:
+    return _setup_seconds([h.fixture_mean for h in histories if h.runs > 0])
+
+
+def _setup_seconds(values: list[float]) -> float | None:
+    """:func:`shared_setup_seconds` of the measured members' ``fixture_mean`` values."""
+    if not values:
         return None
+    measured = sorted(values)
     typical = measured[(len(measured) - 1) // 4]
+    if measured[-1] - typical - SETUP_NOISE_SECONDS <= 0.0:
+        # no member above the noise (most groups: no shared fixture cost): every term of
+        # the sum below is 0.0 (the difference is monotone in the value)
+        return 0.0
     return sum(max(0.0, value - typical - SETUP_NOISE_SECONDS) for value in measured)
 
 
@@ -70,28 +86,29 @@ def auto_sticky(
     measured member (a new module stays as written until one run has measured it). A group
     without such a fixture moves freely whatever its tests' setup times say: a slow
     function- or session-scoped setup is not paid again for a split."""
-    modules: dict[str, list[TestHistory]] = {}
-    classes: dict[str, list[TestHistory]] = {}
+    # each group's measured fixture seconds (a test without a measured run adds none, but
+    # its group exists). Refs come in runs of one module and class (collection order): a
+    # run's values are found together, its groups looked up once (issue 16: per test this
+    # was a tenth of ranking 100,000 tests); member order does not matter (sorted below).
+    modules: dict[str, list[float]] = {}
+    classes: dict[str, list[float]] = {}
     class_module: dict[str, str] = {}
-    get = histories.get
-    for ref in refs:
-        history = get(ref.test_id)
-        # get, not setdefault: no empty list made per test for the groups already seen
-        module, cls = ref.module, ref.cls
+    found = map(histories.get, map(_test_id, refs))
+    for (module, cls), run in groupby(zip(map(_module_cls, refs), found, strict=True), key=_first):
+        values = [
+            history.fixture_mean for _, history in run if history is not None and history.runs > 0
+        ]
         members = modules.get(module)
         if members is None:
             members = modules[module] = []
-        cls_members: list[TestHistory] | None = None
+        members += values
         if cls is not None:
             class_module[cls] = module
             cls_members = classes.get(cls)
             if cls_members is None:
                 cls_members = classes[cls] = []
-        if history is not None:
-            members.append(history)
-            if cls_members is not None:
-                cls_members.append(history)
-    class_costs = {name: shared_setup_seconds(members) for name, members in classes.items()}
+            cls_members += values
+    class_costs = {name: _setup_seconds(members) for name, members in classes.items()}
     inner: dict[str, float] = {}
     for name, cost in class_costs.items():
         inner[class_module[name]] = inner.get(class_module[name], 0.0) + (cost or 0.0)
@@ -105,7 +122,7 @@ def auto_sticky(
     for name, members in modules.items():
         if scoped is not None and name not in scoped.modules:
             continue
-        cost = shared_setup_seconds(members)
+        cost = _setup_seconds(members)
         if cost is None or cost - inner.get(name, 0.0) >= AUTO_KEEP_SECONDS:
             kept_modules.add(name)
     return kept_modules, kept_classes
@@ -113,25 +130,44 @@ def auto_sticky(
 
 def locality_order(
     refs: Sequence[TestRef],
-    key: Callable[[TestRef], SortKey],
+    key: Callable[[TestRef], SortKey] | Sequence[AnyKey],
     scope: str,
     histories: Mapping[str, TestHistory] | None = None,
     scoped: ScopedGroups | None = None,
 ) -> list[TestRef]:
     """Order ``refs`` by ``key`` (smaller runs first) within the groups ``scope`` keeps
     (``auto`` reads the groups' measured setup costs from ``histories``, and which groups
-    have fixtures of their scope from ``scoped``)."""
+    have fixtures of their scope from ``scoped``). ``key``: a function of a ref, or the
+    refs' keys themselves, in ``refs``' order."""
     if scope not in ORDER_SCOPES:
         raise ValueError(f"scope must be one of {ORDER_SCOPES}, got {scope!r}")
+    keys: Sequence[AnyKey] = list(map(key, refs)) if callable(key) else key
     if scope == "auto":
         modules, classes = auto_sticky(refs, histories or {}, scoped)
-        return _ordered(refs, key, modules.__contains__, classes.__contains__)
-    return _ordered(refs, key, lambda _: scope == "module", lambda _: scope != "test")
+        if not modules and not classes:
+            return _sorted(refs, keys)
+        return _ordered(refs, keys, modules.__contains__, classes.__contains__)
+    if scope == "test":
+        return _sorted(refs, keys)
+    return _ordered(refs, keys, lambda _: scope == "module", lambda _: scope != "test")
+
+
+def _sorted(refs: Sequence[TestRef], keys: Sequence[AnyKey]) -> list[TestRef]:
+    """``refs`` by ``keys`` when nothing is kept together: each test is its own unit (the
+    sort is stable: equal keys keep their collection order), unless a test id was
+    collected twice (``--keep-duplicates``: those are one unit, :func:`_ordered`)."""
+    if len(set(map(_test_id, refs))) != len(refs):
+        return _ordered(refs, keys, _never, _never)
+    return list(map(refs.__getitem__, sorted(range(len(refs)), key=keys.__getitem__)))
+
+
+def _never(_: str) -> bool:
+    return False
 
 
 def _ordered(
     refs: Sequence[TestRef],
-    key: Callable[[TestRef], SortKey],
+    keys: Sequence[AnyKey],
     module_kept: Sticky,
     class_kept: Sticky,
 ) -> list[TestRef]:
@@ -144,18 +180,18 @@ def _ordered(
     # units in the order their first member was collected: a single test as (key, None,
     # ref), a kept group as (None, name, members) until its members are all in. Most units
     # are single tests; they get no name, dict entry or list of their own.
-    units: list[tuple[SortKey | None, str | None, object]] = []
-    groups: dict[str, list[tuple[SortKey, TestRef]]] = {}
+    units: list[tuple[AnyKey | None, str | None, object]] = []
+    groups: dict[str, list[tuple[AnyKey, TestRef]]] = {}
     append = units.append
     # a test id collected twice (``--keep-duplicates``) is one unit, as a named group
     singles_unique = len({ref.test_id for ref in refs}) == len(refs)
-    for ref in refs:
+    for ref, key in zip(refs, keys, strict=True):
         if module_kept(ref.module):
             name = "\1" + ref.module
         elif ref.cls is not None and class_kept(ref.cls):
             name = ref.cls
         elif singles_unique:
-            append((key(ref), None, ref))
+            append((key, None, ref))
             continue
         else:
             name = "\0" + ref.test_id
@@ -163,7 +199,7 @@ def _ordered(
         if members is None:
             members = groups[name] = []
             append((None, name, members))
-        members.append((key(ref), ref))
+        members.append((key, ref))
     # each unit by its most urgent member; the sort is stable, so units whose keys tie
     # keep their collection order
     ranked = sorted(
@@ -189,9 +225,9 @@ def _ordered(
 
 
 def _grouped(
-    keyed: Sequence[tuple[SortKey, TestRef]], group_of: Callable[[TestRef], str]
+    keyed: Sequence[tuple[AnyKey, TestRef]], group_of: Callable[[TestRef], str]
 ) -> list[TestRef]:
-    groups: dict[str, list[tuple[SortKey, TestRef]]] = {}
+    groups: dict[str, list[tuple[AnyKey, TestRef]]] = {}
     for pair in keyed:
         groups.setdefault(group_of(pair[1]), []).append(pair)
     out: list[TestRef] = []

@@ -14,8 +14,9 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from operator import attrgetter
-from typing import NamedTuple
+from itertools import repeat
+from operator import attrgetter, itemgetter
+from typing import Any, NamedTuple
 
 from . import suspects as sus
 from .agents import coverage_tracer as ct
@@ -47,6 +48,14 @@ from .store.base import (
 )
 
 VERDICTS = (PASSED, FAILED, SKIPPED)
+_TEST_ID = itemgetter(0)  # of a Decision, a TestRef
+_REF_INDEX = itemgetter(3)
+# a Decision's fields, by position
+_P_FAIL, _DURATION, _EVIDENCE, _SHUFFLE = (itemgetter(i) for i in (3, 7, 9, 10))
+assert prio.TestRef._fields[3] == "index" and prio.Decision._fields[3] == "p_fail"
+assert prio.Decision._fields[7:11:2] == ("duration", "evidence") and (
+    prio.Decision._fields[10] == "shuffle"
+)
 #: How many of the first tests of a run the reports explain ("what ran first, and why").
 WHY_ROWS = 10
 
@@ -308,16 +317,21 @@ class LearningSession:
         duration_floor: float,
         scoped: ScopedGroups | None,
     ) -> Ranking:
-        decisions = {
-            d.test_id: d
-            for d in self.prioritizer.decide(
-                self.snapshot.histories,
-                [r.test_id for r in refs],
-                self.covering_changed,
-                self.impacts,
-                self.reverted,
-            )
-        }
+        decided = self.prioritizer.decide(
+            self.snapshot.histories,
+            list(map(_TEST_ID, refs)),
+            self.covering_changed,
+            self.impacts,
+            self.reverted,
+        )
+        decisions = dict(zip(map(_TEST_ID, decided), decided, strict=True))
+        self._decisions = decisions
+        if not self.kept:
+            # every test's key as one small int of the same order (issue 16: building and
+            # comparing a 7-field tuple per test was a third of ranking)
+            keys = self._order_ranks(refs, decisions, duration_floor)
+            order = locality_order(refs, keys, scope, self.snapshot.histories, scoped)
+            return Ranking(order, decisions)
         spread = float(len(refs))
 
         resolution, log2, floor = prio.P_RESOLUTION, math.log2, math.floor
@@ -350,23 +364,102 @@ class LearningSession:
                 ref.index,
             )
 
-        self._decisions = decisions
-        # order-dependence suspects run before the tests collected after them (suspects.py)
-        order_key: Callable[[prio.TestRef], tuple[float, ...]] = key
-        if self.kept:
-            histories = self.snapshot.histories
+        # order-dependence suspects run before the tests collected after them (suspects.py:
+        # it lowers a suspect's tuple key, so this rare case keeps the tuples)
+        histories = self.snapshot.histories
 
-            def failed_last(test_id: str) -> bool:
-                history = histories.get(test_id)
-                return (
-                    history is not None
-                    and history.verdicts.rstrip(SKIPPED)[-1:] == FAILED
-                    and decisions[test_id].evidence != prio.REVERTED
-                )
+        def failed_last(test_id: str) -> bool:
+            history = histories.get(test_id)
+            return (
+                history is not None
+                and history.verdicts.rstrip(SKIPPED)[-1:] == FAILED
+                and decisions[test_id].evidence != prio.REVERTED
+            )
 
-            order_key = sus.guarded(refs, key, self.kept, failed_last)
+        order_key = sus.guarded(refs, key, self.kept, failed_last)
         order = locality_order(refs, order_key, scope, self.snapshot.histories, scoped)
         return Ranking(order, decisions)
+
+    def _order_ranks(
+        self,
+        refs: Sequence[prio.TestRef],
+        decisions: Mapping[str, prio.Decision],
+        duration_floor: float,
+    ) -> list[int]:
+        """Per ref, its rank among ``refs`` by the key ``_rank`` builds when suspects are kept
+        (evidence, runs_change, proximity, estimate, duration class, place, index): equal
+        ranks for equal keys, a smaller rank for a smaller key. Built column by column in C
+        and sorted in stable passes from the last field to the first (a pass is skipped where
+        a field is the same for every test), which orders exactly as the tuples do."""
+        n = len(refs)
+        if n == 0:
+            return []
+        found = list(map(decisions.__getitem__, map(_TEST_ID, refs)))
+        indexes = list(map(_REF_INDEX, refs))
+        evidences = list(map(_EVIDENCE, found))
+        estimates = list(map(_P_FAIL, found))
+        resolution = prio.P_RESOLUTION
+        rounded = {p: -int(p / resolution + 0.5) for p in set(estimates)}
+        # floor(log2(duration_floor if duration_floor > duration else duration)): max(d, f)
+        # is f exactly when f > d
+        durations = list(
+            map(
+                math.floor,
+                map(math.log2, map(max, map(_DURATION, found), repeat(duration_floor))),
+            )
+        )
+        shuffles = list(map(_SHUFFLE, found))
+        if max(shuffles) < 0:  # no exploratory place: every place is the collection index
+            places = indexes
+        else:
+            spread = float(n)
+            places = [
+                index if shuffle < 0 else shuffle * spread
+                for index, shuffle in zip(indexes, shuffles, strict=True)
+            ]
+        covering, proximity = self.covering_changed, self.proximity
+        if covering or proximity or prio.FAILED_LAST_CHANGED in evidences:
+            near = proximity.get
+            maybe_fixed = prio.FAILED_LAST_CHANGED
+            runs_change: list[bool] = []
+            nearness: list[int] = []
+            for ref, evidence in zip(refs, evidences, strict=True):
+                test_id = ref.test_id
+                if evidence == maybe_fixed:
+                    runs_change.append(test_id in covering)
+                    nearness.append(-near(test_id, 0))
+                else:
+                    runs_change.append(test_id not in covering)
+                    nearness.append(near(test_id, 0))
+        else:
+            runs_change, nearness = [True], [0]  # the same for every test
+        columns: list[list[Any]] = [
+            evidences,
+            runs_change,
+            nearness,
+            list(map(rounded.__getitem__, estimates)),
+            durations,
+            places,
+            indexes,
+        ]
+        perm = list(range(n))
+        for column in reversed(columns):
+            if column.count(column[0]) != len(column):
+                perm.sort(key=column.__getitem__)
+        ranks = [0] * n
+        if len(set(indexes)) == n:  # distinct indexes: no two keys are equal
+            for rank, i in enumerate(perm):
+                ranks[i] = rank
+            return ranks
+        full = [column if len(column) == n else column * n for column in columns]
+        previous: tuple[Any, ...] | None = None
+        rank = -1
+        for position, i in enumerate(perm):
+            key = tuple(column[i] for column in full)
+            if key != previous:
+                rank, previous = position, key
+            ranks[i] = rank
+        return ranks
 
     def select(
         self,

@@ -1,19 +1,24 @@
 """Issue 16's fast paths give exactly what the plain code gives: the batched Bellman
-updates, the delta rows, the per-test state keys, the many-test estimator and the
-garbage-collector pause."""
+updates, the delta rows, the per-test state keys, the many-test estimator, the
+garbage-collector pause, and ranking's column-wise decisions and int sort keys."""
 
 from __future__ import annotations
 
 import gc
+import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from pytest_qlearn.agents import prioritizer as prio
-from pytest_qlearn.engine.history import FAILED, PASSED, TestHistory
+from pytest_qlearn.engine.history import FAILED, PASSED, SKIPPED, TestHistory
 from pytest_qlearn.engine.hyperparams import Hyperparameters
 from pytest_qlearn.engine.qlearner import QEntry, QLearner, UpdateStep, gc_paused
 from pytest_qlearn.engine.rewards import RewardCalculator
 from pytest_qlearn.engine.state import State, StateEncoder
+from pytest_qlearn.ordering import locality_order
+from pytest_qlearn.session import LearningSession, TestResult
+from pytest_qlearn.store import Partition, SqliteStore
 
 
 def make_learner(frequency: int = 10) -> QLearner:
@@ -232,3 +237,120 @@ def test_finish_keeps_the_session_duration_apart_from_the_tests_seconds() -> Non
     assert {o.test_id: o.duration for o in write.observations} == {
         r.test_id: r.duration for r in results
     }
+
+
+def warm_session(
+    tests: int = 300, seed: int = 1, epsilon: float = 0.3
+) -> tuple[LearningSession, list[prio.TestRef]]:
+    """A session from a store that saw a few episodes of ``tests`` synthetic tests (some
+    failing now and then, some new, durations over several classes)."""
+    refs = []
+    for index in range(tests):
+        module_no, number = divmod(index, 23)
+        module = f"tests/test_m{module_no:02d}.py"
+        cls = f"{module}::TestC{number // 7}" if module_no % 2 else None
+        refs.append(prio.TestRef(f"{cls or module}::test_{number:02d}", module, cls, index))
+    store = SqliteStore(":memory:")
+    store.open()
+    partition = Partition("fast-paths", "default")
+    rng = random.Random(seed)
+    for episode in range(4):
+        ran = refs if episode else refs[: tests // 2]
+        session = LearningSession(
+            store.load_snapshot(partition, [prio.NAME]),
+            seed=episode,
+            hyper=Hyperparameters(alpha=0.05, epsilon=0.3),
+        )
+        ranking = session.rank(ran)
+        position = {ref.test_id: at for at, ref in enumerate(ranking.order)}
+        results = []
+        for ref in ran:
+            decision = ranking.decisions[ref.test_id]
+            draw = rng.random()
+            verdict = FAILED if draw < 0.08 else SKIPPED if draw < 0.1 else PASSED
+            seconds = (0.0002, 0.003, 0.04, 0.6, 2.5)[(ref.index + episode) % 5]
+            results.append(
+                TestResult(
+                    ref.test_id,
+                    verdict,
+                    seconds,
+                    ref.index,
+                    position[ref.test_id],
+                    decision.tier,
+                    decision.explored,
+                )
+            )
+        write, _ = session.finish(results, started_at=1000.0 + episode, duration=9.0, exit_status=1)
+        store.write_episode(write)
+    refs.append(prio.TestRef("tests/test_new.py::test_new", "tests/test_new.py", None, tests))
+    session = LearningSession(
+        store.load_snapshot(partition, [prio.NAME]),
+        seed=seed,
+        hyper=Hyperparameters(epsilon=epsilon),
+    )
+    store.close()
+    return session, refs
+
+
+def tuple_key(
+    session: LearningSession, decisions: dict[str, prio.Decision], spread: int
+) -> Callable[[prio.TestRef], tuple[float, ...]]:
+    """The 7-field key ranking sorted by before issue 16's fourth round."""
+
+    def key(ref: prio.TestRef) -> tuple[float, ...]:
+        d = decisions[ref.test_id]
+        fixed = d.evidence == prio.FAILED_LAST_CHANGED
+        runs_change = ref.test_id in session.covering_changed
+        near = session.proximity.get(ref.test_id, 0)
+        return (
+            d.evidence,
+            runs_change if fixed else not runs_change,
+            -near if fixed else near,
+            -int(d.p_fail / prio.P_RESOLUTION + 0.5),
+            math.floor(math.log2(max(d.duration, prio.DURATION_FLOOR))),
+            ref.index if d.shuffle < 0 else d.shuffle * spread,
+            ref.index,
+        )
+
+    return key
+
+
+def test_rank_orders_as_the_tuple_key() -> None:
+    """rank()'s one int per test (issue 16) orders as the 7-field key it replaced."""
+    for seed in (1, 2, 3):
+        for scope in ("auto", "module", "class", "test"):
+            session, refs = warm_session(seed=seed)
+            pick = random.Random(seed)
+            ids = [ref.test_id for ref in refs]
+            if seed > 1:
+                session.impacts = {t: pick.choice((2, 3, 4)) for t in pick.sample(ids, 30)}
+                session.proximity = {t: pick.randrange(5) for t in pick.sample(ids, 40)}
+                session.covering_changed = {t: "some" for t in pick.sample(ids, 20)}
+            ranking = session.rank(refs, scope)
+            decisions = ranking.decisions
+            assert any(d.shuffle >= 0 for d in decisions.values())
+
+            key = tuple_key(session, decisions, len(refs))
+            expected = locality_order(refs, key, scope, session.snapshot.histories)
+            assert ranking.order == expected, (seed, scope)
+
+
+def test_decide_estimates_as_the_blend() -> None:
+    """decide()'s column-wise estimates and states are the plain per-test ones."""
+    session, refs = warm_session(seed=4, epsilon=0.0)
+    ids = [ref.test_id for ref in refs]
+    session.impacts = {ids[3]: 2, ids[40]: 4}
+    session.covering_changed = {ids[41]: "some"}
+    ranking = session.rank(refs, "test")
+    prioritizer = session.prioritizer
+    histories = session.snapshot.histories
+    checked = 0
+    for test_id, decision in ranking.decisions.items():
+        history = histories.get(test_id) or TestHistory(test_id)
+        per_test, shared = prioritizer.states(history)
+        assert (decision.per_test.key, decision.shared) == (per_test.key, shared)
+        change = decision.change
+        p, known = prioritizer._blend(history, (per_test, shared), change)
+        assert (decision.p_fail, decision.known) == (p, known)  # exactly
+        checked += change is not None
+    assert checked == 3

@@ -33,7 +33,10 @@ import math
 from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from functools import partial
 from hashlib import sha256
+from itertools import compress, repeat
+from operator import gt, itemgetter, methodcaller, not_, sub
 from typing import NamedTuple
 
 from ..changes.reach import CALLS_FURTHER, DIRECT, IMPORTS
@@ -187,6 +190,17 @@ class Decision(NamedTuple):
 
 # decide() builds these from all their fields (tuple.__new__): keep it in step
 assert len(Decision._fields) == 11 and len(State._fields) == 4
+# ... and reads these fields of TestHistory by position (its columns)
+assert TestHistory._fields[1:5:3] == ("runs", "verdicts") and TestHistory._fields[2] == "failures"
+assert TestHistory._fields[7:9] == ("first_episode", "duration_mean")
+assert TestHistory._fields[12] == "flaky"
+_hexdigest = methodcaller("hexdigest")
+_first = itemgetter(0)
+_last = itemgetter(-1)
+_negative = partial(gt, 0)  # x < 0
+#: What a test's estimate depends on (decide): per-test tier gap and visits, shared values,
+#: runs, failures, whether its last verdict failed.
+_Context = tuple[float, int | None, tuple[str, str, bool, str], int, int, bool]
 
 
 def reason(decision: Decision, history: TestHistory | None, change: str | None = None) -> str:
@@ -287,33 +301,6 @@ def _demote_reverted(decisions: list[Decision], reverted: Collection[str]) -> li
     ]
 
 
-def _promote_likely_failures(
-    decisions: list[Decision], histories: Mapping[str, TestHistory], recorded: Mapping[str, float]
-) -> list[Decision]:
-    """Tests that failed before (not in their last run) but that the learner finds at least as
-    likely to fail as a test that did, join the failed-last-run class: the rule is only that
-    no test *without* failure evidence runs ahead of a known failure, and among tests with
-    evidence the estimate knows better (a test failing every other run beats a one-off)."""
-    failed_last = (FAILED_LAST, FAILED_LAST_CHANGED)
-    floor = min((recorded[d.test_id] for d in decisions if d.evidence in failed_last), default=None)
-    if floor is None:
-        return decisions
-    out = []
-    for d in decisions:
-        # (a reverted failure stays where its fix put it)
-        if (
-            d.evidence not in failed_last
-            and d.evidence != REVERTED
-            and recorded[d.test_id] >= floor
-        ):
-            history = histories.get(d.test_id)
-            if history is not None and history.failures > 0:
-                # like a known failure: with a change it reaches, one that may be its fix
-                d = d._replace(evidence=FAILED_LAST if d.change is None else FAILED_LAST_CHANGED)
-        out.append(d)
-    return out
-
-
 class Prioritizer(Agent):
     def __init__(self, learner: QLearner, rewards: RewardCalculator, agent: AgentType) -> None:
         super().__init__(agent, learner, rewards)
@@ -362,17 +349,21 @@ class Prioritizer(Agent):
         if test_id.__class__ is not str:
             state = self.per_test_encoder.encode_values((label, test_id))
         else:
-            prefix = self._per_test_prefixes.get(label)
-            if prefix is None:
-                # the encoder's canonical text: agent, then ";name=length:value" by name
-                prefix = self._per_test_prefixes[label] = (
-                    f"{self.per_test_encoder.agent};since_fail={len(label)}:{label};test="
-                )
-            text = f"{prefix}{len(test_id)}:{test_id}"
+            text = f"{self._per_test_prefix(label)}{len(test_id)}:{test_id}"
             key = sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
             state = State(key, "", _PER_TEST_ORDER, (label, test_id))
         self._per_test_states[test_id] = state
         return state
+
+    def _per_test_prefix(self, label: str) -> str:
+        """The per-test state's canonical text up to the test id's length."""
+        prefix = self._per_test_prefixes.get(label)
+        if prefix is None:
+            # the encoder's canonical text: agent, then ";name=length:value" by name
+            prefix = self._per_test_prefixes[label] = (
+                f"{self.per_test_encoder.agent};since_fail={len(label)}:{label};test="
+            )
+        return prefix
 
     def change_state(self, history: TestHistory, share: str) -> State:
         """The change level's state of a test whose covered code changed (``share``: how
@@ -542,6 +533,12 @@ class Prioritizer(Agent):
         ``impacts``: test id → DIRECT or IMPORTS, for the tests the static change analysis
         ties to a change since the last episode. ``reverted``: tests that failed last run and
         whose reached changes all revert the change they failed with (class REVERTED)."""
+        # Column by column (issue 16): this runs for every collected test on every run, and
+        # one Python loop doing everything per test cost ≈ 6 µs a test. Here the look-ups,
+        # the hashing and the tuples are mapped in C over whole columns; only the estimate
+        # is a Python loop. The arithmetic, the states and the random draws (their order:
+        # per test in sorted id order, the ε draw, then an exploration's tier and place)
+        # are the one-loop version's, term for term.
         covering_changed = covering_changed or {}
         impacts = impacts or {}
         learner = self.learner
@@ -549,140 +546,191 @@ class Prioritizer(Agent):
         draw = rng.random
         epsilon = learner.epsilon  # the episode count does not move while deciding
         n_tiers = learner.n_actions
-        tiers = range(1, n_tiers)
         expected_terms = self._expected_terms
-        estimate = self.estimator()
-        per_test_state = self._per_test_state
-        per_test_states, prefixes = self._per_test_states, self._per_test_prefixes
         new_tuple = tuple.__new__  # a named tuple from all its fields, without its __new__
-        shared_state = self.shared_encoder.encode_values
-        decisions: list[Decision] = []
-        append = decisions.append
-        #: each test's estimate from its record alone (no change level): what the promotion
-        #: of earlier failures compares, so a change does not pass for failure evidence
-        recorded: dict[str, float] = {}
-        decided = explored_count = 0
-        # estimator()'s arithmetic inline (the hot loop of ranking: one call per test saved)
+        ids = sorted(test_ids)
+        n = len(ids)
+        learner.decisions += n
+        if n == 0:
+            return []
+        everything = range(n)
+        found_histories = list(map(histories.get, ids))
+        if None in found_histories:
+            found_histories = [
+                TestHistory(test_id) if history is None else history
+                for history, test_id in zip(found_histories, ids, strict=True)
+            ]
+        hists: list[TestHistory] = found_histories  # type: ignore[assignment]
+        # the history fields used, as columns (TestHistory's field order)
+        runs_c, failures_c, verdicts_c, first_c, mean_c, flaky_c = (
+            list(map(itemgetter(field), hists)) for field in (1, 2, 4, 7, 8, 12)
+        )
+        # the tests that ever failed (a minority): only they have a since_fail bucket
+        failing = list(compress(everything, failures_c))
+        labels = ["never"] * n  # the per-test level's since_fail label
+        since_labels = ["never"] * n  # the shared level's
+        rate_labels = ["0"] * n
+        recent_edges, recent_labels = _RECENT_FAIL.edges, _RECENT_FAIL.labels
+        since_edges, since_labels_of = _SINCE_FAIL.edges, _SINCE_FAIL.labels
+        rate_edges, rate_labels_of = _FAIL_RATE.edges, _FAIL_RATE.labels
+        for i in failing:
+            verdicts = verdicts_c[i]
+            index = verdicts.rfind(FAILED)
+            since = verdicts[index + 1 :].count(PASSED) if index >= 0 else len(verdicts)
+            labels[i] = recent_labels[bisect_right(recent_edges, since)]
+            since_labels[i] = since_labels_of[bisect_right(since_edges, since)]
+            runs = runs_c[i]
+            rate_labels[i] = rate_labels_of[
+                bisect_right(rate_edges, failures_c[i] / runs if runs else 0.0)
+            ]
+        # verdicts.rstrip(SKIPPED)[-1:] == FAILED, in C
+        last_failed = list(
+            map(str.endswith, map(str.rstrip, verdicts_c, repeat(SKIPPED)), repeat(FAILED))
+        )
+        # the per-test states: _per_test_state's key, hashed in C from the canonical texts
+        per_test_state = self._per_test_state
+        plain_ids = set(map(type, ids)) == {str}
+        if plain_ids:
+            never = self._per_test_prefix("never")
+            texts = [f"{never}{len(test_id)}:{test_id}" for test_id in ids]
+            for i in failing:
+                test_id = ids[i]
+                texts[i] = f"{self._per_test_prefix(labels[i])}{len(test_id)}:{test_id}"
+            keys = list(
+                map(
+                    _hexdigest,
+                    map(sha256, map(str.encode, texts, repeat("utf-8"), repeat("surrogatepass"))),
+                )
+            )
+            del texts
+            per_tests: list[State] = list(
+                map(
+                    partial(new_tuple, State),
+                    zip(keys, repeat(""), repeat(_PER_TEST_ORDER), zip(labels, ids, strict=True)),
+                )
+            )
+        else:
+            per_tests = list(map(per_test_state, labels, ids))
+            keys = [state.key for state in per_tests]
+        self._per_test_states.update(zip(ids, per_tests, strict=True))
+        # the shared states: a few hundred distinct feature values per run
+        duration_edges, duration_labels = _DURATION.edges, _DURATION.labels
+        news = list(map(_negative, first_c))
+        duration_labels_c = list(
+            map(duration_labels.__getitem__, map(bisect_right, repeat(duration_edges), mean_c))
+        )
+        for i in compress(everything, map(not_, runs_c)):
+            duration_labels_c[i] = "?"  # runs == 0: no duration measured
+        shared_values_c = list(
+            zip(
+                duration_labels_c,
+                rate_labels,
+                news,
+                since_labels,
+                strict=True,
+            )
+        )
         q_rows, visit_rows = learner.q_rows, learner.visit_rows
-        alpha, shared_alpha, tier_gap = learner.hyper.alpha, self._shared_alpha, self._tier_gap
-        row_estimate = self._row_estimate
-        test_terms: dict[int, tuple[float, float]] = {}
-        # shared values -> (state, p, w, whether learned): a few hundred distinct per run
+        shared_alpha, row_estimate = self._shared_alpha, self._row_estimate
         shared_by_values: dict[tuple[str, str, bool, str], tuple[State, float, float, bool]] = {}
+        shared_state = self.shared_encoder.encode_values
+        for values in set(shared_values_c):
+            shared = shared_state(values)
+            row = q_rows.get(shared.key)
+            if row is None:
+                shared_by_values[values] = (shared, 0.0, 0.0, False)
+            else:
+                p_row, w_row = row_estimate((row, visit_rows[shared.key]), shared_alpha)
+                shared_by_values[values] = (shared, p_row, w_row, True)
+        shared_found = list(map(shared_by_values.__getitem__, shared_values_c))
+        # estimator()(history, per_test.key, shared.key), term for term: a function of the
+        # per-test row's tier gap and visits, the shared values (they hold "new") and the
+        # prior's inputs. Tests with the same record share these (a green suite's tests have
+        # equal rows), so the estimate is computed once per distinct context; the contexts
+        # are built in C. A test without a per-test row gets visits None (the learner makes a
+        # state's Q-row and visit counts together).
+        alpha, tier_gap = learner.hyper.alpha, self._tier_gap
+        no_row = (0.0,) * n_tiers
+        q_of = list(map(q_rows.get, keys, repeat(no_row)))
+        contexts = list(
+            zip(
+                map(sub, map(_first, q_of), map(_last, q_of)),
+                map(_first, map(visit_rows.get, keys, repeat((None,)))),
+                shared_values_c,
+                runs_c,
+                failures_c,
+                last_failed,
+                strict=True,
+            )
+        )
+        del q_of
+        estimate_of: dict[_Context, float] = {}
+        known_of: dict[_Context, bool] = {}
+        for context in set(contexts):
+            gap, visits, values, runs, failures, failed = context
+            _, p_shared, w_shared, shared_known = shared_by_values[values]
+            p_test = w_test = 0.0
+            if visits is not None and visits != 0:  # a per-test row, updated at least once
+                p_test = (gap / (1.0 - (1.0 - alpha) ** visits) / tier_gap + 1.0) / 2.0
+                p_test = p_test if p_test > 0.0 else 0.0
+                p_test = p_test if p_test < 1.0 else 1.0
+                w_test = min(float(visits), 1.0 / alpha)
+            if w_shared > 0:
+                w_shared = SHARED_WEIGHT
+            elif w_test > 0:
+                p_shared, w_shared = p_test, SHARED_WEIGHT
+            if values[2]:  # new
+                prior = 0.5
+            elif runs == 0:
+                prior = 0.25
+            else:
+                smoothed = (failures + 0.5) / (runs + 1.0)
+                prior = 0.5 * smoothed + (0.5 if failed else 0.0)
+            total = w_test + w_shared + 0.0 + PRIOR_WEIGHT
+            estimate_of[context] = (
+                p_test * w_test + p_shared * w_shared + 0.0 * 0.0 + prior * PRIOR_WEIGHT
+            ) / total
+            known_of[context] = visits is not None or shared_known
+        estimates = list(map(estimate_of.__getitem__, contexts))
+        knowns = list(map(known_of.__getitem__, contexts))
+        del contexts
+        #: each test's estimate from its record alone (no change level): what the promotion
+        #: of earlier failures compares, so a change does not pass for failure evidence (by
+        #: position: a test id collected twice has the same estimate at both)
+        recorded = estimates.copy()
+        # evidence_class(history), inline: a failure in the last run, else nothing known
+        evidences = [NO_EVIDENCE] * n
+        for i in compress(everything, last_failed):
+            evidences[i] = FAILED_LAST_CHANGED if flaky_c[i] else FAILED_LAST
+        changes: list[State | None] = [None] * n
+        # the tests a change reaches (change awareness, --qlearn-cov): the change level
+        # joins their blend
+        if impacts or covering_changed:
+            estimate = self.estimator()
+            for i, test_id in enumerate(ids):
+                impact = impacts.get(test_id)
+                if impact is None and test_id not in covering_changed:
+                    continue
+                history = hists[i]
+                # the change level learns per kind of finding: the static one when there is one
+                share = STATIC_SHARES.get(impact) if impact is not None else None
+                if share is None:
+                    share = covering_changed.get(test_id)
+                if share is not None:
+                    per_test, shared = per_tests[i], shared_found[i][0]
+                    change = changes[i] = self.change_state(history, share)
+                    estimates[i], knowns[i] = self._blend(history, (per_test, shared), change)
+                    recorded[i] = estimate(history, per_test.key, shared.key)[0]
+                evidences[i] = evidence_class(history, impact, test_id in covering_changed)
+        # learner.choose(expected): ε-greedy, ties to the lowest tier; the greedy tier is a
+        # function of the estimate alone, and most tests share a few estimates
+        tier_of: dict[float, int] = {}
         three = n_tiers == 3 and len(expected_terms) == 3
         if three:
             (pass0, gap0), (pass1, gap1), (pass2, gap2) = expected_terms
-        duration_edges, duration_labels = _DURATION.edges, _DURATION.labels
-        rate_edges, rate_labels = _FAIL_RATE.edges, _FAIL_RATE.labels
-        since_edges, since_labels = _SINCE_FAIL.edges, _SINCE_FAIL.labels
-        recent_edges, recent_labels = _RECENT_FAIL.edges, _RECENT_FAIL.labels
-        for test_id in sorted(test_ids):
-            history = histories.get(test_id)
-            if history is None:
-                history = TestHistory(test_id)
-            impact = impacts.get(test_id) if impacts else None
-            # the change level learns per kind of finding: the static one when there is one
-            share = STATIC_SHARES.get(impact) if impact is not None else None
-            if share is None and covering_changed:
-                share = covering_changed.get(test_id)
-            # states(), with the per-test state built once per run; runs_since_failure(),
-            # shared_values() and the buckets' labels inline
-            runs, failures, verdicts = history.runs, history.failures, history.verdicts
-            if failures == 0:
-                since: int | None = None
-                label = "never"
-                since_label = "never"
-            else:
-                index = verdicts.rfind(FAILED)
-                since = verdicts[index + 1 :].count(PASSED) if index >= 0 else len(verdicts)
-                label = recent_labels[bisect_right(recent_edges, since)]
-                since_label = since_labels[bisect_right(since_edges, since)]
-            prefix = prefixes.get(label)
-            if prefix is not None and test_id.__class__ is str:
-                # _per_test_state(label, test_id), inline: the one hash of this test this run
-                text = f"{prefix}{len(test_id)}:{test_id}"
-                per_test = new_tuple(
-                    State,
-                    (
-                        sha256(text.encode("utf-8", "surrogatepass")).hexdigest(),
-                        "",
-                        _PER_TEST_ORDER,
-                        (label, test_id),
-                    ),
-                )
-                per_test_states[test_id] = per_test
-            else:
-                per_test = per_test_state(label, test_id)
-            values = (
-                "?"
-                if runs == 0
-                else duration_labels[bisect_right(duration_edges, history.duration_mean)],
-                "0"
-                if failures == 0
-                else rate_labels[bisect_right(rate_edges, failures / runs if runs else 0.0)],
-                history.first_episode < 0,  # new
-                since_label,
-            )
-            shared_found = shared_by_values.get(values)
-            if shared_found is None:
-                shared = shared_state(values)
-                row = q_rows.get(shared.key)
-                if row is None:
-                    shared_found = (shared, 0.0, 0.0, False)
-                else:
-                    p_row, w_row = row_estimate((row, visit_rows[shared.key]), shared_alpha)
-                    shared_found = (shared, p_row, w_row, True)
-                shared_by_values[values] = shared_found
-            shared, p_shared, w_shared, shared_known = shared_found
-            last_failed = verdicts.rstrip(SKIPPED)[-1:] == FAILED
-            if share is None:
-                change = None
-                # estimator()(history, per_test.key, shared.key), term for term
-                test_key = per_test.key
-                test_row = q_rows.get(test_key)
-                p_test = w_test = 0.0
-                if test_row is not None:
-                    visits = visit_rows[test_key][0]
-                    if visits != 0:
-                        terms = test_terms.get(visits)
-                        if terms is None:
-                            terms = test_terms[visits] = (
-                                1.0 - (1.0 - alpha) ** visits,
-                                min(float(visits), 1.0 / alpha),
-                            )
-                        p_test = ((test_row[0] - test_row[-1]) / terms[0] / tier_gap + 1.0) / 2.0
-                        p_test = p_test if p_test > 0.0 else 0.0
-                        p_test = p_test if p_test < 1.0 else 1.0
-                        w_test = terms[1]
-                if w_shared > 0:
-                    w_shared = SHARED_WEIGHT
-                elif w_test > 0:
-                    p_shared, w_shared = p_test, SHARED_WEIGHT
-                if history.first_episode < 0:
-                    prior = 0.5
-                elif runs == 0:
-                    prior = 0.25
-                else:
-                    smoothed = (failures + 0.5) / (runs + 1.0)
-                    prior = 0.5 * smoothed + (0.5 if last_failed else 0.0)
-                total = w_test + w_shared + 0.0 + PRIOR_WEIGHT
-                p = (
-                    p_test * w_test + p_shared * w_shared + 0.0 * 0.0 + prior * PRIOR_WEIGHT
-                ) / total
-                known = test_row is not None or shared_known
-                recorded[test_id] = p
-            else:
-                change = self.change_state(history, share)
-                p, known = self._blend(history, (per_test, shared), change)
-                recorded[test_id] = estimate(history, per_test.key, shared.key)[0]
-            # learner.choose(expected): ε-greedy, ties to the lowest tier
-            decided += 1
-            if draw() < epsilon:
-                explored_count += 1
-                tier, explored = rng.randrange(n_tiers), True
-            elif three:
-                tier, explored = 0, False
-                best = pass0 + p * gap0
+        for p in set(estimates):
+            if three:
+                tier, best = 0, pass0 + p * gap0
                 expected = pass1 + p * gap1
                 if expected > best:
                     tier, best = 1, expected
@@ -690,43 +738,75 @@ class Prioritizer(Agent):
                     tier = 2
             else:
                 expected_all = [passing + p * gap for passing, gap in expected_terms]
-                tier, explored = 0, False
-                for action in tiers:
+                tier = 0
+                for action in range(1, n_tiers):
                     if expected_all[action] > expected_all[tier]:
                         tier = action
-            duration = history.duration_mean if runs else 0.0
-            if impact is None and test_id not in covering_changed:
-                # evidence_class(history), inline
-                if last_failed:
-                    evidence = FAILED_LAST_CHANGED if history.flaky else FAILED_LAST
-                else:
-                    evidence = NO_EVIDENCE
-            else:
-                evidence = evidence_class(history, impact, test_id in covering_changed)
-            append(
-                new_tuple(
-                    Decision,  # every field, in order
-                    (
-                        test_id,
-                        tier,
-                        explored,
-                        p,
-                        per_test,
-                        shared,
-                        known,
-                        duration,
-                        change,
-                        evidence,
-                        # nothing learned yet (an empty store): it keeps its collection place
-                        draw() if explored and known else -1.0,
-                    ),
-                )
-            )
-        learner.decisions += decided
+            tier_of[p] = tier
+        tiers = list(map(tier_of.__getitem__, estimates))
+        # the draws, in the one-loop order: per test the ε draw; an exploration then draws
+        # its tier and, when something was learned, its random place among its ties (else it
+        # keeps its collection place)
+        explored = [False] * n
+        shuffles = [-1.0] * n
+        explored_count = 0
+        for i, known in enumerate(knowns):
+            if draw() < epsilon:
+                explored_count += 1
+                tiers[i], explored[i] = rng.randrange(n_tiers), True
+                if known:
+                    shuffles[i] = draw()
         learner.explored += explored_count
+        durations = [mean if runs else 0.0 for runs, mean in zip(runs_c, mean_c, strict=True)]
+        decisions: list[Decision] = list(
+            map(
+                partial(new_tuple, Decision),  # every field, in order
+                zip(
+                    ids,
+                    tiers,
+                    explored,
+                    estimates,
+                    per_tests,
+                    map(_first, shared_found),
+                    knowns,
+                    durations,
+                    changes,
+                    evidences,
+                    shuffles,
+                    strict=True,
+                ),
+            )
+        )
         if reverted:
             decisions = _demote_reverted(decisions, reverted)
-        return _promote_likely_failures(decisions, histories, recorded)
+            evidences = [d.evidence for d in decisions]
+        # Tests that failed before (not in their last run) but that the learner finds at
+        # least as likely to fail as a test that did join the failed-last-run class: the
+        # rule is only that no test *without* failure evidence runs ahead of a known
+        # failure, and among tests with evidence the estimate knows better (a test failing
+        # every other run beats a one-off). Only the tests that ever failed can join.
+        failed_last = (FAILED_LAST, FAILED_LAST_CHANGED)
+        floor = min(
+            (recorded[i] for i in compress(everything, map(failed_last.__contains__, evidences))),
+            default=None,
+        )
+        if floor is not None:
+            for i in failing:
+                evidence = evidences[i]
+                test_id = ids[i]
+                if (
+                    evidence not in failed_last
+                    and evidence != REVERTED
+                    and recorded[i] >= floor
+                    and failures_c[i] > 0
+                    and histories.get(test_id) is not None
+                ):
+                    # like a known failure: with a change it reaches, one that may be its fix
+                    decision = decisions[i]
+                    decisions[i] = decision._replace(
+                        evidence=FAILED_LAST if decision.change is None else FAILED_LAST_CHANGED
+                    )
+        return decisions
 
     # -- learning ----------------------------------------------------------------------
     def learn(self, decision: Decision, verdict: str, next_states: tuple[State, State]) -> float:
