@@ -96,8 +96,8 @@ SHUFFLED_DURATION_FLOOR = 1e-2
 FAILED_LAST = 0  # its last run with a verdict failed, and nothing it reaches changed since
 FAILED_LAST_CHANGED = 1  # failed last run, and code it reaches changed since (a fix?)
 # DIRECT, CALLS_FURTHER, IMPORTS (2-4): how it reaches changed code (changes/reach.py)
-#: Failed last run, and every change it reaches puts its code back to the version it last
-#: passed on (the change it failed with was reverted): a failure with evidence of its fix
+#: Failed last run, and every file it reaches is back to its version when it last passed
+#: (the change it failed with was reverted): a failure with evidence of its fix
 #: runs after the tests that reach other changes, still before every test with no evidence.
 REVERTED = 5
 NO_EVIDENCE = 6
@@ -532,7 +532,7 @@ class Prioritizer(Agent):
         share of its files), for the tests whose covered code changed (``--qlearn-cov``).
         ``impacts``: test id → DIRECT or IMPORTS, for the tests the static change analysis
         ties to a change since the last episode. ``reverted``: tests that failed last run and
-        whose reached changes all revert the change they failed with (class REVERTED)."""
+        whose code is again what it was when they last passed (class REVERTED)."""
         # Column by column (issue 16): this runs for every collected test on every run, and
         # one Python loop doing everything per test cost ≈ 6 µs a test. Here the look-ups,
         # the hashing and the tuples are mapped in C over whole columns; only the estimate
