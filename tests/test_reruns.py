@@ -280,7 +280,12 @@ def test_setup_errors_xfail_and_maxfail_keep_pytest_semantics(pytester: pytest.P
     pytester.makepyfile(
         test_a=SUITE + "\n\ndef test_real():\n    assert 0\n\n\ndef test_z():\n    pass\n"
     )
-    result = pytester.runpytest(*QUIET, "--qlearn-reruns", "1", "-x", "-p", "no:cacheprovider")
+    # (no exploration: an explored decision may put the new test_z ahead of the new
+    # test_real, its equal — seen once in CI — and then it rightly runs)
+    result = pytester.runpytest(
+        *QUIET, "--qlearn-reruns", "1", "-x", "-p", "no:cacheprovider",
+        "-o", "qlearn_exploration_rate=0",
+    )  # fmt: skip
     outcomes = result.parseoutcomes()
     assert (outcomes["passed"], outcomes["failed"]) == (2, 1)  # test_z never ran
 
