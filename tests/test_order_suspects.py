@@ -11,6 +11,9 @@ from test_reruns import INI, QUIET, STORE  # the same quiet runs and store
 
 from pytest_qlearn import suspects as sus
 from pytest_qlearn.agents.prioritizer import FAILED_LAST, NO_EVIDENCE, TestRef
+from pytest_qlearn.engine.history import TestHistory
+from pytest_qlearn.session import LearningSession
+from pytest_qlearn.store.base import Partition, PatternDelta, Snapshot
 
 #: The victim is collected first; the polluter leaves module state behind that makes the
 #: victim fail once (the victim consumes it, so its rerun passes).
@@ -207,3 +210,33 @@ def test_a_suspect_is_forgotten_after_exposed_clean_runs(
     later = pytester.runpytest(*ARGS)
     later.assert_outcomes(passed=4)
     assert "order_suspects" not in _report(pytester)
+
+
+def test_a_reverted_failure_does_not_hold_a_suspect_back() -> None:
+    """The guard keeps a suspect behind the tests that failed in their last run; a failure
+    whose breaking change is reverted (class REVERTED) no longer counts as one."""
+
+    def history(test_id: str, verdicts: str) -> TestHistory:
+        return TestHistory(
+            test_id, runs=len(verdicts), failures=verdicts.count("F"), verdicts=verdicts,
+            last_run_episode=len(verdicts), first_episode=1, duration_mean=0.001,
+        )  # fmt: skip
+
+    histories = {
+        "t.py::test_s": history("t.py::test_s", "PPPP"),  # the suspect, collected first
+        "t.py::test_a": history("t.py::test_a", "PPPF"),  # failed last run
+        "t.py::test_x": history("t.py::test_x", "PPPP"),
+    }
+    refs = [TestRef(test_id, "t.py", None, index) for index, test_id in enumerate(histories)]
+    flagged = PatternDelta(sus.NAME, "t.py::test_s", sus.DESCRIPTION, 1, 0, 3)
+
+    def order(reverted: frozenset[str]) -> list[str]:
+        snapshot = Snapshot(
+            Partition("p", "e"), histories=dict(histories), episodes=4, suspects=[flagged]
+        )
+        session = LearningSession(snapshot, seed=1)
+        session.reverted = reverted
+        return [ref.test_id for ref in session.rank(refs, "test").order]
+
+    assert order(frozenset()) == ["t.py::test_a", "t.py::test_s", "t.py::test_x"]
+    assert order(frozenset({"t.py::test_a"})) == ["t.py::test_s", "t.py::test_a", "t.py::test_x"]
