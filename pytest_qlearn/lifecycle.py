@@ -404,10 +404,9 @@ class QLearnPlugin:
             found = {}
             for item in items:
                 history = histories.get(item.nodeid)
-                if history is not None and history.verdicts[-1:] == FAILED:
-                    episode = history.last_passed_episode()
-                    if episode is not None:
-                        found[item.nodeid] = episode
+                episode = None if history is None else history.last_passed_episode()
+                if episode is not None:
+                    found[item.nodeid] = episode
             return found
 
         return change_awareness.analyse(

@@ -236,7 +236,7 @@ class LearningSession:
         self.proximity: Mapping[str, int] = {}
         #: test id -> the static analysis's finding in words, for the report's "why"
         self.change_reasons: Mapping[str, str] = {}
-        #: Known failures whose reached changes all revert what they failed with.
+        #: Known failures whose code is again what it was when they last passed (a revert).
         self.reverted: Collection[str] = frozenset()
         #: Whether each test covers lines no other test covers (the selector's ``unique``).
         self.unique_lines: Mapping[str, str] = {}

@@ -971,7 +971,7 @@ class DependencyIndex:
     def _last_good(self, key: str, digest: str) -> _Facts | None:
         """The facts of the last version of a file that parsed, if the cache has them."""
         for candidate, _ in self._history.get(key, ()):
-            if candidate is not None and candidate != digest:
+            if candidate != digest:
                 facts = self._get_facts(candidate)
                 if facts is not None and facts.ok:
                     return facts
