@@ -387,7 +387,8 @@ def test_the_budget_line_says_what_share_of_the_wall_time_it_saved(
     result = run(pytester, *BUDGET, "--qlearn-report=r.json")
     (line,) = [line for line in result.outlines if line.startswith("qlearn: budget 0.2s (")]
     budget = load_report(pytester.path / "r.json")["budget"]
-    assert budget["wall_saved"] == pytest.approx(0.48, abs=0.1)
+    # a sleep never ends early, but a loaded machine makes it late: a floor, and a loose roof
+    assert 0.45 <= budget["wall_saved"] < 1.2
     assert budget["wall_time"] > budget["tests_time"] > 0.1
     share = budget["wall_saved"] / (budget["wall_time"] + budget["wall_saved"])
     assert f"saved ≈{budget['wall_saved']:.1f}s of a full run's ≈" in line
