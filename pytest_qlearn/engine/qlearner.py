@@ -14,6 +14,9 @@ import random
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import chain, cycle, repeat
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from .hyperparams import Hyperparameters
@@ -22,6 +25,8 @@ from .hyperparams import Hyperparameters
 DeltaBatch = dict[tuple[str, int], list[float]]
 # (state key, rewards of every action, next state key, chosen action, alpha)
 UpdateStep = tuple[str, Sequence[float], str | None, int | None, float | None]
+# of a three-action accumulator [Δq0, Δq1, Δq2, Δvisits0, Δvisits1, Δvisits2]
+_VALUES_3, _VISITS_3 = itemgetter(0, 1, 2), itemgetter(3, 4, 5)
 
 
 @contextlib.contextmanager
@@ -29,7 +34,16 @@ def gc_paused() -> Iterator[None]:
     """The cyclic garbage collector paused for a block that makes a few small tuples per
     test (histories, decisions, store rows): with 100,000 tests, the full collections those
     allocations trigger would walk every object the run holds, several times over. What the
-    block leaves behind is collected as usual afterwards."""
+    block leaves behind is collected as usual afterwards.
+
+    Re-enabling alone would make the first allocation after the block pay for it: the
+    young generation's count has grown by every object the block made, so a collection
+    (often a full one) would scan them all at once. Instead the objects the block left are
+    moved to the oldest generation, unscanned (``gc.freeze()`` then ``gc.unfreeze()``: two
+    list splices, and the young count starts again from zero); the next full collection
+    looks at them, as it looks at every other long-lived object. When the program froze
+    objects of its own (a non-empty permanent generation), unfreezing would release those
+    too: then the block ends with a plain ``gc.enable()``."""
     if not gc.isenabled():
         yield
         return
@@ -37,6 +51,9 @@ def gc_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        if not gc.get_freeze_count():
+            gc.freeze()
+            gc.unfreeze()
         gc.enable()
 
 
@@ -487,8 +504,29 @@ class QLearner:
         rows: list[Any] = []
         append = rows.append
         new_tuple = tuple.__new__
-        if n == 3:  # the prioritizer's three tiers, unrolled
-            for state in sorted(outbox):
+        if n == 3:  # the prioritizer's three tiers
+            states = sorted(outbox)
+            accs = list(map(outbox.__getitem__, states))
+            visits = list(chain.from_iterable(map(_VISITS_3, accs)))
+            if all(visits):
+                # every action of every state updated (update_all updates a whole row): the
+                # rows taken in C, column by column — each state and its text three times,
+                # the actions 0, 1, 2 in turn, the Δq and Δvisits of each
+                state_texts = list(map(texts.get, states, repeat("")))
+                return list(
+                    map(
+                        partial(new_tuple, row_type),
+                        zip(
+                            chain.from_iterable(zip(states, states, states)),
+                            chain.from_iterable(zip(state_texts, state_texts, state_texts)),
+                            cycle(actions),
+                            chain.from_iterable(map(_VALUES_3, accs)),
+                            map(int, visits),
+                        ),
+                    )
+                )
+            del accs, visits
+            for state in states:
                 acc = outbox[state]
                 text = texts.get(state, "")
                 if acc[3]:
