@@ -443,9 +443,13 @@ class LearningSession:
             indexes,
         ]
         perm = list(range(n))
+        sorted_by: list[Any] | None = None
         for column in reversed(columns):
-            if column.count(column[0]) != len(column):
+            # a second stable pass by the column just sorted by changes nothing (``places``
+            # is ``indexes`` when no test explored)
+            if column is not sorted_by and column.count(column[0]) != len(column):
                 perm.sort(key=column.__getitem__)
+                sorted_by = column
         ranks = [0] * n
         if len(set(indexes)) == n:  # distinct indexes: no two keys are equal
             for rank, i in enumerate(perm):
