@@ -50,6 +50,8 @@ from .store.base import (
 VERDICTS = (PASSED, FAILED, SKIPPED)
 _TEST_ID = itemgetter(0)  # of a Decision, a TestRef
 _REF_INDEX = itemgetter(3)
+_FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
+_KEY = attrgetter("key")  # of a State
 # a Decision's fields, by position
 _P_FAIL, _DURATION, _EVIDENCE, _SHUFFLE = (itemgetter(i) for i in (3, 7, 9, 10))
 assert prio.TestRef._fields[3] == "index" and prio.Decision._fields[3] == "p_fail"
@@ -1004,9 +1006,13 @@ class LearningSession:
         self, after: dict[str, tuple[TestHistory, State, State]], top: int = 5
     ) -> list[Risk]:
         """The tests most likely to fail next run, by what was just learned."""
-        p_fail = self.prioritizer.failure_probabilities(
-            [(history, per_test.key, shared.key) for history, per_test, shared in after.values()]
+        found = list(after.values())
+        p_fail = self.prioritizer.failure_probability_columns(
+            list(map(_FIRST, found)),
+            list(map(_KEY, map(_SECOND, found))),
+            list(map(_KEY, map(_THIRD, found))),
         )
+        del found
         # the ``top`` smallest (-p, test id): as sorting all of them and taking the first
         riskiest = heapq.nsmallest(top, zip([-p for p in p_fail], after, strict=True))
         risks = [

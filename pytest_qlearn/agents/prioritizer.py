@@ -511,6 +511,76 @@ class Prioritizer(Agent):
             estimate(history, test_key, shared_key)[0] for history, test_key, shared_key in items
         ]
 
+    def failure_probability_columns(
+        self,
+        histories: Sequence[TestHistory],
+        test_keys: Sequence[str],
+        shared_keys: Sequence[str],
+    ) -> list[float]:
+        """:meth:`failure_probabilities` of ``histories[i]``, ``test_keys[i]``,
+        ``shared_keys[i]``, over whole columns: the look-ups are mapped in C, and the
+        estimate — :meth:`estimator`'s arithmetic, term for term — is computed once per
+        distinct context (per-test tier gap and visits, shared key, the prior's inputs),
+        which the tests of a green suite mostly share."""
+        q_rows, visit_rows = self.learner.q_rows, self.learner.visit_rows
+        alpha = self.learner.hyper.alpha
+        shared_alpha = self._shared_alpha
+        tier_gap = self._tier_gap
+        no_row = (0.0,) * self.n_tiers
+        q_of = list(map(q_rows.get, test_keys, repeat(no_row)))
+        runs_c, failures_c, verdicts_c, first_c = (
+            list(map(itemgetter(field), histories)) for field in (1, 2, 4, 7)
+        )
+        contexts = list(
+            zip(
+                map(sub, map(_first, q_of), map(_last, q_of)),
+                # None: no per-test row (the learner makes a Q-row and its visits together)
+                map(_first, map(visit_rows.get, test_keys, repeat((None,)))),
+                shared_keys,
+                map(_negative, first_c),  # new: prior 0.5
+                runs_c,
+                failures_c,
+                # verdicts.rstrip(SKIPPED)[-1:] == FAILED, in C
+                map(str.endswith, map(str.rstrip, verdicts_c, repeat(SKIPPED)), repeat(FAILED)),
+                strict=True,
+            )
+        )
+        del q_of
+        shared_estimates: dict[str, tuple[float, float]] = {}
+        for key in set(shared_keys):
+            row = q_rows.get(key)
+            shared_estimates[key] = (
+                (0.0, 0.0)
+                if row is None
+                else self._row_estimate((row, visit_rows[key]), shared_alpha)
+            )
+        estimate_of: dict[tuple[float, int | None, str, bool, int, int, bool], float] = {}
+        for context in set(contexts):
+            gap, visits, shared_key, new, runs, failures, last_failed = context
+            p_test = w_test = 0.0
+            if visits is not None and visits != 0:
+                p_test = (gap / (1.0 - (1.0 - alpha) ** visits) / tier_gap + 1.0) / 2.0
+                p_test = p_test if p_test > 0.0 else 0.0
+                p_test = p_test if p_test < 1.0 else 1.0
+                w_test = min(float(visits), 1.0 / alpha)
+            p_shared, w_shared = shared_estimates[shared_key]
+            if w_shared > 0:
+                w_shared = SHARED_WEIGHT
+            elif w_test > 0:
+                p_shared, w_shared = p_test, SHARED_WEIGHT
+            if new:
+                prior = 0.5
+            elif runs == 0:
+                prior = 0.25
+            else:
+                smoothed = (failures + 0.5) / (runs + 1.0)
+                prior = 0.5 * smoothed + (0.5 if last_failed else 0.0)
+            total = w_test + w_shared + 0.0 + PRIOR_WEIGHT
+            estimate_of[context] = (
+                p_test * w_test + p_shared * w_shared + 0.0 * 0.0 + prior * PRIOR_WEIGHT
+            ) / total
+        return list(map(estimate_of.__getitem__, contexts))
+
     def failure_probability(self, history: TestHistory) -> tuple[float, bool, State, State]:
         """(failure probability, whether learned values shaped it, per-test, shared state)."""
         per_test, shared = self.states(history)
