@@ -14,8 +14,9 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import repeat
-from operator import attrgetter, itemgetter
+from functools import partial
+from itertools import compress, repeat
+from operator import attrgetter, eq, getitem, is_, itemgetter, not_
 from typing import Any, NamedTuple
 
 from . import suspects as sus
@@ -52,6 +53,10 @@ _TEST_ID = itemgetter(0)  # of a Decision, a TestRef
 _REF_INDEX = itemgetter(3)
 _FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
 _KEY = attrgetter("key")  # of a State
+# a Decision's fields, by name
+_TIER, _PER_TEST, _SHARED, _KNOWN = (
+    attrgetter(name) for name in ("tier", "per_test", "shared", "known")
+)
 # a Decision's fields, by position
 _P_FAIL, _DURATION, _EVIDENCE, _SHUFFLE = (itemgetter(i) for i in (3, 7, 9, 10))
 assert prio.TestRef._fields[3] == "index" and prio.Decision._fields[3] == "p_fail"
@@ -682,7 +687,26 @@ class LearningSession:
         new_tuple = tuple.__new__
         # each shared state's key once per test that learned from it (counted after the loop)
         shared_keys: list[str] = []
-        for step, test_id in enumerate(ordered_ids):
+        # the common case over whole columns (issue 16); the loop below covers the rest
+        # (reruns, change states, decisions rebuilt for pytest-xdist), test by test
+        by_columns = not flaky_ids and self._learn_columns(
+            by_id,
+            ordered_ids,
+            observations,
+            next_histories,
+            next_states,
+            shared_states,
+            readable,
+            (test_states, test_rewards, test_next, test_tiers),
+            updates,
+            trajectories,
+            shared_keys,
+            pattern_hits,
+            shared_memo,
+        )
+        if by_columns:
+            exploited, exploited_paid = by_columns
+        for step, test_id in enumerate(() if by_columns else ordered_ids):
             # all of a result's fields at once (one unpack, not an attribute call each)
             # (``seconds``: ``duration`` is the session's, used after the loop)
             _, verdict, seconds, _, _, tier, explored, fixture = by_id[test_id]
@@ -954,6 +978,133 @@ class LearningSession:
             if note.kept:
                 summary.why[note.after.test_id] = sus.reason(self.kept[note.after.test_id])
         return write, summary
+
+    def _learn_columns(
+        self,
+        by_id: Mapping[str, TestResult],
+        ordered_ids: Sequence[str],
+        observations: list[Observation],
+        next_histories: list[TestHistory],
+        next_states: dict[str, tuple[TestHistory, State, State]],
+        shared_states: dict[str, State],
+        readable: dict[str, str],
+        test_columns: tuple[list[str], list[list[float]], list[str], list[int]],
+        updates: list[UpdateStep],
+        trajectories: list[TrajectoryStep],
+        shared_keys: list[str],
+        pattern_hits: Counter[str],
+        shared_memo: dict[tuple[object, ...], State],
+    ) -> tuple[int, int] | None:
+        """:meth:`_finish`'s loop over whole columns, filling the same containers with the
+        same values in the same order; (exploited, exploited and paid off), or None
+        (nothing filled) when a case only the loop covers is there: an unknown verdict, a
+        test decided elsewhere (pytest-xdist) or with another tier than its decision's, a
+        change state. The caller leaves out flaky reruns."""
+        if not ordered_ids:
+            return None
+        rows = list(map(by_id.__getitem__, ordered_ids))
+        ids, verdicts, seconds, _, _, tiers, explored, fixtures = map(list, zip(*rows, strict=True))
+        del rows
+        if not set(verdicts) <= set(VERDICTS):
+            return None
+        everything = range(len(ids))
+        decisions = list(map(self._decisions.get, ids))
+        # the tests learned from: a verdict, and a tier
+        learned = [
+            i
+            for i, verdict, tier in zip(everything, verdicts, tiers, strict=True)
+            if verdict != SKIPPED and tier is not None
+        ]
+        for i in learned:
+            decision = decisions[i]
+            if decision is None or decision.tier != tiers[i] or decision.change is not None:
+                return None
+        learner, prioritizer = self.learner, self.prioritizer
+        for i in everything:
+            if decisions[i] is None and tiers[i] is not None:
+                # decided on a pytest-xdist worker (skipped here): counted, as in the loop
+                learner.count_decision(explored[i])
+        new_tuple = tuple.__new__
+        observations += map(
+            partial(new_tuple, Observation), zip(ids, verdicts, seconds, fixtures, repeat(False))
+        )
+        histories = self.snapshot.histories
+        found: list[TestHistory] = list(map(histories.get, ids))  # type: ignore[arg-type]
+        for i in compress(everything, map(is_, found, repeat(None))):
+            found[i] = TestHistory(ids[i])  # not stored yet: a new test
+        record = TestHistory.record
+        after = list(map(record, found, verdicts, seconds, repeat(self.episode), fixtures))
+        next_histories += after
+        del found
+        if not learned:
+            return 0, 0
+        l_ids, l_verdicts, l_explored, l_after = ids, verdicts, explored, after
+        l_decisions: list[prio.Decision] = decisions  # type: ignore[assignment]  # checked
+        if len(learned) != len(ids):
+            l_ids = [ids[i] for i in learned]
+            l_verdicts = [verdicts[i] for i in learned]
+            l_explored = [explored[i] for i in learned]
+            l_after = [after[i] for i in learned]
+            l_decisions = [l_decisions[i] for i in learned]
+        per_tests = list(map(_PER_TEST, l_decisions))
+        shareds = list(map(_SHARED, l_decisions))
+        next_per_tests, next_shareds = prioritizer.next_state_columns(
+            l_after, per_tests, shared_memo
+        )
+        next_states.update(
+            zip(l_ids, zip(l_after, next_per_tests, next_shareds, strict=True), strict=True)
+        )
+        per_test_keys = list(map(_KEY, per_tests))
+        shared_key_column = list(map(_KEY, shareds))
+        # states new to the Q-table need their text (the first test's, as in the loop)
+        known_states = learner.q_rows
+        new_states = map(not_, map(known_states.__contains__, per_test_keys))
+        for i in compress(range(len(l_ids)), new_states):
+            if per_test_keys[i] not in readable:
+                readable[per_test_keys[i]] = per_tests[i].readable
+        for key, shared in zip(shared_key_column, shareds, strict=True):
+            if key not in shared_states:
+                shared_states[key] = shared
+                if key not in known_states and key not in readable:
+                    readable[key] = shared.readable
+        failed_rewards, passed_rewards, shared_alpha = prioritizer.learning_terms()
+        failed = list(map(eq, l_verdicts, repeat(FAILED)))
+        rewards = [failed_rewards if f else passed_rewards for f in failed]
+        l_tiers = list(map(_TIER, l_decisions))
+        next_shared_keys = list(map(_KEY, next_shareds))
+        next_per_test_keys = list(map(_KEY, next_per_tests))
+        test_states, test_rewards, test_next, test_tiers = test_columns
+        test_states += per_test_keys
+        test_rewards += rewards
+        test_next += next_per_test_keys
+        test_tiers += l_tiers
+        updates += zip(
+            shared_key_column, rewards, next_shared_keys, repeat(None), repeat(shared_alpha)
+        )
+        step_rewards: list[float] = list(map(getitem, rewards, l_tiers))
+        trajectories += map(
+            partial(new_tuple, TrajectoryStep),
+            zip(
+                repeat(prio.NAME),
+                learned,  # the step: the test's place among all of them
+                l_ids,
+                per_test_keys,
+                l_tiers,  # the result's tier: its decision's (checked above)
+                l_explored,
+                step_rewards,
+                next_per_test_keys,
+            ),
+        )
+        shared_keys += shared_key_column
+        pattern_hits.update(compress(shared_key_column, failed))
+        exploited = exploited_paid = 0
+        for known, was_explored, reward in zip(
+            map(_KNOWN, l_decisions), l_explored, step_rewards, strict=True
+        ):
+            if known and not was_explored:
+                exploited += 1
+                exploited_paid += reward > 0
+        return exploited, exploited_paid
 
     def _learn_suspects(
         self,

@@ -36,7 +36,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from hashlib import sha256
 from itertools import compress, repeat
-from operator import gt, itemgetter, methodcaller, not_, sub
+from operator import attrgetter, eq, gt, itemgetter, methodcaller, not_, sub
 from typing import NamedTuple
 
 from ..changes.reach import CALLS_FURTHER, DIRECT, IMPORTS
@@ -198,6 +198,7 @@ _hexdigest = methodcaller("hexdigest")
 _first = itemgetter(0)
 _last = itemgetter(-1)
 _negative = partial(gt, 0)  # x < 0
+_VALUES = attrgetter("values")  # of a State
 #: What a test's estimate depends on (decide): per-test tier gap and visits, shared values,
 #: runs, failures, whether its last verdict failed.
 _Context = tuple[float, int | None, tuple[str, str, bool, str], int, int, bool]
@@ -925,6 +926,57 @@ class Prioritizer(Agent):
         if shared is None:
             shared = memo[key] = self.shared_encoder.encode_values(key)
         return per_test, shared
+
+    def next_state_columns(
+        self,
+        histories: Sequence[TestHistory],
+        previous: Sequence[State],
+        memo: dict[tuple[object, ...], State],
+    ) -> tuple[list[State], list[State]]:
+        """:meth:`next_states` of each ``histories[i]`` with ``previous[i]``, over whole
+        columns: the labels and the shared feature values are built in C (the bucketing of
+        :meth:`next_states`, value for value), a per-test state is hashed only where its
+        since_fail label changed, and each distinct shared value is encoded once."""
+        n = len(histories)
+        ids, runs_c, failures_c, verdicts_c, first_c, mean_c = (
+            list(map(itemgetter(field), histories)) for field in (0, 1, 2, 4, 7, 8)
+        )
+        labels = ["never"] * n
+        since_labels = ["never"] * n
+        rate_labels = ["0"] * n
+        recent_edges, recent_labels = _RECENT_FAIL.edges, _RECENT_FAIL.labels
+        since_edges, since_labels_of = _SINCE_FAIL.edges, _SINCE_FAIL.labels
+        rate_edges, rate_labels_of = _FAIL_RATE.edges, _FAIL_RATE.labels
+        for i in compress(range(n), failures_c):
+            verdicts = verdicts_c[i]
+            index = verdicts.rfind(FAILED)
+            since = verdicts[index + 1 :].count(PASSED) if index >= 0 else len(verdicts)
+            labels[i] = recent_labels[bisect_right(recent_edges, since)]
+            since_labels[i] = since_labels_of[bisect_right(since_edges, since)]
+            runs = runs_c[i]
+            rate_labels[i] = rate_labels_of[
+                bisect_right(rate_edges, failures_c[i] / runs if runs else 0.0)
+            ]
+        # previous.values == (label, test_id): the previous state still holds
+        same = list(map(eq, map(_VALUES, previous), zip(labels, ids, strict=True)))
+        per_tests = list(previous)
+        per_test_state = self._per_test_state
+        for i in compress(range(n), map(not_, same)):
+            per_tests[i] = per_test_state(labels[i], ids[i])
+        duration_edges, duration_labels = _DURATION.edges, _DURATION.labels
+        duration_labels_c = list(
+            map(duration_labels.__getitem__, map(bisect_right, repeat(duration_edges), mean_c))
+        )
+        for i in compress(range(n), map(not_, runs_c)):
+            duration_labels_c[i] = "?"  # runs == 0: no duration measured
+        values = list(
+            zip(duration_labels_c, rate_labels, map(_negative, first_c), since_labels, strict=True)
+        )
+        encode = self.shared_encoder.encode_values
+        for key in set(values):
+            if key not in memo:
+                memo[key] = encode(key)
+        return per_tests, list(map(memo.__getitem__, values))
 
     def learn_later(
         self,

@@ -517,8 +517,10 @@ class QLearner:
                     map(
                         partial(new_tuple, row_type),
                         zip(
-                            chain.from_iterable(zip(states, states, states)),
-                            chain.from_iterable(zip(state_texts, state_texts, state_texts)),
+                            chain.from_iterable(zip(states, states, states, strict=True)),
+                            chain.from_iterable(
+                                zip(state_texts, state_texts, state_texts, strict=True)
+                            ),
                             cycle(actions),
                             chain.from_iterable(map(_VALUES_3, accs)),
                             map(int, visits),
