@@ -676,6 +676,8 @@ class LearningSession:
         test_rewards: list[list[float]] = []
         test_next: list[str] = []
         test_tiers: list[int] = []
+        # the shared rows' updates (state, rewards, next state) when learned by columns
+        shared_columns: tuple[list[str], list[list[float]], list[str]] = ([], [], [])
         decisions = self._decisions
         prioritizer, learner = self.prioritizer, self.learner
         failed_rewards, passed_rewards, shared_alpha = prioritizer.learning_terms()
@@ -698,7 +700,7 @@ class LearningSession:
             shared_states,
             readable,
             (test_states, test_rewards, test_next, test_tiers),
-            updates,
+            shared_columns,
             trajectories,
             shared_keys,
             pattern_hits,
@@ -783,7 +785,10 @@ class LearningSession:
                 exploited_paid += step_reward > 0
         learner.update_all_rows(test_states, test_rewards, test_next, test_tiers)
         learner.update_all_many(updates)
-        del updates, test_states, test_rewards, test_next, test_tiers
+        # the shared rows' updates of the tests learned by columns (in test order, after
+        # the per-test rows' as in the loop: neither reads the other's rows)
+        learner.update_all_rows(*shared_columns, None, shared_alpha)
+        del updates, test_states, test_rewards, test_next, test_tiers, shared_columns
         pattern_seen.update(shared_keys)  # counted in C
         del shared_keys
         self.learner.end_episode(partial=partial)
@@ -989,14 +994,15 @@ class LearningSession:
         shared_states: dict[str, State],
         readable: dict[str, str],
         test_columns: tuple[list[str], list[list[float]], list[str], list[int]],
-        updates: list[UpdateStep],
+        shared_columns: tuple[list[str], list[list[float]], list[str]],
         trajectories: list[TrajectoryStep],
         shared_keys: list[str],
         pattern_hits: Counter[str],
         shared_memo: dict[tuple[object, ...], State],
     ) -> tuple[int, int] | None:
         """:meth:`_finish`'s loop over whole columns, filling the same containers with the
-        same values in the same order; (exploited, exploited and paid off), or None
+        same values in the same order (the shared rows' update steps as ``shared_columns``,
+        for ``QLearner.update_all_rows``); (exploited, exploited and paid off), or None
         (nothing filled) when a case only the loop covers is there: an unknown verdict, a
         test decided elsewhere (pytest-xdist) or with another tier than its decision's, a
         change state. The caller leaves out flaky reruns."""
@@ -1067,7 +1073,7 @@ class LearningSession:
                 shared_states[key] = shared
                 if key not in known_states and key not in readable:
                     readable[key] = shared.readable
-        failed_rewards, passed_rewards, shared_alpha = prioritizer.learning_terms()
+        failed_rewards, passed_rewards, _ = prioritizer.learning_terms()
         failed = list(map(eq, l_verdicts, repeat(FAILED)))
         rewards = [failed_rewards if f else passed_rewards for f in failed]
         l_tiers = list(map(_TIER, l_decisions))
@@ -1078,9 +1084,11 @@ class LearningSession:
         test_rewards += rewards
         test_next += next_per_test_keys
         test_tiers += l_tiers
-        updates += zip(
-            shared_key_column, rewards, next_shared_keys, repeat(None), repeat(shared_alpha)
-        )
+        # the loop's steps (shared key, rewards, next shared key, None, shared α), as columns
+        shared_states_c, shared_rewards_c, shared_next_c = shared_columns
+        shared_states_c += shared_key_column
+        shared_rewards_c += rewards
+        shared_next_c += next_shared_keys
         step_rewards: list[float] = list(map(getitem, rewards, l_tiers))
         trajectories += map(
             partial(new_tuple, TrajectoryStep),

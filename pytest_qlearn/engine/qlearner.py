@@ -369,22 +369,36 @@ class QLearner:
         states: Sequence[str],
         rewards: Sequence[Sequence[float]],
         next_states: Sequence[str | None],
-        chosen: Sequence[int],
+        chosen: Sequence[int] | None,
+        alpha: float | None = None,
     ) -> None:
-        """:meth:`update_all` (at the agent's α) for each ``states[i]``, ``rewards[i]``,
-        ``next_states[i]``, ``chosen[i]`` in turn: :meth:`update_all_many` over columns, for
-        the one row per test of a run — no step tuple per update, and a state that is its
-        own next state (most tests' after a run like the last) looked up once."""
+        """:meth:`update_all` (at ``alpha``, else the agent's α) for each ``states[i]``,
+        ``rewards[i]``, ``next_states[i]``, ``chosen[i]`` in turn: :meth:`update_all_many`
+        over columns, for the one row per test of a run (or the shared rows those tests
+        update) — no step tuple per update, and a state that is its own next state (most
+        tests' after a run like the last) looked up once. ``chosen`` None: no reward is
+        recorded (as ``chosen`` None in :meth:`update_all`)."""
         if self._on_flush is not None or self.n_actions != 3:
             self.update_all_many(
-                (state, reward, nxt, action, None)
-                for state, reward, nxt, action in zip(
-                    states, rewards, next_states, chosen, strict=True
+                zip(
+                    states,
+                    rewards,
+                    next_states,
+                    [None] * len(states) if chosen is None else chosen,
+                    [alpha] * len(states),
+                    strict=True,
                 )
             )
             return
+        if chosen is None:
+            chosen = [0] * len(states)
+            record = False
+        else:
+            record = True
         hyper = self.hyper
-        gamma, alpha, frequency = hyper.gamma, hyper.alpha, hyper.update_frequency
+        gamma, frequency = hyper.gamma, hyper.update_frequency
+        if alpha is None:
+            alpha = hyper.alpha
         table, visit_table, outbox = self._q, self._visits, self._outbox
         zeros, zero_visits = self._zeros, self._zero_visits
         pending, flushes, updates = self._pending_updates, self.flushes, self.updates
@@ -433,8 +447,9 @@ class QLearner:
                     acc[3] += 1.0
                     acc[4] += 1.0
                     acc[5] += 1.0
-                reward_sum += step_rewards[action]
-                rewarded += 1
+                if record:
+                    reward_sum += step_rewards[action]
+                    rewarded += 1
                 updates += 3
                 pending += 3
                 if pending >= frequency and pending:
