@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import compress, repeat
-from operator import attrgetter, eq, getitem, is_, itemgetter, not_
+from operator import and_, attrgetter, eq, getitem, gt, is_, itemgetter, not_, truth
 from typing import Any, NamedTuple
 
 from . import suspects as sus
@@ -1068,7 +1068,9 @@ class LearningSession:
         for i in compress(range(len(l_ids)), new_states):
             if per_test_keys[i] not in readable:
                 readable[per_test_keys[i]] = per_tests[i].readable
-        for key, shared in zip(shared_key_column, shareds, strict=True):
+        # a shared state's first test decides (as in the loop): the first of each key
+        first_shared = dict(zip(reversed(shared_key_column), reversed(shareds), strict=True))
+        for key, shared in first_shared.items():
             if key not in shared_states:
                 shared_states[key] = shared
                 if key not in known_states and key not in readable:
@@ -1105,13 +1107,14 @@ class LearningSession:
         )
         shared_keys += shared_key_column
         pattern_hits.update(compress(shared_key_column, failed))
-        exploited = exploited_paid = 0
-        for known, was_explored, reward in zip(
-            map(_KNOWN, l_decisions), l_explored, step_rewards, strict=True
-        ):
-            if known and not was_explored:
-                exploited += 1
-                exploited_paid += reward > 0
+        # known and not explored: an exploited decision; paid off when its reward is > 0
+        exploited_rewards = list(
+            compress(
+                step_rewards, map(and_, map(truth, map(_KNOWN, l_decisions)), map(not_, l_explored))
+            )
+        )
+        exploited = len(exploited_rewards)
+        exploited_paid = sum(map(gt, exploited_rewards, repeat(0)))
         return exploited, exploited_paid
 
     def _learn_suspects(
