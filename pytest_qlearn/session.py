@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from itertools import compress, repeat
-from operator import and_, attrgetter, eq, getitem, gt, is_, itemgetter, not_, truth
+from operator import and_, attrgetter, eq, getitem, gt, is_, itemgetter, le, not_, truth
 from typing import Any, NamedTuple
 
 from . import suspects as sus
@@ -49,7 +49,7 @@ from .store.base import (
 )
 
 VERDICTS = (PASSED, FAILED, SKIPPED)
-_TEST_ID = itemgetter(0)  # of a Decision, a TestRef
+_TEST_ID = itemgetter(0)  # of a Decision, a TestRef, a TestResult
 _REF_INDEX = itemgetter(3)
 _FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
 _KEY = attrgetter("key")  # of a State
@@ -420,10 +420,10 @@ class LearningSession:
             places = indexes
         else:
             spread = float(n)
-            places = [
-                index if shuffle < 0 else shuffle * spread
-                for index, shuffle in zip(indexes, shuffles, strict=True)
-            ]
+            # index if shuffle < 0 else shuffle * spread: the explored ones (a minority) set
+            places = indexes.copy()
+            for i in compress(range(n), map(le, repeat(0.0), shuffles)):
+                places[i] = shuffles[i] * spread
         covering, proximity = self.covering_changed, self.proximity
         if covering or proximity or prio.FAILED_LAST_CHANGED in evidences:
             near = proximity.get
@@ -655,7 +655,7 @@ class LearningSession:
     ) -> tuple[EpisodeWrite, EpisodeSummary]:
         histories = self.snapshot.histories
         flaky_ids = {r.test_id for r in reruns if r.flaky}
-        by_id = {r.test_id: r for r in results}
+        by_id = dict(zip(map(_TEST_ID, results), results, strict=True))  # the last of an id
         ordered_ids = sorted(by_id)  # deterministic update order
         trajectories: list[TrajectoryStep] = []
         pattern_seen: Counter[str] = Counter()

@@ -313,6 +313,10 @@ class Prioritizer(Agent):
         #: This run's per-test states by test id (ranking computes them; learning and any
         #: later estimate reuse them when the since_fail label is still the same).
         self._per_test_states: dict[str, State] = {}
+        #: (test ids, their states) not yet in ``_per_test_states``, oldest first: added
+        #: when a state is first looked up there (ranking hashes every test's state, and a
+        #: run that learns by columns may never look one up).
+        self._per_test_pending: list[tuple[Sequence[str], Sequence[State]]] = []
         self.n_tiers = agent.n_actions
         # the reward of every tier, for a failing and for a passing test
         self._tier_rewards = {
@@ -344,17 +348,24 @@ class Prioritizer(Agent):
         """The per-test state (``label``: the since_fail bucket): this run's, if already
         built, else hashed — the same key as ``per_test_encoder`` gives, from the canonical
         text's prefix kept per label."""
-        cached = self._per_test_states.get(test_id)
+        states = self._per_test_states
+        if self._per_test_pending:
+            for ids, pending in self._per_test_pending:
+                states.update(zip(ids, pending, strict=True))
+            self._per_test_pending.clear()
+        cached = states.get(test_id)
         if cached is not None and cached.values[0] == label:
             return cached
-        if test_id.__class__ is not str:
-            state = self.per_test_encoder.encode_values((label, test_id))
-        else:
-            text = f"{self._per_test_prefix(label)}{len(test_id)}:{test_id}"
-            key = sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-            state = State(key, "", _PER_TEST_ORDER, (label, test_id))
-        self._per_test_states[test_id] = state
+        state = states[test_id] = self._hashed_per_test_state(label, test_id)
         return state
+
+    def _hashed_per_test_state(self, label: str, test_id: str) -> State:
+        """The per-test state, hashed (no look-up in this run's states)."""
+        if test_id.__class__ is not str:
+            return self.per_test_encoder.encode_values((label, test_id))
+        text = f"{self._per_test_prefix(label)}{len(test_id)}:{test_id}"
+        key = sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        return State(key, "", _PER_TEST_ORDER, (label, test_id))
 
     def _per_test_prefix(self, label: str) -> str:
         """The per-test state's canonical text up to the test id's length."""
@@ -683,7 +694,7 @@ class Prioritizer(Agent):
         else:
             per_tests = list(map(per_test_state, labels, ids))
             keys = [state.key for state in per_tests]
-        self._per_test_states.update(zip(ids, per_tests, strict=True))
+        self._per_test_pending.append((ids, per_tests))  # (neither list changes below)
         # the shared states: a few hundred distinct feature values per run
         duration_edges, duration_labels = _DURATION.edges, _DURATION.labels
         news = list(map(_negative, first_c))
@@ -960,9 +971,16 @@ class Prioritizer(Agent):
         # previous.values == (label, test_id): the previous state still holds
         same = list(map(eq, map(_VALUES, previous), zip(labels, ids, strict=True)))
         per_tests = list(previous)
-        per_test_state = self._per_test_state
-        for i in compress(range(n), map(not_, same)):
-            per_tests[i] = per_test_state(labels[i], ids[i])
+        # the changed ones hashed (a state of this run kept for the test has a key equal to
+        # the hash, in value), and kept as this run's states of their tests
+        changed = list(compress(range(n), map(not_, same)))
+        hashed = self._hashed_per_test_state
+        for i in changed:
+            per_tests[i] = hashed(labels[i], ids[i])
+        if changed:
+            self._per_test_pending.append(
+                ([ids[i] for i in changed], [per_tests[i] for i in changed])
+            )
         duration_edges, duration_labels = _DURATION.edges, _DURATION.labels
         duration_labels_c = list(
             map(duration_labels.__getitem__, map(bisect_right, repeat(duration_edges), mean_c))
