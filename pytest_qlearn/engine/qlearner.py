@@ -404,15 +404,24 @@ class QLearner:
         pending, flushes, updates = self._pending_updates, self.flushes, self.updates
         reward_sum, rewarded = self._reward_sum, self._rewarded
         try:
-            for state, step_rewards, next_state, action in zip(
-                states, rewards, next_states, chosen, strict=True
+            # each step's row, visit counts and accumulator looked up by lazy maps: in C, at
+            # the start of the step (after the step before it changed the table), as the
+            # loop body would look them up
+            for state, step_rewards, next_state, action, row, visits, acc in zip(
+                states,
+                rewards,
+                next_states,
+                chosen,
+                map(table.get, states),
+                map(visit_table.get, states),
+                map(outbox.get, states),
+                strict=True,
             ):
                 if len(step_rewards) != 3:
                     raise ValueError(f"expected 3 rewards, got {len(step_rewards)}")
-                row = table.get(state)
                 # the bootstrap term once, before any action of the row changes (max_q,
                 # as max() picks it: the first of equal values, > only)
-                next_row = row if next_state is state else table.get(next_state)  # type: ignore[arg-type]
+                next_row = row if next_state is state else table.get(next_state)
                 if next_state is None or next_row is None:
                     bootstrap = 0.0
                 else:
@@ -424,8 +433,6 @@ class QLearner:
                 if row is None:
                     row = table[state] = array("d", zeros)
                     visits = visit_table[state] = array("q", zero_visits)
-                else:
-                    visits = visit_table[state]
                 change0 = alpha * (step_rewards[0] + gamma * bootstrap - row[0])
                 row[0] += change0
                 change1 = alpha * (step_rewards[1] + gamma * bootstrap - row[1])
@@ -435,7 +442,6 @@ class QLearner:
                 visits[0] += 1
                 visits[1] += 1
                 visits[2] += 1
-                acc = outbox.get(state)
                 if acc is None:
                     # a test's row is new to the outbox (the common case): its accumulator
                     # made with this update's values, as 0.0 + each would leave them
