@@ -12,11 +12,12 @@ import contextlib
 import gc
 import random
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from itertools import chain, cycle, repeat
-from operator import itemgetter
+from itertools import accumulate, chain, cycle, repeat
+from operator import getitem, itemgetter
 from typing import Any, NamedTuple
 
 from .hyperparams import Hyperparameters
@@ -55,6 +56,22 @@ def gc_paused() -> Iterator[None]:
             gc.freeze()
             gc.unfreeze()
         gc.enable()
+
+
+def _advance(pending: int, steps: int, frequency: int, size: int) -> tuple[int, int]:
+    """(pending updates, flushes) after ``steps`` updates of ``size`` each, from ``pending``
+    (>= 0), with a flush (pending back to 0) whenever pending reaches ``frequency``: what
+    ``pending += size; if pending >= frequency: pending = 0; flushes += 1`` per step gives."""
+    if steps <= 0:
+        return pending, 0
+    if frequency <= size:  # every step flushes
+        return 0, steps
+    first = max(1, -(-(frequency - pending) // size))  # steps to the first flush
+    if steps < first:
+        return pending + steps * size, 0
+    per_flush = -(-frequency // size)  # steps from 0 to a flush
+    rest = steps - first
+    return (rest % per_flush) * size, 1 + rest // per_flush
 
 
 def debiased_gap(q: Sequence[float], visits: int, high: int, low: int, alpha: float) -> float:
@@ -390,11 +407,8 @@ class QLearner:
                 )
             )
             return
-        if chosen is None:
-            chosen = [0] * len(states)
-            record = False
-        else:
-            record = True
+        if chosen is not None and len(chosen) != len(states):
+            raise ValueError(f"{len(states)} states, but {len(chosen)} chosen actions")
         hyper = self.hyper
         gamma, frequency = hyper.gamma, hyper.update_frequency
         if alpha is None:
@@ -404,14 +418,14 @@ class QLearner:
         pending, flushes, updates = self._pending_updates, self.flushes, self.updates
         reward_sum, rewarded = self._reward_sum, self._rewarded
         try:
+            done = 0  # steps applied
             # each step's row, visit counts and accumulator looked up by lazy maps: in C, at
             # the start of the step (after the step before it changed the table), as the
             # loop body would look them up
-            for state, step_rewards, next_state, action, row, visits, acc in zip(
+            for state, step_rewards, next_state, row, visits, acc in zip(
                 states,
                 rewards,
                 next_states,
-                chosen,
                 map(table.get, states),
                 map(visit_table.get, states),
                 map(outbox.get, states),
@@ -453,17 +467,21 @@ class QLearner:
                     acc[3] += 1.0
                     acc[4] += 1.0
                     acc[5] += 1.0
-                if record:
-                    reward_sum += step_rewards[action]
-                    rewarded += 1
-                updates += 3
-                pending += 3
-                if pending >= frequency and pending:
-                    pending = 0  # flush(): without a receiver the outbox already holds them
-                    flushes += 1
+                done += 1
         finally:
-            self._pending_updates, self.flushes, self.updates = pending, flushes, updates
-            self._reward_sum, self._rewarded = reward_sum, rewarded
+            # the counters, as the steps done would have moved them one by one (flush():
+            # without a receiver the outbox already holds the deltas)
+            pending, flushed = _advance(pending, done, frequency, 3)
+            self._pending_updates, self.flushes = pending, flushes + flushed
+            self.updates = updates + 3 * done
+            if chosen is not None and done:
+                # the chosen tiers' rewards added one by one, in order (accumulate: the same
+                # sums as the loop's +=, where sum() may compensate)
+                (reward_sum,) = deque(
+                    accumulate(map(getitem, rewards[:done], chosen[:done]), initial=reward_sum),
+                    maxlen=1,
+                )
+                self._reward_sum, self._rewarded = reward_sum, rewarded + done
 
     def record_reward(self, reward: float) -> None:
         """Count a reward the agent actually received (for the mean-reward statistic)."""
