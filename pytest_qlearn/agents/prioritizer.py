@@ -35,7 +35,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from hashlib import sha256
-from itertools import compress, repeat
+from itertools import compress, count, islice, repeat
 from operator import attrgetter, eq, gt, itemgetter, methodcaller, not_, sub
 from typing import NamedTuple
 
@@ -832,14 +832,20 @@ class Prioritizer(Agent):
         explored = [False] * n
         shuffles = [-1.0] * n
         explored_count = 0
-        for i, known in enumerate(knowns):
-            if draw() < epsilon:
-                explored_count += 1
-                tiers[i], explored[i] = rng.randrange(n_tiers), True
-                if known:
-                    shuffles[i] = draw()
+        # the ε draws made in C, lazily: the iterator draws test by test (draw() < ε) and
+        # stops at each exploration, whose own draws come before the next test's; islice
+        # stops after the n-th test's draw without making another
+        explorations = compress(count(), islice(map(gt, repeat(epsilon), iter(draw, None)), n))
+        for i in explorations:
+            explored_count += 1
+            tiers[i], explored[i] = rng.randrange(n_tiers), True
+            if knowns[i]:
+                shuffles[i] = draw()
         learner.explored += explored_count
-        durations = [mean if runs else 0.0 for runs, mean in zip(runs_c, mean_c, strict=True)]
+        # the mean of earlier runs, 0 when there were none
+        durations = mean_c.copy()
+        for i in compress(everything, map(not_, runs_c)):
+            durations[i] = 0.0
         decisions: list[Decision] = list(
             map(
                 partial(new_tuple, Decision),  # every field, in order
