@@ -54,8 +54,8 @@ _REF_INDEX = itemgetter(3)
 _FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
 _KEY = attrgetter("key")  # of a State
 # a Decision's fields, by name
-_TIER, _PER_TEST, _SHARED, _KNOWN = (
-    attrgetter(name) for name in ("tier", "per_test", "shared", "known")
+_TIER, _PER_TEST, _SHARED, _KNOWN, _CHANGE = (
+    attrgetter(name) for name in ("tier", "per_test", "shared", "known", "change")
 )
 # a Decision's fields, by position
 _P_FAIL, _DURATION, _EVIDENCE, _SHUFFLE = (itemgetter(i) for i in (3, 7, 9, 10))
@@ -1016,20 +1016,28 @@ class LearningSession:
         everything = range(len(ids))
         decisions = list(map(self._decisions.get, ids))
         # the tests learned from: a verdict, and a tier
-        learned = [
-            i
-            for i, verdict, tier in zip(everything, verdicts, tiers, strict=True)
-            if verdict != SKIPPED and tier is not None
-        ]
-        for i in learned:
-            decision = decisions[i]
-            if decision is None or decision.tier != tiers[i] or decision.change is not None:
-                return None
+        if SKIPPED in verdicts or None in tiers:
+            learned = [
+                i
+                for i, verdict, tier in zip(everything, verdicts, tiers, strict=True)
+                if verdict != SKIPPED and tier is not None
+            ]
+        else:
+            learned = list(everything)
+        l_tiers = tiers if len(learned) == len(ids) else [tiers[i] for i in learned]
+        picked = decisions if len(learned) == len(ids) else [decisions[i] for i in learned]
+        if None in picked:
+            return None  # decided elsewhere (pytest-xdist): rebuilt in the loop
+        l_decisions: list[prio.Decision] = picked  # type: ignore[assignment]  # no None
+        d_tiers = list(map(_TIER, l_decisions))
+        if d_tiers != l_tiers or list(map(_CHANGE, l_decisions)).count(None) != len(d_tiers):
+            return None  # decided with another tier, or with a change state
         learner, prioritizer = self.learner, self.prioritizer
-        for i in everything:
-            if decisions[i] is None and tiers[i] is not None:
-                # decided on a pytest-xdist worker (skipped here): counted, as in the loop
-                learner.count_decision(explored[i])
+        if None in decisions:
+            for i in everything:
+                if decisions[i] is None and tiers[i] is not None:
+                    # decided on a pytest-xdist worker (skipped here): counted, as in the loop
+                    learner.count_decision(explored[i])
         new_tuple = tuple.__new__
         observations += map(
             partial(new_tuple, Observation), zip(ids, verdicts, seconds, fixtures, repeat(False))
@@ -1045,13 +1053,11 @@ class LearningSession:
         if not learned:
             return 0, 0
         l_ids, l_verdicts, l_explored, l_after = ids, verdicts, explored, after
-        l_decisions: list[prio.Decision] = decisions  # type: ignore[assignment]  # checked
         if len(learned) != len(ids):
             l_ids = [ids[i] for i in learned]
             l_verdicts = [verdicts[i] for i in learned]
             l_explored = [explored[i] for i in learned]
             l_after = [after[i] for i in learned]
-            l_decisions = [l_decisions[i] for i in learned]
         per_tests = list(map(_PER_TEST, l_decisions))
         shareds = list(map(_SHARED, l_decisions))
         next_per_tests, next_shareds = prioritizer.next_state_columns(
@@ -1078,20 +1084,19 @@ class LearningSession:
         failed_rewards, passed_rewards, _ = prioritizer.learning_terms()
         failed = list(map(eq, l_verdicts, repeat(FAILED)))
         rewards = [failed_rewards if f else passed_rewards for f in failed]
-        l_tiers = list(map(_TIER, l_decisions))
         next_shared_keys = list(map(_KEY, next_shareds))
         next_per_test_keys = list(map(_KEY, next_per_tests))
         test_states, test_rewards, test_next, test_tiers = test_columns
         test_states += per_test_keys
         test_rewards += rewards
         test_next += next_per_test_keys
-        test_tiers += l_tiers
+        test_tiers += d_tiers
         # the loop's steps (shared key, rewards, next shared key, None, shared α), as columns
         shared_states_c, shared_rewards_c, shared_next_c = shared_columns
         shared_states_c += shared_key_column
         shared_rewards_c += rewards
         shared_next_c += next_shared_keys
-        step_rewards: list[float] = list(map(getitem, rewards, l_tiers))
+        step_rewards: list[float] = list(map(getitem, rewards, d_tiers))
         trajectories += map(
             partial(new_tuple, TrajectoryStep),
             zip(
