@@ -53,6 +53,7 @@ _TEST_ID = itemgetter(0)  # of a Decision, a TestRef, a TestResult
 _REF_INDEX = itemgetter(3)
 _FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
 _KEY = attrgetter("key")  # of a State
+_VERDICT, _SECONDS = attrgetter("verdict"), attrgetter("duration")  # of a TestResult
 # a Decision's fields, by name
 _TIER, _PER_TEST, _SHARED, _KNOWN, _CHANGE = (
     attrgetter(name) for name in ("tier", "per_test", "shared", "known", "change")
@@ -827,23 +828,22 @@ class LearningSession:
         if self.kept or reruns:
             suspect_patterns, suspect_notes = self._learn_suspects(results, reruns, flaky_ids)
 
-        ran = [r for r in results if r.verdict in (PASSED, FAILED)]
+        ran = list(compress(results, map((PASSED, FAILED).__contains__, map(_VERDICT, results))))
         run_order = sorted(ran, key=attrgetter("position"))  # C key functions, no lambda
         collection_order = sorted(ran, key=attrgetter("collected_at"))
-        failures = sum(r.verdict == FAILED for r in ran)
 
         def flags(rs: list[TestResult]) -> list[bool]:
-            return [r.verdict == FAILED for r in rs]
+            return list(map(eq, map(_VERDICT, rs), repeat(FAILED)))
 
         def times(rs: list[TestResult]) -> list[float]:
-            return [r.duration for r in rs]
+            return list(map(_SECONDS, rs))
 
-        apfd = metrics.apfd(flags(run_order))
-        collection_apfd = metrics.apfd(flags(collection_order))
-        run_ttff = metrics.time_to_first_failure(flags(run_order), times(run_order))
-        collection_ttff = metrics.time_to_first_failure(
-            flags(collection_order), times(collection_order)
-        )
+        run_flags, collection_flags = flags(run_order), flags(collection_order)
+        failures = run_flags.count(True)
+        apfd = metrics.apfd(run_flags)
+        collection_apfd = metrics.apfd(collection_flags)
+        run_ttff = metrics.time_to_first_failure(run_flags, times(run_order))
+        collection_ttff = metrics.time_to_first_failure(collection_flags, times(collection_order))
         # 1-based, every test of the run counted (as the reports and the terminal line say)
         failed_results = [r for r in ran if r.verdict == FAILED]
         first_position = min((r.position + 1 for r in failed_results), default=None)
