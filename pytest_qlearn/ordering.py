@@ -16,9 +16,9 @@ A kept group runs where its most urgent test would; inside it, tests still go by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import groupby
-from operator import itemgetter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import compress, groupby
+from operator import attrgetter, itemgetter
 from typing import NamedTuple
 
 from .agents.prioritizer import TestRef
@@ -37,6 +37,7 @@ SortKey = tuple[float, ...]
 _test_id = itemgetter(0)  # of a TestRef
 _module_cls = itemgetter(1, 2)
 _first = itemgetter(0)
+_FIXTURE_MEAN, _RUNS = attrgetter("fixture_mean"), attrgetter("runs")  # of a TestHistory
 #: A sort key as ``locality_order`` takes it: a tuple, or an int of the same order (the
 #: session's ranks, issue 16).
 AnyKey = SortKey | int
@@ -93,11 +94,24 @@ def auto_sticky(
     modules: dict[str, list[float]] = {}
     classes: dict[str, list[float]] = {}
     class_module: dict[str, str] = {}
-    found = map(histories.get, map(_test_id, refs))
-    for (module, cls), run in groupby(zip(map(_module_cls, refs), found, strict=True), key=_first):
-        values = [
-            history.fixture_mean for _, history in run if history is not None and history.runs > 0
-        ]
+    found = list(map(histories.get, map(_test_id, refs)))
+    if None in found:
+        groups: Iterable[tuple[tuple[str, str | None], list[float]]] = (
+            (
+                group,
+                [
+                    history.fixture_mean
+                    for _, history in run
+                    if history is not None and history.runs > 0
+                ],
+            )
+            for group, run in groupby(zip(map(_module_cls, refs), found, strict=True), key=_first)
+        )
+    else:
+        # every test has a history (a warm run): each run's measured values sliced out of
+        # whole columns, in C (runs >= 0: a measured history is a true ``runs``)
+        groups = _measured_groups(refs, found)  # type: ignore[arg-type]
+    for (module, cls), values in groups:
         members = modules.get(module)
         if members is None:
             members = modules[module] = []
@@ -126,6 +140,20 @@ def auto_sticky(
         if cost is None or cost - inner.get(name, 0.0) >= AUTO_KEEP_SECONDS:
             kept_modules.add(name)
     return kept_modules, kept_classes
+
+
+def _measured_groups(
+    refs: Sequence[TestRef], found: list[TestHistory]
+) -> Iterator[tuple[tuple[str, str | None], list[float]]]:
+    """Per run of refs of one (module, class), in order: that group and the fixture means
+    of its measured tests (``runs > 0``), in ref order."""
+    fixtures = list(map(_FIXTURE_MEAN, found))
+    runs = list(map(_RUNS, found))
+    start = 0
+    for group, run in groupby(map(_module_cls, refs)):
+        end = start + len(list(run))
+        yield group, list(compress(fixtures[start:end], runs[start:end]))
+        start = end
 
 
 def locality_order(

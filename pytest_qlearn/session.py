@@ -14,8 +14,9 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import repeat
-from operator import attrgetter, itemgetter
+from functools import partial
+from itertools import compress, repeat
+from operator import and_, attrgetter, eq, getitem, gt, is_, itemgetter, le, not_, truth
 from typing import Any, NamedTuple
 
 from . import suspects as sus
@@ -48,8 +49,15 @@ from .store.base import (
 )
 
 VERDICTS = (PASSED, FAILED, SKIPPED)
-_TEST_ID = itemgetter(0)  # of a Decision, a TestRef
+_TEST_ID = itemgetter(0)  # of a Decision, a TestRef, a TestResult
 _REF_INDEX = itemgetter(3)
+_FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
+_KEY = attrgetter("key")  # of a State
+_VERDICT, _SECONDS = attrgetter("verdict"), attrgetter("duration")  # of a TestResult
+# a Decision's fields, by name
+_TIER, _PER_TEST, _SHARED, _KNOWN, _CHANGE = (
+    attrgetter(name) for name in ("tier", "per_test", "shared", "known", "change")
+)
 # a Decision's fields, by position
 _P_FAIL, _DURATION, _EVIDENCE, _SHUFFLE = (itemgetter(i) for i in (3, 7, 9, 10))
 assert prio.TestRef._fields[3] == "index" and prio.Decision._fields[3] == "p_fail"
@@ -413,10 +421,10 @@ class LearningSession:
             places = indexes
         else:
             spread = float(n)
-            places = [
-                index if shuffle < 0 else shuffle * spread
-                for index, shuffle in zip(indexes, shuffles, strict=True)
-            ]
+            # index if shuffle < 0 else shuffle * spread: the explored ones (a minority) set
+            places = indexes.copy()
+            for i in compress(range(n), map(le, repeat(0.0), shuffles)):
+                places[i] = shuffles[i] * spread
         covering, proximity = self.covering_changed, self.proximity
         if covering or proximity or prio.FAILED_LAST_CHANGED in evidences:
             near = proximity.get
@@ -443,9 +451,13 @@ class LearningSession:
             indexes,
         ]
         perm = list(range(n))
+        sorted_by: list[Any] | None = None
         for column in reversed(columns):
-            if column.count(column[0]) != len(column):
+            # a second stable pass by the column just sorted by changes nothing (``places``
+            # is ``indexes`` when no test explored)
+            if column is not sorted_by and column.count(column[0]) != len(column):
                 perm.sort(key=column.__getitem__)
+                sorted_by = column
         ranks = [0] * n
         if len(set(indexes)) == n:  # distinct indexes: no two keys are equal
             for rank, i in enumerate(perm):
@@ -644,7 +656,7 @@ class LearningSession:
     ) -> tuple[EpisodeWrite, EpisodeSummary]:
         histories = self.snapshot.histories
         flaky_ids = {r.test_id for r in reruns if r.flaky}
-        by_id = {r.test_id: r for r in results}
+        by_id = dict(zip(map(_TEST_ID, results), results, strict=True))  # the last of an id
         ordered_ids = sorted(by_id)  # deterministic update order
         trajectories: list[TrajectoryStep] = []
         pattern_seen: Counter[str] = Counter()
@@ -665,6 +677,8 @@ class LearningSession:
         test_rewards: list[list[float]] = []
         test_next: list[str] = []
         test_tiers: list[int] = []
+        # the shared rows' updates (state, rewards, next state) when learned by columns
+        shared_columns: tuple[list[str], list[list[float]], list[str]] = ([], [], [])
         decisions = self._decisions
         prioritizer, learner = self.prioritizer, self.learner
         failed_rewards, passed_rewards, shared_alpha = prioritizer.learning_terms()
@@ -676,7 +690,26 @@ class LearningSession:
         new_tuple = tuple.__new__
         # each shared state's key once per test that learned from it (counted after the loop)
         shared_keys: list[str] = []
-        for step, test_id in enumerate(ordered_ids):
+        # the common case over whole columns (issue 16); the loop below covers the rest
+        # (reruns, change states, decisions rebuilt for pytest-xdist), test by test
+        by_columns = not flaky_ids and self._learn_columns(
+            by_id,
+            ordered_ids,
+            observations,
+            next_histories,
+            next_states,
+            shared_states,
+            readable,
+            (test_states, test_rewards, test_next, test_tiers),
+            shared_columns,
+            trajectories,
+            shared_keys,
+            pattern_hits,
+            shared_memo,
+        )
+        if by_columns:
+            exploited, exploited_paid = by_columns
+        for step, test_id in enumerate(() if by_columns else ordered_ids):
             # all of a result's fields at once (one unpack, not an attribute call each)
             # (``seconds``: ``duration`` is the session's, used after the loop)
             _, verdict, seconds, _, _, tier, explored, fixture = by_id[test_id]
@@ -753,7 +786,10 @@ class LearningSession:
                 exploited_paid += step_reward > 0
         learner.update_all_rows(test_states, test_rewards, test_next, test_tiers)
         learner.update_all_many(updates)
-        del updates, test_states, test_rewards, test_next, test_tiers
+        # the shared rows' updates of the tests learned by columns (in test order, after
+        # the per-test rows' as in the loop: neither reads the other's rows)
+        learner.update_all_rows(*shared_columns, None, shared_alpha)
+        del updates, test_states, test_rewards, test_next, test_tiers, shared_columns
         pattern_seen.update(shared_keys)  # counted in C
         del shared_keys
         self.learner.end_episode(partial=partial)
@@ -792,23 +828,22 @@ class LearningSession:
         if self.kept or reruns:
             suspect_patterns, suspect_notes = self._learn_suspects(results, reruns, flaky_ids)
 
-        ran = [r for r in results if r.verdict in (PASSED, FAILED)]
+        ran = list(compress(results, map((PASSED, FAILED).__contains__, map(_VERDICT, results))))
         run_order = sorted(ran, key=attrgetter("position"))  # C key functions, no lambda
         collection_order = sorted(ran, key=attrgetter("collected_at"))
-        failures = sum(r.verdict == FAILED for r in ran)
 
         def flags(rs: list[TestResult]) -> list[bool]:
-            return [r.verdict == FAILED for r in rs]
+            return list(map(eq, map(_VERDICT, rs), repeat(FAILED)))
 
         def times(rs: list[TestResult]) -> list[float]:
-            return [r.duration for r in rs]
+            return list(map(_SECONDS, rs))
 
-        apfd = metrics.apfd(flags(run_order))
-        collection_apfd = metrics.apfd(flags(collection_order))
-        run_ttff = metrics.time_to_first_failure(flags(run_order), times(run_order))
-        collection_ttff = metrics.time_to_first_failure(
-            flags(collection_order), times(collection_order)
-        )
+        run_flags, collection_flags = flags(run_order), flags(collection_order)
+        failures = run_flags.count(True)
+        apfd = metrics.apfd(run_flags)
+        collection_apfd = metrics.apfd(collection_flags)
+        run_ttff = metrics.time_to_first_failure(run_flags, times(run_order))
+        collection_ttff = metrics.time_to_first_failure(collection_flags, times(collection_order))
         # 1-based, every test of the run counted (as the reports and the terminal line say)
         failed_results = [r for r in ran if r.verdict == FAILED]
         first_position = min((r.position + 1 for r in failed_results), default=None)
@@ -949,6 +984,144 @@ class LearningSession:
                 summary.why[note.after.test_id] = sus.reason(self.kept[note.after.test_id])
         return write, summary
 
+    def _learn_columns(
+        self,
+        by_id: Mapping[str, TestResult],
+        ordered_ids: Sequence[str],
+        observations: list[Observation],
+        next_histories: list[TestHistory],
+        next_states: dict[str, tuple[TestHistory, State, State]],
+        shared_states: dict[str, State],
+        readable: dict[str, str],
+        test_columns: tuple[list[str], list[list[float]], list[str], list[int]],
+        shared_columns: tuple[list[str], list[list[float]], list[str]],
+        trajectories: list[TrajectoryStep],
+        shared_keys: list[str],
+        pattern_hits: Counter[str],
+        shared_memo: dict[tuple[object, ...], State],
+    ) -> tuple[int, int] | None:
+        """:meth:`_finish`'s loop over whole columns, filling the same containers with the
+        same values in the same order (the shared rows' update steps as ``shared_columns``,
+        for ``QLearner.update_all_rows``); (exploited, exploited and paid off), or None
+        (nothing filled) when a case only the loop covers is there: an unknown verdict, a
+        test decided elsewhere (pytest-xdist) or with another tier than its decision's, a
+        change state. The caller leaves out flaky reruns."""
+        if not ordered_ids:
+            return None
+        rows = list(map(by_id.__getitem__, ordered_ids))
+        ids, verdicts, seconds, _, _, tiers, explored, fixtures = map(list, zip(*rows, strict=True))
+        del rows
+        if not set(verdicts) <= set(VERDICTS):
+            return None
+        everything = range(len(ids))
+        decisions = list(map(self._decisions.get, ids))
+        # the tests learned from: a verdict, and a tier
+        if SKIPPED in verdicts or None in tiers:
+            learned = [
+                i
+                for i, verdict, tier in zip(everything, verdicts, tiers, strict=True)
+                if verdict != SKIPPED and tier is not None
+            ]
+        else:
+            learned = list(everything)
+        l_tiers = tiers if len(learned) == len(ids) else [tiers[i] for i in learned]
+        picked = decisions if len(learned) == len(ids) else [decisions[i] for i in learned]
+        if None in picked:
+            return None  # decided elsewhere (pytest-xdist): rebuilt in the loop
+        l_decisions: list[prio.Decision] = picked  # type: ignore[assignment]  # no None
+        d_tiers = list(map(_TIER, l_decisions))
+        if d_tiers != l_tiers or list(map(_CHANGE, l_decisions)).count(None) != len(d_tiers):
+            return None  # decided with another tier, or with a change state
+        learner, prioritizer = self.learner, self.prioritizer
+        if None in decisions:
+            for i in everything:
+                if decisions[i] is None and tiers[i] is not None:
+                    # decided on a pytest-xdist worker (skipped here): counted, as in the loop
+                    learner.count_decision(explored[i])
+        new_tuple = tuple.__new__
+        observations += map(
+            partial(new_tuple, Observation), zip(ids, verdicts, seconds, fixtures, repeat(False))
+        )
+        histories = self.snapshot.histories
+        found: list[TestHistory] = list(map(histories.get, ids))  # type: ignore[arg-type]
+        for i in compress(everything, map(is_, found, repeat(None))):
+            found[i] = TestHistory(ids[i])  # not stored yet: a new test
+        record = TestHistory.record
+        after = list(map(record, found, verdicts, seconds, repeat(self.episode), fixtures))
+        next_histories += after
+        del found
+        if not learned:
+            return 0, 0
+        l_ids, l_verdicts, l_explored, l_after = ids, verdicts, explored, after
+        if len(learned) != len(ids):
+            l_ids = [ids[i] for i in learned]
+            l_verdicts = [verdicts[i] for i in learned]
+            l_explored = [explored[i] for i in learned]
+            l_after = [after[i] for i in learned]
+        per_tests = list(map(_PER_TEST, l_decisions))
+        shareds = list(map(_SHARED, l_decisions))
+        next_per_tests, next_shareds = prioritizer.next_state_columns(
+            l_after, per_tests, shared_memo
+        )
+        next_states.update(
+            zip(l_ids, zip(l_after, next_per_tests, next_shareds, strict=True), strict=True)
+        )
+        per_test_keys = list(map(_KEY, per_tests))
+        shared_key_column = list(map(_KEY, shareds))
+        # states new to the Q-table need their text (the first test's, as in the loop)
+        known_states = learner.q_rows
+        new_states = map(not_, map(known_states.__contains__, per_test_keys))
+        for i in compress(range(len(l_ids)), new_states):
+            if per_test_keys[i] not in readable:
+                readable[per_test_keys[i]] = per_tests[i].readable
+        # a shared state's first test decides (as in the loop): the first of each key
+        first_shared = dict(zip(reversed(shared_key_column), reversed(shareds), strict=True))
+        for key, shared in first_shared.items():
+            if key not in shared_states:
+                shared_states[key] = shared
+                if key not in known_states and key not in readable:
+                    readable[key] = shared.readable
+        failed_rewards, passed_rewards, _ = prioritizer.learning_terms()
+        failed = list(map(eq, l_verdicts, repeat(FAILED)))
+        rewards = [failed_rewards if f else passed_rewards for f in failed]
+        next_shared_keys = list(map(_KEY, next_shareds))
+        next_per_test_keys = list(map(_KEY, next_per_tests))
+        test_states, test_rewards, test_next, test_tiers = test_columns
+        test_states += per_test_keys
+        test_rewards += rewards
+        test_next += next_per_test_keys
+        test_tiers += d_tiers
+        # the loop's steps (shared key, rewards, next shared key, None, shared α), as columns
+        shared_states_c, shared_rewards_c, shared_next_c = shared_columns
+        shared_states_c += shared_key_column
+        shared_rewards_c += rewards
+        shared_next_c += next_shared_keys
+        step_rewards: list[float] = list(map(getitem, rewards, d_tiers))
+        trajectories += map(
+            partial(new_tuple, TrajectoryStep),
+            zip(
+                repeat(prio.NAME),
+                learned,  # the step: the test's place among all of them
+                l_ids,
+                per_test_keys,
+                l_tiers,  # the result's tier: its decision's (checked above)
+                l_explored,
+                step_rewards,
+                next_per_test_keys,
+            ),
+        )
+        shared_keys += shared_key_column
+        pattern_hits.update(compress(shared_key_column, failed))
+        # known and not explored: an exploited decision; paid off when its reward is > 0
+        exploited_rewards = list(
+            compress(
+                step_rewards, map(and_, map(truth, map(_KNOWN, l_decisions)), map(not_, l_explored))
+            )
+        )
+        exploited = len(exploited_rewards)
+        exploited_paid = sum(map(gt, exploited_rewards, repeat(0)))
+        return exploited, exploited_paid
+
     def _learn_suspects(
         self,
         results: Sequence[TestResult],
@@ -1000,9 +1173,13 @@ class LearningSession:
         self, after: dict[str, tuple[TestHistory, State, State]], top: int = 5
     ) -> list[Risk]:
         """The tests most likely to fail next run, by what was just learned."""
-        p_fail = self.prioritizer.failure_probabilities(
-            [(history, per_test.key, shared.key) for history, per_test, shared in after.values()]
+        found = list(after.values())
+        p_fail = self.prioritizer.failure_probability_columns(
+            list(map(_FIRST, found)),
+            list(map(_KEY, map(_SECOND, found))),
+            list(map(_KEY, map(_THIRD, found))),
         )
+        del found
         # the ``top`` smallest (-p, test id): as sorting all of them and taking the first
         riskiest = heapq.nsmallest(top, zip([-p for p in p_fail], after, strict=True))
         risks = [

@@ -10,6 +10,8 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from pytest_qlearn.agents import prioritizer as prio
 from pytest_qlearn.engine.history import FAILED, PASSED, SKIPPED, TestHistory
 from pytest_qlearn.engine.hyperparams import Hyperparameters
@@ -354,3 +356,96 @@ def test_decide_estimates_as_the_blend() -> None:
         assert (decision.p_fail, decision.known) == (p, known)  # exactly
         checked += change is not None
     assert checked == 3
+
+
+def test_finish_by_columns_learns_as_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """finish()'s column-wise learning (issue 16's fifth round) gives exactly what its
+    per-test loop gives: the write, the learner's table and counters, the riskiest tests."""
+
+    def learn(by_columns: bool, seed: int) -> tuple[object, ...]:
+        session, refs = warm_session(seed=seed)
+        ranking = session.rank(refs)
+        rng = random.Random(seed)
+        position = {ref.test_id: at for at, ref in enumerate(ranking.order)}
+        results = []
+        for ref in refs:
+            decision = ranking.decisions[ref.test_id]
+            draw = rng.random()
+            verdict = FAILED if draw < 0.1 else SKIPPED if draw < 0.15 else PASSED
+            tier = None if draw > 0.97 else decision.tier
+            results.append(
+                TestResult(
+                    ref.test_id,
+                    verdict,
+                    rng.choice((0.0001, 0.02, 0.7, 3.0)),
+                    ref.index,
+                    position[ref.test_id],
+                    tier,
+                    decision.explored,
+                    rng.random() / 100,
+                )
+            )
+        if not by_columns:
+            monkeypatch.setattr(LearningSession, "_learn_columns", lambda *_: None)
+        try:
+            write, summary = session.finish(results, started_at=2000.0, duration=9.0, exit_status=1)
+        finally:
+            monkeypatch.undo()
+        learner = session.learner
+        return (
+            write.q_deltas,
+            write.next_histories,
+            write.trajectories,
+            write.observations,
+            write.patterns,
+            repr(write.agents),
+            write.session.reward,
+            learner.entries(),
+            learner.statistics(),
+            (learner.flushes, learner.updates),
+            summary.riskiest,
+        )
+
+    for seed in (1, 2, 3):
+        assert learn(True, seed) == learn(False, seed), seed
+
+
+def test_column_estimates_and_next_states_are_the_plain_ones() -> None:
+    session, refs = warm_session(seed=5)
+    ranking = session.rank(refs)
+    prioritizer = session.prioritizer
+    histories = session.snapshot.histories
+    rng = random.Random(5)
+    afters, previous = [], []
+    for ref in refs:
+        history = histories.get(ref.test_id) or TestHistory(ref.test_id)
+        verdict = FAILED if rng.random() < 0.2 else PASSED
+        afters.append(history.record(verdict, rng.choice((0.0001, 0.05, 4.0)), 9))
+        previous.append(ranking.decisions[ref.test_id].per_test)
+    memo: dict[tuple[object, ...], State] = {}
+    per_tests, shareds = prioritizer.next_state_columns(afters, previous, memo)
+    plain_memo: dict[tuple[object, ...], State] = {}
+    plain = [
+        prioritizer.next_states(a, p, plain_memo) for a, p in zip(afters, previous, strict=True)
+    ]
+    assert list(zip(per_tests, shareds, strict=True)) == plain
+    keys = [(h, t.key, s.key) for h, t, s in zip(afters, per_tests, shareds, strict=True)]
+    assert prioritizer.failure_probability_columns(
+        afters, [t.key for t in per_tests], [s.key for s in shareds]
+    ) == prioritizer.failure_probabilities(keys)
+
+
+def test_update_all_rows_at_an_alpha_without_rewards_is_update_all() -> None:
+    rng = random.Random(6)
+    states = [rng.choice("abcdef") for _ in range(100)]
+    rewards = [[rng.uniform(-1, 1) for _ in range(3)] for _ in states]
+    nexts: list[str | None] = [rng.choice([s, "a", "g", None]) for s in states]
+    for frequency in (1, 4, 10):
+        one, rows = make_learner(frequency), make_learner(frequency)
+        for state, reward, nxt in zip(states, rewards, nexts, strict=True):
+            one.update_all(state, reward, nxt, None, 0.05)
+        rows.update_all_rows(states, rewards, nexts, None, 0.05)
+        assert rows.entries() == one.entries()
+        assert rows.statistics() == one.statistics()
+        assert (rows.flushes, rows.updates) == (one.flushes, one.updates)
+        assert rows.take_delta_rows() == one.take_delta_rows()

@@ -35,8 +35,8 @@ from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import partial
 from hashlib import sha256
-from itertools import compress, repeat
-from operator import gt, itemgetter, methodcaller, not_, sub
+from itertools import compress, count, islice, repeat
+from operator import attrgetter, eq, gt, itemgetter, methodcaller, not_, sub
 from typing import NamedTuple
 
 from ..changes.reach import CALLS_FURTHER, DIRECT, IMPORTS
@@ -198,6 +198,7 @@ _hexdigest = methodcaller("hexdigest")
 _first = itemgetter(0)
 _last = itemgetter(-1)
 _negative = partial(gt, 0)  # x < 0
+_VALUES = attrgetter("values")  # of a State
 #: What a test's estimate depends on (decide): per-test tier gap and visits, shared values,
 #: runs, failures, whether its last verdict failed.
 _Context = tuple[float, int | None, tuple[str, str, bool, str], int, int, bool]
@@ -312,6 +313,10 @@ class Prioritizer(Agent):
         #: This run's per-test states by test id (ranking computes them; learning and any
         #: later estimate reuse them when the since_fail label is still the same).
         self._per_test_states: dict[str, State] = {}
+        #: (test ids, their states) not yet in ``_per_test_states``, oldest first: added
+        #: when a state is first looked up there (ranking hashes every test's state, and a
+        #: run that learns by columns may never look one up).
+        self._per_test_pending: list[tuple[Sequence[str], Sequence[State]]] = []
         self.n_tiers = agent.n_actions
         # the reward of every tier, for a failing and for a passing test
         self._tier_rewards = {
@@ -343,17 +348,24 @@ class Prioritizer(Agent):
         """The per-test state (``label``: the since_fail bucket): this run's, if already
         built, else hashed — the same key as ``per_test_encoder`` gives, from the canonical
         text's prefix kept per label."""
-        cached = self._per_test_states.get(test_id)
+        states = self._per_test_states
+        if self._per_test_pending:
+            for ids, pending in self._per_test_pending:
+                states.update(zip(ids, pending, strict=True))
+            self._per_test_pending.clear()
+        cached = states.get(test_id)
         if cached is not None and cached.values[0] == label:
             return cached
-        if test_id.__class__ is not str:
-            state = self.per_test_encoder.encode_values((label, test_id))
-        else:
-            text = f"{self._per_test_prefix(label)}{len(test_id)}:{test_id}"
-            key = sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-            state = State(key, "", _PER_TEST_ORDER, (label, test_id))
-        self._per_test_states[test_id] = state
+        state = states[test_id] = self._hashed_per_test_state(label, test_id)
         return state
+
+    def _hashed_per_test_state(self, label: str, test_id: str) -> State:
+        """The per-test state, hashed (no look-up in this run's states)."""
+        if test_id.__class__ is not str:
+            return self.per_test_encoder.encode_values((label, test_id))
+        text = f"{self._per_test_prefix(label)}{len(test_id)}:{test_id}"
+        key = sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        return State(key, "", _PER_TEST_ORDER, (label, test_id))
 
     def _per_test_prefix(self, label: str) -> str:
         """The per-test state's canonical text up to the test id's length."""
@@ -511,6 +523,76 @@ class Prioritizer(Agent):
             estimate(history, test_key, shared_key)[0] for history, test_key, shared_key in items
         ]
 
+    def failure_probability_columns(
+        self,
+        histories: Sequence[TestHistory],
+        test_keys: Sequence[str],
+        shared_keys: Sequence[str],
+    ) -> list[float]:
+        """:meth:`failure_probabilities` of ``histories[i]``, ``test_keys[i]``,
+        ``shared_keys[i]``, over whole columns: the look-ups are mapped in C, and the
+        estimate — :meth:`estimator`'s arithmetic, term for term — is computed once per
+        distinct context (per-test tier gap and visits, shared key, the prior's inputs),
+        which the tests of a green suite mostly share."""
+        q_rows, visit_rows = self.learner.q_rows, self.learner.visit_rows
+        alpha = self.learner.hyper.alpha
+        shared_alpha = self._shared_alpha
+        tier_gap = self._tier_gap
+        no_row = (0.0,) * self.n_tiers
+        q_of = list(map(q_rows.get, test_keys, repeat(no_row)))
+        runs_c, failures_c, verdicts_c, first_c = (
+            list(map(itemgetter(field), histories)) for field in (1, 2, 4, 7)
+        )
+        contexts = list(
+            zip(
+                map(sub, map(_first, q_of), map(_last, q_of)),
+                # None: no per-test row (the learner makes a Q-row and its visits together)
+                map(_first, map(visit_rows.get, test_keys, repeat((None,)))),
+                shared_keys,
+                map(_negative, first_c),  # new: prior 0.5
+                runs_c,
+                failures_c,
+                # verdicts.rstrip(SKIPPED)[-1:] == FAILED, in C
+                map(str.endswith, map(str.rstrip, verdicts_c, repeat(SKIPPED)), repeat(FAILED)),
+                strict=True,
+            )
+        )
+        del q_of
+        shared_estimates: dict[str, tuple[float, float]] = {}
+        for key in set(shared_keys):
+            row = q_rows.get(key)
+            shared_estimates[key] = (
+                (0.0, 0.0)
+                if row is None
+                else self._row_estimate((row, visit_rows[key]), shared_alpha)
+            )
+        estimate_of: dict[tuple[float, int | None, str, bool, int, int, bool], float] = {}
+        for context in set(contexts):
+            gap, visits, shared_key, new, runs, failures, last_failed = context
+            p_test = w_test = 0.0
+            if visits is not None and visits != 0:
+                p_test = (gap / (1.0 - (1.0 - alpha) ** visits) / tier_gap + 1.0) / 2.0
+                p_test = p_test if p_test > 0.0 else 0.0
+                p_test = p_test if p_test < 1.0 else 1.0
+                w_test = min(float(visits), 1.0 / alpha)
+            p_shared, w_shared = shared_estimates[shared_key]
+            if w_shared > 0:
+                w_shared = SHARED_WEIGHT
+            elif w_test > 0:
+                p_shared, w_shared = p_test, SHARED_WEIGHT
+            if new:
+                prior = 0.5
+            elif runs == 0:
+                prior = 0.25
+            else:
+                smoothed = (failures + 0.5) / (runs + 1.0)
+                prior = 0.5 * smoothed + (0.5 if last_failed else 0.0)
+            total = w_test + w_shared + 0.0 + PRIOR_WEIGHT
+            estimate_of[context] = (
+                p_test * w_test + p_shared * w_shared + 0.0 * 0.0 + prior * PRIOR_WEIGHT
+            ) / total
+        return list(map(estimate_of.__getitem__, contexts))
+
     def failure_probability(self, history: TestHistory) -> tuple[float, bool, State, State]:
         """(failure probability, whether learned values shaped it, per-test, shared state)."""
         per_test, shared = self.states(history)
@@ -612,7 +694,7 @@ class Prioritizer(Agent):
         else:
             per_tests = list(map(per_test_state, labels, ids))
             keys = [state.key for state in per_tests]
-        self._per_test_states.update(zip(ids, per_tests, strict=True))
+        self._per_test_pending.append((ids, per_tests))  # (neither list changes below)
         # the shared states: a few hundred distinct feature values per run
         duration_edges, duration_labels = _DURATION.edges, _DURATION.labels
         news = list(map(_negative, first_c))
@@ -750,14 +832,20 @@ class Prioritizer(Agent):
         explored = [False] * n
         shuffles = [-1.0] * n
         explored_count = 0
-        for i, known in enumerate(knowns):
-            if draw() < epsilon:
-                explored_count += 1
-                tiers[i], explored[i] = rng.randrange(n_tiers), True
-                if known:
-                    shuffles[i] = draw()
+        # the ε draws made in C, lazily: the iterator draws test by test (draw() < ε) and
+        # stops at each exploration, whose own draws come before the next test's; islice
+        # stops after the n-th test's draw without making another
+        explorations = compress(count(), islice(map(gt, repeat(epsilon), iter(draw, None)), n))
+        for i in explorations:
+            explored_count += 1
+            tiers[i], explored[i] = rng.randrange(n_tiers), True
+            if knowns[i]:
+                shuffles[i] = draw()
         learner.explored += explored_count
-        durations = [mean if runs else 0.0 for runs, mean in zip(runs_c, mean_c, strict=True)]
+        # the mean of earlier runs, 0 when there were none
+        durations = mean_c.copy()
+        for i in compress(everything, map(not_, runs_c)):
+            durations[i] = 0.0
         decisions: list[Decision] = list(
             map(
                 partial(new_tuple, Decision),  # every field, in order
@@ -855,6 +943,64 @@ class Prioritizer(Agent):
         if shared is None:
             shared = memo[key] = self.shared_encoder.encode_values(key)
         return per_test, shared
+
+    def next_state_columns(
+        self,
+        histories: Sequence[TestHistory],
+        previous: Sequence[State],
+        memo: dict[tuple[object, ...], State],
+    ) -> tuple[list[State], list[State]]:
+        """:meth:`next_states` of each ``histories[i]`` with ``previous[i]``, over whole
+        columns: the labels and the shared feature values are built in C (the bucketing of
+        :meth:`next_states`, value for value), a per-test state is hashed only where its
+        since_fail label changed, and each distinct shared value is encoded once."""
+        n = len(histories)
+        ids, runs_c, failures_c, verdicts_c, first_c, mean_c = (
+            list(map(itemgetter(field), histories)) for field in (0, 1, 2, 4, 7, 8)
+        )
+        labels = ["never"] * n
+        since_labels = ["never"] * n
+        rate_labels = ["0"] * n
+        recent_edges, recent_labels = _RECENT_FAIL.edges, _RECENT_FAIL.labels
+        since_edges, since_labels_of = _SINCE_FAIL.edges, _SINCE_FAIL.labels
+        rate_edges, rate_labels_of = _FAIL_RATE.edges, _FAIL_RATE.labels
+        for i in compress(range(n), failures_c):
+            verdicts = verdicts_c[i]
+            index = verdicts.rfind(FAILED)
+            since = verdicts[index + 1 :].count(PASSED) if index >= 0 else len(verdicts)
+            labels[i] = recent_labels[bisect_right(recent_edges, since)]
+            since_labels[i] = since_labels_of[bisect_right(since_edges, since)]
+            runs = runs_c[i]
+            rate_labels[i] = rate_labels_of[
+                bisect_right(rate_edges, failures_c[i] / runs if runs else 0.0)
+            ]
+        # previous.values == (label, test_id): the previous state still holds
+        same = list(map(eq, map(_VALUES, previous), zip(labels, ids, strict=True)))
+        per_tests = list(previous)
+        # the changed ones hashed (a state of this run kept for the test has a key equal to
+        # the hash, in value), and kept as this run's states of their tests
+        changed = list(compress(range(n), map(not_, same)))
+        hashed = self._hashed_per_test_state
+        for i in changed:
+            per_tests[i] = hashed(labels[i], ids[i])
+        if changed:
+            self._per_test_pending.append(
+                ([ids[i] for i in changed], [per_tests[i] for i in changed])
+            )
+        duration_edges, duration_labels = _DURATION.edges, _DURATION.labels
+        duration_labels_c = list(
+            map(duration_labels.__getitem__, map(bisect_right, repeat(duration_edges), mean_c))
+        )
+        for i in compress(range(n), map(not_, runs_c)):
+            duration_labels_c[i] = "?"  # runs == 0: no duration measured
+        values = list(
+            zip(duration_labels_c, rate_labels, map(_negative, first_c), since_labels, strict=True)
+        )
+        encode = self.shared_encoder.encode_values
+        for key in set(values):
+            if key not in memo:
+                memo[key] = encode(key)
+        return per_tests, list(map(memo.__getitem__, values))
 
     def learn_later(
         self,

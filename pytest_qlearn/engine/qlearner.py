@@ -12,8 +12,12 @@ import contextlib
 import gc
 import random
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import accumulate, chain, cycle, repeat
+from operator import getitem, itemgetter
 from typing import Any, NamedTuple
 
 from .hyperparams import Hyperparameters
@@ -22,6 +26,8 @@ from .hyperparams import Hyperparameters
 DeltaBatch = dict[tuple[str, int], list[float]]
 # (state key, rewards of every action, next state key, chosen action, alpha)
 UpdateStep = tuple[str, Sequence[float], str | None, int | None, float | None]
+# of a three-action accumulator [Δq0, Δq1, Δq2, Δvisits0, Δvisits1, Δvisits2]
+_VALUES_3, _VISITS_3 = itemgetter(0, 1, 2), itemgetter(3, 4, 5)
 
 
 @contextlib.contextmanager
@@ -29,7 +35,16 @@ def gc_paused() -> Iterator[None]:
     """The cyclic garbage collector paused for a block that makes a few small tuples per
     test (histories, decisions, store rows): with 100,000 tests, the full collections those
     allocations trigger would walk every object the run holds, several times over. What the
-    block leaves behind is collected as usual afterwards."""
+    block leaves behind is collected as usual afterwards.
+
+    Re-enabling alone would make the first allocation after the block pay for it: the
+    young generation's count has grown by every object the block made, so a collection
+    (often a full one) would scan them all at once. Instead the objects the block left are
+    moved to the oldest generation, unscanned (``gc.freeze()`` then ``gc.unfreeze()``: two
+    list splices, and the young count starts again from zero); the next full collection
+    looks at them, as it looks at every other long-lived object. When the program froze
+    objects of its own (a non-empty permanent generation), unfreezing would release those
+    too: then the block ends with a plain ``gc.enable()``."""
     if not gc.isenabled():
         yield
         return
@@ -37,7 +52,26 @@ def gc_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        if not gc.get_freeze_count():
+            gc.freeze()
+            gc.unfreeze()
         gc.enable()
+
+
+def _advance(pending: int, steps: int, frequency: int, size: int) -> tuple[int, int]:
+    """(pending updates, flushes) after ``steps`` updates of ``size`` each, from ``pending``
+    (>= 0), with a flush (pending back to 0) whenever pending reaches ``frequency``: what
+    ``pending += size; if pending >= frequency: pending = 0; flushes += 1`` per step gives."""
+    if steps <= 0:
+        return pending, 0
+    if frequency <= size:  # every step flushes
+        return 0, steps
+    first = max(1, -(-(frequency - pending) // size))  # steps to the first flush
+    if steps < first:
+        return pending + steps * size, 0
+    per_flush = -(-frequency // size)  # steps from 0 to a flush
+    rest = steps - first
+    return (rest % per_flush) * size, 1 + rest // per_flush
 
 
 def debiased_gap(q: Sequence[float], visits: int, high: int, low: int, alpha: float) -> float:
@@ -352,36 +386,56 @@ class QLearner:
         states: Sequence[str],
         rewards: Sequence[Sequence[float]],
         next_states: Sequence[str | None],
-        chosen: Sequence[int],
+        chosen: Sequence[int] | None,
+        alpha: float | None = None,
     ) -> None:
-        """:meth:`update_all` (at the agent's α) for each ``states[i]``, ``rewards[i]``,
-        ``next_states[i]``, ``chosen[i]`` in turn: :meth:`update_all_many` over columns, for
-        the one row per test of a run — no step tuple per update, and a state that is its
-        own next state (most tests' after a run like the last) looked up once."""
+        """:meth:`update_all` (at ``alpha``, else the agent's α) for each ``states[i]``,
+        ``rewards[i]``, ``next_states[i]``, ``chosen[i]`` in turn: :meth:`update_all_many`
+        over columns, for the one row per test of a run (or the shared rows those tests
+        update) — no step tuple per update, and a state that is its own next state (most
+        tests' after a run like the last) looked up once. ``chosen`` None: no reward is
+        recorded (as ``chosen`` None in :meth:`update_all`)."""
         if self._on_flush is not None or self.n_actions != 3:
             self.update_all_many(
-                (state, reward, nxt, action, None)
-                for state, reward, nxt, action in zip(
-                    states, rewards, next_states, chosen, strict=True
+                zip(
+                    states,
+                    rewards,
+                    next_states,
+                    [None] * len(states) if chosen is None else chosen,
+                    [alpha] * len(states),
+                    strict=True,
                 )
             )
             return
+        if chosen is not None and len(chosen) != len(states):
+            raise ValueError(f"{len(states)} states, but {len(chosen)} chosen actions")
         hyper = self.hyper
-        gamma, alpha, frequency = hyper.gamma, hyper.alpha, hyper.update_frequency
+        gamma, frequency = hyper.gamma, hyper.update_frequency
+        if alpha is None:
+            alpha = hyper.alpha
         table, visit_table, outbox = self._q, self._visits, self._outbox
         zeros, zero_visits = self._zeros, self._zero_visits
         pending, flushes, updates = self._pending_updates, self.flushes, self.updates
         reward_sum, rewarded = self._reward_sum, self._rewarded
         try:
-            for state, step_rewards, next_state, action in zip(
-                states, rewards, next_states, chosen, strict=True
+            done = 0  # steps applied
+            # each step's row, visit counts and accumulator looked up by lazy maps: in C, at
+            # the start of the step (after the step before it changed the table), as the
+            # loop body would look them up
+            for state, step_rewards, next_state, row, visits, acc in zip(
+                states,
+                rewards,
+                next_states,
+                map(table.get, states),
+                map(visit_table.get, states),
+                map(outbox.get, states),
+                strict=True,
             ):
                 if len(step_rewards) != 3:
                     raise ValueError(f"expected 3 rewards, got {len(step_rewards)}")
-                row = table.get(state)
                 # the bootstrap term once, before any action of the row changes (max_q,
                 # as max() picks it: the first of equal values, > only)
-                next_row = row if next_state is state else table.get(next_state)  # type: ignore[arg-type]
+                next_row = row if next_state is state else table.get(next_state)
                 if next_state is None or next_row is None:
                     bootstrap = 0.0
                 else:
@@ -393,8 +447,6 @@ class QLearner:
                 if row is None:
                     row = table[state] = array("d", zeros)
                     visits = visit_table[state] = array("q", zero_visits)
-                else:
-                    visits = visit_table[state]
                 change0 = alpha * (step_rewards[0] + gamma * bootstrap - row[0])
                 row[0] += change0
                 change1 = alpha * (step_rewards[1] + gamma * bootstrap - row[1])
@@ -404,7 +456,6 @@ class QLearner:
                 visits[0] += 1
                 visits[1] += 1
                 visits[2] += 1
-                acc = outbox.get(state)
                 if acc is None:
                     # a test's row is new to the outbox (the common case): its accumulator
                     # made with this update's values, as 0.0 + each would leave them
@@ -416,16 +467,21 @@ class QLearner:
                     acc[3] += 1.0
                     acc[4] += 1.0
                     acc[5] += 1.0
-                reward_sum += step_rewards[action]
-                rewarded += 1
-                updates += 3
-                pending += 3
-                if pending >= frequency and pending:
-                    pending = 0  # flush(): without a receiver the outbox already holds them
-                    flushes += 1
+                done += 1
         finally:
-            self._pending_updates, self.flushes, self.updates = pending, flushes, updates
-            self._reward_sum, self._rewarded = reward_sum, rewarded
+            # the counters, as the steps done would have moved them one by one (flush():
+            # without a receiver the outbox already holds the deltas)
+            pending, flushed = _advance(pending, done, frequency, 3)
+            self._pending_updates, self.flushes = pending, flushes + flushed
+            self.updates = updates + 3 * done
+            if chosen is not None and done:
+                # the chosen tiers' rewards added one by one, in order (accumulate: the same
+                # sums as the loop's +=, where sum() may compensate)
+                (reward_sum,) = deque(
+                    accumulate(map(getitem, rewards[:done], chosen[:done]), initial=reward_sum),
+                    maxlen=1,
+                )
+                self._reward_sum, self._rewarded = reward_sum, rewarded + done
 
     def record_reward(self, reward: float) -> None:
         """Count a reward the agent actually received (for the mean-reward statistic)."""
@@ -487,8 +543,31 @@ class QLearner:
         rows: list[Any] = []
         append = rows.append
         new_tuple = tuple.__new__
-        if n == 3:  # the prioritizer's three tiers, unrolled
-            for state in sorted(outbox):
+        if n == 3:  # the prioritizer's three tiers
+            states = sorted(outbox)
+            accs = list(map(outbox.__getitem__, states))
+            visits = list(chain.from_iterable(map(_VISITS_3, accs)))
+            if all(visits):
+                # every action of every state updated (update_all updates a whole row): the
+                # rows taken in C, column by column — each state and its text three times,
+                # the actions 0, 1, 2 in turn, the Δq and Δvisits of each
+                state_texts = list(map(texts.get, states, repeat("")))
+                return list(
+                    map(
+                        partial(new_tuple, row_type),
+                        zip(
+                            chain.from_iterable(zip(states, states, states, strict=True)),
+                            chain.from_iterable(
+                                zip(state_texts, state_texts, state_texts, strict=True)
+                            ),
+                            cycle(actions),
+                            chain.from_iterable(map(_VALUES_3, accs)),
+                            map(int, visits),
+                        ),
+                    )
+                )
+            del accs, visits
+            for state in states:
                 acc = outbox[state]
                 text = texts.get(state, "")
                 if acc[3]:
