@@ -10,6 +10,7 @@ the identical order, and it learns from the reports the workers send back.
 
 from __future__ import annotations
 
+import gc
 import random
 import shutil
 import tempfile
@@ -157,6 +158,8 @@ class QLearnPlugin:
         self.budget_off = qbudget.narrowed_by(config) if settings.budget is not None else None
         #: Reruns (``--qlearn-reruns``) or the observer of pytest-rerunfailures, when wanted.
         self.reruns: qreruns.RerunPlugin | None = None
+        #: Whether this run froze the garbage collector's view (see :meth:`_freeze`).
+        self._frozen = False
 
     # -- start and stop ------------------------------------------------------------------
     def start(self) -> None:
@@ -167,6 +170,25 @@ class QLearnPlugin:
         if qreruns.wanted(self.config, self.settings.reruns):
             self.reruns = qreruns.RerunPlugin(self, self.settings.reruns)
             self.config.pluginmanager.register(self.reruns, qreruns.PLUGIN_NAME)
+        if self.learning is not None:
+            self._freeze()
+
+    def _freeze(self) -> None:
+        """Move what exists now — above all the loaded snapshot and Q-tables, tens of
+        thousands of long-lived objects — out of the cyclic garbage collector's reach for the
+        run (:func:`gc.freeze`): otherwise every full collection the tests' allocations
+        trigger walks them all again. Only when the collector is on and nobody froze anything
+        yet (the process's owner may use freezing for its own ends); undone at the session's
+        end (:meth:`_unfreeze`). Freezing never frees or keeps anything: objects are still
+        freed by reference counting; only cycles among them wait for the unfreeze."""
+        if gc.isenabled() and gc.get_freeze_count() == 0:
+            gc.freeze()
+            self._frozen = True
+
+    def _unfreeze(self) -> None:
+        if self._frozen:
+            self._frozen = False
+            gc.unfreeze()
 
     def _start_worker(self) -> None:
         workerinput: dict[str, Any] = getattr(self.config, "workerinput", {})
@@ -264,6 +286,7 @@ class QLearnPlugin:
         return registry
 
     def close(self) -> None:
+        self._unfreeze()
         if self.coverage is not None:
             self.coverage.close()
         self.keeper.close()
@@ -359,11 +382,12 @@ class QLearnPlugin:
         self.learning.proximity = self.awareness.proximity
         self.learning.change_reasons = self.awareness.reasons
         self.learning.reverted = self.awareness.reverted
+        # each node id is split once: the refs and the fixture-scope scan share the groups
         refs = [
             prio.TestRef(item.nodeid, *_groups(item), index) for index, item in enumerate(items)
         ]
         ranking = self.learning.rank(
-            refs, self.settings.order_scope, _duration_floor(config), _scoped_groups(items)
+            refs, self.settings.order_scope, _duration_floor(config), _scoped_groups(items, refs)
         )
         self.ranking = ranking
         self.indexes = {ref.test_id: ref.index for ref in refs}
@@ -451,19 +475,7 @@ class QLearnPlugin:
         nodeid = report.nodeid
         fold = self.folds.get(nodeid)
         if fold is None:
-            # from a pytest-xdist worker the decision rides on the report
-            info = (
-                getattr(report, "qlearn", None)
-                or self.decision_info(nodeid)
-                or [-1, -1, None, False]
-            )
-            arrival = len(self.folds)
-            fold = _Fold(
-                index=info[0] if info[0] >= 0 else arrival,
-                position=info[1] if info[1] >= 0 else arrival,
-                tier=info[2],
-                explored=bool(info[3]),
-            )
+            fold = self._first_fold(report)
             self.folds[nodeid] = fold
         when = report.when
         duration = report.duration
@@ -489,6 +501,30 @@ class QLearnPlugin:
             if keeper.push_due(len(self._ended)):
                 fresh = self._results(self._ended[keeper.pushed :])
                 keeper.push(self.learning, fresh, len(self._ended))
+
+    def _first_fold(self, report: pytest.TestReport) -> _Fold:
+        """The record of a test's first report: its decision from this run's ranking, or
+        (on a pytest-xdist controller, which ranks nothing) the one riding on the report."""
+        arrival = len(self.folds)
+        ranking = self.ranking
+        if ranking is not None:
+            nodeid = report.nodeid
+            decision = ranking.decisions.get(nodeid)
+            index = self.indexes.get(nodeid, -1)
+            position = self.positions.get(nodeid, -1)
+            return _Fold(
+                index=index if index >= 0 else arrival,
+                position=position if position >= 0 else arrival,
+                tier=None if decision is None else decision.tier,
+                explored=False if decision is None else bool(decision.explored),
+            )
+        info = getattr(report, "qlearn", None) or [-1, -1, None, False]
+        return _Fold(
+            index=info[0] if info[0] >= 0 else arrival,
+            position=info[1] if info[1] >= 0 else arrival,
+            tier=info[2],
+            explored=bool(info[3]),
+        )
 
     def _results(self, test_ids: Iterable[str] | None = None) -> list[TestResult]:
         """The folded results of ``test_ids`` (all tests when None) that have a verdict."""
@@ -563,6 +599,7 @@ class QLearnPlugin:
         self.learning = None
         self.ranking = None
         self.folds.clear()
+        self._unfreeze()
         if self.settings.report_paths or self.settings.step_summary is not None:
             context = ReportContext(
                 self.settings.project,
@@ -655,17 +692,19 @@ def _groups(item: pytest.Item) -> tuple[str, str | None]:
     """The module and class a test belongs to, for fixture locality, read off the node id
     (``path::Class::test[params]``; parameters may contain anything, so they are cut off
     first). Cheaper than walking each item's parents."""
-    parts = item.nodeid.split("[", 1)[0].split("::")
-    return parts[0], "::".join(parts[:-1]) if len(parts) > 2 else None
+    head = item.nodeid.partition("[")[0]
+    module, _, rest = head.partition("::")
+    return module, head[: head.rindex("::")] if "::" in rest else None
 
 
-def _scoped_groups(items: list[pytest.Item]) -> ScopedGroups:
+def _scoped_groups(items: list[pytest.Item], refs: list[prio.TestRef]) -> ScopedGroups:
     """The modules and classes whose tests use a module- or class-scoped fixture (what a
-    split would set up again). An item whose fixtures cannot be read counts as using both."""
+    split would set up again). An item whose fixtures cannot be read counts as using both.
+    ``refs[i]`` is ``items[i]``'s reference (its groups, read off the node id once)."""
     modules: set[str] = set()
     classes: set[str] = set()
-    for item in items:
-        module, cls = _groups(item)
+    for item, ref in zip(items, refs, strict=True):
+        module, cls = ref.module, ref.cls
         info = getattr(item, "_fixtureinfo", None)  # pytest's FuncFixtureInfo (no public API)
         defs_by_name = getattr(info, "name2fixturedefs", None)
         if not isinstance(defs_by_name, dict):
