@@ -14,6 +14,7 @@ import gc
 import random
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from .session import EpisodeSummary, LearningSession, Ranking, TestResult, defau
 from .settings import Settings
 from .store import Snapshot
 from .store.base import CoverageSnapshot, Partition
+from .store.url import POSTGRES_SCHEME
 
 if TYPE_CHECKING:
     from . import coverage_plugin as qcov
@@ -160,6 +162,10 @@ class QLearnPlugin:
         self.reruns: qreruns.RerunPlugin | None = None
         #: Whether this run froze the garbage collector's view (see :meth:`_freeze`).
         self._frozen = False
+        #: The store being opened in the background (see :meth:`_open_in_background`):
+        #: the thread and the box its outcome lands in.
+        self._opening: tuple[threading.Thread, list[Any]] | None = None
+        self._registry_built: AgentRegistry | None = None
 
     # -- start and stop ------------------------------------------------------------------
     def start(self) -> None:
@@ -205,18 +211,93 @@ class QLearnPlugin:
     def _start_controller(self) -> None:
         for message in self.settings.warnings:
             self.keeper.warn(message)
+        if self._opens_in_background():
+            self._open_in_background()
+            return
         try:
             opened = self.keeper.open()
         except StrictStoreError as exc:
             raise pytest.UsageError(f"pytest-qlearn (--qlearn-strict): {exc}") from None
+        self._opened(opened)
+
+    def _opened(
+        self,
+        opened: tuple[Snapshot, CoverageSnapshot | None] | None,
+        registry: AgentRegistry | None = None,
+    ) -> None:
+        """Start learning from what :meth:`EpisodeKeeper.open` returned (None: offline)."""
         if opened is None:
             if self.keeper.can_spool:
-                self._start_offline()
+                self._start_offline(registry)
             return
         snapshot, stored = opened
-        self.learning = self._learning_session(snapshot, self._seed(snapshot), None)
+        self.learning = self._learning_session(snapshot, self._seed(snapshot), None, registry)
         if stored is not None:
             self._start_coverage(stored, snapshot.file_hashes)
+
+    def _opens_in_background(self) -> bool:
+        """Whether the store is opened and its snapshot loaded in a thread while pytest
+        collects: for PostgreSQL, whose connection, migration check and reads are mostly
+        waiting on the network. Not with ``--qlearn-strict`` (a store that cannot be opened
+        must stop the run before it starts) nor ``--qlearn-cov`` (the coverage maps are
+        needed while collecting); never for SQLite (its reads are CPU work the thread would
+        only take from collection)."""
+        url = self.settings.store_url
+        return (
+            url is not None
+            and url.scheme == POSTGRES_SCHEME
+            and not self.settings.strict
+            and not self.settings.coverage
+        )
+
+    def _open_in_background(self) -> None:
+        """Start :meth:`EpisodeKeeper.open` in a thread; :meth:`_await_open` takes its
+        outcome wherever the learning state is first needed. The agents' registry is built
+        here, on the main thread (its hook is pytest's): the thread only talks to the store,
+        and an earlier run it must learn again (spooled, or an orphaned checkpoint) is
+        learned with that registry. A fault is turned into the same warning and offline run
+        as in the foreground (:meth:`EpisodeKeeper.open` catches it)."""
+        registry = self._registry()
+
+        def make_session(snapshot: Snapshot, seed: int, session_id: str | None) -> LearningSession:
+            return self._learning_session(snapshot, seed, session_id, registry)
+
+        self.keeper.make_session = make_session
+        self._registry_built = registry
+        box: list[Any] = []
+
+        def work() -> None:
+            try:
+                box.append(self.keeper.open())
+            except BaseException as exc:  # reported by _await_open
+                box.append(exc)
+
+        thread = threading.Thread(target=work, name="pytest-qlearn-open", daemon=True)
+        self._opening = (thread, box)
+        thread.start()
+
+    def _await_open(self) -> None:
+        """Wait for the store opened in the background, then start learning as
+        :meth:`_start_controller` does in the foreground. A no-op otherwise."""
+        opening = self._opening
+        if opening is None:
+            return
+        thread, box = opening
+        thread.join()  # (interrupted, it is waited for again by close())
+        self._opening = None
+        self.keeper.make_session = self._learning_session
+        outcome = box[0] if box else RuntimeError("the store's opening thread ended early")
+        if isinstance(outcome, BaseException):  # not an Exception: keeper.open let it through
+            keeper = self.keeper
+            if keeper.store is not None:
+                keeper.store.close()
+                keeper.store = None
+            keeper.failed(outcome, "open")
+            outcome = None
+        registry, self._registry_built = self._registry_built, None
+        self._opened(outcome, registry)
+        if self.learning is not None:
+            self._freeze()
 
     def _agents(self) -> list[str]:
         """The agents whose Q-tables a run loads."""
@@ -237,7 +318,7 @@ class QLearnPlugin:
         self.learning.previous_coverage_percent = stored.last_percent
         self.config.pluginmanager.register(self.coverage, qcov.PLUGIN_NAME)
 
-    def _start_offline(self) -> None:
+    def _start_offline(self, registry: AgentRegistry | None = None) -> None:
         """The store cannot be reached: keep collection order (observe mode) and rank from an
         empty snapshot for this run's report; the raw results are spooled, and the next run
         that reaches the store learns them against its table (see
@@ -247,7 +328,7 @@ class QLearnPlugin:
         seed = self.settings.seed
         if seed is None:  # also for "last": no earlier run is readable now
             seed = random.SystemRandom().randrange(2**32)
-        self.learning = self._learning_session(snapshot, seed, None)
+        self.learning = self._learning_session(snapshot, seed, None, registry)
 
     def _seed(self, snapshot: Snapshot) -> int:
         if self.settings.seed is not None:
@@ -259,9 +340,14 @@ class QLearnPlugin:
         return random.SystemRandom().randrange(2**32)
 
     def _learning_session(
-        self, snapshot: Snapshot, seed: int, session_id: str | None
+        self,
+        snapshot: Snapshot,
+        seed: int,
+        session_id: str | None,
+        registry: AgentRegistry | None = None,
     ) -> LearningSession:
-        registry = self._registry()
+        if registry is None:
+            registry = self._registry()
         return LearningSession(
             snapshot,
             seed=seed,
@@ -286,6 +372,7 @@ class QLearnPlugin:
         return registry
 
     def close(self) -> None:
+        self._await_open()  # the thread must be done with the store before it is closed
         self._unfreeze()
         if self.coverage is not None:
             self.coverage.close()
@@ -299,6 +386,7 @@ class QLearnPlugin:
     def pytest_configure_node(self, node: Any) -> None:
         """Controller: hand each worker the snapshot file and the seed (workers must never
         open the store, and must all compute the same order)."""
+        self._await_open()
         if self.learning is None:
             return
         if self._snapshot_dir is None:
@@ -329,6 +417,7 @@ class QLearnPlugin:
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         if self.is_worker:
             return []
+        self._await_open()  # the header says what was loaded (not shown with -q)
         budget, off = self.settings.budget, self.budget_off
         if off is not None:
             off += " narrows the run"
@@ -369,6 +458,7 @@ class QLearnPlugin:
 
     def rank_items(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         self._ranked = True
+        self._await_open()
         if self.learning is None or not items:
             return
         self.awareness = self._change_awareness(config, items)
@@ -445,6 +535,7 @@ class QLearnPlugin:
         )
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._await_open()
         if self.mode == "reorder":
             # the order actually used, after --ff, pytest-order & co. had their say
             self.positions = {item.nodeid: pos for pos, item in enumerate(session.items)}
@@ -470,6 +561,8 @@ class QLearnPlugin:
         # Runs for every report: each attribute is read once (``failed``/``skipped`` are
         # properties over ``outcome``).
         outcome: str = report.outcome  # pytest-rerunfailures adds "rerun"
+        if self._opening is not None:  # a run that never ranked (no collection hook)
+            self._await_open()
         if self.is_worker or self.learning is None or outcome == "rerun":
             return
         nodeid = report.nodeid
@@ -545,6 +638,7 @@ class QLearnPlugin:
         ]
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self._await_open()
         if self.is_worker or self.learning is None:
             return
         results = self._results()
@@ -641,6 +735,7 @@ class QLearnPlugin:
     ) -> None:
         if self.is_worker:
             return
+        self._await_open()
         for message in self.keeper.messages:
             terminalreporter.write_line(f"qlearn: warning: {message}", yellow=True)
         summary = self.summary
