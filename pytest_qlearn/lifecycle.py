@@ -176,7 +176,7 @@ class QLearnPlugin:
         if qreruns.wanted(self.config, self.settings.reruns):
             self.reruns = qreruns.RerunPlugin(self, self.settings.reruns)
             self.config.pluginmanager.register(self.reruns, qreruns.PLUGIN_NAME)
-        if self.learning is not None:
+        if self.learning is not None and self._opening is None:
             self._freeze()
 
     def _freeze(self) -> None:
@@ -274,6 +274,10 @@ class QLearnPlugin:
 
         thread = threading.Thread(target=work, name="pytest-qlearn-open", daemon=True)
         self._opening = (thread, box)
+        # frozen now, before the thread loads anything: the snapshot is ready only after
+        # collection, and freezing then would take the collected tests' objects out of the
+        # collector's reach for the run too (a test may rely on collecting one of them)
+        self._freeze()
         thread.start()
 
     def _await_open(self) -> None:
@@ -296,8 +300,6 @@ class QLearnPlugin:
             outcome = None
         registry, self._registry_built = self._registry_built, None
         self._opened(outcome, registry)
-        if self.learning is not None:
-            self._freeze()
 
     def _agents(self) -> list[str]:
         """The agents whose Q-tables a run loads."""
@@ -374,6 +376,9 @@ class QLearnPlugin:
     def close(self) -> None:
         self._await_open()  # the thread must be done with the store before it is closed
         self._unfreeze()
+        # the per-test records go with the session, not with the plugin object
+        self.folds, self.positions, self.indexes, self._ended = {}, {}, {}, []
+        self.learning = self.ranking = None
         if self.coverage is not None:
             self.coverage.close()
         self.keeper.close()
