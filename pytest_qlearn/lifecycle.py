@@ -37,7 +37,7 @@ from .engine.history import FAILED, PASSED, SKIPPED
 from .engine.rewards import RewardCalculator
 from .keeping import EpisodeKeeper, StrictStoreError
 from .ordering import ScopedGroups
-from .plugin import plugin_key
+from .plugin import frozen_key, plugin_key
 from .reports import ReportContext, build_document, write_reports
 from .reports import terminal as report
 from .reports.text import coverage_facts
@@ -192,9 +192,17 @@ class QLearnPlugin:
             self._frozen = True
 
     def _unfreeze(self) -> None:
+        """Undo :meth:`_freeze`: after pytest's final garbage collections when the
+        cleanup of :func:`~pytest_qlearn.plugin.pytest_cmdline_main` is there to do it
+        (the objects frozen are the ones alive at configuration time — pytest's, the
+        plugins', the conftests' — never a test's), at once otherwise."""
         if self._frozen:
             self._frozen = False
-            gc.unfreeze()
+            deferred = self.config.stash.get(frozen_key, None)
+            if deferred is not None:
+                deferred.append(True)
+            else:
+                gc.unfreeze()
 
     def _start_worker(self) -> None:
         workerinput: dict[str, Any] = getattr(self.config, "workerinput", {})
