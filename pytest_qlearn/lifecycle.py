@@ -10,9 +10,11 @@ the identical order, and it learns from the reports the workers send back.
 
 from __future__ import annotations
 
+import gc
 import random
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ from .engine.history import FAILED, PASSED, SKIPPED
 from .engine.rewards import RewardCalculator
 from .keeping import EpisodeKeeper, StrictStoreError
 from .ordering import ScopedGroups
-from .plugin import plugin_key
+from .plugin import frozen_key, plugin_key
 from .reports import ReportContext, build_document, write_reports
 from .reports import terminal as report
 from .reports.text import coverage_facts
@@ -43,6 +45,7 @@ from .session import EpisodeSummary, LearningSession, Ranking, TestResult, defau
 from .settings import Settings
 from .store import Snapshot
 from .store.base import CoverageSnapshot, Partition
+from .store.url import POSTGRES_SCHEME
 
 if TYPE_CHECKING:
     from . import coverage_plugin as qcov
@@ -157,6 +160,12 @@ class QLearnPlugin:
         self.budget_off = qbudget.narrowed_by(config) if settings.budget is not None else None
         #: Reruns (``--qlearn-reruns``) or the observer of pytest-rerunfailures, when wanted.
         self.reruns: qreruns.RerunPlugin | None = None
+        #: Whether this run froze the garbage collector's view (see :meth:`_freeze`).
+        self._frozen = False
+        #: The store being opened in the background (see :meth:`_open_in_background`):
+        #: the thread and the box its outcome lands in.
+        self._opening: tuple[threading.Thread, list[Any]] | None = None
+        self._registry_built: AgentRegistry | None = None
 
     # -- start and stop ------------------------------------------------------------------
     def start(self) -> None:
@@ -167,6 +176,33 @@ class QLearnPlugin:
         if qreruns.wanted(self.config, self.settings.reruns):
             self.reruns = qreruns.RerunPlugin(self, self.settings.reruns)
             self.config.pluginmanager.register(self.reruns, qreruns.PLUGIN_NAME)
+        if self.learning is not None and self._opening is None:
+            self._freeze()
+
+    def _freeze(self) -> None:
+        """Move what exists now — above all the loaded snapshot and Q-tables, tens of
+        thousands of long-lived objects — out of the cyclic garbage collector's reach for the
+        run (:func:`gc.freeze`): otherwise every full collection the tests' allocations
+        trigger walks them all again. Only when the collector is on and nobody froze anything
+        yet (the process's owner may use freezing for its own ends); undone at the session's
+        end (:meth:`_unfreeze`). Freezing never frees or keeps anything: objects are still
+        freed by reference counting; only cycles among them wait for the unfreeze."""
+        if gc.isenabled() and gc.get_freeze_count() == 0:
+            gc.freeze()
+            self._frozen = True
+
+    def _unfreeze(self) -> None:
+        """Undo :meth:`_freeze`: after pytest's final garbage collections when the
+        cleanup of :func:`~pytest_qlearn.plugin.pytest_cmdline_main` is there to do it
+        (the objects frozen are the ones alive at configuration time — pytest's, the
+        plugins', the conftests' — never a test's), at once otherwise."""
+        if self._frozen:
+            self._frozen = False
+            deferred = self.config.stash.get(frozen_key, None)
+            if deferred is not None:
+                deferred.append(True)
+            else:
+                gc.unfreeze()
 
     def _start_worker(self) -> None:
         workerinput: dict[str, Any] = getattr(self.config, "workerinput", {})
@@ -183,18 +219,95 @@ class QLearnPlugin:
     def _start_controller(self) -> None:
         for message in self.settings.warnings:
             self.keeper.warn(message)
+        if self._opens_in_background():
+            self._open_in_background()
+            return
         try:
             opened = self.keeper.open()
         except StrictStoreError as exc:
             raise pytest.UsageError(f"pytest-qlearn (--qlearn-strict): {exc}") from None
+        self._opened(opened)
+
+    def _opened(
+        self,
+        opened: tuple[Snapshot, CoverageSnapshot | None] | None,
+        registry: AgentRegistry | None = None,
+    ) -> None:
+        """Start learning from what :meth:`EpisodeKeeper.open` returned (None: offline)."""
         if opened is None:
             if self.keeper.can_spool:
-                self._start_offline()
+                self._start_offline(registry)
             return
         snapshot, stored = opened
-        self.learning = self._learning_session(snapshot, self._seed(snapshot), None)
+        self.learning = self._learning_session(snapshot, self._seed(snapshot), None, registry)
         if stored is not None:
             self._start_coverage(stored, snapshot.file_hashes)
+
+    def _opens_in_background(self) -> bool:
+        """Whether the store is opened and its snapshot loaded in a thread while pytest
+        collects: for PostgreSQL, whose connection, migration check and reads are mostly
+        waiting on the network. Not with ``--qlearn-strict`` (a store that cannot be opened
+        must stop the run before it starts) nor ``--qlearn-cov`` (the coverage maps are
+        needed while collecting); never for SQLite (its reads are CPU work the thread would
+        only take from collection)."""
+        url = self.settings.store_url
+        return (
+            url is not None
+            and url.scheme == POSTGRES_SCHEME
+            and not self.settings.strict
+            and not self.settings.coverage
+        )
+
+    def _open_in_background(self) -> None:
+        """Start :meth:`EpisodeKeeper.open` in a thread; :meth:`_await_open` takes its
+        outcome wherever the learning state is first needed. The agents' registry is built
+        here, on the main thread (its hook is pytest's): the thread only talks to the store,
+        and an earlier run it must learn again (spooled, or an orphaned checkpoint) is
+        learned with that registry. A fault is turned into the same warning and offline run
+        as in the foreground (:meth:`EpisodeKeeper.open` catches it)."""
+        registry = self._registry()
+
+        def make_session(snapshot: Snapshot, seed: int, session_id: str | None) -> LearningSession:
+            return self._learning_session(snapshot, seed, session_id, registry)
+
+        self.keeper.make_session = make_session
+        self._registry_built = registry
+        box: list[Any] = []
+
+        def work() -> None:
+            try:
+                box.append(self.keeper.open())
+            except BaseException as exc:  # reported by _await_open
+                box.append(exc)
+
+        thread = threading.Thread(target=work, name="pytest-qlearn-open", daemon=True)
+        self._opening = (thread, box)
+        # frozen now, before the thread loads anything: the snapshot is ready only after
+        # collection, and freezing then would take the collected tests' objects out of the
+        # collector's reach for the run too (a test may rely on collecting one of them)
+        self._freeze()
+        thread.start()
+
+    def _await_open(self) -> None:
+        """Wait for the store opened in the background, then start learning as
+        :meth:`_start_controller` does in the foreground. A no-op otherwise."""
+        opening = self._opening
+        if opening is None:
+            return
+        thread, box = opening
+        thread.join()  # (interrupted, it is waited for again by close())
+        self._opening = None
+        self.keeper.make_session = self._learning_session
+        outcome = box[0] if box else RuntimeError("the store's opening thread ended early")
+        if isinstance(outcome, BaseException):  # not an Exception: keeper.open let it through
+            keeper = self.keeper
+            if keeper.store is not None:
+                keeper.store.close()
+                keeper.store = None
+            keeper.failed(outcome, "open")
+            outcome = None
+        registry, self._registry_built = self._registry_built, None
+        self._opened(outcome, registry)
 
     def _agents(self) -> list[str]:
         """The agents whose Q-tables a run loads."""
@@ -215,7 +328,7 @@ class QLearnPlugin:
         self.learning.previous_coverage_percent = stored.last_percent
         self.config.pluginmanager.register(self.coverage, qcov.PLUGIN_NAME)
 
-    def _start_offline(self) -> None:
+    def _start_offline(self, registry: AgentRegistry | None = None) -> None:
         """The store cannot be reached: keep collection order (observe mode) and rank from an
         empty snapshot for this run's report; the raw results are spooled, and the next run
         that reaches the store learns them against its table (see
@@ -225,7 +338,7 @@ class QLearnPlugin:
         seed = self.settings.seed
         if seed is None:  # also for "last": no earlier run is readable now
             seed = random.SystemRandom().randrange(2**32)
-        self.learning = self._learning_session(snapshot, seed, None)
+        self.learning = self._learning_session(snapshot, seed, None, registry)
 
     def _seed(self, snapshot: Snapshot) -> int:
         if self.settings.seed is not None:
@@ -237,9 +350,14 @@ class QLearnPlugin:
         return random.SystemRandom().randrange(2**32)
 
     def _learning_session(
-        self, snapshot: Snapshot, seed: int, session_id: str | None
+        self,
+        snapshot: Snapshot,
+        seed: int,
+        session_id: str | None,
+        registry: AgentRegistry | None = None,
     ) -> LearningSession:
-        registry = self._registry()
+        if registry is None:
+            registry = self._registry()
         return LearningSession(
             snapshot,
             seed=seed,
@@ -264,6 +382,11 @@ class QLearnPlugin:
         return registry
 
     def close(self) -> None:
+        self._await_open()  # the thread must be done with the store before it is closed
+        self._unfreeze()
+        # the per-test records go with the session, not with the plugin object
+        self.folds, self.positions, self.indexes, self._ended = {}, {}, {}, []
+        self.learning = self.ranking = None
         if self.coverage is not None:
             self.coverage.close()
         self.keeper.close()
@@ -276,6 +399,7 @@ class QLearnPlugin:
     def pytest_configure_node(self, node: Any) -> None:
         """Controller: hand each worker the snapshot file and the seed (workers must never
         open the store, and must all compute the same order)."""
+        self._await_open()
         if self.learning is None:
             return
         if self._snapshot_dir is None:
@@ -306,6 +430,7 @@ class QLearnPlugin:
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
         if self.is_worker:
             return []
+        self._await_open()  # the header says what was loaded (not shown with -q)
         budget, off = self.settings.budget, self.budget_off
         if off is not None:
             off += " narrows the run"
@@ -346,6 +471,7 @@ class QLearnPlugin:
 
     def rank_items(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         self._ranked = True
+        self._await_open()
         if self.learning is None or not items:
             return
         self.awareness = self._change_awareness(config, items)
@@ -359,11 +485,12 @@ class QLearnPlugin:
         self.learning.proximity = self.awareness.proximity
         self.learning.change_reasons = self.awareness.reasons
         self.learning.reverted = self.awareness.reverted
+        # each node id is split once: the refs and the fixture-scope scan share the groups
         refs = [
             prio.TestRef(item.nodeid, *_groups(item), index) for index, item in enumerate(items)
         ]
         ranking = self.learning.rank(
-            refs, self.settings.order_scope, _duration_floor(config), _scoped_groups(items)
+            refs, self.settings.order_scope, _duration_floor(config), _scoped_groups(items, refs)
         )
         self.ranking = ranking
         self.indexes = {ref.test_id: ref.index for ref in refs}
@@ -421,6 +548,7 @@ class QLearnPlugin:
         )
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self._await_open()
         if self.mode == "reorder":
             # the order actually used, after --ff, pytest-order & co. had their say
             self.positions = {item.nodeid: pos for pos, item in enumerate(session.items)}
@@ -446,24 +574,14 @@ class QLearnPlugin:
         # Runs for every report: each attribute is read once (``failed``/``skipped`` are
         # properties over ``outcome``).
         outcome: str = report.outcome  # pytest-rerunfailures adds "rerun"
+        if self._opening is not None:  # a run that never ranked (no collection hook)
+            self._await_open()
         if self.is_worker or self.learning is None or outcome == "rerun":
             return
         nodeid = report.nodeid
         fold = self.folds.get(nodeid)
         if fold is None:
-            # from a pytest-xdist worker the decision rides on the report
-            info = (
-                getattr(report, "qlearn", None)
-                or self.decision_info(nodeid)
-                or [-1, -1, None, False]
-            )
-            arrival = len(self.folds)
-            fold = _Fold(
-                index=info[0] if info[0] >= 0 else arrival,
-                position=info[1] if info[1] >= 0 else arrival,
-                tier=info[2],
-                explored=bool(info[3]),
-            )
+            fold = self._first_fold(report)
             self.folds[nodeid] = fold
         when = report.when
         duration = report.duration
@@ -490,6 +608,30 @@ class QLearnPlugin:
                 fresh = self._results(self._ended[keeper.pushed :])
                 keeper.push(self.learning, fresh, len(self._ended))
 
+    def _first_fold(self, report: pytest.TestReport) -> _Fold:
+        """The record of a test's first report: its decision from this run's ranking, or
+        (on a pytest-xdist controller, which ranks nothing) the one riding on the report."""
+        arrival = len(self.folds)
+        ranking = self.ranking
+        if ranking is not None:
+            nodeid = report.nodeid
+            decision = ranking.decisions.get(nodeid)
+            index = self.indexes.get(nodeid, -1)
+            position = self.positions.get(nodeid, -1)
+            return _Fold(
+                index=index if index >= 0 else arrival,
+                position=position if position >= 0 else arrival,
+                tier=None if decision is None else decision.tier,
+                explored=False if decision is None else bool(decision.explored),
+            )
+        info = getattr(report, "qlearn", None) or [-1, -1, None, False]
+        return _Fold(
+            index=info[0] if info[0] >= 0 else arrival,
+            position=info[1] if info[1] >= 0 else arrival,
+            tier=info[2],
+            explored=bool(info[3]),
+        )
+
     def _results(self, test_ids: Iterable[str] | None = None) -> list[TestResult]:
         """The folded results of ``test_ids`` (all tests when None) that have a verdict."""
         folds = self.folds
@@ -509,6 +651,7 @@ class QLearnPlugin:
         ]
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        self._await_open()
         if self.is_worker or self.learning is None:
             return
         results = self._results()
@@ -563,6 +706,7 @@ class QLearnPlugin:
         self.learning = None
         self.ranking = None
         self.folds.clear()
+        self._unfreeze()
         if self.settings.report_paths or self.settings.step_summary is not None:
             context = ReportContext(
                 self.settings.project,
@@ -604,6 +748,7 @@ class QLearnPlugin:
     ) -> None:
         if self.is_worker:
             return
+        self._await_open()
         for message in self.keeper.messages:
             terminalreporter.write_line(f"qlearn: warning: {message}", yellow=True)
         summary = self.summary
@@ -655,17 +800,19 @@ def _groups(item: pytest.Item) -> tuple[str, str | None]:
     """The module and class a test belongs to, for fixture locality, read off the node id
     (``path::Class::test[params]``; parameters may contain anything, so they are cut off
     first). Cheaper than walking each item's parents."""
-    parts = item.nodeid.split("[", 1)[0].split("::")
-    return parts[0], "::".join(parts[:-1]) if len(parts) > 2 else None
+    head = item.nodeid.partition("[")[0]
+    module, _, rest = head.partition("::")
+    return module, head[: head.rindex("::")] if "::" in rest else None
 
 
-def _scoped_groups(items: list[pytest.Item]) -> ScopedGroups:
+def _scoped_groups(items: list[pytest.Item], refs: list[prio.TestRef]) -> ScopedGroups:
     """The modules and classes whose tests use a module- or class-scoped fixture (what a
-    split would set up again). An item whose fixtures cannot be read counts as using both."""
+    split would set up again). An item whose fixtures cannot be read counts as using both.
+    ``refs[i]`` is ``items[i]``'s reference (its groups, read off the node id once)."""
     modules: set[str] = set()
     classes: set[str] = set()
-    for item in items:
-        module, cls = _groups(item)
+    for item, ref in zip(items, refs, strict=True):
+        module, cls = ref.module, ref.cls
         info = getattr(item, "_fixtureinfo", None)  # pytest's FuncFixtureInfo (no public API)
         defs_by_name = getattr(info, "name2fixturedefs", None)
         if not isinstance(defs_by_name, dict):

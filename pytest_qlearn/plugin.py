@@ -12,6 +12,7 @@ and reorder after it: they, and pytest-order, keep the last word.
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -23,6 +24,28 @@ from .options import add_options, may_be_enabled, read_settings
 # The live plugin object (lifecycle.QLearnPlugin) of an enabled run; typed loosely so this
 # module need not import it.
 plugin_key = pytest.StashKey[Any]()
+#: Set by the live plugin when it froze the garbage collector's view (``gc.freeze()``) and
+#: leaves the unfreeze to the cleanup :func:`pytest_cmdline_main` registered.
+frozen_key = pytest.StashKey[list[bool]]()
+
+
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """Register — before any plugin's pytest_configure, so that it runs after their
+    cleanups — the cleanup that undoes an enabled run's ``gc.freeze()``. pytest's own last
+    cleanup runs full garbage collections (to report unraisable exceptions); unfrozen
+    before them, the objects the run froze made each of them markedly slower than without
+    freezing at all (measured: ~80 ms vs ~45 ms each on 5,000 tests). A no-op unless the
+    live plugin froze; a run that never gets here (a pytest-xdist worker) unfreezes when
+    the plugin closes."""
+    frozen: list[bool] = []
+    config.stash[frozen_key] = frozen
+
+    def unfreeze() -> None:
+        if frozen:
+            frozen.clear()
+            gc.unfreeze()
+
+    config.add_cleanup(unfreeze)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:

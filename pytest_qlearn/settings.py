@@ -3,7 +3,6 @@ default. Pure Python (the CLI reuses it); ``options.py`` feeds it from pytest.""
 
 from __future__ import annotations
 
-import configparser
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -301,6 +300,8 @@ def default_project(rootpath: Path) -> str:
     directory's name. Reads ``.git/config`` directly: no subprocess on the start-up path."""
     git_config = rootpath / ".git" / "config"
     if git_config.is_file():
+        import configparser  # only here: ~1.5 ms of every enabled run's start-up otherwise
+
         parser = configparser.ConfigParser(strict=False, interpolation=None)
         try:
             parser.read(git_config, encoding="utf-8")

@@ -721,6 +721,95 @@ def test_eight_concurrent_pytest_processes_lose_nothing(
     assert tuple(pg_execute(pg_url, "SELECT episodes FROM agent_states")[0]) == (processes + 1,)
 
 
+# -- opening the store in the background ------------------------------------------------------
+BACKGROUND_SPY = """
+
+def pytest_addhooks(pluginmanager):
+    # record the thread each load of the snapshot runs in; $QLEARN_BREAK_LOAD makes it fail
+    import threading
+
+    from pytest_qlearn.store import postgres
+
+    real_load = postgres.PostgresStore.load_snapshot
+
+    def spying(self, partition, agents):
+        with open(HERE / "loads.txt", "a") as log:
+            log.write(threading.current_thread().name + "\\n")
+        broken = os.environ.get("QLEARN_BREAK_LOAD")
+        if broken:
+            raise {"RuntimeError": RuntimeError, "SystemExit": SystemExit}[broken]("broken load")
+        return real_load(self, partition, agents)
+
+    postgres.PostgresStore.load_snapshot = spying
+"""
+
+
+def loads(pytester: pytest.Pytester) -> list[str]:
+    """The threads the snapshot was loaded in, since the last call."""
+    log = pytester.path / "loads.txt"
+    names = log.read_text(encoding="utf-8").split() if log.exists() else []
+    log.unlink(missing_ok=True)
+    return names
+
+
+def test_the_store_opens_in_the_background_unless_strict_or_cov(
+    pytester: pytest.Pytester, pg_url: str
+) -> None:
+    """PostgreSQL is opened and its snapshot loaded in a thread while pytest collects; the
+    learning waits for it (with -q there is no header to wait for), and what it learns is
+    what a run in the foreground learns. --qlearn-strict and --qlearn-cov open it first."""
+    make_project(pytester, fail=("test_d",))
+    pytester.makeconftest(CONFTEST + BACKGROUND_SPY)
+    first = run_subprocess(pytester, "-q", "--qlearn-db", pg_url)
+    first.assert_outcomes(passed=TESTS - 1, failed=1)
+    assert not warnings_of(first)
+    assert loads(pytester) == ["pytest-qlearn-open"]
+    second = run_subprocess(pytester, "-v", "--qlearn-db", pg_url)
+    assert run_order(second)[0] == "test_two.py::test_d"  # last run's failure comes first
+    assert "store postgresql://postgres@" in second.stdout.str()  # the header waited for it
+    assert loads(pytester) == ["pytest-qlearn-open"]
+    strict = run_subprocess(pytester, "-v", "--qlearn-strict", "--qlearn-db", pg_url)
+    assert run_order(strict)[0] == "test_two.py::test_d"
+    assert loads(pytester) == ["MainThread"]
+    assert len(sessions(pg_url)) == 3
+    assert tuple(pg_execute(pg_url, "SELECT episodes FROM agent_states")[0]) == (3,)
+
+
+@pytest.mark.parametrize("fault", ["RuntimeError", "SystemExit"])
+def test_a_fault_while_opening_in_the_background_falls_back_and_loses_nothing(
+    pytester: pytest.Pytester, pg_url: str, fault: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load that fails in the background thread (an Exception, or not even that) is one
+    warning, collection order and a spooled run, as in the foreground; the next run that
+    loads saves it."""
+    make_project(pytester, fail=("test_b",))
+    pytester.makeconftest(CONFTEST + BACKGROUND_SPY)
+    collected = collection_order(pytester)
+    monkeypatch.setenv("QLEARN_BREAK_LOAD", fault)
+    down = run_subprocess(pytester, "-v", "--qlearn-db", pg_url)
+    down.assert_outcomes(passed=TESTS - 1, failed=1)
+    assert run_order(down) == collected
+    [warning] = warnings_of(down)
+    assert "broken load" in warning and "spooled" in warning
+    assert "Traceback" not in everything_printed(down)
+    assert loads(pytester) == ["pytest-qlearn-open"]
+    [spool_file] = spooled(pytester)
+    assert sessions(pg_url) == []
+
+    monkeypatch.delenv("QLEARN_BREAK_LOAD")
+    up = run_subprocess(pytester, "-q", "--qlearn-db", pg_url, "--qlearn-report=r.json")
+    up.assert_outcomes(passed=TESTS - 1, failed=1)
+    assert not warnings_of(up)
+    assert "with 1 spooled earlier run(s)" in report(pytester.path / "r.json")["store"]["status"]
+    assert sessions(pg_url)[0] == spool_file.stem
+    assert len(sessions(pg_url)) == 2
+    assert not spooled(pytester)
+    history = pg_execute(
+        pg_url, "SELECT runs, failures FROM test_history WHERE test_id = 'test_one.py::test_b'"
+    )
+    assert tuple(history[0]) == (2, 2)
+
+
 # -- pytest-xdist and the tests' own event loops -------------------------------------------------
 def test_xdist_workers_never_connect(pytester: pytest.Pytester, pg_url: str) -> None:
     make_project(pytester, fail=("test_c",))
