@@ -172,19 +172,34 @@ class CoverageRun:
         return {**self.maps, **self.carried}
 
     # -- tracing (wherever tests run) ------------------------------------------------------
+    # The tracer runs only inside a test's setup, call and teardown, not around the whole
+    # runtest protocol: the reporting hooks (pytest's and every plugin's, ours too) run
+    # untraced between the phases and are in no map.
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_protocol(
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from self._traced(item))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from self._traced(item))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(
         self, item: pytest.Item, nextitem: pytest.Item | None
     ) -> Generator[None, object, object]:
-        decision = self.decisions.get(item.nodeid)
         self._last_of_run = nextitem is None
+        return (yield from self._traced(item))
+
+    def _traced(self, item: pytest.Item) -> Generator[None, object, object]:
+        """One phase of a test, traced when the coverage-tracer chose to trace it."""
+        decision = self.decisions.get(item.nodeid)
         if self.tracer is not None and decision is not None and decision.trace:
             self._guarded(self.tracer.start, item.nodeid)
         try:
             return (yield)
         finally:
             if self.tracer is not None and self.tracer.tracing == item.nodeid:
-                self._guarded(self.tracer.stop)  # teardown failed before its report was made
+                self._guarded(self.tracer.stop)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -206,12 +221,11 @@ class CoverageRun:
             {},
         ]
         tracer = self.tracer
-        if tracer is not None:
-            if tracer.tracing == item.nodeid:
-                self._guarded(tracer.stop)
-            # lines travel in batches: reading them costs the same for one test or fifty
-            if len(tracer.pending) >= READ_BATCH or (self._last_of_run and tracer.pending):
-                info[5] = self._guarded(lambda: _compressed(tracer.take())) or {}
+        # lines travel in batches: reading them costs the same for one test or fifty
+        if tracer is not None and (
+            len(tracer.pending) >= READ_BATCH or (self._last_of_run and tracer.pending)
+        ):
+            info[5] = self._guarded(lambda: _compressed(tracer.take())) or {}
         setattr(rep, REPORT_ATTR, info)
         return rep
 

@@ -14,6 +14,10 @@ import warnings
 from contextlib import closing
 from pathlib import Path
 
+# pytester's in-process runs drop the modules they imported afterwards, and coverage.py's C
+# tracer cannot be imported a second time in one process (its CTracer is then missing): the
+# tracer imports coverage.py lazily, so it is imported here once, for every run below
+import coverage  # noqa: F401
 import pytest
 from test_plugin_e2e import BASE_ARGS, DEFAULT_DB
 
