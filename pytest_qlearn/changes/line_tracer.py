@@ -65,11 +65,17 @@ class LineTracer:
             self.cov.set_option("run:core", "ctrace")
         self.tracing: str | None = None
         self.pending: list[str] = []  # traced tests whose lines were not taken yet
+        self._context: str | None = None  # coverage.py's dynamic context now
 
     def start(self, test_id: str) -> None:
+        """Trace ``test_id`` (again: its phases are traced one by one). The context switches
+        at a test's first phase only: each switch writes the lines collected so far to
+        coverage.py's data, and a test's later phases add to its own."""
         with _quiet():
             self.cov.start()
-            self.cov.switch_context(test_id)
+            if self._context != test_id:
+                self.cov.switch_context(test_id)
+                self._context = test_id
         self.tracing = test_id
 
     def stop(self) -> None:
@@ -100,6 +106,7 @@ class LineTracer:
                         if context in wanted:
                             per_test.setdefault(context, {}).setdefault(relative, []).append(line)
             self.cov.erase()
+        self._context = None  # the erase set coverage.py up afresh
         return per_test
 
     def close(self) -> None:
