@@ -110,6 +110,7 @@ class CoverageRun:
         self.current: dict[str, CoverageMap] = {}  # after learn(): every map of this run
         self._last_of_run = False
         self._detected = False  # a pytest-xdist controller collects nothing: see learn()
+        self._covering: dict[str, str] | None = None
         if self.unreadable:
             self.messages.append(
                 f"{len(self.unreadable)} stored coverage map(s) were unreadable; those tests "
@@ -130,7 +131,7 @@ class CoverageRun:
 
     def _prepare(self, learning: LearningSession, items: list[pytest.Item]) -> None:
         self._detect()
-        learning.covering_changed = self.facts.covering_changed(self.maps)
+        learning.covering_changed = dict(self.covering_changed())
         collected = [self.maps[i.nodeid] for i in items if i.nodeid in self.maps]
         learning.unique_lines = {
             test_id: sel.UNIQUE if count > 0 else sel.NOT_UNIQUE
@@ -163,7 +164,15 @@ class CoverageRun:
         # a test that executed none of a changed file's changed lines keeps its map, moved
         # by the lines inserted and removed above (changes.line_shift)
         self.carried = self.facts.carry(self.maps)
+        self._covering = None
         self._detected = True
+
+    def covering_changed(self) -> dict[str, str]:
+        """The facts' :meth:`~ChangeFacts.covering_changed` of the stored maps (asked by the
+        ranking, the report and the summary line: computed once)."""
+        if self._covering is None:
+            self._covering = self.facts.covering_changed(self.maps)
+        return self._covering
 
     def reusable(self) -> dict[str, CoverageMap]:
         """Every readable stored map, the carried ones as carried."""
@@ -411,7 +420,7 @@ class CoverageRun:
             previous_percent=previous,
             change_source=source,
             changed_files=tuple(sorted(self.facts.changed)),
-            covering_changed=len(self.facts.covering_changed(self.maps)),
+            covering_changed=len(self.covering_changed()),
             unique_lines=tuple(unique[:5]),
             carried=sum(1 for t in self.carried if t not in self.new_lines),
         )
@@ -430,7 +439,7 @@ class CoverageRun:
             source += f": {self.facts.note}"
         parts.append(f"{len(self.facts.changed)} covered file(s) changed ({source})")
         if self.facts.changed:
-            covering = len(self.facts.covering_changed(self.maps))
+            covering = len(self.covering_changed())
             parts.append(f"{covering} test(s) cover them")
         if self.carried:
             parts.append(f"{len(self.carried)} map(s) carried across the change")

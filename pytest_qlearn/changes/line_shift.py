@@ -18,6 +18,7 @@ import ast
 import difflib
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from typing import NamedTuple
 
 
@@ -110,7 +111,7 @@ class FileShift(NamedTuple):
     hunks: tuple[Hunk, ...]
     touched: frozenset[int]
 
-    def carry(self, lines: set[int]) -> list[int] | None:
+    def carry(self, lines: AbstractSet[int]) -> list[int] | None:
         """``lines`` (old numbering) in the new numbering, or None when they touch the
         change."""
         if not self.touched.isdisjoint(lines):
