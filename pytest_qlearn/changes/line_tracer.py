@@ -90,8 +90,8 @@ class LineTracer:
     def take(self) -> dict[str, dict[str, list[int]]]:
         """The lines of every test traced since the last call (test id → file relative to
         the root → lines), then the data is erased. Reading costs about 10 ms for a few
-        tests, and after the erase the next :meth:`start` sets coverage.py's collector up
-        again (tens of ms), so tests are read in large batches, not one by one."""
+        tests (coverage.py also looks for source files never run), so tests are read in
+        large batches, not one by one."""
         if not self.pending:
             return {}
         wanted = set(self.pending)
@@ -105,8 +105,11 @@ class LineTracer:
                     for context in contexts:
                         if context in wanted:
                             per_test.setdefault(context, {}).setdefault(relative, []).append(line)
-            self.cov.erase()
-        self._context = None  # the erase set coverage.py up afresh
+            # the data only: coverage.py's whole erase drops its collector too, and setting
+            # one up again at the next start records the caller's stack (inspect.stack(), tens
+            # of ms under pytest's deep hooks) and forgets which files it traces
+            data.erase()
+        self._context = None  # the next test's start names its context again
         return per_test
 
     def close(self) -> None:
