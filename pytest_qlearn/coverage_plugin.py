@@ -48,9 +48,7 @@ PLUGIN_NAME = "qlearn-coverage"
 REPORT_ATTR = "qlearn_cov"
 #: Where a pytest-xdist worker leaves lines no report carried (``workeroutput``).
 WORKEROUTPUT_KEY = "qlearn_cov_lines"
-#: Traced tests whose lines are read from coverage.py at once. Reading costs little, but
-#: the erase after it makes coverage.py set its collector up again at the next start (≈ 60 ms:
-#: it records the caller's stack), so batches are large.
+#: Traced tests whose lines are read from coverage.py at once (each read costs ≈ 10 ms).
 READ_BATCH = 400
 #: What a debugger's presence is told by (pytest's own options).
 _DEBUG_OPTIONS = ("usepdb", "trace")
@@ -110,6 +108,7 @@ class CoverageRun:
         self.current: dict[str, CoverageMap] = {}  # after learn(): every map of this run
         self._last_of_run = False
         self._detected = False  # a pytest-xdist controller collects nothing: see learn()
+        self._covering: dict[str, str] | None = None
         if self.unreadable:
             self.messages.append(
                 f"{len(self.unreadable)} stored coverage map(s) were unreadable; those tests "
@@ -130,7 +129,7 @@ class CoverageRun:
 
     def _prepare(self, learning: LearningSession, items: list[pytest.Item]) -> None:
         self._detect()
-        learning.covering_changed = self.facts.covering_changed(self.maps)
+        learning.covering_changed = dict(self.covering_changed())
         collected = [self.maps[i.nodeid] for i in items if i.nodeid in self.maps]
         learning.unique_lines = {
             test_id: sel.UNIQUE if count > 0 else sel.NOT_UNIQUE
@@ -163,7 +162,15 @@ class CoverageRun:
         # a test that executed none of a changed file's changed lines keeps its map, moved
         # by the lines inserted and removed above (changes.line_shift)
         self.carried = self.facts.carry(self.maps)
+        self._covering = None
         self._detected = True
+
+    def covering_changed(self) -> dict[str, str]:
+        """The facts' :meth:`~ChangeFacts.covering_changed` of the stored maps (asked by the
+        ranking, the report and the summary line: computed once)."""
+        if self._covering is None:
+            self._covering = self.facts.covering_changed(self.maps)
+        return self._covering
 
     def reusable(self) -> dict[str, CoverageMap]:
         """Every readable stored map, the carried ones as carried."""
@@ -172,19 +179,34 @@ class CoverageRun:
         return {**self.maps, **self.carried}
 
     # -- tracing (wherever tests run) ------------------------------------------------------
+    # The tracer runs only inside a test's setup, call and teardown, not around the whole
+    # runtest protocol: the reporting hooks (pytest's and every plugin's, ours too) run
+    # untraced between the phases and are in no map.
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_protocol(
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from self._traced(item))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, object, object]:
+        return (yield from self._traced(item))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(
         self, item: pytest.Item, nextitem: pytest.Item | None
     ) -> Generator[None, object, object]:
-        decision = self.decisions.get(item.nodeid)
         self._last_of_run = nextitem is None
+        return (yield from self._traced(item))
+
+    def _traced(self, item: pytest.Item) -> Generator[None, object, object]:
+        """One phase of a test, traced when the coverage-tracer chose to trace it."""
+        decision = self.decisions.get(item.nodeid)
         if self.tracer is not None and decision is not None and decision.trace:
             self._guarded(self.tracer.start, item.nodeid)
         try:
             return (yield)
         finally:
             if self.tracer is not None and self.tracer.tracing == item.nodeid:
-                self._guarded(self.tracer.stop)  # teardown failed before its report was made
+                self._guarded(self.tracer.stop)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -206,12 +228,11 @@ class CoverageRun:
             {},
         ]
         tracer = self.tracer
-        if tracer is not None:
-            if tracer.tracing == item.nodeid:
-                self._guarded(tracer.stop)
-            # lines travel in batches: reading them costs the same for one test or fifty
-            if len(tracer.pending) >= READ_BATCH or (self._last_of_run and tracer.pending):
-                info[5] = self._guarded(lambda: _compressed(tracer.take())) or {}
+        # lines travel in batches: reading them costs the same for one test or fifty
+        if tracer is not None and (
+            len(tracer.pending) >= READ_BATCH or (self._last_of_run and tracer.pending)
+        ):
+            info[5] = self._guarded(lambda: _compressed(tracer.take())) or {}
         setattr(rep, REPORT_ATTR, info)
         return rep
 
@@ -397,7 +418,7 @@ class CoverageRun:
             previous_percent=previous,
             change_source=source,
             changed_files=tuple(sorted(self.facts.changed)),
-            covering_changed=len(self.facts.covering_changed(self.maps)),
+            covering_changed=len(self.covering_changed()),
             unique_lines=tuple(unique[:5]),
             carried=sum(1 for t in self.carried if t not in self.new_lines),
         )
@@ -416,7 +437,7 @@ class CoverageRun:
             source += f": {self.facts.note}"
         parts.append(f"{len(self.facts.changed)} covered file(s) changed ({source})")
         if self.facts.changed:
-            covering = len(self.facts.covering_changed(self.maps))
+            covering = len(self.covering_changed())
             parts.append(f"{covering} test(s) cover them")
         if self.carried:
             parts.append(f"{len(self.carried)} map(s) carried across the change")

@@ -14,6 +14,10 @@ import warnings
 from contextlib import closing
 from pathlib import Path
 
+# pytester's in-process runs drop the modules they imported afterwards, and coverage.py's C
+# tracer cannot be imported a second time in one process (its CTracer is then missing): the
+# tracer imports coverage.py lazily, so it is imported here once, for every run below
+import coverage  # noqa: F401
 import pytest
 from test_plugin_e2e import BASE_ARGS, DEFAULT_DB
 
@@ -481,3 +485,42 @@ def test_a_one_line_change_retraces_only_its_tests_and_carries_the_others_exactl
 
     # the next run has nothing left to trace
     assert traced(run(pytester)) == (0, 9)
+
+
+def test_the_phases_are_traced_and_the_reporting_hooks_are_not(pytester: pytest.Pytester) -> None:
+    """The tracer runs inside setup, call and teardown: a fixture's code before and after its
+    yield is in the map, a conftest reporting hook's (run between the phases) is not."""
+    root = make(pytester, git=False)
+    (root / "tests" / "conftest.py").write_text(
+        textwrap.dedent(
+            """
+            import pytest
+
+            from pkg.arith import add, sub
+
+
+            @pytest.fixture(autouse=True)
+            def around():
+                add(0, 0)
+                yield
+                sub(0, 0)
+
+
+            @pytest.hookimpl(wrapper=True)
+            def pytest_runtest_makereport(item, call):
+                report = yield
+                report.seen = True
+                return report
+
+
+            def pytest_runtest_logreport(report):
+                report.logged = True
+            """
+        ).lstrip(),
+        encoding="utf-8",
+    )
+    run(pytester).assert_outcomes(passed=4)
+    lines = stored_maps(root)["tests/test_text.py::test_constant"].lines
+    assert lines["pkg/arith.py"] == "2,6"  # add() in setup, sub() in teardown
+    # the fixture ran; the hooks' bodies (lines 15-17, 21) ran outside the traced phases
+    assert lines["tests/conftest.py"] == "8-10", lines  # it was "8-10,15-17,21"

@@ -18,7 +18,7 @@ from .coverage_map import (
     CoverageMap,
     changed_share_label,
     compress_lines,
-    expand_lines,
+    line_set,
     stale_files,
 )
 from .digests import file_digests
@@ -67,7 +67,7 @@ class ChangeFacts:
             lines, digests = dict(cmap.lines), dict(cmap.digests)
             for path in files:
                 old, new, shift = self.shifts[path]
-                moved = shift.carry(expand_lines(lines[path])) if digests[path] == old else None
+                moved = shift.carry(line_set(lines[path])) if digests[path] == old else None
                 if moved is None:
                     break
                 lines[path], digests[path] = compress_lines(moved), new
@@ -106,7 +106,7 @@ class ChangeFacts:
         digest, lines = self.changed_lines[path]
         if cmap.digests.get(path) != digest:
             return False
-        return not lines.isdisjoint(expand_lines(cmap.lines[path]))
+        return not lines.isdisjoint(line_set(cmap.lines[path]))
 
 
 def detect(

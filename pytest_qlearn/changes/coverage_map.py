@@ -8,8 +8,10 @@ again, and which tests exercise code that just changed. Pure: no pytest, no cove
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from ..engine.state import Buckets
@@ -44,7 +46,7 @@ class CoverageMap(NamedTuple):
             if not (isinstance(lines, dict) and isinstance(digests, dict)):
                 raise TypeError("not objects")
             for path, ranges in lines.items():
-                expand_lines(ranges)  # validates
+                line_set(ranges)  # validates
                 if not isinstance(digests.get(path), str):
                     raise TypeError(f"no digest for {path!r}")
         except (ValueError, KeyError, TypeError) as exc:
@@ -52,7 +54,7 @@ class CoverageMap(NamedTuple):
         return cls(test_id, dict(lines), dict(digests), int(traced_episode))
 
     def line_count(self) -> int:
-        return sum(len(expand_lines(ranges)) for ranges in self.lines.values())
+        return sum(len(line_set(ranges)) for ranges in self.lines.values())
 
     def files(self) -> set[str]:
         return set(self.lines)
@@ -91,6 +93,14 @@ def expand_lines(text: str) -> set[int]:
     return lines
 
 
+@lru_cache(maxsize=65536)
+def line_set(text: str) -> frozenset[int]:
+    """:func:`expand_lines`, kept: the maps of a suite repeat the same ranges (tests running
+    the same code), and a run reads each map several times (validation, change facts, unique
+    lines, carrying). Raises ValueError like it (an error is not kept)."""
+    return frozenset(expand_lines(text))
+
+
 def stale_files(cmap: CoverageMap, current: Mapping[str, str | None]) -> set[str]:
     """The files of ``cmap`` whose content differs from when it was traced (``current``:
     path → digest now, None for a file that is gone; paths not in ``current`` are taken as
@@ -113,23 +123,28 @@ def union_lines(maps: Iterable[CoverageMap]) -> dict[str, set[int]]:
     covered: dict[str, set[int]] = {}
     for cmap in maps:
         for path, ranges in cmap.lines.items():
-            covered.setdefault(path, set()).update(expand_lines(ranges))
+            covered.setdefault(path, set()).update(line_set(ranges))
     return covered
 
 
 def unique_line_counts(maps: Iterable[CoverageMap]) -> dict[str, int]:
     """Per test: how many lines only it covers (its contribution no other test makes)."""
-    owners: dict[tuple[str, int], str | None] = {}
     maps = list(maps)
+    counts = {cmap.test_id: 0 for cmap in maps}
+    # per file, the tests of each distinct range text: tests running the same lines of a
+    # file share one text, and a line is unique only to a text held by one test
+    per_file: dict[str, dict[str, list[str]]] = {}
     for cmap in maps:
         for path, ranges in cmap.lines.items():
-            for line in expand_lines(ranges):
-                key = (path, line)
-                owners[key] = cmap.test_id if key not in owners else None
-    counts = {cmap.test_id: 0 for cmap in maps}
-    for owner in owners.values():
-        if owner is not None:
-            counts[owner] += 1
+            per_file.setdefault(path, {}).setdefault(ranges, []).append(cmap.test_id)
+    for texts in per_file.values():
+        runs: Counter[int] = Counter()
+        for text, owners in texts.items():
+            for line in line_set(text):
+                runs[line] += len(owners)
+        for text, owners in texts.items():
+            if len(owners) == 1:
+                counts[owners[0]] += sum(1 for line in line_set(text) if runs[line] == 1)
     return counts
 
 

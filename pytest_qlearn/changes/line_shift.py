@@ -18,6 +18,7 @@ import ast
 import difflib
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from typing import NamedTuple
 
 
@@ -110,7 +111,7 @@ class FileShift(NamedTuple):
     hunks: tuple[Hunk, ...]
     touched: frozenset[int]
 
-    def carry(self, lines: set[int]) -> list[int] | None:
+    def carry(self, lines: AbstractSet[int]) -> list[int] | None:
         """``lines`` (old numbering) in the new numbering, or None when they touch the
         change."""
         if not self.touched.isdisjoint(lines):
@@ -136,56 +137,73 @@ def _is_docstring(node: ast.stmt) -> bool:
 
 
 class _Layout(NamedTuple):
-    """Where a version's lines run: ``import_time`` lines run when the module is imported
-    (outside every test); ``recorded`` maps a line inside a statement to the lines a test
-    running it records (see :func:`_layout`)."""
+    """Where some lines of a version run: those of ``import_time`` run when the module is
+    imported (outside every test); ``recorded`` maps a line inside a statement to the lines a
+    test running it records (see :func:`_layout`)."""
 
     import_time: set[int]
     recorded: dict[int, range]
 
 
-def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
-    """Every statement of ``body``, nested ones too (not walking expressions: faster)."""
+def _children(node: ast.stmt) -> Iterator[ast.stmt]:
+    """The statements directly inside ``node`` (not walking expressions: faster)."""
+    for name in ("body", "orelse", "finalbody"):
+        yield from (c for c in getattr(node, name, None) or () if isinstance(c, ast.stmt))
+    for handler in getattr(node, "handlers", None) or ():
+        yield from handler.body
+    for case in getattr(node, "cases", None) or ():
+        yield from case.body
+
+
+def _holding(body: list[ast.stmt], lines: frozenset[int]) -> Iterator[ast.stmt]:
+    """Every statement of ``body``, nested ones too, whose lines hold one of ``lines`` (a
+    nested statement lies within its parent's lines: the others are not entered)."""
     stack = list(body)
     while stack:
         node = stack.pop()
-        yield node
-        for name in ("body", "orelse", "finalbody"):
-            stack.extend(c for c in getattr(node, name, None) or () if isinstance(c, ast.stmt))
-        for handler in getattr(node, "handlers", None) or ():
-            stack.extend(handler.body)
-        for case in getattr(node, "cases", None) or ():
-            stack.extend(case.body)
+        first, last = _first_line(node), _end_line(node)
+        if any(first <= line <= last for line in lines):
+            yield node
+            stack.extend(_children(node))
 
 
-def _layout(text: str) -> _Layout | None:
-    """The layout of one version, None when it does not parse. A line belongs to the
-    innermost statement holding it; a test that ran it ran that statement's first lines: all
-    of a simple statement, the header of a compound one (``if``/``for``/``with``/``try`` and
-    their continuation lines: what comes before the body)."""
+def _layout(text: str, lines: Iterable[int]) -> _Layout | None:
+    """The layout of ``lines`` in one version, None when it does not parse. Only the
+    statements holding those lines are looked at (a one-line change in a long module costs
+    its parse, not a walk of every statement). A line belongs to the innermost statement
+    holding it; a test that ran it ran that statement's first lines: all of a simple
+    statement, the header of a compound one (``if``/``for``/``with``/``try`` and their
+    continuation lines: what comes before the body)."""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
         return None
+    wanted = frozenset(lines)
     import_time: set[int] = set()
     function_bodies: set[int] = set()
+
+    def within(first: int, last: int) -> list[int]:
+        return [line for line in wanted if first <= line <= last]
 
     def visit(body: list[ast.stmt], *, docstring_allowed: bool) -> None:
         for index, node in enumerate(body):
             first, last = _first_line(node), _end_line(node)
+            if not within(first, last):
+                continue
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                import_time.update(range(first, _first_line(node.body[0])))
+                import_time.update(within(first, _first_line(node.body[0]) - 1))
             elif isinstance(node, ast.ClassDef):
-                import_time.update(range(first, _first_line(node.body[0])))
+                import_time.update(within(first, _first_line(node.body[0]) - 1))
                 visit(node.body, docstring_allowed=True)
             elif not (docstring_allowed and index == 0 and _is_docstring(node)):
-                import_time.update(range(first, last + 1))
+                import_time.update(within(first, last))
 
     visit(tree.body, docstring_allowed=True)
-    spans = []
-    for node in _statements(tree.body):
+    innermost: dict[int, tuple[int, int, int, int]] = {}
+    for node in _holding(tree.body, wanted):
+        first, last = _first_line(node), _end_line(node)
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            function_bodies.update(range(_first_line(node.body[0]), _end_line(node) + 1))
+            function_bodies.update(within(_first_line(node.body[0]), last))
         inner = [
             _first_line(child) if isinstance(child, ast.stmt) else child.lineno
             for name in ("body", "orelse", "finalbody", "handlers")
@@ -195,14 +213,15 @@ def _layout(text: str) -> _Layout | None:
         inner += [
             child.pattern.lineno for child in getattr(node, "cases", None) or ()
         ]  # match statements
-        first, last = _first_line(node), _end_line(node)
         header_last = max(min(inner) - 1, node.lineno) if inner else last
-        spans.append((last - first, first, last, header_last))
-    recorded: dict[int, range] = {}
-    for _, first, last, header_last in sorted(spans, reverse=True):  # innermost last
-        lines = range(first, header_last + 1)
-        for line in range(first, last + 1):
-            recorded[line] = lines
+        span = (last - first, first, last, header_last)
+        for line in within(first, last):
+            if line not in innermost or span < innermost[line]:
+                innermost[line] = span
+    recorded = {
+        line: range(first, header_last + 1)
+        for line, (_, first, _, header_last) in innermost.items()
+    }
     return _Layout(import_time - function_bodies, recorded)
 
 
@@ -211,8 +230,15 @@ def analyse(old: str, new: str, hunks: Sequence[Hunk]) -> FileShift | None:
     cannot be carried: a version does not parse, or a changed line runs at import."""
     if not hunks:
         return FileShift((), frozenset())
-    before, after = _layout(old), _layout(new)
-    if before is None or after is None:
+    removed_or_near = set(changed_old_lines(hunks))
+    new_lines: set[int] = set()
+    for hunk in hunks:
+        new_lines.update(range(hunk.new_start, hunk.new_start + hunk.new_count))
+    before = _layout(old, removed_or_near)
+    if before is None:
+        return None
+    after = _layout(new, new_lines)
+    if after is None:
         return None
     touched: set[int] = set()
     for hunk in hunks:
