@@ -10,7 +10,6 @@ the identical order, and it learns from the reports the workers send back.
 
 from __future__ import annotations
 
-import gc
 import random
 import shutil
 import tempfile
@@ -34,6 +33,7 @@ from .agents.registry import AgentRegistry
 from .changes import awareness as change_awareness
 from .changes.digests import file_digests, relative_key
 from .engine.history import FAILED, PASSED, SKIPPED
+from .engine.qlearner import freeze_run, unfreeze_run
 from .engine.rewards import RewardCalculator
 from .keeping import EpisodeKeeper, StrictStoreError
 from .ordering import ScopedGroups
@@ -187,8 +187,7 @@ class QLearnPlugin:
         yet (the process's owner may use freezing for its own ends); undone at the session's
         end (:meth:`_unfreeze`). Freezing never frees or keeps anything: objects are still
         freed by reference counting; only cycles among them wait for the unfreeze."""
-        if gc.isenabled() and gc.get_freeze_count() == 0:
-            gc.freeze()
+        if freeze_run():
             self._frozen = True
 
     def _unfreeze(self) -> None:
@@ -202,7 +201,7 @@ class QLearnPlugin:
             if deferred is not None:
                 deferred.append(True)
             else:
-                gc.unfreeze()
+                unfreeze_run()
 
     def _start_worker(self) -> None:
         workerinput: dict[str, Any] = getattr(self.config, "workerinput", {})

@@ -12,7 +12,6 @@ and reorder after it: they, and pytest-order, keep the last word.
 
 from __future__ import annotations
 
-import gc
 from typing import Any
 
 import pytest
@@ -43,7 +42,10 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     def unfreeze() -> None:
         if frozen:
             frozen.clear()
-            gc.unfreeze()
+            # imported here: a run that never enabled the plugin never loads the engine
+            from .engine.qlearner import unfreeze_run
+
+            unfreeze_run()
 
     config.add_cleanup(unfreeze)
 
