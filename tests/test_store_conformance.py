@@ -1432,7 +1432,7 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: OldSchema) -> No
     store = schema5.new_store()
     store.open()
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 9
+        assert store.schema_version() == SCHEMA_VERSION == 10
         snapshot = store.load_snapshot(PARTITION, [AGENT])
         assert snapshot.histories == {"t::a": OLD_HISTORY}
         assert snapshot.histories["t::a"].fixture_mean == 0.0
@@ -1458,7 +1458,7 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: OldSchema) -> No
     finally:
         store.close()
     before = schema5.execute("SELECT version, applied_at FROM qlearn_schema ORDER BY version")
-    assert [row[0] for row in before] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert [row[0] for row in before] == list(range(1, SCHEMA_VERSION + 1))
 
     # opening again is a no-op
     store = schema5.new_store()
@@ -1473,7 +1473,7 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: OldSchema) -> No
         before
     )
 
-    # migrations 6 to 9 applied again over their own columns (records lost) change nothing
+    # migrations 6 to 10 applied again over their own layout (records lost) change nothing
     schema5.execute("DELETE FROM qlearn_schema WHERE version >= 6")
     store = schema5.new_store()
     store.open()
@@ -1483,7 +1483,7 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: OldSchema) -> No
     finally:
         store.close()
     versions = schema5.execute("SELECT version FROM qlearn_schema ORDER BY version")
-    assert [row[0] for row in versions] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert [row[0] for row in versions] == list(range(1, SCHEMA_VERSION + 1))
 
 
 @pytest.fixture(params=list(OLD_SCHEMA_FACTORIES), ids=list(OLD_SCHEMA_FACTORIES))
@@ -1519,7 +1519,7 @@ def test_a_schema_8_store_is_migrated_keeping_its_sessions_without_first_failure
     store = schema8.new_store()
     store.open()
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 9
+        assert store.schema_version() == SCHEMA_VERSION == 10
         snapshot = store.load_snapshot(PARTITION, [AGENT])
         assert snapshot.histories == {
             "t::a": OLD_HISTORY._replace(fixture_mean=0.25, flaky=1, duration_recent=1.75)
@@ -1567,10 +1567,10 @@ def test_a_schema_8_store_is_migrated_keeping_its_sessions_without_first_failure
     finally:
         store.close()
     before = schema8.execute("SELECT version, applied_at FROM qlearn_schema ORDER BY version")
-    assert [row[0] for row in before] == list(range(1, 10))
+    assert [row[0] for row in before] == list(range(1, SCHEMA_VERSION + 1))
 
-    # migration 9 applied again over its own columns (its record lost) changes nothing
-    schema8.execute("DELETE FROM qlearn_schema WHERE version = 9")
+    # migrations 9 and 10 applied again over their own layout (records lost) change nothing
+    schema8.execute("DELETE FROM qlearn_schema WHERE version >= 9")
     store = schema8.new_store()
     store.open()
     try:
@@ -1580,7 +1580,7 @@ def test_a_schema_8_store_is_migrated_keeping_its_sessions_without_first_failure
     finally:
         store.close()
     versions = schema8.execute("SELECT version FROM qlearn_schema ORDER BY version")
-    assert [row[0] for row in versions] == list(range(1, 10))
+    assert [row[0] for row in versions] == list(range(1, SCHEMA_VERSION + 1))
 
 
 # -- order-dependence suspects (a pattern kind of their own) ----------------------------------

@@ -33,6 +33,7 @@ from pytest_qlearn.store import (
     parse_store_url,
     redact,
 )
+from pytest_qlearn.store import sqlite as sqlite_store
 from pytest_qlearn.store.base import (
     SCHEMA_VERSION,
     AgentProgress,
@@ -672,17 +673,45 @@ def test_every_stored_q_row_carries_its_readable_state(db_path: Path) -> None:
         assert any(f"test={test_id}" in text for text in texts)
 
 
+def old_store(path: Path, version: int, q_rows: list[tuple[str, str, int, float, int]]) -> None:
+    """A store as a pytest-qlearn of schema ``version`` left it (its migrations, applied as
+    it applied them), holding ``q_rows`` (agent, state, action, q, visits) in ``PARTITION``
+    — in the q_values of before version 10, keyed by project, environment and agent."""
+    now = time.time()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with raw(path) as conn:
+        conn.execute(
+            "CREATE TABLE qlearn_schema (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+        )
+        for v in range(1, version + 1):
+            for statement in sqlite_store.MIGRATIONS[v]:
+                sqlite_store._apply(conn, statement)
+            conn.execute("INSERT INTO qlearn_schema VALUES (?, 0)", (v,))
+        conn.executemany(
+            "INSERT INTO q_values (project, environment, agent, state_hash, action, "
+            "state_text, q, visits, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    PARTITION.project,
+                    PARTITION.environment,
+                    agent,
+                    state,
+                    action,
+                    f"text of {state}",
+                    q,
+                    visits,
+                    now,
+                    now + 86_400,
+                )
+                for agent, state, action, q, visits in q_rows
+            ],
+        )
+
+
 def test_a_version_1_store_is_migrated_forward_keeping_what_it_learned(db_path: Path) -> None:
+    old_store(db_path, 1, [(AGENT, "state", 0, 0.5, 2)])
     with opened(db_path) as store:
-        assert store.write_episode(episode_write("s1", q=[("state", 0, 0.5, 2)]))
-    with raw(db_path) as conn:  # as a pytest-qlearn of schema version 1 left it
-        conn.execute("DROP TABLE file_hashes")
-        conn.execute("DROP TABLE pending_skips")
-        conn.execute("DROP TABLE checkpoints")
-        conn.execute("DROP TABLE checkpoint_results")
-        conn.execute("DELETE FROM qlearn_schema WHERE version > 1")
-    with opened(db_path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 9
+        assert store.schema_version() == SCHEMA_VERSION == 10
         assert q_table(store) == {("state", 0): (0.5, 2)}
         write = replace(episode_write("s2"), file_hashes=[("tests/test_a.py", "a1")])
         assert store.write_episode(write)
@@ -693,20 +722,88 @@ def test_a_version_2_store_loses_the_selectors_pending_rows_and_keeps_its_q_tabl
     db_path: Path,
 ) -> None:
     pending_row = "selector:pending:k1:t.py::test_b"
+    q = [("k1", 0, 0.5, 2), ("k1", 1, -0.25, 1), (pending_row, 1, 1.0, 1)]
+    old_store(db_path, 2, [("selector", *row) for row in q])
     with opened(db_path) as store:
-        q = [("k1", 0, 0.5, 2), ("k1", 1, -0.25, 1), (pending_row, 1, 1.0, 1)]
-        assert store.write_episode(episode_write("s1", q=q, agent="selector"))
-    with raw(db_path) as conn:  # as a pytest-qlearn of schema version 2 left it
-        conn.execute("DROP TABLE pending_skips")
-        conn.execute("DROP TABLE checkpoints")
-        conn.execute("DROP TABLE checkpoint_results")
-        conn.execute("DELETE FROM qlearn_schema WHERE version > 2")
-    with opened(db_path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 9
+        assert store.schema_version() == SCHEMA_VERSION == 10
         assert q_table(store, "selector") == {("k1", 0): (0.5, 2), ("k1", 1): (-0.25, 1)}
         write = replace(episode_write("s2"), pending_skips=[PendingSkipDelta("t", "k", 1.0)])
         assert store.write_episode(write)
         assert store.load_snapshot(PARTITION, [AGENT]).pending_skips == {"t": {"k": 1.0}}
+
+
+def test_a_version_9_store_keeps_every_q_value_exactly_under_its_integer_scope(
+    db_path: Path,
+) -> None:
+    """Version 10 re-keys q_values by an integer scope per project, environment and agent:
+    every row of every agent comes across bit for bit, with its text and times, and the
+    migrated table takes deltas, reads, summaries and cleanup like a new one."""
+    values = [0.1, -0.0, 1e-300, 2.0**52 + 0.5, -123.456789012345678, 1 / 3]
+    rows = [
+        (agent, f"s{i}", action, value * (action + 1), i + action)
+        for agent in (AGENT, "selector")
+        for i, value in enumerate(values)
+        for action in range(2)
+    ]
+    old_store(db_path, 9, rows)
+    with raw(db_path) as conn:
+        before = conn.execute(
+            "SELECT agent, state_hash, action, state_text, q, visits, updated_at, expires_at "
+            "FROM q_values ORDER BY agent, state_hash, action"
+        ).fetchall()
+    with opened(db_path) as store:
+        assert store.schema_version() == 10
+        for agent in (AGENT, "selector"):
+            assert q_table(store, agent) == {
+                (state, action): (q, visits) for a, state, action, q, visits in rows if a == agent
+            }
+        records = [
+            (r.agent, r.state, r.action, r.state_text, r.q, r.visits, r.updated_at, r.expires_at)
+            for agent in sorted((AGENT, "selector"))
+            for r in store.q_values(PARTITION, agent, order="key")
+        ]
+        assert records == before
+        assert store.partitions() == [PARTITION]
+        summaries = store.q_table_summaries(PARTITION)
+        assert {a: (s.entries, s.states) for a, s in summaries.items()} == {
+            AGENT: (12, 6),
+            "selector": (12, 6),
+        }
+        assert store.write_episode(episode_write("s10", q=[("s0", 0, 0.25, 1), ("new", 2, 1.0, 1)]))
+        assert q_table(store)[("s0", 0)] == (0.1 + 0.25, 0 + 1)
+        assert q_table(store)[("new", 2)] == (1.0, 1)
+        assert q_table(store, "selector")[("s0", 0)] == (0.1, 0)  # another agent's: untouched
+        assert store.cleanup(PARTITION.project, ttl_days=30, now=time.time() + 400 * 86_400) > 0
+        assert q_table(store) == {} and q_table(store, "selector") == {}
+
+
+def test_a_staged_write_keeps_the_texts_of_known_states_and_takes_those_of_new_ones(
+    tmp_path: Path,
+) -> None:
+    """A session sends a state's text only when the state is new to its Q-table; the staged
+    merge binds the rows without a text apart from those with one: every row is added once,
+    a stored text stays, a new state's text comes in."""
+    n = sqlite_store.STAGE_THRESHOLD + 11
+    first = [QDelta(f"s{i:05d}", f"old {i}", i % 3, 0.5 + i, 1) for i in range(n)]
+    # known states (no text) interleaved in key order with new ones (a text)
+    second = [
+        QDelta(f"s{i:05d}", "" if i < n else f"new {i}", i % 3, 0.25, 2)
+        for i in range(n // 2, n + n // 2)
+    ]
+    with opened(tmp_path / "q.db") as store:
+        for session_id, deltas in (("one", first), ("two", second)):
+            write = replace(episode_write(session_id), q_deltas={AGENT: deltas})
+            assert store.write_episode(write) is True
+        records = {(r.state, r.action): r for r in store.q_values(PARTITION, AGENT)}
+    assert len(records) == n + n // 2
+    for i in range(n + n // 2):
+        record = records[(f"s{i:05d}", i % 3)]
+        if i < n // 2:
+            assert (record.state_text, record.q, record.visits) == (f"old {i}", 0.5 + i, 1)
+        elif i < n:
+            assert (record.state_text, record.q, record.visits) == (f"old {i}", 0.5 + i + 0.25, 3)
+        else:
+            assert (record.state_text, record.q, record.visits) == (f"new {i}", 0.25, 2)
 
 
 def test_a_large_q_write_is_staged_added_and_rolled_back_whole(tmp_path: Path) -> None:

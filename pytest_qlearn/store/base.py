@@ -41,7 +41,9 @@ SUSPECT_AGENT = "order-suspect"
 #: 9: sessions.time_to_first_failure, collection_time_to_first_failure,
 #: first_failure_position, collection_first_failure_position (how early the first failure
 #: showed up in the run's order and in collection order; NULL in older rows).
-SCHEMA_VERSION = 9
+#: 10: SQLite only — q_values keyed by an integer scope (``q_scopes``: one per project,
+#: environment and agent) instead of the three texts (PostgreSQL: nothing changes).
+SCHEMA_VERSION = 10
 DEFAULT_TTL_DAYS = 30
 SECONDS_PER_DAY = 86_400.0
 #: Automatic TTL cleanup runs at most this often per project.

@@ -331,6 +331,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             ADD COLUMN IF NOT EXISTS first_failure_position integer,
             ADD COLUMN IF NOT EXISTS collection_first_failure_position integer""",
     ),
+    # SQLite's q_values re-keyed by an integer scope; here a partition is one uuid already
+    10: (),
 }
 
 _HISTORY_FIELDS = TestHistory._fields
