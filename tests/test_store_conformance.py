@@ -1432,7 +1432,7 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: OldSchema) -> No
     store = schema5.new_store()
     store.open()
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 10
+        assert store.schema_version() == SCHEMA_VERSION == 11
         snapshot = store.load_snapshot(PARTITION, [AGENT])
         assert snapshot.histories == {"t::a": OLD_HISTORY}
         assert snapshot.histories["t::a"].fixture_mean == 0.0
@@ -1519,7 +1519,7 @@ def test_a_schema_8_store_is_migrated_keeping_its_sessions_without_first_failure
     store = schema8.new_store()
     store.open()
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 10
+        assert store.schema_version() == SCHEMA_VERSION == 11
         snapshot = store.load_snapshot(PARTITION, [AGENT])
         assert snapshot.histories == {
             "t::a": OLD_HISTORY._replace(fixture_mean=0.25, flaky=1, duration_recent=1.75)

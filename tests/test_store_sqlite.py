@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from pytest_qlearn.agents import prioritizer as prio
 from pytest_qlearn.agents.prioritizer import TestRef
-from pytest_qlearn.engine.history import FAILED, PASSED, SKIPPED
+from pytest_qlearn.engine.history import FAILED, PASSED, SKIPPED, TestHistory
 from pytest_qlearn.engine.hyperparams import ConfigError
 from pytest_qlearn.session import LearningSession, TestResult
 from pytest_qlearn.store import (
@@ -711,7 +711,7 @@ def old_store(path: Path, version: int, q_rows: list[tuple[str, str, int, float,
 def test_a_version_1_store_is_migrated_forward_keeping_what_it_learned(db_path: Path) -> None:
     old_store(db_path, 1, [(AGENT, "state", 0, 0.5, 2)])
     with opened(db_path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 10
+        assert store.schema_version() == SCHEMA_VERSION == 11
         assert q_table(store) == {("state", 0): (0.5, 2)}
         write = replace(episode_write("s2"), file_hashes=[("tests/test_a.py", "a1")])
         assert store.write_episode(write)
@@ -725,19 +725,20 @@ def test_a_version_2_store_loses_the_selectors_pending_rows_and_keeps_its_q_tabl
     q = [("k1", 0, 0.5, 2), ("k1", 1, -0.25, 1), (pending_row, 1, 1.0, 1)]
     old_store(db_path, 2, [("selector", *row) for row in q])
     with opened(db_path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 10
+        assert store.schema_version() == SCHEMA_VERSION == 11
         assert q_table(store, "selector") == {("k1", 0): (0.5, 2), ("k1", 1): (-0.25, 1)}
         write = replace(episode_write("s2"), pending_skips=[PendingSkipDelta("t", "k", 1.0)])
         assert store.write_episode(write)
         assert store.load_snapshot(PARTITION, [AGENT]).pending_skips == {"t": {"k": 1.0}}
 
 
-def test_a_version_9_store_keeps_every_q_value_exactly_under_its_integer_scope(
+def test_a_version_9_store_keeps_every_q_value_and_history_exactly_under_integer_keys(
     db_path: Path,
 ) -> None:
-    """Version 10 re-keys q_values by an integer scope per project, environment and agent:
-    every row of every agent comes across bit for bit, with its text and times, and the
-    migrated table takes deltas, reads, summaries and cleanup like a new one."""
+    """Version 10 re-keys q_values by an integer scope per project, environment and agent,
+    version 11 test_history by an integer partition: every row comes across bit for bit, with
+    its text and times, and the migrated tables take deltas, reads, summaries and cleanup
+    like new ones."""
     values = [0.1, -0.0, 1e-300, 2.0**52 + 0.5, -123.456789012345678, 1 / 3]
     rows = [
         (agent, f"s{i}", action, value * (action + 1), i + action)
@@ -746,13 +747,20 @@ def test_a_version_9_store_keeps_every_q_value_exactly_under_its_integer_scope(
         for action in range(2)
     ]
     old_store(db_path, 9, rows)
+    history = TestHistory("t.py::test_ü", 7, 2, 3, "PFPPF", 5, 7, 1, 0.125, 1e-9, 0.5, 0.25, 1, 0.2)
     with raw(db_path) as conn:
         before = conn.execute(
             "SELECT agent, state_hash, action, state_text, q, visits, updated_at, expires_at "
             "FROM q_values ORDER BY agent, state_hash, action"
         ).fetchall()
+        conn.execute(
+            f"INSERT INTO test_history (project, environment, {', '.join(history._fields)}, "
+            f"updated_at, expires_at) VALUES ({', '.join('?' * (len(history) + 4))})",
+            (PARTITION.project, PARTITION.environment, *history, time.time(), time.time() + 1e6),
+        )
     with opened(db_path) as store:
-        assert store.schema_version() == 10
+        assert store.schema_version() == 11
+        assert store.load_snapshot(PARTITION, [AGENT]).histories == {history.test_id: history}
         for agent in (AGENT, "selector"):
             assert q_table(store, agent) == {
                 (state, action): (q, visits) for a, state, action, q, visits in rows if a == agent

@@ -43,7 +43,8 @@ SUSPECT_AGENT = "order-suspect"
 #: showed up in the run's order and in collection order; NULL in older rows).
 #: 10: SQLite only — q_values keyed by an integer scope (``q_scopes``: one per project,
 #: environment and agent) instead of the three texts (PostgreSQL: nothing changes).
-SCHEMA_VERSION = 10
+#: 11: SQLite only — test_history keyed by an integer partition (``partition_keys``).
+SCHEMA_VERSION = 11
 DEFAULT_TTL_DAYS = 30
 SECONDS_PER_DAY = 86_400.0
 #: Automatic TTL cleanup runs at most this often per project.

@@ -331,8 +331,10 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             ADD COLUMN IF NOT EXISTS first_failure_position integer,
             ADD COLUMN IF NOT EXISTS collection_first_failure_position integer""",
     ),
-    # SQLite's q_values re-keyed by an integer scope; here a partition is one uuid already
+    # SQLite's q_values and test_history re-keyed by integers; here a partition is one uuid
+    # already
     10: (),
+    11: (),
 }
 
 _HISTORY_FIELDS = TestHistory._fields

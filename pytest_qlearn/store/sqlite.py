@@ -328,6 +328,54 @@ MIGRATIONS: dict[int, tuple[str | AddColumn | Rebuild, ...]] = {
             ),
         ),
     ),
+    11: (
+        # test_history keyed by one integer per project and environment, for the same
+        # reason (its upsert of 100,000 histories: 0.44 s with the texts, 0.25 s without)
+        """CREATE TABLE IF NOT EXISTS partition_keys (
+            partition_id INTEGER PRIMARY KEY,
+            project TEXT NOT NULL,
+            environment TEXT NOT NULL,
+            UNIQUE (project, environment))""",
+        Rebuild(
+            "test_history",
+            "partition_id",
+            (
+                """INSERT OR IGNORE INTO partition_keys (project, environment)
+                    SELECT DISTINCT project, environment FROM test_history
+                    ORDER BY project, environment""",
+                "DROP TABLE IF EXISTS test_history_by_partition",
+                """CREATE TABLE test_history_by_partition (
+                    partition_id INTEGER NOT NULL,
+                    test_id TEXT NOT NULL,
+                    runs INTEGER NOT NULL,
+                    failures INTEGER NOT NULL,
+                    flips INTEGER NOT NULL,
+                    verdicts TEXT NOT NULL,
+                    last_failure_episode INTEGER NOT NULL,
+                    last_run_episode INTEGER NOT NULL,
+                    first_episode INTEGER NOT NULL,
+                    duration_mean REAL NOT NULL,
+                    duration_m2 REAL NOT NULL,
+                    last_duration REAL NOT NULL,
+                    fixture_mean REAL NOT NULL DEFAULT 0,
+                    flaky INTEGER NOT NULL DEFAULT 0,
+                    duration_recent REAL NOT NULL DEFAULT 0,
+                    updated_at REAL NOT NULL,
+                    expires_at REAL NOT NULL,
+                    PRIMARY KEY (partition_id, test_id)) WITHOUT ROWID""",
+                """INSERT INTO test_history_by_partition
+                    SELECT k.partition_id, h.test_id, h.runs, h.failures, h.flips, h.verdicts,
+                        h.last_failure_episode, h.last_run_episode, h.first_episode,
+                        h.duration_mean, h.duration_m2, h.last_duration, h.fixture_mean,
+                        h.flaky, h.duration_recent, h.updated_at, h.expires_at
+                    FROM test_history h JOIN partition_keys k ON k.project = h.project
+                        AND k.environment = h.environment
+                    ORDER BY k.partition_id, h.test_id""",
+                "DROP TABLE test_history",
+                "ALTER TABLE test_history_by_partition RENAME TO test_history",
+            ),
+        ),
+    ),
 }
 
 #: Tables whose rows simply age out: (table, the column of their last use).
@@ -499,8 +547,7 @@ class SqliteStore(Store):
         histories = {
             row[0]: TestHistory(*row)
             for row in conn.execute(
-                f"SELECT {', '.join(_HISTORY_FIELDS)} FROM test_history "
-                "WHERE project = ? AND environment = ?",
+                f"SELECT {', '.join(_HISTORY_FIELDS)} FROM test_history WHERE {_IN_PARTITION}",
                 key,
             )
         }
@@ -1122,17 +1169,17 @@ class SqliteStore(Store):
         (sessions,) = self.conn.execute(
             "SELECT COUNT(*) FROM sessions WHERE project = ? AND environment = ?", key
         ).fetchone()
+        partition_id = (self._partition_id(*key),)
         if takes_next_histories(write, sessions):
             self._upsert_histories(
-                _rows_of(write.next_histories, key, _HISTORY_COLUMNS, (now, expires))
+                _rows_of(write.next_histories, partition_id, _HISTORY_COLUMNS, (now, expires))
             )
             return
         stored = {
             row[0]: TestHistory(*row)
             for row in self.conn.execute(
-                f"SELECT {', '.join(_HISTORY_FIELDS)} FROM test_history "
-                "WHERE project = ? AND environment = ?",
-                key,
+                f"SELECT {', '.join(_HISTORY_FIELDS)} FROM test_history WHERE partition_id = ?",
+                partition_id,
             )
         }
         rows = []
@@ -1142,8 +1189,23 @@ class SqliteStore(Store):
                 obs.verdict, obs.duration, write.session.episode, obs.fixture, obs.flaky
             )
             stored[obs.test_id] = updated
-            rows.append((*key, *updated, now, expires))
+            rows.append((*partition_id, *updated, now, expires))
         self._upsert_histories(rows)
+
+    def _partition_id(self, project: str, environment: str) -> int:
+        """The integer ``test_history`` keys a partition by (made on its first write; inside
+        the write transaction)."""
+        conn = self.conn
+        conn.execute(
+            "INSERT INTO partition_keys (project, environment) VALUES (?, ?) "
+            "ON CONFLICT (project, environment) DO NOTHING",
+            (project, environment),
+        )
+        (partition_id,) = conn.execute(
+            "SELECT partition_id FROM partition_keys WHERE project = ? AND environment = ?",
+            (project, environment),
+        ).fetchone()
+        return int(partition_id)
 
     def _merge_pending_skips(
         self,
@@ -1171,9 +1233,9 @@ class SqliteStore(Store):
 
     def _upsert_histories(self, rows: Iterable[tuple[object, ...]]) -> None:
         self.conn.executemany(
-            f"INSERT OR REPLACE INTO test_history (project, environment, "
+            f"INSERT OR REPLACE INTO test_history (partition_id, "
             f"{', '.join(_HISTORY_FIELDS)}, updated_at, expires_at) "
-            f"VALUES ({', '.join('?' * (len(_HISTORY_FIELDS) + 4))})",
+            f"VALUES ({', '.join('?' * (len(_HISTORY_FIELDS) + 3))})",
             rows,
         )
 
@@ -1220,7 +1282,12 @@ class SqliteStore(Store):
                 "WHERE project = ?) AND (expires_at < ? OR updated_at < ?)",
                 (project, now, cutoff),
             ).rowcount
-            for table in ("patterns", "test_history", "pending_skips"):
+            removed += conn.execute(
+                "DELETE FROM test_history WHERE partition_id IN (SELECT partition_id FROM "
+                "partition_keys WHERE project = ?) AND (expires_at < ? OR updated_at < ?)",
+                (project, now, cutoff),
+            ).rowcount
+            for table in ("patterns", "pending_skips"):
                 removed += conn.execute(
                     f"DELETE FROM {table} WHERE project = ? AND (expires_at < ? OR updated_at < ?)",
                     (project, now, cutoff),
@@ -1232,8 +1299,10 @@ class SqliteStore(Store):
             # a map outlives neither its test's history nor the TTL
             removed += conn.execute(
                 "DELETE FROM coverage_maps WHERE project = ? AND (updated_at < ? OR NOT EXISTS ("
-                "SELECT 1 FROM test_history h WHERE h.project = coverage_maps.project AND "
-                "h.environment = coverage_maps.environment AND h.test_id = coverage_maps.test_id))",
+                "SELECT 1 FROM test_history h JOIN partition_keys k "
+                "ON k.partition_id = h.partition_id WHERE k.project = coverage_maps.project "
+                "AND k.environment = coverage_maps.environment "
+                "AND h.test_id = coverage_maps.test_id))",
                 (project, cutoff),
             ).rowcount
             # checkpoints nobody claimed within the TTL (the results go with them)
@@ -1307,6 +1376,10 @@ _TEXT, _WITHOUT_TEXT = itemgetter(1), itemgetter(0, 2, 3, 4)
 #: agent never wrote there.
 _IN_SCOPE = (
     "scope = (SELECT scope FROM q_scopes WHERE project = ? AND environment = ? AND agent = ?)"
+)
+#: ``test_history`` rows of one project (?) and environment (?).
+_IN_PARTITION = (
+    "partition_id = (SELECT partition_id FROM partition_keys WHERE project = ? AND environment = ?)"
 )
 
 
