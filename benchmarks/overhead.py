@@ -13,7 +13,8 @@ each arm (the qlearn warm-up populates the store like an earlier CI run would), 
 order rotating from round to round), and both ratios are printed, each against the plain
 run of its own round. The PostgreSQL arm learns into a fresh schema dropped at the end.
 ``--compare PATH`` adds the same qlearn arms importing the package under PATH (an earlier
-version): before and after side by side in one run.
+version): before and after side by side in one run (its PostgreSQL arm in a fresh schema of
+its own: the two versions' schemas may differ, and an older version refuses a newer one).
 
 Byte code is cached in the temporary directory (``PYTHONPYCACHEPREFIX``) even where the
 environment sets ``PYTHONDONTWRITEBYTECODE``: an installed plugin has its ``.pyc`` files, and
@@ -41,7 +42,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -214,12 +215,23 @@ def main(argv: list[str] | None = None) -> int:
         f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()} "
         f"({platform.python_implementation()}), {platform.platform()}"
     )
-    with tempfile.TemporaryDirectory(prefix="qlearn-overhead-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="qlearn-overhead-") as tmp, ExitStack() as schemas:
+        pg_url = pg_compare_url = None
         if options.store:
-            with fresh_schema(options.store) as pg_url:
-                measure(Path(tmp), tests, pairs, pg_url, options.no_bytecode_cache, options.compare)
-        else:
-            measure(Path(tmp), tests, pairs, None, options.no_bytecode_cache, options.compare)
+            pg_url = schemas.enter_context(fresh_schema(options.store))
+            if options.compare:
+                # a schema of its own: a schema version is the whole schema's, and the two
+                # versions may differ (an older one refuses a newer schema)
+                pg_compare_url = schemas.enter_context(fresh_schema(options.store))
+        measure(
+            Path(tmp),
+            tests,
+            pairs,
+            pg_url,
+            options.no_bytecode_cache,
+            options.compare,
+            pg_compare_url,
+        )
     return 0
 
 
@@ -230,6 +242,7 @@ def measure(
     pg_url: str | None,
     no_bytecode_cache: bool,
     compare: str | None = None,
+    pg_compare_url: str | None = None,
 ) -> None:
     project = root / "project"
     project.mkdir()
@@ -260,10 +273,9 @@ def measure(
             TARGET_RATIO,
             other,
         )
-        if pg_url is not None:
-            # its own partition (project) in the same schema
+        if pg_compare_url is not None:
             arms["postgresql cmp"] = (
-                ["--qlearn", "--qlearn-db", pg_url, "-o", "qlearn_project=overhead-compare"],
+                ["--qlearn", "--qlearn-db", pg_compare_url],
                 PG_TARGET_RATIO,
                 other,
             )
