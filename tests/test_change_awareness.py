@@ -140,6 +140,31 @@ def test_code_still_differing_from_when_it_passed_is_no_revert(tmp_path: Path) -
     assert run.reverted == frozenset()
 
 
+OUTER_EDIT = ("return mid()", "return mid() + 0")
+MID_EDIT = ("return inner()", "return inner() + 0")
+
+
+def test_a_fix_with_a_new_change_in_the_same_file_undoes_the_failures_cause(
+    tmp_path: Path,
+) -> None:
+    """Episode 3 breaks inner; episode 4 reverts it and changes outer in the same commit:
+    core.py still differs from when test_inner passed, but what it started failing with is
+    back and the rest changed in this very run."""
+    *_, run = _episodes(tmp_path, [[], [BREAK], [REVERT, OUTER_EDIT]], {INNER: 2, MODULE: 2})
+    assert run.changed_files == {"pkg/core.py"}
+    # test_module names nothing that changed when it started failing: it stays a failure
+    assert run.reverted == {INNER}
+
+
+def test_a_failure_that_also_names_a_definition_still_changed_is_not_undone(
+    tmp_path: Path,
+) -> None:
+    """Episode 3 breaks inner and changes mid; episode 4 reverts inner only. test_inner
+    names only inner (back); test_outer reaches mid too, which still differs."""
+    *_, run = _episodes(tmp_path, [[], [BREAK, MID_EDIT], [REVERT]], {INNER: 2, OUTER: 2})
+    assert run.reverted == {INNER}
+
+
 def test_a_revert_in_one_module_with_a_change_in_a_module_the_test_does_not_reach(
     tmp_path: Path,
 ) -> None:

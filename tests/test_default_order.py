@@ -365,6 +365,43 @@ def test_a_failure_whose_breaking_change_is_reverted_runs_after_the_fresh_change
     assert set(order[11:16]) == {f"tests/test_c.py::test_c{i}" for i in range(5)}
 
 
+def test_a_fix_and_a_new_fault_in_one_file_run_the_fresh_failure_first(
+    pytester: pytest.Pytester,
+) -> None:
+    """One commit undoes the change test_c* failed with and breaks another function of the
+    same module: the module still differs from when they passed, but not in what they
+    started failing with — the tests calling the newly broken function run first, and the
+    fixed failures after the tests reaching the change, ahead of every test without
+    evidence."""
+    _package_suite(pytester)
+    mod_c = pytester.path / "pkg" / "mod_c.py"
+    mod_c.write_text(mod_c.read_text() + "\n\ndef helper_c():\n    return 1\n")
+    (pytester.path / "tests" / "test_helper_c.py").write_text(
+        "from pkg.mod_c import helper_c\n\n"
+        + "".join(f"def test_helper_c{i}():\n    assert helper_c() == 1\n\n" for i in range(3))
+    )
+    _git(pytester.path, "add", "-A")
+    _git(pytester.path, "commit", "-q", "-m", "helper")
+    pytester.syspathinsert()
+    for _ in range(2):
+        _run(pytester).assert_outcomes(passed=83)
+    mod_c.write_text(mod_c.read_text().replace("return 1", "return 3", 1))  # value_c
+    _git(pytester.path, "commit", "-q", "-am", "c breaks")
+    _run(pytester).assert_outcomes(passed=78, failed=5)
+    _run(pytester).assert_outcomes(passed=78, failed=5)
+
+    text = mod_c.read_text().replace("return 3", "return 1")
+    mod_c.write_text(text.replace("def helper_c():\n    return 1", "def helper_c():\n    return 2"))
+    _git(pytester.path, "commit", "-q", "-am", "fix value_c; helper_c breaks")
+    result = _run(pytester)
+    result.assert_outcomes(passed=80, failed=3)
+    order = run_order(result)
+    assert set(order[:3]) == {f"tests/test_helper_c.py::test_helper_c{i}" for i in range(3)}
+    fixed = {f"tests/test_c.py::test_c{i}" for i in range(5)}
+    assert set(order[3:6]) == {f"tests/test_zz_c.py::test_zz_c{i}" for i in range(3)}
+    assert set(order[6:11]) == fixed
+
+
 XDIST_LINE = re.compile(r"^\[(gw\d+)\] \[\s*\d+%\] (PASSED|FAILED) (\S+::\S+)")
 
 

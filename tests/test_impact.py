@@ -684,6 +684,49 @@ def test_the_cache_keeps_the_previous_version_and_prunes_the_rest(tmp_path: Path
     assert len(kept["facts"]) <= 2 * len(only.digests) + 1
 
 
+def test_changes_between_two_earlier_runs(tmp_path: Path) -> None:
+    """What differed between the code of two earlier episodes, by the kept versions."""
+    project = tmp_path / "project"
+    write(project, PROJECT)
+    cache = tmp_path / "impact.json"
+    scanned(project, TESTS, cache).save(1)
+    edit(project, "src/pkg/mod.py", "return x + 1", "return x + 2")
+    scanned(project, TESTS, cache).save(2)
+    edit(project, "src/pkg/mod.py", "return x + 2", "return x + 1")  # back as in 1
+    edit(project, "src/pkg/unrelated.py", "return parts", "return parts[::-1]")
+    scanned(project, TESTS, cache).save(3)
+    now = scanned(project, TESTS, cache)
+    assert now.changes_between(1, 2) == ChangeSet(
+        frozenset({"src/pkg/mod.py"}), {"src/pkg/mod.py": frozenset({"inner"})}
+    )
+    assert now.changes_between(2, 3).definitions == {
+        "src/pkg/mod.py": frozenset({"inner"}),
+        "src/pkg/unrelated.py": frozenset({"join"}),
+    }
+    assert now.changes_between(1, 1) == ChangeSet(frozenset(), {})
+    # a file first seen after both episodes is no change between them; one first seen in
+    # between makes the answer unknown
+    write(project, {"src/pkg/late.py": "def late():\n    return 1\n"})
+    edit(project, "tests/test_mod.py", "import", "import pkg.late\nimport")
+    scanned(project, TESTS, cache).save(4)
+    later = scanned(project, TESTS, cache)
+    assert later.changes_between(1, 2).files == {"src/pkg/mod.py"}
+    assert later.changes_between(3, 4) is None
+
+
+def test_changes_between_runs_older_than_the_kept_versions_are_unknown(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    write(project, PROJECT)
+    cache = tmp_path / "impact.json"
+    for episode in range(1, impact_module.KEPT_VERSIONS + 3):
+        edit(project, "src/pkg/mod.py", "return ", f"return {episode} + ")
+        scanned(project, TESTS, cache).save(episode)
+    index = scanned(project, TESTS, cache)
+    last = impact_module.KEPT_VERSIONS + 2
+    assert index.changes_between(last - 1, last) is not None
+    assert index.changes_between(1, 2) is None  # mod.py's versions then are pruned
+
+
 @pytest.mark.parametrize(
     "content",
     [b"\x00\x01garbage", b"[1, 2, 3]", b'{"version": 1, "facts": {"x": 3}, "memo": 7}', b"{"],

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .impact import DependencyIndex, Impact
+from .impact import ChangeSet, DependencyIndex, Impact
 from .reach import CALLS_FURTHER, DIRECT, IMPORTS
 
 
@@ -86,7 +86,7 @@ def analyse(
         if changes.files and last_passed is not None:
             watch = last_passed()
         found = index.impacts(changes, test_ids) if changes.files else {}
-        reverted = _reverted(index, found, watch)
+        reverted = _reverted(index, found, watch, changes)
     except Exception as exc:  # an analysis bug must not cost the user's run its order
         return ChangeAwareness(note=f"change awareness is off this run ({type(exc).__name__})")
     return ChangeAwareness(
@@ -107,14 +107,19 @@ def _named(impact: Impact | None) -> bool:
 
 
 def _reverted(
-    index: DependencyIndex, found: Mapping[str, Impact], last_passed: Mapping[str, int]
+    index: DependencyIndex,
+    found: Mapping[str, Impact],
+    last_passed: Mapping[str, int],
+    current: ChangeSet,
 ) -> frozenset[str]:
     """The known failures (``last_passed``: test id -> the episode it last passed in) this
-    change reaches by name, whose code is again what it was when they passed: no file they
-    reach (test file, conftests, imported modules) differs from its version then in any
-    definition, by the cache's kept versions (a file whose version then is unknown differs).
-    Not only the definitions they name: a fault the names miss, in a file they import, may
-    still be there (toolz commit 21: two failures demoted that way ran at 138)."""
+    change (``current``) reaches by name, whose breaking change is undone: either no file
+    they reach (test file, conftests, imported modules) differs from its version when they
+    passed, in any definition (by the cache's kept versions; a file whose version then is
+    unknown differs) — not only the definitions they name: a fault the names miss, in a file
+    they import, may still be there (toolz commit 21: two failures demoted that way ran at
+    138) — or, see :func:`_cause_undone`, what they started failing with is back while
+    this run changed the same files elsewhere."""
     by_episode: dict[int, list[str]] = {}
     for test_id, episode in last_passed.items():
         if _named(found.get(test_id)):
@@ -124,7 +129,60 @@ def _reverted(
         since = index.changes_since(episode)
         then = index.impacts(since, test_ids) if since.files else {}
         reverted.update(test_id for test_id in test_ids if test_id not in then)
+        still = [test_id for test_id in test_ids if test_id in then]
+        if still:
+            reverted.update(_cause_undone(index, episode, since, current, still))
     return frozenset(reverted)
+
+
+#: A breaking change of more definitions than this is not looked into one by one (each costs
+#: an impact pass): its failures stay known failures.
+MAX_CAUSE_DEFINITIONS = 16
+
+
+def _cause_undone(
+    index: DependencyIndex,
+    passed: int,
+    since: ChangeSet,
+    current: ChangeSet,
+    test_ids: list[str],
+) -> set[str]:
+    """Of ``test_ids`` — failing since the run after episode ``passed``, with code that
+    still differs from then (``since``) — those whose failure's cause is undone although
+    their files changed again (a fix and a new fault in one commit): of the definitions that
+    changed when they started failing (from episode ``passed`` to the next), the ones a test
+    names are all back to their version then; and every definition that still differs from
+    then changed either in this very run (``current``: the change analysis ranks the tests
+    it reaches on its own) or when they started failing, unnamed by them — none changed
+    while they were failing, where it could have added a second fault. Unknown versions
+    answer nothing."""
+    cause = index.changes_between(passed, passed + 1)
+    if cause is None:
+        return set()
+    onset = [
+        (path, qual)
+        for path in sorted(cause.files)
+        for qual in sorted(cause.definitions[path] or ())
+    ]
+    if not onset or len(onset) > MAX_CAUSE_DEFINITIONS:
+        return set()
+    for path, differing in since.definitions.items():
+        changed_now = current.definitions.get(path) if path in current.files else frozenset()
+        if differing is None or changed_now is None:
+            return set()
+        started = cause.definitions.get(path) or frozenset()
+        if not differing <= changed_now | started:
+            return set()  # changed while they were failing
+    named_by = [
+        index.impacts(ChangeSet(frozenset({path}), {path: frozenset({qual})}), test_ids)
+        for path, qual in onset
+    ]
+    undone = set()
+    for test_id in test_ids:
+        named = [d for d, found in zip(onset, named_by, strict=True) if _named(found.get(test_id))]
+        if named and all(qual not in (since.definitions.get(path) or ()) for path, qual in named):
+            undone.add(test_id)
+    return undone
 
 
 def refine_with_coverage(

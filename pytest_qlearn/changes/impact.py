@@ -317,6 +317,17 @@ def _versions_from_json(obj: object, legacy: bool) -> list[tuple[str, int]]:
     return versions
 
 
+def _version_at(versions: Iterable[tuple[str, int]], episode: int) -> str | None:
+    """The digest a file had in ``episode``: the newest of its ``versions`` (newest first)
+    first seen then or before; None when none is known to be that old."""
+    for version, since in versions:
+        if since < 0:
+            return None  # unknown from here on
+        if since <= episode:
+            return version
+    return None
+
+
 def _str_list(obj: object) -> TypeGuard[list[str]]:
     return isinstance(obj, list) and all(isinstance(s, str) for s in obj)
 
@@ -807,15 +818,39 @@ class DependencyIndex:
         self._require_scan()
         definitions: dict[str, frozenset[str] | None] = {}
         for path, digest in self._digests.items():
-            then = None
-            for version, since in self._history.get(path, ()):
-                if since < 0:
-                    break  # unknown from here on
-                if since <= episode:
-                    then = version
-                    break
+            then = _version_at(self._history.get(path, ()), episode)
             if then != digest:
                 definitions[path] = None if then is None else self._changed_definitions(path, then)
+        return ChangeSet(frozenset(definitions), definitions)
+
+    def changes_between(self, first: int, second: int) -> ChangeSet | None:
+        """The scanned files whose version in episode ``second`` differs from their version
+        in episode ``first`` (each the newest version first seen then or before), with the
+        definitions that differ — what changed between two earlier runs. A file the cache
+        knows in neither episode (added later) is left out; None when the answer is unknown:
+        a file known in one of them only (added in between), one whose kept versions no
+        longer reach back to ``first``, a version whose facts are gone or did not parse."""
+        self._require_scan()
+        definitions: dict[str, frozenset[str] | None] = {}
+        for path in self._digests:
+            versions = self._history.get(path, ())
+            before, after = _version_at(versions, first), _version_at(versions, second)
+            if before is None and after is None:
+                if len(versions) >= KEPT_VERSIONS or any(since < 0 for _, since in versions):
+                    return None  # older than what the cache keeps (or of unknown age)
+                continue  # first seen after both episodes
+            if before is None or after is None:
+                return None
+            if before == after:
+                continue
+            old, new = self._get_facts(before), self._get_facts(after)
+            if old is None or new is None or not old.ok or not new.ok:
+                return None
+            self._used_old.update((before, after))
+            was, now = old.digests(), new.digests()
+            definitions[path] = frozenset(
+                q for q in was.keys() | now.keys() if was.get(q) != now.get(q)
+            )
         return ChangeSet(frozenset(definitions), definitions)
 
     def impacts(self, changes: ChangeSet, test_ids: Iterable[str]) -> dict[str, Impact]:
