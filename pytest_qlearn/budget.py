@@ -58,6 +58,20 @@ def _markexpr_in(args: Iterable[object]) -> str | None:
     return found
 
 
+def project_deselect_prefixes(config: pytest.Config) -> tuple[str, ...]:
+    """The ``--deselect`` node id prefixes of the ini file's ``addopts``: the tests the
+    project's normal run leaves out (pytest deselects every test whose node id starts with
+    one), so leaving them out narrows nothing."""
+    tokens = [str(arg) for arg in config.getini("addopts")]
+    found = []
+    for i, token in enumerate(tokens):
+        if token == "--deselect" and i + 1 < len(tokens):
+            found.append(tokens[i + 1])
+        elif token.startswith("--deselect="):
+            found.append(token.removeprefix("--deselect="))
+    return tuple(found)
+
+
 def deselected_by_project(items: Sequence[pytest.Item], expr: str) -> list[pytest.Item]:
     """Of ``items`` pytest deselected, those the project's own ``-m`` expression leaves out
     (a normal run, not a narrowed one). Uses pytest's own matcher; on a pytest whose

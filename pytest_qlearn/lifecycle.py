@@ -466,6 +466,9 @@ class QLearnPlugin:
             if project:  # the ini file's -m: the project's normal run, not a narrowed one
                 normal = {id(item) for item in qbudget.deselected_by_project(items, project)}
                 items = [item for item in items if id(item) not in normal]
+            prefixes = qbudget.project_deselect_prefixes(self.config)
+            if prefixes:  # the ini file's --deselect: the same
+                items = [item for item in items if not item.nodeid.startswith(prefixes)]
             self.deselected_before += len(items)
 
     def rank_items(self, config: pytest.Config, items: list[pytest.Item]) -> None:

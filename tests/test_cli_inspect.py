@@ -478,6 +478,7 @@ def test_top_actions(db: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert (code, err) == (0, "")
     assert table_rows(out)[0] == ["last", "1", "1", "4", "44.4%", "2.5000", "2.5000"]
     assert "Top 1 decisions by visits" in out
+    assert "The prioritizer's actions are priority tiers" in " ".join(out.split())
 
 
 # -- export --------------------------------------------------------------------------------------
@@ -550,6 +551,16 @@ def test_export_writes_everything(
     code, out, _ = run(capsys, "export", AGENT, *shop(db), "-o", "-", "--trajectories", "2")
     assert code == 0
     assert len(json.loads(out)["trajectories"]) == 2
+
+
+def test_patterns_of_the_prioritizer_count_failures_not_flakes(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "patterns", AGENT, *shop(db))
+    assert (code, err) == (0, "")
+    header = next(line for line in out.splitlines() if "pattern" in line and "seen" in line)
+    assert header.split() == ["pattern", "seen", "failed", "failure", "rate"]
+    assert table_rows(out) == [["fail_rate=0", "2", "1", "50.0%"]]
 
 
 # -- fleet-status --------------------------------------------------------------------------------

@@ -231,6 +231,56 @@ def test_narrowed_and_stopped_runs_rank_only_what_runs_and_do_not_advance_the_ep
     assert after.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
 
 
+def test_tests_that_only_ever_skip_run_after_the_tests_with_a_record(
+    pytester: pytest.Pytester,
+) -> None:
+    """A skip (or an expected failure) gives no verdict to learn from: such tests keep no
+    record, and once seen they run after every test that has one, not ahead of them."""
+    pytester.makeini("[pytest]\nqlearn = true\n")
+    pytester.makepyfile(
+        test_a="import pytest\n\n"
+        + "".join(f"@pytest.mark.skip\ndef test_skip{i}():\n    pass\n\n" for i in range(3))
+        + "@pytest.mark.xfail\ndef test_expected():\n    assert False\n\n",
+        test_b="".join(f"def test_b{i}():\n    pass\n\n" for i in range(6)),
+    )
+    for run in range(3):
+        result = _run(pytester, "--qlearn-report")
+        result.assert_outcomes(passed=6, skipped=3, xfailed=1)
+        if run == 0:  # an empty store: collection order, the skips first
+            assert "what ran first (4 skipped test(s) ahead), and why:" in result.outlines
+    assert "what ran first, and why:" in result.outlines
+    order = run_order(result)
+    assert set(order[:6]) == {f"test_b.py::test_b{i}" for i in range(6)}
+    assert set(order[6:]) == {f"test_a.py::test_skip{i}" for i in range(3)} | {
+        "test_a.py::test_expected"
+    }
+
+
+def test_deselects_in_the_ini_addopts_are_the_projects_normal_run(
+    pytester: pytest.Pytester,
+) -> None:
+    """A project whose ini always deselects a few tests (say, ones that need a network)
+    runs full episodes: the episode and ε advance; the same --deselect given on the command
+    line narrows that one run."""
+    _wide_suite(pytester)
+    pytester.makeini(
+        "[pytest]\nqlearn = true\n"
+        "addopts = --deselect test_m03.py::test_07 --deselect=test_m04.py\n"
+    )
+    ran = MODULES * TESTS_PER_MODULE - 1 - TESTS_PER_MODULE
+    episodes = []
+    for _ in range(2):
+        result = _run(pytester, "--qlearn-report=r.json")
+        result.assert_outcomes(passed=ran, deselected=1 + TESTS_PER_MODULE)
+        assert not any("partial run" in line for line in result.outlines)
+        episodes.append(_episode(pytester.path / "r.json"))
+    assert episodes[1][0] == episodes[0][0] + 1 and episodes[1][1] < episodes[0][1]
+    narrowed = _run(pytester, "--deselect", "test_m05.py", "--qlearn-report=r.json")
+    narrowed.stdout.fnmatch_lines(["qlearn: partial run (20 test(s) were deselected)*"])
+    assert _episode(pytester.path / "r.json")[0] == episodes[1][0] + 1
+    assert json.loads((pytester.path / "r.json").read_text())["session"]["partial"]
+
+
 def test_auto_keeps_a_module_whose_module_fixture_is_costly_and_frees_the_rest(
     pytester: pytest.Pytester,
 ) -> None:

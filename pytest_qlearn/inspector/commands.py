@@ -24,6 +24,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from ..agents.flaky_hunter import NAME as FLAKY_HUNTER
+from ..agents.prioritizer import NAME as PRIORITIZER
 from ..engine.durations import DURATION_FORMS, parse_duration
 from ..engine.hyperparams import RANGES, ConfigError, parse_changes
 from ..names import DATABASE_URL_ENV
@@ -593,6 +595,13 @@ def _top_actions(args: argparse.Namespace) -> int:
             num(a["q_max"]),
         )
     out.print(table)
+    if doc["agent"] == PRIORITIZER:
+        out.print(
+            "The prioritizer's actions are priority tiers: a state's greedy tier is the one its "
+            "failure estimate earns the most in (last for a test unlikely to fail, first for "
+            "one likely to); the run order sorts by evidence (failed last run, reaches changed "
+            "code) first and by that estimate within it."
+        )
     decisions = _table(f"Top {len(doc['top'])} decisions by visits")
     for column in ("state", "best action", "Q", "visits", "margin"):
         decisions.add_column(
@@ -631,19 +640,29 @@ def _patterns(args: argparse.Namespace) -> int:
         _print_json(doc)
         return 0
     table = _table(f"Patterns of {args.agent}: {len(rows)}", _where(doc))
-    columns = ("pattern", "seen", "flaky", "reruns", "passed", "effectiveness", "mean reward")
+    # a pattern's hits are confirmed flakes for the flaky-hunter, failures for the other
+    # agents (the prioritizer's shared states), which rerun nothing
+    reruns = args.agent == FLAKY_HUNTER
+    columns = (
+        ("pattern", "seen", "flaky", "reruns", "passed", "effectiveness", "mean reward")
+        if reruns
+        else ("pattern", "seen", "failed", "failure rate")
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "pattern" else "right")
     for p in doc["patterns"]:
-        table.add_row(
-            p["description"] or p["pattern"],
-            str(p["occurrences"]),
-            str(p["hits"]),
-            str(p["reruns"]),
-            str(p["rerun_passes"]),
-            "n/a" if p["effectiveness"] is None else f"{p['effectiveness']:.0%}",
-            num(p["mean_reward"]),
-        )
+        seen = [p["description"] or p["pattern"], str(p["occurrences"]), str(p["hits"])]
+        if reruns:
+            table.add_row(
+                *seen,
+                str(p["reruns"]),
+                str(p["rerun_passes"]),
+                "n/a" if p["effectiveness"] is None else f"{p['effectiveness']:.0%}",
+                num(p["mean_reward"]),
+            )
+        else:
+            rate = p["hits"] / p["occurrences"] if p["occurrences"] else None
+            table.add_row(*seen, "n/a" if rate is None else f"{rate:.1%}")
     _console().print(table)
     return 0
 

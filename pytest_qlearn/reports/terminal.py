@@ -78,7 +78,13 @@ def detail_lines(summary: EpisodeSummary, store_status: str) -> list[str]:
         r for r in sorted(summary.results, key=lambda r: r.position) if r.test_id in summary.why
     ]
     if first:
-        lines.append("what ran first, and why:")
+        # a skip has no verdict to explain: say so when skipped tests ran ahead of these
+        ahead = sum(r.position < first[0].position for r in summary.results)
+        lines.append(
+            f"what ran first ({ahead} skipped test(s) ahead), and why:"
+            if ahead
+            else "what ran first, and why:"
+        )
         shown = first[:5] + [r for r in first[5:] if r.verdict == FAILED][:5]
         for r in shown:
             mark = "FAILED " if r.verdict == FAILED else ""
