@@ -69,6 +69,7 @@ import math
 import os
 import random
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -111,6 +112,10 @@ class Profile:
     test_paths: tuple[str, ...] = ()
     test_deps: tuple[str, ...] = ()
     pytest_args: tuple[str, ...] = ()
+    #: Options written to the work copy's ``pytest.ini`` as ``addopts``: a selection the
+    #: project's every run makes belongs in its config (given on every command line instead,
+    #: a ``--deselect`` would make each pytest-qlearn run a narrowed, partial episode).
+    ini_addopts: tuple[str, ...] = ()
 
 
 # Suites checked to be green from the sdist and to run in seconds on a 2-CPU machine (the
@@ -131,7 +136,7 @@ PROFILES: dict[str, Profile] = {
     # and ``testmon`` do not see such a failure on the next commit.
     "more-itertools": Profile(
         test_paths=("tests",),
-        pytest_args=tuple(
+        ini_addopts=tuple(
             f"--deselect=tests/{test}"
             for test in (
                 "test_recipes.py::PrimeFunctionTests::test_primes",
@@ -642,6 +647,12 @@ def prepare_project(args: argparse.Namespace, cache: Path) -> Project:
         shutil.rmtree(base)
     pristine = base / "pristine"
     shutil.copytree(source, pristine, ignore=shutil.ignore_patterns(".git", "__pycache__"))
+    if profile.ini_addopts:
+        ini = pristine / "pytest.ini"
+        if ini.exists():
+            raise SystemExit(f"{ini} exists: the profile's ini_addopts would replace it")
+        addopts = " ".join(shlex.quote(arg) for arg in profile.ini_addopts)
+        ini.write_text(f"[pytest]\naddopts = {addopts}\n", encoding="utf-8")
     work = base / "work"
     shutil.copytree(pristine, work)
     import_root, packages = find_packages(work)
@@ -888,7 +899,9 @@ def choose_faults(
     digest = hashlib.sha256()
     # The tests that run decide the verdicts too: a deselected test kills nothing.
     profile = project.profile
-    digest.update(json.dumps([profile.test_paths, profile.pytest_args]).encode())
+    # (the ini's addopts select as the same arguments on the command line would)
+    selection = [*profile.pytest_args, *profile.ini_addopts]
+    digest.update(json.dumps([profile.test_paths, selection]).encode())
     for relative in source_files(project):
         source = (project.pristine / relative).read_text(encoding="utf-8")
         digest.update(f"{relative}\0{source}\0".encode())
