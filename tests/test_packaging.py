@@ -3,6 +3,8 @@ scan read (an SPDX expression, the supported Python versions), and the pytest11 
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,16 +18,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_wheel_carries_the_licence_an_spdx_expression_and_the_entry_point(
-    tmp_path: Path,
-) -> None:
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT), "-w", str(tmp_path)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT), "-w", str(target)],
         check=True,
         capture_output=True,
         text=True,
     )
-    (wheel,) = tmp_path.glob("pytest_qlearn-*.whl")
+    (built,) = target.glob("pytest_qlearn-*.whl")
+    return built
+
+
+def test_the_wheel_carries_the_licence_an_spdx_expression_and_the_entry_point(
+    wheel: Path,
+) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
@@ -42,6 +50,67 @@ def test_the_wheel_carries_the_licence_an_spdx_expression_and_the_entry_point(
     assert metadata["Requires-Python"] == ">=3.10"
     assert "qlearn = pytest_qlearn.plugin" in entry_points
     assert "qlearn = pytest_qlearn.cli:main" in entry_points
+
+
+LOADERS = """
+import json, sys
+import pytest
+code = pytest.main(sys.argv[2:])
+ours = [m for m in sys.modules if m.split(".")[0] == "pytest_qlearn"]
+with open(sys.argv[1], "w") as fh:
+    json.dump({
+        "code": int(code),
+        "loaders": {m: type(getattr(sys.modules[m], "__loader__", None)).__name__ for m in ours},
+        "file": sys.modules["pytest_qlearn"].__file__,
+    }, fh)
+"""
+
+
+def test_installed_the_plugin_loads_as_plain_modules_not_through_assertion_rewriting(
+    wheel: Path, tmp_path: Path
+) -> None:
+    """pytest marks every module of a pytest11 plugin's distribution for assertion
+    rewriting, which compiles each from source and, where byte code is not written
+    (PYTHONDONTWRITEBYTECODE, common in CI images), does so in every run: ≈ 0.3 s of CPU.
+    Installed from the wheel, only the package's __init__ (which unmarks the rest) goes
+    through the rewriting hook. (The editable install of the checkout is not marked at all:
+    its distribution lists no modules.)"""
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "test_one.py").write_text("def test_one():\n    assert True\n")
+    out = tmp_path / "loaders.json"
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONDONTWRITEBYTECODE": "1"}
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LOADERS,
+            str(out),
+            "-q",
+            "-p",
+            "no:cov",
+            "-p",
+            "no:randomly",
+            "--qlearn",
+        ],
+        cwd=project,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    found = json.loads(out.read_text())
+    assert found["code"] == 0
+    assert Path(found["file"]).is_relative_to(site)  # the wheel's copy, not the checkout
+    loaders = found["loaders"]
+    assert loaders["pytest_qlearn"] == "AssertionRewritingHook"
+    assert {m for m, name in loaders.items() if name == "AssertionRewritingHook"} == {
+        "pytest_qlearn"
+    }
+    assert loaders["pytest_qlearn.lifecycle"] == "SourceFileLoader"
 
 
 @pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the git checkout to copy from")
