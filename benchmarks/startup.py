@@ -19,12 +19,19 @@ pytest_qlearn's own) each arm imports beyond ``plain``; then the plugin's own im
 difference of two whole pytest starts. A measurement, not a test: it always
 exits 0.
 
-    python benchmarks/startup.py [--rounds 21]
+``--wheel`` runs the arms against the wheel of this checkout (built with ``pip wheel`` and
+unpacked onto ``PYTHONPATH``) instead of the editable install: pytest treats an installed
+plugin's modules differently (it marks every module of a ``pytest11`` distribution for
+assertion rewriting; the editable install's distribution lists no modules), so this is what
+a user who ran ``pip install pytest-qlearn`` starts.
+
+    python benchmarks/startup.py [--rounds 21] [--wheel]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import statistics
@@ -32,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 TARGET_MS = 10.0
@@ -98,14 +106,43 @@ def import_ms(suite: Path, arm: str, env: dict[str, str], tries: int = 5) -> flo
     return best
 
 
+def unpacked_wheel(tmp: Path) -> Path:
+    """The wheel of this checkout, unpacked into ``tmp/site`` (a directory Python imports
+    it from, with its ``.dist-info``: entry points and the list of its files) and compiled
+    to byte code, as ``pip install`` leaves it."""
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(root), "-w", str(tmp)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp.glob("pytest_qlearn-*.whl")
+    site = tmp / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    compileall.compile_dir(site, quiet=1)  # as pip does on install
+    return site
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=21, help="interleaved rounds per mode")
+    parser.add_argument(
+        "--wheel", action="store_true", help="measure the wheel of this checkout, as installed"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="qlearn-startup-") as tmp:
-        suite = Path(tmp)
+        suite = Path(tmp) / "suite"
+        suite.mkdir()
         (suite / "test_one.py").write_text("def test_one():\n    assert True\n")
         (suite / "conftest.py").write_text(CONFTEST)
+        path_env = {}
+        if args.wheel:
+            site = unpacked_wheel(Path(tmp))
+            path_env = {
+                "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+            }
+            print(f"plugin: the wheel of this checkout, unpacked in {site}")
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.rounds} rounds")
         print(f"target: installed but off adds <= {TARGET_MS:g} ms and <= {TARGET_MODULES} modules")
         print()
@@ -117,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             ("none", {"PYTHONDONTWRITEBYTECODE": "1"}),
         )
         for label, extra in modes:
-            env = {**os.environ, **extra}
+            env = {**os.environ, **path_env, **extra}
             if label == "cached":  # this machine's shell sets it: then nothing is ever cached
                 env.pop("PYTHONDONTWRITEBYTECODE", None)
             env.pop("QLEARN_DATABASE_URL", None)  # "on" measures the default SQLite store
