@@ -46,30 +46,32 @@ def project_markexpr(config: pytest.Config) -> str | None:
     return expr if _markexpr_in(config.getini("addopts")) == expr else None
 
 
-def _markexpr_in(args: Iterable[object]) -> str | None:
-    """The last ``-m EXPR`` / ``-mEXPR`` of an argument list (pytest keeps the last one)."""
-    found = None
+def _option_values(args: Iterable[object], option: str) -> list[str]:
+    """The values an argument list gives ``option``, in order: ``OPT VALUE`` and
+    ``--long=VALUE``; for a short option also ``-oVALUE`` and ``-o=VALUE``."""
+    found = []
     tokens = [str(arg) for arg in args]
     for i, token in enumerate(tokens):
-        if token == "-m" and i + 1 < len(tokens):
-            found = tokens[i + 1]
-        elif token.startswith("-m") and len(token) > 2 and not token.startswith("--"):
-            found = token[2:].removeprefix("=")
+        if token == option and i + 1 < len(tokens):
+            found.append(tokens[i + 1])
+        elif token.startswith(option + "="):
+            found.append(token[len(option) + 1 :])
+        elif len(option) == 2 and len(token) > 2 and token.startswith(option):
+            found.append(token[2:])
     return found
+
+
+def _markexpr_in(args: Iterable[object]) -> str | None:
+    """The last ``-m EXPR`` / ``-mEXPR`` of an argument list (pytest keeps the last one)."""
+    values = _option_values(args, "-m")
+    return values[-1] if values else None
 
 
 def project_deselect_prefixes(config: pytest.Config) -> tuple[str, ...]:
     """The ``--deselect`` node id prefixes of the ini file's ``addopts``: the tests the
     project's normal run leaves out (pytest deselects every test whose node id starts with
     one), so leaving them out narrows nothing."""
-    tokens = [str(arg) for arg in config.getini("addopts")]
-    found = []
-    for i, token in enumerate(tokens):
-        if token == "--deselect" and i + 1 < len(tokens):
-            found.append(tokens[i + 1])
-        elif token.startswith("--deselect="):
-            found.append(token.removeprefix("--deselect="))
-    return tuple(found)
+    return tuple(_option_values(config.getini("addopts"), "--deselect"))
 
 
 def deselected_by_project(items: Sequence[pytest.Item], expr: str) -> list[pytest.Item]:

@@ -3,10 +3,12 @@ one session record and one episode write with sensible defaults, every field ove
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 from pytest_qlearn.agents import prioritizer as prio
+from pytest_qlearn.store import sqlite as sqlite_store
 from pytest_qlearn.store.base import (
     AgentProgress,
     EpisodeWrite,
@@ -69,3 +71,15 @@ def episode_write(
         agents=list(agents),
         patterns=list(patterns),
     )
+
+
+def sqlite_schema_at(conn: sqlite3.Connection, version: int) -> None:
+    """Give an empty SQLite database the schema of ``version``, as a pytest-qlearn of that
+    version left it: its migrations 1 to ``version``, applied and recorded one by one."""
+    conn.execute(
+        "CREATE TABLE qlearn_schema (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    for v in range(1, version + 1):
+        for statement in sqlite_store.MIGRATIONS[v]:
+            sqlite_store._apply(conn, statement)
+        conn.execute("INSERT INTO qlearn_schema VALUES (?, 0)", (v,))

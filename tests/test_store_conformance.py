@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from builders import AGENT, PARTITION, episode_write, session_record
+from builders import AGENT, PARTITION, episode_write, session_record, sqlite_schema_at
 
 from pytest_qlearn.agents.prioritizer import TestRef
 from pytest_qlearn.engine.history import FAILED, PASSED, SKIPPED, TestHistory
@@ -1371,13 +1371,7 @@ def _sqlite_schema(request: pytest.FixtureRequest, version: int) -> OldSchema:
             return rows
 
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute(
-            "CREATE TABLE qlearn_schema (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-        )
-        for v in range(1, version + 1):
-            for statement in sqlite_store.MIGRATIONS[v]:
-                sqlite_store._apply(conn, statement)
-            conn.execute("INSERT INTO qlearn_schema VALUES (?, 0)", (v,))
+        sqlite_schema_at(conn, version)
     return OldSchema(lambda: SqliteStore(path), execute, "")
 
 

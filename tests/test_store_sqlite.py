@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from builders import AGENT, PARTITION, episode_write
+from builders import AGENT, PARTITION, episode_write, sqlite_schema_at
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -680,13 +680,7 @@ def old_store(path: Path, version: int, q_rows: list[tuple[str, str, int, float,
     now = time.time()
     path.parent.mkdir(parents=True, exist_ok=True)
     with raw(path) as conn:
-        conn.execute(
-            "CREATE TABLE qlearn_schema (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-        )
-        for v in range(1, version + 1):
-            for statement in sqlite_store.MIGRATIONS[v]:
-                sqlite_store._apply(conn, statement)
-            conn.execute("INSERT INTO qlearn_schema VALUES (?, 0)", (v,))
+        sqlite_schema_at(conn, version)
         conn.executemany(
             "INSERT INTO q_values (project, environment, agent, state_hash, action, "
             "state_text, q, visits, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -328,6 +328,13 @@ def _version_at(versions: Iterable[tuple[str, int]], episode: int) -> str | None
     return None
 
 
+def _differing(old: _Facts, new: _Facts) -> frozenset[str]:
+    """The definitions (added, removed or changed) whose digests differ between two
+    versions of a file."""
+    before, after = old.digests(), new.digests()
+    return frozenset(q for q in before.keys() | after.keys() if before.get(q) != after.get(q))
+
+
 def _str_list(obj: object) -> TypeGuard[list[str]]:
     return isinstance(obj, list) and all(isinstance(s, str) for s in obj)
 
@@ -847,10 +854,7 @@ class DependencyIndex:
             if old is None or new is None or not old.ok or not new.ok:
                 return None
             self._used_old.update((before, after))
-            was, now = old.digests(), new.digests()
-            definitions[path] = frozenset(
-                q for q in was.keys() | now.keys() if was.get(q) != now.get(q)
-            )
+            definitions[path] = _differing(old, new)
         return ChangeSet(frozenset(definitions), definitions)
 
     def impacts(self, changes: ChangeSet, test_ids: Iterable[str]) -> dict[str, Impact]:
@@ -1024,8 +1028,7 @@ class DependencyIndex:
         previous = self._get_facts(old)
         if previous is None or not previous.ok:
             return None
-        before, after = previous.digests(), new.digests()
-        return frozenset(q for q in before.keys() | after.keys() if before.get(q) != after.get(q))
+        return _differing(previous, new)
 
     # ------------------------------------------------------------------ resolution
 
