@@ -34,6 +34,30 @@ def narrowed_by(config: pytest.Config) -> str | None:
     return None
 
 
+def narrowing_key(config: pytest.Config, deselected: int) -> str | None:
+    """How the command line (and ``PYTEST_ADDOPTS``) narrowed this run, spelled the same way
+    every time it is given the same way: ``-k 'EXPR'``, ``-m 'EXPR'``, the explicit node ids,
+    the ``--deselect`` prefixes. None when nothing narrowed it, and when what narrowed it
+    selects differently from run to run (``--lf``, ``--sw``, or ``deselected`` tests with no
+    such option: another plugin chose them) — such a run is never a job's normal run."""
+    if config.getoption("lf", False) or config.getoption("stepwise", False):
+        return None
+    parts = []
+    keyword = config.getoption("keyword", "")
+    if keyword:
+        parts.append(f"-k {shlex.quote(keyword)}")
+    markexpr = config.getoption("markexpr", "") if project_markexpr(config) is None else ""
+    if markexpr:
+        parts.append(f"-m {shlex.quote(markexpr)}")
+    parts.extend(sorted(str(arg) for arg in config.args if "::" in str(arg)))
+    ini = set(project_deselect_prefixes(config))
+    given = sorted(set(config.getoption("deselect", None) or ()) - ini)
+    parts.extend(f"--deselect {shlex.quote(str(prefix))}" for prefix in given)
+    if not parts or (deselected and not (keyword or markexpr or given)):
+        return None
+    return " ".join(parts)
+
+
 def project_markexpr(config: pytest.Config) -> str | None:
     """The ``-m`` expression in effect when it comes from the ini file's ``addopts`` (the
     command line and ``PYTEST_ADDOPTS`` gave none), else None."""

@@ -144,6 +144,9 @@ class QLearnPlugin:
         self.folds: dict[str, _Fold] = {}
         self.summary: EpisodeSummary | None = None
         self.partial: str | None = None  # why this run is a partial episode, if it is
+        #: the command-line narrowing of this run when earlier runs narrowed the same way (a
+        #: job's normal run, so a full episode)
+        self.recurring_narrowing: str | None = None
         self.started = time.perf_counter()
         self.first_failure_after: float | None = None
         self._ended: list[str] = []  # tests whose teardown was reported, in that order
@@ -666,7 +669,8 @@ class QLearnPlugin:
             coverage_write, percent = self.coverage.learn(self.learning)
             for message in self.coverage.messages:
                 keeper.warn(message)
-        partial = self._partial(session)
+        narrowing = qbudget.narrowing_key(session.config, self.deselected_before)
+        partial = self._partial(session, narrowing)
         learning = self.learning
         write, summary = learning.finish(
             results,
@@ -677,6 +681,7 @@ class QLearnPlugin:
             riskiest=5 if self._detailed_report(session.config) else 0,
             coverage_percent=percent,
             partial=partial is not None,
+            narrowing=narrowing,
             reruns=() if self.reruns is None else self.reruns.records(),
         )
         self.summary = summary
@@ -726,17 +731,33 @@ class QLearnPlugin:
         if keeper.strict_error is not None:
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
-    def _partial(self, session: pytest.Session) -> str | None:
+    def _partial(self, session: pytest.Session, narrowing: str | None) -> str | None:
         """Why this run is a partial episode (it learns, but does not advance ε or the
-        episode number), or None for a full one."""
+        episode number), or None for a full one.
+
+        A run narrowed on the command line exactly as one of the recent runs was is a CI
+        job's normal run (``pytest -m "not slow"`` in every pipeline), not an exception: a
+        full episode. Otherwise such a job would never advance the schedule: ε would never
+        decay and nothing could compare one episode's code with the next."""
+        stopped = bool(session.shouldfail or session.shouldstop)
         narrowed = qbudget.narrowed_by(session.config)
         if narrowed is not None:
-            return f"{narrowed} narrowed the run"
-        if self.deselected_before:
-            return f"{self.deselected_before} test(s) were deselected"
-        if session.shouldfail or session.shouldstop:
+            reason = f"{narrowed} narrowed the run"
+        elif self.deselected_before:
+            reason = f"{self.deselected_before} test(s) were deselected"
+        elif stopped:
             return "the run stopped early (-x, --maxfail or a plugin)"
-        return None
+        else:
+            return None
+        assert self.learning is not None
+        if (
+            not stopped
+            and narrowing is not None
+            and any(s.narrowing == narrowing for s in self.learning.snapshot.recent_sessions)
+        ):
+            self.recurring_narrowing = narrowing
+            return None
+        return reason
 
     def _detailed_report(self, config: pytest.Config) -> bool:
         return bool(
@@ -765,6 +786,11 @@ class QLearnPlugin:
             notes.append(
                 f"qlearn: partial run ({self.partial}): learned from the tests that ran; "
                 "the episode count and ε stay"
+            )
+        elif self.recurring_narrowing is not None:
+            notes.append(
+                f"qlearn: narrowed as in earlier runs ({self.recurring_narrowing}): "
+                "this job's normal run, a full episode"
             )
         # The detailed report only when asked for (--qlearn-report, with or without a file);
         # like pytest's own summary, the short account in every mode but -qq, last.

@@ -615,12 +615,14 @@ class LearningSession:
         riskiest: int = 5,
         coverage_percent: float | None = None,
         partial: bool = False,
+        narrowing: str | None = None,
         reruns: Sequence[RerunRecord] = (),
     ) -> tuple[EpisodeWrite, EpisodeSummary]:
         """Learn from the results and build the store write and the report summary.
 
         A ``partial`` episode (a narrowed run, or one stopped early) learns from every test
         that ran but does not advance any agent's episode count, so ε does not decay.
+        ``narrowing``: how the command line narrowed the run (stored with the session).
 
         ``riskiest`` is how many of the riskiest tests the summary lists; 0 skips estimating
         every test again when no detailed report will show them. ``coverage_percent``: this
@@ -638,6 +640,7 @@ class LearningSession:
                 riskiest=riskiest,
                 coverage_percent=coverage_percent,
                 partial=partial,
+                narrowing=narrowing,
                 reruns=reruns,
             )
 
@@ -652,6 +655,7 @@ class LearningSession:
         riskiest: int,
         coverage_percent: float | None,
         partial: bool,
+        narrowing: str | None,
         reruns: Sequence[RerunRecord],
     ) -> tuple[EpisodeWrite, EpisodeSummary]:
         histories = self.snapshot.histories
@@ -892,6 +896,7 @@ class LearningSession:
             collection_time_to_first_failure=collection_ttff,
             first_failure_position=first_position,
             collection_first_failure_position=collection_first_position,
+            narrowing=narrowing,
         )
         advance = 0 if partial else 1  # episodes each agent's count moves on
         # in (state, action) order, the order the store writes them in

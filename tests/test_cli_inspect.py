@@ -670,10 +670,10 @@ def test_migrate_creates_and_reports_the_schema(
 ) -> None:
     url = _url(kind, request, "fresh.db")
     doc = ok_json(capsys, "migrate", "--db", url)
-    assert doc["schema_version"] == SCHEMA_VERSION == 11
+    assert doc["schema_version"] == SCHEMA_VERSION == 12
     code, out, err = run(capsys, "migrate", "--db", url)
     assert (code, err) == (0, "")
-    assert out.strip().endswith("schema version 11 (up to date)")
+    assert out.strip().endswith("schema version 12 (up to date)")
     store = store_at(url)
     try:
         assert store.partitions() == []
@@ -957,7 +957,7 @@ def test_schema_newer_than_the_code_is_refused(
     for command in (["fleet-status"], ["migrate"]):
         code, _, err = run(capsys, *command, "--db", url)
         assert code == 1
-        assert_one_line_error(err, "schema version 99, newer than the 11 this pytest-qlearn knows")
+        assert_one_line_error(err, "schema version 99, newer than the 12 this pytest-qlearn knows")
 
 
 @pytest.mark.parametrize(

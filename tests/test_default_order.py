@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import textwrap
 from pathlib import Path
@@ -229,6 +230,37 @@ def test_narrowed_and_stopped_runs_rank_only_what_runs_and_do_not_advance_the_ep
         assert ran < MODULES * TESTS_PER_MODULE
         assert max(t["collection_position"] for t in report["tests"]) == ran
     assert after.ret in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+
+
+@pytest.mark.parametrize(
+    "narrowing",
+    [("-m", "not slow"), ("-k", "not test_m29"), ("--deselect", "test_m29.py")],
+)
+def test_a_job_that_narrows_the_same_way_every_run_counts_full_episodes(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, narrowing: tuple[str, ...]
+) -> None:
+    """``pytest -m "not slow"`` in every pipeline is the job's normal run: its first run is
+    partial (a one-off narrowing looks the same), every run after it narrowed the same way
+    advances the episode and decays ε — given on the command line or in PYTEST_ADDOPTS."""
+    _wide_suite(pytester)
+    pytester.makeini("[pytest]\nqlearn = true\nmarkers = slow\n")
+    slow = pytester.path / "test_m29.py"
+    slow.write_text("import pytest\n\npytestmark = pytest.mark.slow\n\n" + slow.read_text())
+    monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(shlex.quote(arg) for arg in narrowing[:2]))
+    first = _run(pytester, "--qlearn-report=r0.json")
+    first.stdout.fnmatch_lines(["qlearn: partial run (*"])
+    episodes = []
+    for run in range(1, 4):
+        result = _run(pytester, f"--qlearn-report=r{run}.json")
+        result.assert_outcomes(passed=(MODULES - 1) * TESTS_PER_MODULE)
+        result.stdout.fnmatch_lines(["qlearn: narrowed as in earlier runs (*): this job's*"])
+        assert "partial run" not in result.stdout.str()
+        episodes.append(_episode(pytester.path / f"r{run}.json"))
+    assert [episode for episode, _ in episodes] == [1, 2, 3]
+    assert episodes[0][1] > episodes[1][1] > episodes[2][1]  # ε decays
+    # a different narrowing is a one-off again
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-k test_m01")
+    _run(pytester).stdout.fnmatch_lines(["qlearn: partial run (-k narrowed the run)*"])
 
 
 def test_tests_that_only_ever_skip_run_after_the_tests_with_a_record(

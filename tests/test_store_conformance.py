@@ -1282,6 +1282,25 @@ def test_first_failure_figures_round_trip_through_every_read(store: Store) -> No
     assert Snapshot.from_json(snapshot.to_json()).recent_sessions == snapshot.recent_sessions
 
 
+def test_the_narrowing_of_a_run_round_trips_through_every_read(store: Store) -> None:
+    """Schema 12: what narrowed a run, read back by the next run (a job narrowing the same
+    way every time counts as full episodes) and by every listing; None when nothing did."""
+    narrowed = episode_write(
+        "s1", started_at=100.0, narrowing=f"-m 'not slow and not ünïcode' {AWKWARD['everything']}"
+    )
+    plain = episode_write("s2", started_at=200.0, episode=2)
+    write(store, narrowed)
+    write(store, plain)
+    snapshot = store.load_snapshot(PARTITION, [AGENT])
+    for sessions in (
+        store.sessions(PARTITION),
+        list(reversed(store.recent_sessions(PARTITION))),
+        list(reversed(snapshot.recent_sessions)),
+        list(reversed(Snapshot.from_json(snapshot.to_json()).recent_sessions)),
+    ):
+        assert [s.narrowing for s in sessions] == [narrowed.session.narrowing, None]
+
+
 def _fast_path_probe(snapshot: Snapshot, session_id: str, *, counts: bool = True) -> EpisodeWrite:
     """A run that learned from ``snapshot`` and hands over next histories the store could not
     compute by replaying its observation (fixture_mean 99.0): they are stored only if the
@@ -1426,7 +1445,7 @@ def test_a_schema_5_store_is_migrated_keeping_its_data(schema5: OldSchema) -> No
     store = schema5.new_store()
     store.open()
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 11
+        assert store.schema_version() == SCHEMA_VERSION == 12
         snapshot = store.load_snapshot(PARTITION, [AGENT])
         assert snapshot.histories == {"t::a": OLD_HISTORY}
         assert snapshot.histories["t::a"].fixture_mean == 0.0
@@ -1513,7 +1532,7 @@ def test_a_schema_8_store_is_migrated_keeping_its_sessions_without_first_failure
     store = schema8.new_store()
     store.open()
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 11
+        assert store.schema_version() == SCHEMA_VERSION == 12
         snapshot = store.load_snapshot(PARTITION, [AGENT])
         assert snapshot.histories == {
             "t::a": OLD_HISTORY._replace(fixture_mean=0.25, flaky=1, duration_recent=1.75)

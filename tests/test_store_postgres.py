@@ -181,7 +181,7 @@ def test_a_version_2_schema_is_migrated_losing_the_selectors_pending_rows_only(
         "DELETE FROM qlearn_schema WHERE version > 2",
     )
     with opened(pg_url) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 11
+        assert store.schema_version() == SCHEMA_VERSION == 12
         snapshot = store.load_snapshot(PARTITION, ["selector"])
         assert [(e.state, e.action, e.q) for e in snapshot.q_entries["selector"]] == [
             ("k1", 0, 0.5)

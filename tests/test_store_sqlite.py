@@ -705,7 +705,7 @@ def old_store(path: Path, version: int, q_rows: list[tuple[str, str, int, float,
 def test_a_version_1_store_is_migrated_forward_keeping_what_it_learned(db_path: Path) -> None:
     old_store(db_path, 1, [(AGENT, "state", 0, 0.5, 2)])
     with opened(db_path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 11
+        assert store.schema_version() == SCHEMA_VERSION == 12
         assert q_table(store) == {("state", 0): (0.5, 2)}
         write = replace(episode_write("s2"), file_hashes=[("tests/test_a.py", "a1")])
         assert store.write_episode(write)
@@ -719,7 +719,7 @@ def test_a_version_2_store_loses_the_selectors_pending_rows_and_keeps_its_q_tabl
     q = [("k1", 0, 0.5, 2), ("k1", 1, -0.25, 1), (pending_row, 1, 1.0, 1)]
     old_store(db_path, 2, [("selector", *row) for row in q])
     with opened(db_path) as store:
-        assert store.schema_version() == SCHEMA_VERSION == 11
+        assert store.schema_version() == SCHEMA_VERSION == 12
         assert q_table(store, "selector") == {("k1", 0): (0.5, 2), ("k1", 1): (-0.25, 1)}
         write = replace(episode_write("s2"), pending_skips=[PendingSkipDelta("t", "k", 1.0)])
         assert store.write_episode(write)
@@ -753,7 +753,7 @@ def test_a_version_9_store_keeps_every_q_value_and_history_exactly_under_integer
             (PARTITION.project, PARTITION.environment, *history, time.time(), time.time() + 1e6),
         )
     with opened(db_path) as store:
-        assert store.schema_version() == 11
+        assert store.schema_version() == SCHEMA_VERSION
         assert store.load_snapshot(PARTITION, [AGENT]).histories == {history.test_id: history}
         for agent in (AGENT, "selector"):
             assert q_table(store, agent) == {

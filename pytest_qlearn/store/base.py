@@ -44,7 +44,9 @@ SUSPECT_AGENT = "order-suspect"
 #: 10: SQLite only — q_values keyed by an integer scope (``q_scopes``: one per project,
 #: environment and agent) instead of the three texts (PostgreSQL: nothing changes).
 #: 11: SQLite only — test_history keyed by an integer partition (``partition_keys``).
-SCHEMA_VERSION = 11
+#: 12: sessions.narrowing (what narrowed the run on the command line, so that a job that
+#: always narrows the same way counts as full episodes from its second run on).
+SCHEMA_VERSION = 12
 DEFAULT_TTL_DAYS = 30
 SECONDS_PER_DAY = 86_400.0
 #: Automatic TTL cleanup runs at most this often per project.
@@ -130,6 +132,11 @@ class SessionRecord:
     #: run counted, as in the reports); None as above.
     first_failure_position: int | None = None
     collection_first_failure_position: int | None = None
+    #: What narrowed the run (``-k 'EXPR'``, ``-m 'EXPR'``, node ids, ``--deselect``), as
+    #: :func:`pytest_qlearn.budget.narrowing_key` spells it; None for a run nothing narrowed,
+    #: one narrowed in a way that differs from run to run, and sessions stored before schema 12.
+    #: A run narrowed as one of the recent sessions was is a job's normal run: a full episode.
+    narrowing: str | None = None
 
 
 class Observation(NamedTuple):

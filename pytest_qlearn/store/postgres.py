@@ -335,6 +335,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # already
     10: (),
     11: (),
+    # what narrowed the run, so that a job narrowing the same way every run counts its runs
+    # as full episodes
+    12: ("ALTER TABLE sessions ADD COLUMN IF NOT EXISTS narrowing text",),
 }
 
 _HISTORY_FIELDS = TestHistory._fields

@@ -376,6 +376,11 @@ MIGRATIONS: dict[int, tuple[str | AddColumn | Rebuild, ...]] = {
             ),
         ),
     ),
+    12: (
+        # what narrowed the run, so that a job narrowing the same way every run counts
+        # its runs as full episodes
+        AddColumn("sessions", "narrowing", "TEXT"),
+    ),
 }
 
 #: Tables whose rows simply age out: (table, the column of their last use).

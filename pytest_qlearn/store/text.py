@@ -156,6 +156,7 @@ def _write_texts(write: EpisodeWrite) -> Iterable[str]:
     yield write.partition.environment
     yield write.session.session_id
     yield write.session.mode
+    yield write.session.narrowing or ""
     yield from _joined(write.agent_types, "name", "description")
     yield from _joined(write.observations, "test_id", "verdict")
     for agent, deltas in write.q_deltas.items():
@@ -220,6 +221,7 @@ def _snapshot_texts(snapshot: Snapshot) -> Iterable[str]:
         yield from _joined(entries, "state")
     yield "".join(snapshot.agent_states)
     yield from _joined(snapshot.recent_sessions, "session_id", "mode")
+    yield "".join(s.narrowing or "" for s in snapshot.recent_sessions)
     yield "".join(snapshot.file_hashes)
     yield "".join(snapshot.file_hashes.values())
     for test_id, rows in snapshot.pending_skips.items():
