@@ -423,6 +423,14 @@ class CoverageRun:
             carried=sum(1 for t in self.carried if t not in self.new_lines),
         )
 
+    def traced_ids(self) -> frozenset[str]:
+        """The tests this plugin's own tracer ran under coverage this run (none when
+        pytest-cov traces: then every run is traced alike). Their measured seconds include
+        the tracer's cost, so they are not the test's own."""
+        if self.mode != "trace":
+            return frozenset()
+        return frozenset(t for t, d in self.decisions.items() if d.trace)
+
     def summary(self, percent: float | None) -> str:
         traced = sum(1 for d in self.decisions.values() if d.trace)
         parts = [f"coverage: {traced} of {len(self.ran)} tests traced"]

@@ -682,6 +682,7 @@ class QLearnPlugin:
             coverage_percent=percent,
             partial=partial is not None,
             narrowing=narrowing,
+            untimed=frozenset() if self.coverage is None else self.coverage.traced_ids(),
             reruns=() if self.reruns is None else self.reruns.records(),
         )
         self.summary = summary

@@ -616,6 +616,7 @@ class LearningSession:
         coverage_percent: float | None = None,
         partial: bool = False,
         narrowing: str | None = None,
+        untimed: Collection[str] = (),
         reruns: Sequence[RerunRecord] = (),
     ) -> tuple[EpisodeWrite, EpisodeSummary]:
         """Learn from the results and build the store write and the report summary.
@@ -623,6 +624,9 @@ class LearningSession:
         A ``partial`` episode (a narrowed run, or one stopped early) learns from every test
         that ran but does not advance any agent's episode count, so ε does not decay.
         ``narrowing``: how the command line narrowed the run (stored with the session).
+        ``untimed``: tests whose measured seconds are not their own (traced by
+        ``--qlearn-cov``): a test with a measured history keeps its duration estimates
+        (run time, setup and teardown) instead of learning the traced ones.
 
         ``riskiest`` is how many of the riskiest tests the summary lists; 0 skips estimating
         every test again when no detailed report will show them. ``coverage_percent``: this
@@ -641,6 +645,7 @@ class LearningSession:
                 coverage_percent=coverage_percent,
                 partial=partial,
                 narrowing=narrowing,
+                untimed=untimed,
                 reruns=reruns,
             )
 
@@ -656,11 +661,18 @@ class LearningSession:
         coverage_percent: float | None,
         partial: bool,
         narrowing: str | None,
+        untimed: Collection[str],
         reruns: Sequence[RerunRecord],
     ) -> tuple[EpisodeWrite, EpisodeSummary]:
         histories = self.snapshot.histories
         flaky_ids = {r.test_id for r in reruns if r.flaky}
         by_id = dict(zip(map(_TEST_ID, results), results, strict=True))  # the last of an id
+        for test_id in untimed:  # traced: learn the estimates, not the tracer's seconds
+            result, history = by_id.get(test_id), histories.get(test_id)
+            if result is not None and history is not None and history.runs:
+                by_id[test_id] = result._replace(
+                    duration=history.expected_duration, fixture=history.fixture_mean
+                )
         ordered_ids = sorted(by_id)  # deterministic update order
         trajectories: list[TrajectoryStep] = []
         pattern_seen: Counter[str] = Counter()

@@ -627,3 +627,39 @@ def test_a_reverted_failure_runs_after_the_changes_before_the_rest() -> None:
     assert prio.reason(by_id["fixed"], histories["fixed"]) == (
         "failed last run; the change it failed with is reverted since"
     )
+
+
+def test_traced_tests_keep_their_duration_estimates(store: SqliteStore) -> None:
+    """A test traced by --qlearn-cov ran under the tracer: its seconds are not its own. One
+    with a measured history keeps its estimates (run time, setup and teardown) — in the
+    history and in what the store keeps to replay it — while an untraced test, and a traced
+    one never measured before, learn what they took."""
+    known = {
+        t: history(t, "PPP", duration=0.2)._replace(fixture_mean=0.05, duration_recent=0.2)
+        for t in ("m.py::test_traced", "m.py::test_plain")
+    }
+    snapshot = store.load_snapshot(PART, [prio.NAME])
+    snapshot.histories = dict(known)
+    session = LearningSession(snapshot, seed=1, hyper=GREEDY, session_id="s1")
+    ids = ["m.py::test_traced", "m.py::test_plain", "m.py::test_new"]
+    ranking = session.rank([prio.TestRef(t, "m.py", None, i) for i, t in enumerate(ids)], "test")
+    results = [
+        TestResult(t, PASSED, 3.0, i, i, ranking.decisions[t].tier, False, 1.0)
+        for i, t in enumerate(ids)
+    ]
+    write, _ = session.finish(
+        results,
+        started_at=1000.0,
+        duration=9.0,
+        exit_status=0,
+        untimed={"m.py::test_traced", "m.py::test_new"},
+    )
+    after = {h.test_id: h for h in write.next_histories}
+    seconds = {o.test_id: (o.duration, o.fixture) for o in write.observations}
+    traced = after["m.py::test_traced"]
+    assert (traced.duration_recent, traced.fixture_mean, traced.runs) == (0.2, 0.05, 4)
+    assert traced.duration_mean == pytest.approx(0.2)
+    assert seconds["m.py::test_traced"] == (0.2, 0.05)
+    assert after["m.py::test_plain"].duration_recent > 0.2  # learned the 3 s it took
+    assert seconds["m.py::test_plain"] == seconds["m.py::test_new"] == (3.0, 1.0)
+    assert after["m.py::test_new"].expected_duration == 3.0
