@@ -112,8 +112,12 @@ def test_a_known_failure_whose_breaking_change_is_reverted_is_marked_reverted(
     assert reverted.changed_files == {"pkg/core.py"}
     # test_module only imports the module: nothing it names changed, it stays a failure
     assert reverted.reverted == {INNER, OUTER}
-    # the revert is still a change: the tests reaching it keep their classes
-    assert reverted.impacts[INNER] == prio.DIRECT
+    # code back to its known-good version reaches no test as a change: nothing else changed
+    assert reverted.impacts == {}
+    assert reverted.summary() == (
+        "1 changed file(s) since the last run; 2 failure(s) of the last run have the change "
+        "they failed with reverted"
+    )
 
 
 def test_a_revert_the_failure_did_not_start_with_is_not_its_fix(tmp_path: Path) -> None:

@@ -419,8 +419,9 @@ def test_a_failure_whose_breaking_change_is_reverted_runs_after_the_fresh_change
     pytester: pytest.Pytester,
 ) -> None:
     """One commit reverts the change test_c* failed with and breaks mod_g: the five tests
-    calling value_g run first, then the tests importing a changed module; the reverted
-    failures next, still ahead of every test without evidence."""
+    calling value_g run first, then the tests importing mod_g; the reverted failures next,
+    still ahead of every test without evidence (mod_c is back to its known-good version:
+    no change to rank the tests importing it by)."""
     _package_suite(pytester)
     pytester.syspathinsert()
     for _ in range(2):
@@ -440,11 +441,36 @@ def test_a_failure_whose_breaking_change_is_reverted_runs_after_the_fresh_change
     result.assert_outcomes(passed=75, failed=5)
     order = run_order(result)
     assert set(order[:5]) == {f"tests/test_g.py::test_g{i}" for i in range(5)}
-    # then the tests that import mod_g or mod_c (the revert is a change to them too)
-    assert set(order[5:11]) == {
-        f"tests/test_zz_{m}.py::test_zz_{m}{i}" for m in "gc" for i in range(3)
+    # then the tests that import mod_g
+    assert set(order[5:8]) == {f"tests/test_zz_g.py::test_zz_g{i}" for i in range(3)}
+    assert set(order[8:13]) == {f"tests/test_c.py::test_c{i}" for i in range(5)}
+
+
+def test_the_failures_a_plain_fix_reverts_run_first(pytester: pytest.Pytester) -> None:
+    """A commit that only restores the code test_c* failed with: nothing else changed, so
+    the fixed failures run first, as with --ff — not after the tests importing the fixed
+    module, which is no change to them (it is their known-good version again)."""
+    _package_suite(pytester)
+    pytester.syspathinsert()
+    for _ in range(2):
+        _run(pytester).assert_outcomes(passed=80)
+    mod_c = pytester.path / "pkg" / "mod_c.py"
+    good = mod_c.read_text()
+    mod_c.write_text(good.replace("return 1", "return 3"))
+    _git(pytester.path, "commit", "-q", "-am", "c breaks")
+    _run(pytester).assert_outcomes(passed=75, failed=5)
+    mod_c.write_text(good)
+    _git(pytester.path, "commit", "-q", "-am", "fix c")
+    result = _run(pytester, "--qlearn-report=fixed.json")
+    result.assert_outcomes(passed=80)
+    assert set(run_order(result)[:5]) == {f"tests/test_c.py::test_c{i}" for i in range(5)}
+    report = json.loads((pytester.path / "fixed.json").read_text())
+    why = {
+        t["test_id"]: t["why"]
+        for t in report["tests"]
+        if t["test_id"].startswith("tests/test_c.py")
     }
-    assert set(order[11:16]) == {f"tests/test_c.py::test_c{i}" for i in range(5)}
+    assert set(why.values()) == {"failed last run; the change it failed with is reverted since"}
 
 
 def test_a_fix_and_a_new_fault_in_one_file_run_the_fresh_failure_first(
