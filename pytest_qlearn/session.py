@@ -54,6 +54,7 @@ _REF_INDEX = itemgetter(3)
 _FIRST, _SECOND, _THIRD = itemgetter(0), itemgetter(1), itemgetter(2)
 _KEY = attrgetter("key")  # of a State
 _VERDICT, _SECONDS = attrgetter("verdict"), attrgetter("duration")  # of a TestResult
+_COLLECTED_AT = attrgetter("collected_at")
 # a Decision's fields, by name
 _TIER, _PER_TEST, _SHARED, _KNOWN, _CHANGE = (
     attrgetter(name) for name in ("tier", "per_test", "shared", "known", "change")
@@ -864,6 +865,12 @@ class LearningSession:
         failed_results = [r for r in ran if r.verdict == FAILED]
         first_position = min((r.position + 1 for r in failed_results), default=None)
         collection_first_position = min((r.collected_at + 1 for r in failed_results), default=None)
+        if collection_first_position is not None and collection_ttff is not None:
+            # collection order's time needs every test before that failure to have run: a
+            # run stopped early (-x) or a budget left some out, whose seconds are unknown
+            before = collection_first_position - 1
+            if sum(map(before.__gt__, map(_COLLECTED_AT, results))) < before:
+                collection_ttff = None
         budget_seconds = budget_used = None
         if selection is not None and not selection.full_run:
             picked = {c.test_id for c in selection.selected}

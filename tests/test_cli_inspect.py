@@ -383,6 +383,18 @@ def test_progress_json_exact_figures(db: str, capsys: pytest.CaptureFixture[str]
     hunter = ok_json(capsys, "progress", HUNTER, *shop(db))
     assert [e["agent_steps"] for e in hunter["episodes"]] == [1, 0, 0]
     assert [e["agent_reward"] for e in hunter["episodes"]] == [3.0, 0.0, 0.0]
+    # the sessions' ε and Q-table size are the prioritizer's, not the flaky-hunter's
+    assert {(e["epsilon"], e["q_table_size"]) for e in hunter["episodes"]} == {(None, None)}
+    assert hunter["summary"]["first_epsilon"] is None
+    code, out, err = run(capsys, "progress", HUNTER, *shop(db))
+    assert (code, err) == (0, "")
+    rows = table_rows(out)
+    assert [(row[8], row[9], row[-1]) for row in rows] == [
+        ("—", "—", "3.0000"),
+        ("—", "—", "—"),
+        ("—", "—", "—"),
+    ]
+    assert "; ε " not in " ".join(out.split())  # no ε in the caption either
 
 
 def test_progress_since_and_table(db: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -406,7 +418,7 @@ def test_progress_since_and_table(db: str, capsys: pytest.CaptureFixture[str]) -
         "5",
         "2",
         "1",
-        "0.5000",
+        "0.2500",  # the mean step reward: 0.5 over 2 steps (the JSON keeps the sum)
     ]
     assert rows[1][4:7] == ["—", "—", "—"]
     assert rows[2][6] == "+1.50 s, +2 tests"
@@ -445,7 +457,7 @@ def test_progress_marks_a_partial_episode(db: str, capsys: pytest.CaptureFixture
     code, out, err = run(capsys, "progress", AGENT, *shop(db))
     assert (code, err) == (0, "")
     assert [row[0] for row in table_rows(out)] == ["1", "2", "3", "4 (partial)"]
-    assert "4 episodes (1 partial), 16 tests" in " ".join(out.split())
+    assert "4 runs (3 episodes, 1 partial), 16 tests" in " ".join(out.split())
     code, out, err = run(capsys, "export", AGENT, *shop(db), "-o", "-")
     assert (code, err) == (0, "")
     exported = json.loads(out)

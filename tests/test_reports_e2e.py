@@ -404,3 +404,20 @@ def pytest_runtest_logreport(report):
     result = run(pytester)
     result.assert_outcomes(passed=6, failed=1)
     assert "unexpected properties" not in result.stdout.str()
+
+
+def test_a_run_stopped_early_gives_no_collection_order_time(pytester: pytest.Pytester) -> None:
+    """With -x the known failure runs first and stops the run: collection order would have
+    reached it after three tests that never ran, whose seconds are unknown — its position
+    is stated, not a time made of the one test that ran."""
+    make_project(pytester)
+    run(pytester)
+    result = run(pytester, "-x", "--qlearn-report=x.json")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["qlearn: 1 failure of 1 test, at test 1 (* in); collection order: at test 4 · *"]
+    )
+    session = load(pytester.path / "x.json")["session"]
+    assert session["time_to_first_failure"] is not None
+    assert session["collection_time_to_first_failure"] is None
+    assert session["collection_first_failure_position"] == 4

@@ -506,13 +506,24 @@ def _progress(args: argparse.Namespace) -> int:
     if not doc["episodes"]:
         out.print(f"no episodes since {utc(start)} UTC ({_where(doc)})")
         return 0
-    partial = f" ({s['partial_episodes']} partial)" if s["partial_episodes"] else ""
+    # "episodes" counts every run listed; a partial one does not advance the schedule
+    runs, partial = s["episodes"], s["partial_episodes"]
+    listed = (
+        f"{runs} runs ({runs - partial} episodes, {partial} partial)"
+        if partial
+        else f"{runs} episodes"
+    )
     caption = (
-        f"{s['episodes']} episodes{partial}, {s['tests']} tests, {s['failures']} failures; "
+        f"{listed}, {s['tests']} tests, {s['failures']} failures; "
         f"mean APFD {num(s['mean_apfd'])} (collection order {num(s['mean_collection_apfd'])}), "
         f"first half {num(s['first_half_apfd'])} → second half {num(s['second_half_apfd'])}; "
-        f"mean episode reward {num(s['mean_episode_reward'])}; ε {num(s['first_epsilon'])} → "
-        f"{num(s['last_epsilon'])}; {_first_failure_caption(s)}{_where(doc)}"
+        f"mean episode reward {num(s['mean_episode_reward'])}; "
+        + (
+            ""  # another agent than the one whose ε the sessions keep: fleet-status has its ε
+            if s["first_epsilon"] is None
+            else f"ε {num(s['first_epsilon'])} → {num(s['last_epsilon'])}; "
+        )
+        + f"{_first_failure_caption(s)}{_where(doc)}"
     )
     table = _table(f"Learning progress of {doc['agent']}", caption)
     for column in (
@@ -528,7 +539,7 @@ def _progress(args: argparse.Namespace) -> int:
         "Q-table",
         "steps",
         "explored",
-        "step reward",
+        "mean step reward",
     ):
         table.add_column(column, justify="left" if column == "started (UTC)" else "right")
     for e in doc["episodes"]:
@@ -544,10 +555,11 @@ def _progress(args: argparse.Namespace) -> int:
             "—" if e["first_failure_saved"] is None else report_text.saved(e),
             num(e["reward"], 2),
             num(e["epsilon"]),
-            str(e["q_table_size"]),
+            "—" if e["q_table_size"] is None else str(e["q_table_size"]),
             str(e["agent_steps"]),
             str(e["agent_explored"]),
-            num(e["agent_reward"]),
+            # per decision, as the terminal and fleet-status say (the JSON has the sum)
+            num(e["agent_reward"] / e["agent_steps"] if e["agent_steps"] else None),
         )
     out.print(table)
     return 0

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from statistics import fmean
 from typing import Any
 
+from ..agents.prioritizer import NAME as PRIORITIZER
 from ..reports import text as report_text
 from ..session import default_registry
 from ..store.base import (
@@ -146,12 +147,16 @@ def progress(store: Store, partition: Partition, agent: str, since: float | None
     sessions = store.sessions(partition, since)
     rewards = store.rewards(partition, since)
     steps = store.episode_agent_stats(partition, agent, since)
+    # a session keeps the ε and Q-table size of the agent that ordered it (the
+    # prioritizer): another agent's runs have none of their own to show
+    own = {} if agent == PRIORITIZER else {"epsilon": None, "q_table_size": None}
     episodes = []
     for s in sessions:
         st = steps.get(s.session_id)
         episodes.append(
             {
                 **asdict(s),
+                **own,
                 "reward_components": {
                     r.component: r.value
                     for r in rewards.get(s.session_id, [])
@@ -178,8 +183,8 @@ def progress(store: Store, partition: Partition, agent: str, since: float | None
         "first_half_apfd": fmean(apfds[:half]) if half else None,
         "second_half_apfd": fmean(apfds[half:]) if half else None,
         "mean_episode_reward": fmean(s.reward for s in sessions) if sessions else None,
-        "first_epsilon": sessions[0].epsilon if sessions else None,
-        "last_epsilon": sessions[-1].epsilon if sessions else None,
+        "first_epsilon": episodes[0]["epsilon"] if episodes else None,
+        "last_epsilon": episodes[-1]["epsilon"] if episodes else None,
         "agent_steps": sum(e["agent_steps"] for e in episodes),
         "agent_explored": sum(e["agent_explored"] for e in episodes),
         # how much earlier than in collection order the first failure showed up, over the

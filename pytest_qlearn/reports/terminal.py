@@ -55,7 +55,8 @@ def _failures_at(summary: EpisodeSummary) -> str:
     label = "failure" if n == 1 else "failures"
     first = "first at " if n > 1 else "at "
     return (
-        f"{n} {label} of {total} tests, {first}{at(runs, summary.run_ttff)}; "
+        f"{n} {label} of {total} {'test' if total == 1 else 'tests'}, "
+        f"{first}{at(runs, summary.run_ttff)}; "
         f"collection order: {first}{at(collected, summary.collection_ttff)}"
     )
 
