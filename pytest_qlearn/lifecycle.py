@@ -793,6 +793,13 @@ class QLearnPlugin:
                 f"qlearn: narrowed as in earlier runs ({self.recurring_narrowing}): "
                 "this job's normal run, a full episode"
             )
+        if verbosity < 0 and self.settings.budget is not None and self.budget_off is not None:
+            # -q hides the header, which says so: a budget asked for and not applied
+            notes.append(
+                report.budget_header(
+                    self.settings.budget.text, f"{self.budget_off} narrows the run"
+                )
+            )
         # The detailed report only when asked for (--qlearn-report, with or without a file);
         # like pytest's own summary, the short account in every mode but -qq, last.
         if self.settings.report_terminal or self.settings.report_paths:

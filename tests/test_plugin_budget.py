@@ -161,6 +161,17 @@ def test_narrowing_the_run_turns_selection_off(
     if why == "--lf":  # nothing failed: --lf runs everything
         assert outcomes["passed"] == 9 and "deselected" not in outcomes
     assert "budget" not in load_report(pytester.path / "r.json")
+    # -q hides the header: the summary says it instead
+    quiet = run(pytester, *BUDGET, *args, "-q")
+    note = f"qlearn: budget 0.2s not applied: {why} narrows the run, selection is off"
+    assert quiet.outlines.count(note) == 1
+    assert (
+        quiet.outlines.index(note)
+        > quiet.outlines.index(
+            next(line for line in quiet.outlines if line.startswith("qlearn: ") and "·" in line)
+        )
+        - 2
+    )
 
 
 def test_full_run_every_n_episodes(pytester: pytest.Pytester) -> None:
