@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,7 +73,8 @@ class _WorkerDecisions:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         rep = yield
-        info = self.plugin.decision_info(item.nodeid)
+        # the first report carries the reason too, for the controller's "why"
+        info = self.plugin.decision_info(item.nodeid, explain=call.when == "setup")
         if info is not None:
             rep.qlearn = info  # type: ignore[attr-defined]
         return rep
@@ -90,6 +91,7 @@ class _Fold:
     verdict: str | None = None
     duration: float = 0.0
     fixture: float = 0.0  # setup + teardown: what ``auto`` scope weighs against a split
+    why: str | None = None  # on a pytest-xdist controller: the worker's reason, in words
 
 
 # What pytest's cache provider writes into a cache directory it creates, so that neither git
@@ -552,6 +554,32 @@ class QLearnPlugin:
             last_passed,
         )
 
+    def _controller_awareness(
+        self, config: pytest.Config, results: Sequence[TestResult]
+    ) -> change_awareness.ChangeAwareness:
+        """On a pytest-xdist controller, which collects nothing: the workers' change analysis
+        again (the same checkout, stored digests and cache), for the summary's change line."""
+        assert self.learning is not None
+        histories = self.learning.snapshot.histories
+
+        def last_passed() -> dict[str, int]:
+            found = {}
+            for result in results:
+                history = histories.get(result.test_id)
+                episode = None if history is None else history.last_passed_episode()
+                if episode is not None:
+                    found[result.test_id] = episode
+            return found
+
+        return change_awareness.analyse(
+            config.rootpath,
+            {r.test_id.split("::", 1)[0] for r in results},
+            [r.test_id for r in results],
+            self.learning.snapshot.file_hashes,
+            default_store_path(config).parent / "impact.json",
+            last_passed,
+        )
+
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._await_open()
         if self.mode == "reorder":
@@ -560,18 +588,22 @@ class QLearnPlugin:
         if self.ranking is not None and junit.wanted(session.config):
             junit.add_properties(session.items, self.ranking.decisions, self.indexes)
 
-    def decision_info(self, nodeid: str) -> list[Any] | None:
-        """[collection index, run position, tier, explored] of a test this run ranked."""
+    def decision_info(self, nodeid: str, explain: bool = False) -> list[Any] | None:
+        """[collection index, run position, tier, explored] of a test this run ranked; with
+        ``explain``, also why it runs where it does (the report's "why", in words)."""
         ranking = self.ranking
         if ranking is None:
             return None
         decision = ranking.decisions.get(nodeid)
-        return [
+        info: list[Any] = [
             self.indexes.get(nodeid, -1),
             self.positions.get(nodeid, -1),
             None if decision is None else decision.tier,
             False if decision is None else decision.explored,
         ]
+        if explain and self.learning is not None:
+            info.append(self.learning.reason(nodeid))
+        return info
 
     # -- results -----------------------------------------------------------------------------
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -635,6 +667,7 @@ class QLearnPlugin:
             position=info[1] if info[1] >= 0 else arrival,
             tier=info[2],
             explored=bool(info[3]),
+            why=info[4] if len(info) > 4 else None,
         )
 
     def _results(self, test_ids: Iterable[str] | None = None) -> list[TestResult]:
@@ -672,6 +705,10 @@ class QLearnPlugin:
         narrowing = qbudget.narrowing_key(session.config, self.deselected_before)
         partial = self._partial(session, narrowing)
         learning = self.learning
+        if self.ranking is None:  # a pytest-xdist controller: the workers ranked and said why
+            learning.worker_reasons = {t: f.why for t, f in self.folds.items() if f.why}
+            if self.awareness is None:  # what they found changed, for the summary's line
+                self.awareness = self._controller_awareness(session.config, results)
         write, summary = learning.finish(
             results,
             started_at=keeper.started_at,

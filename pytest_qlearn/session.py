@@ -245,6 +245,9 @@ class LearningSession:
         self.proximity: Mapping[str, int] = {}
         #: test id -> the static analysis's finding in words, for the report's "why"
         self.change_reasons: Mapping[str, str] = {}
+        #: On a pytest-xdist controller, which decides nothing: test id -> the reason the
+        #: worker that ranked it gave (the report's "why")
+        self.worker_reasons: Mapping[str, str] = {}
         #: Known failures whose code is again what it was when they last passed (a revert).
         self.reverted: Collection[str] = frozenset()
         #: Whether each test covers lines no other test covers (the selector's ``unique``).
@@ -1183,15 +1186,33 @@ class LearningSession:
     ) -> dict[str, str]:
         """The reasons of the first :data:`WHY_ROWS` tests that ran and of every failure."""
         shown = [*run_order[:WHY_ROWS], *(r for r in run_order[WHY_ROWS:] if r.verdict == FAILED)]
-        return {
-            r.test_id: prio.reason(
-                self._decisions[r.test_id],
-                histories.get(r.test_id),
-                self.change_reasons.get(r.test_id),
+        why = {
+            r.test_id: self.worker_reasons[r.test_id]
+            for r in shown
+            if r.test_id in self.worker_reasons
+        }
+        why.update(
+            (
+                r.test_id,
+                prio.reason(
+                    self._decisions[r.test_id],
+                    histories.get(r.test_id),
+                    self.change_reasons.get(r.test_id),
+                ),
             )
             for r in shown
             if r.test_id in self._decisions
-        }
+        )
+        return why
+
+    def reason(self, test_id: str) -> str | None:
+        """Why this run put ``test_id`` where it did, in words; None when it decided nothing
+        for it."""
+        decision = self._decisions.get(test_id)
+        if decision is None:
+            return None
+        history = self.snapshot.histories.get(test_id)
+        return prio.reason(decision, history, self.change_reasons.get(test_id))
 
     def _riskiest(
         self, after: dict[str, tuple[TestHistory, State, State]], top: int = 5

@@ -525,8 +525,22 @@ def test_under_xdist_the_workers_know_what_changed(pytester: pytest.Pytester) ->
     mod_g = pytester.path / "pkg" / "mod_g.py"
     mod_g.write_text(mod_g.read_text().replace("return 1", "return 2"))
     _git(pytester.path, "commit", "-q", "-am", "g changes")
-    result = pytester.runpytest_subprocess(*BASE_ARGS, "-n", "2", "-v")
+    result = pytester.runpytest_subprocess(
+        *BASE_ARGS, "-n", "2", "-v", "--qlearn-report", "--qlearn-report=x.json"
+    )
     result.assert_outcomes(passed=75, failed=5)
+    # the controller says what the workers found and why they ran what they ran first
+    result.stdout.fnmatch_lines(
+        [
+            "what ran first, and why:",
+            "qlearn: 1 changed file(s) since the last run reach * test(s) (* directly)*",
+        ]
+    )
+    why = {
+        t["test_id"]: t["why"] for t in json.loads((pytester.path / "x.json").read_text())["tests"]
+    }
+    for i in range(5):
+        assert "value_g" in why[f"tests/test_g.py::test_g{i}"]
     by_worker: dict[str, list[str]] = {}
     for line in result.outlines:
         if match := XDIST_LINE.match(line):
