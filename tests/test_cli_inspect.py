@@ -1323,3 +1323,40 @@ def test_import_junit_uses_the_given_hyperparameters(
         code, out, err = run(capsys, *argv, "--set", bad)
         assert (code, out) == (2, "")
         assert_one_line_error(err, "qlearn import-junit: error:", message)
+
+
+def test_tables_take_the_width_columns_asks_for_when_piped(
+    db: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Piped, tables are never squeezed into 80 columns — unless COLUMNS says so."""
+    monkeypatch.delenv("COLUMNS", raising=False)
+    code, out, _ = run(capsys, "progress", AGENT, *shop(db))
+    assert code == 0 and max(map(len, out.splitlines())) > 80
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(capsys, "progress", AGENT, *shop(db))
+    assert code == 0 and max(map(len, out.splitlines())) <= 80
+
+
+def test_without_db_the_store_is_found_from_a_subdirectory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest keeps the default store under its rootdir: a shell in tests/ (or deeper) finds
+    it, and the default project is that directory's, as the plugin names it."""
+    monkeypatch.delenv("QLEARN_DATABASE_URL", raising=False)
+    root = tmp_path / "shop"
+    store_file = root / ".pytest_cache" / "d" / "qlearn" / "qlearn.db"
+    store_file.parent.mkdir(parents=True)
+    store = store_at(f"sqlite:///{store_file}")
+    try:
+        for w in known_writes():
+            assert store.write_episode(w)
+    finally:
+        store.close()
+    (root / "tests" / "unit").mkdir(parents=True)
+    monkeypatch.chdir(root / "tests" / "unit")
+    doc = ok_json(capsys, "progress", AGENT, "--env", "py3.11")
+    assert doc["project"] == "shop" and len(doc["episodes"]) == 3
+    assert doc["store"] == f"sqlite:///{store_file.as_posix()}"
+    monkeypatch.chdir(tmp_path)  # above the project: nothing there, the error says where
+    code, _, err = run(capsys, "progress", AGENT)
+    assert code == 1 and "no qlearn store at sqlite:///.pytest_cache/d/qlearn/qlearn.db" in err

@@ -114,7 +114,7 @@ def _store_options() -> argparse.ArgumentParser:
         help=(
             f"store URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB (default: "
             f"${DATABASE_URL_ENV}, else sqlite:///{DEFAULT_DB.as_posix()} under the current "
-            "directory)"
+            "directory or the nearest one above it that has it)"
         ),
     )
     group.add_argument(
@@ -132,12 +132,27 @@ def _store_options() -> argparse.ArgumentParser:
     return common
 
 
+def _project_root() -> Path:
+    """The nearest directory, from the current one up, whose default store exists (pytest
+    keeps it under its rootdir, so a shell in ``tests/`` finds the project's); the current
+    directory when none has one."""
+    here = Path.cwd()
+    for directory in (here, *here.parents):
+        if (directory / DEFAULT_DB).is_file():
+            return directory
+    return here
+
+
 def _store_url(db: str | None, prog: str, key: str = "--db") -> StoreUrl:
     text, source = db, key
     if text is None or not text.strip():
         text, source = os.environ.get(DATABASE_URL_ENV), DATABASE_URL_ENV
     if text is None or not text.strip():
-        return StoreUrl(SQLITE_SCHEME, str(DEFAULT_DB), f"sqlite:///{DEFAULT_DB.as_posix()}")
+        root = _project_root()
+        if root == Path.cwd():
+            return StoreUrl(SQLITE_SCHEME, str(DEFAULT_DB), f"sqlite:///{DEFAULT_DB.as_posix()}")
+        found = root / DEFAULT_DB
+        return StoreUrl(SQLITE_SCHEME, str(found), f"sqlite:///{found.as_posix()}")
     try:
         return parse_store_url(text, source)
     except ConfigError as exc:
@@ -181,7 +196,7 @@ def opened(url: StoreUrl, *, must_exist: bool = True) -> Iterator[Store]:
 
 def _partition(args: argparse.Namespace, environment: str | None = None) -> Partition:
     return Partition(
-        args.project or default_project(Path.cwd()),
+        args.project or default_project(_project_root()),
         environment or args.env or DEFAULT_ENVIRONMENT,
     )
 
@@ -201,7 +216,8 @@ def _guarded(handler: Handler) -> Handler:
 # -- output ------------------------------------------------------------------------------------
 def _console() -> Console:
     console = Console(highlight=False)
-    if not console.is_terminal:  # piped: never squeeze a table into 80 columns
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        # piped: never squeeze a table into 80 columns, unless COLUMNS asks for a width
         console = Console(width=200, highlight=False)
     return console
 
