@@ -225,3 +225,10 @@ def pg_instance() -> Iterator[PgInstance]:
         yield instance
     finally:
         instance.destroy()
+
+
+@pytest.fixture(autouse=True)
+def _terminal_width_as_when_piped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pytest-xdist's workers run with COLUMNS=80, which the qlearn CLI honours when piped;
+    every test sees what a plain pipe gives (a test of COLUMNS sets it itself)."""
+    monkeypatch.delenv("COLUMNS", raising=False)
