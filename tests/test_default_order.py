@@ -248,12 +248,14 @@ def test_a_job_that_narrows_the_same_way_every_run_counts_full_episodes(
     slow.write_text("import pytest\n\npytestmark = pytest.mark.slow\n\n" + slow.read_text())
     monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(shlex.quote(arg) for arg in narrowing[:2]))
     first = _run(pytester, "--qlearn-report=r0.json")
-    first.stdout.fnmatch_lines(["qlearn: partial run (*"])
+    first.stdout.fnmatch_lines(["qlearn: partial run (*", "*, episode 1 (partial), ε *"])
     episodes = []
     for run in range(1, 4):
         result = _run(pytester, f"--qlearn-report=r{run}.json")
         result.assert_outcomes(passed=(MODULES - 1) * TESTS_PER_MODULE)
-        result.stdout.fnmatch_lines(["qlearn: narrowed as in earlier runs (*): this job's*"])
+        result.stdout.fnmatch_lines(
+            ["qlearn: narrowed as in earlier runs (*): this job's*", f"*, episode {run}, ε *"]
+        )
         assert "partial run" not in result.stdout.str()
         episodes.append(_episode(pytester.path / f"r{run}.json"))
     assert [episode for episode, _ in episodes] == [1, 2, 3]

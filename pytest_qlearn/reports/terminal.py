@@ -29,12 +29,14 @@ def summary_line(summary: EpisodeSummary, store_status: str) -> str:
     s = summary.session
     observe = s.mode == "observe"
     where = _failures_at(summary)
+    # a partial run shares its number with the next full one, as progress tables show it
+    episode = f"episode {s.episode}" + (" (partial)" if s.partial else "")
     if observe:
         head = f"qlearn: would reorder {s.tests} tests" + (f": {where}" if where else "")
-        learned = f"learned from them, episode {s.episode}"
+        learned = f"learned from them, {episode}"
     else:
         head = f"qlearn: {where}" if where else "qlearn: no failures"
-        learned = f"learned from {s.tests} tests, episode {s.episode}"
+        learned = f"learned from {s.tests} tests, {episode}"
     return f"{head} · {learned}, ε {s.epsilon:.3f} · {store_status}"
 
 
