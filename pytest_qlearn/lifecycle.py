@@ -784,7 +784,7 @@ class QLearnPlugin:
         elif self.deselected_before:
             reason = f"{self.deselected_before} test(s) were deselected"
         elif stopped:
-            return "the run stopped early (-x, --maxfail or a plugin)"
+            return "stopped early by -x, --maxfail or a plugin"
         else:
             return None
         assert self.learning is not None

@@ -195,7 +195,7 @@ def test_stepwise_stops_at_the_first_failure_and_resumes_there(
     assert order[-1] == B2 and len(order) < TOTAL  # collection order, stopped at b2
     first.assert_outcomes(passed=len(order) - 1, failed=1)
     first.stdout.fnmatch_lines(["*Interrupted: Test failed, continuing from this test next run*"])
-    first.stdout.fnmatch_lines(["qlearn: partial run (the run stopped early*"])
+    first.stdout.fnmatch_lines(["qlearn: partial run (stopped early by -x, --maxfail or *"])
 
     set_failing(pytester, ["test_g2"])
     second = run(pytester, "-v", "--sw")

@@ -415,7 +415,11 @@ def test_a_run_stopped_early_gives_no_collection_order_time(pytester: pytest.Pyt
     result = run(pytester, "-x", "--qlearn-report=x.json")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["qlearn: 1 failure of 1 test, at test 1 (* in); collection order: at test 4 · *"]
+        [
+            "qlearn: partial run (stopped early by -x, --maxfail or a plugin): *",
+            "qlearn: 1 failure of 1 test, at test 1 (* in); collection order: at test 4 · "
+            "learned from 1 test, episode * (partial), *",
+        ]
     )
     session = load(pytester.path / "x.json")["session"]
     assert session["time_to_first_failure"] is not None

@@ -36,7 +36,7 @@ def summary_line(summary: EpisodeSummary, store_status: str) -> str:
         learned = f"learned from them, {episode}"
     else:
         head = f"qlearn: {where}" if where else "qlearn: no failures"
-        learned = f"learned from {s.tests} tests, {episode}"
+        learned = f"learned from {s.tests} {'test' if s.tests == 1 else 'tests'}, {episode}"
     return f"{head} · {learned}, ε {s.epsilon:.3f} · {store_status}"
 
 
