@@ -529,53 +529,40 @@ class QLearnPlugin:
         self, config: pytest.Config, items: list[pytest.Item]
     ) -> change_awareness.ChangeAwareness:
         """Which of ``items`` reach code changed since the last episode (on by default)."""
-        assert self.learning is not None
-        root = config.rootpath
-        histories = self.learning.snapshot.histories
-
-        def last_passed() -> dict[str, int]:
-            """The known failures among ``items`` -> the episode each last passed in."""
-            found = {}
-            for item in items:
-                history = histories.get(item.nodeid)
-                episode = None if history is None else history.last_passed_episode()
-                if episode is not None:
-                    found[item.nodeid] = episode
-            return found
-
-        return change_awareness.analyse(
-            root,
-            _test_files(items, root),
-            [item.nodeid for item in items],
-            self.learning.snapshot.file_hashes,
-            # pytest-xdist workers read the cache too (the previous versions' definitions and
-            # episodes); only the controller writes it, after the workers are done
-            default_store_path(config).parent / "impact.json",
-            last_passed,
-        )
+        test_ids = [item.nodeid for item in items]
+        return self._analyse_changes(config, _test_files(items, config.rootpath), test_ids)
 
     def _controller_awareness(
         self, config: pytest.Config, results: Sequence[TestResult]
     ) -> change_awareness.ChangeAwareness:
         """On a pytest-xdist controller, which collects nothing: the workers' change analysis
         again (the same checkout, stored digests and cache), for the summary's change line."""
+        test_ids = [r.test_id for r in results]
+        return self._analyse_changes(config, {t.split("::", 1)[0] for t in test_ids}, test_ids)
+
+    def _analyse_changes(
+        self, config: pytest.Config, test_files: set[str], test_ids: list[str]
+    ) -> change_awareness.ChangeAwareness:
         assert self.learning is not None
         histories = self.learning.snapshot.histories
 
         def last_passed() -> dict[str, int]:
+            """The known failures among ``test_ids`` -> the episode each last passed in."""
             found = {}
-            for result in results:
-                history = histories.get(result.test_id)
+            for test_id in test_ids:
+                history = histories.get(test_id)
                 episode = None if history is None else history.last_passed_episode()
                 if episode is not None:
-                    found[result.test_id] = episode
+                    found[test_id] = episode
             return found
 
         return change_awareness.analyse(
             config.rootpath,
-            {r.test_id.split("::", 1)[0] for r in results},
-            [r.test_id for r in results],
+            test_files,
+            test_ids,
             self.learning.snapshot.file_hashes,
+            # pytest-xdist workers read the cache too (the previous versions' definitions and
+            # episodes); only the controller writes it, after the workers are done
             default_store_path(config).parent / "impact.json",
             last_passed,
         )
