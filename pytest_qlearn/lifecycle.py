@@ -546,14 +546,15 @@ class QLearnPlugin:
         assert self.learning is not None
         histories = self.learning.snapshot.histories
 
-        def last_passed() -> dict[str, int]:
-            """The known failures among ``test_ids`` -> the episode each last passed in."""
-            found = {}
+        def last_passed() -> dict[str, int | tuple[int, ...]]:
+            """The known failures among ``test_ids`` -> the episodes of their last passing
+            streak, newest first."""
+            found: dict[str, int | tuple[int, ...]] = {}
             for test_id in test_ids:
                 history = histories.get(test_id)
-                episode = None if history is None else history.last_passed_episode()
-                if episode is not None:
-                    found[test_id] = episode
+                streak = () if history is None else history.passing_streak()
+                if streak:
+                    found[test_id] = streak
             return found
 
         return change_awareness.analyse(

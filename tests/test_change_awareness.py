@@ -76,7 +76,9 @@ def test_an_analysis_failure_costs_the_order_nothing_but_a_note(
 
 
 def _episodes(
-    tmp_path: Path, edits: list[list[tuple[str, str]]], watch: dict[str, int]
+    tmp_path: Path,
+    edits: list[list[tuple[str, str]]],
+    watch: dict[str, int | tuple[int, ...]],
 ) -> list[ca.ChangeAwareness]:
     """One analysis per episode (1, 2, ...) of ``_project``: episode k first applies the
     ``(old, new)`` replacements ``edits[k - 2]`` to pkg/core.py; each analysis is saved with
@@ -215,3 +217,20 @@ def test_a_cache_without_episodes_knows_no_reverts(tmp_path: Path) -> None:
     )
     assert third.impacts[INNER] == prio.DIRECT  # the facts of the old version still load
     assert third.reverted == frozenset()
+
+
+MID_REVERT = ("return inner() + 0", "return inner()")
+
+
+@pytest.mark.parametrize("streak", [(3, 2, 1), 3])
+def test_a_cause_that_also_repaired_older_code_is_undone_once_its_fault_is_back(
+    tmp_path: Path, streak: tuple[int, ...] | int
+) -> None:
+    """Episode 2 changes mid (test_inner passes on, in episodes 2 and 3); episode 4 repairs
+    mid and breaks inner — test_inner fails from there; episode 5 reverts inner and changes
+    outer. mid still differs from episode 3, where test_inner last passed, but it is back as
+    in episode 1, where test_inner passed too: the failure's cause is undone (more-itertools
+    commits 13-14 of the fault history). Knowing only the last passing episode, it is not."""
+    edits = [[MID_EDIT], [], [MID_REVERT, BREAK], [REVERT, OUTER_EDIT]]
+    *_, run = _episodes(tmp_path, edits, {INNER: streak})
+    assert run.reverted == ({INNER} if isinstance(streak, tuple) else frozenset())

@@ -203,3 +203,18 @@ def test_a_history_from_before_schema_8_starts_its_recent_duration_from_the_mean
     assert old.expected_duration == 2.0  # not measured yet: the mean
     assert old.record(PASSED, 2.5, 11).duration_recent == pytest.approx(2.0 + 0.5 / 5)
     assert TestHistory("t").expected_duration == 0.0
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "streak"),
+    [
+        ("FPPPPF", (9, 8, 7, 6)),  # the passes before the failure, back to the one before
+        ("PPSPFF", (8, 6, 5)),  # a skipped run neither ends nor joins it
+        ("PPPP", ()),  # not failing: no streak
+        ("FFF", ()),  # never passed in the kept verdicts
+    ],
+)
+def test_the_passing_streak_before_a_failure(verdicts: str, streak: tuple[int, ...]) -> None:
+    history = TestHistory("t", runs=len(verdicts), verdicts=verdicts, last_run_episode=10)
+    assert history.passing_streak() == streak
+    assert history.last_passed_episode() == (streak[0] if streak else None)

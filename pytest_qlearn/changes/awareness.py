@@ -80,20 +80,24 @@ def analyse(
     test_ids: Iterable[str],
     stored_digests: Mapping[str, str],
     cache_file: Path | None,
-    last_passed: Callable[[], Mapping[str, int]] | None = None,
+    last_passed: Callable[[], Mapping[str, int | tuple[int, ...]]] | None = None,
 ) -> ChangeAwareness:
     """The static change analysis of one run (see the module docstring). ``last_passed``:
-    the tests that failed in the last run -> the episode they last passed in (asked for only
-    when something changed)."""
-    watch: Mapping[str, int] = {}
+    the tests that failed in the last run -> the episode they last passed in, or the
+    episodes of their last passing streak, newest first (asked for only when something
+    changed)."""
+    watch: dict[str, int] = {}
+    streaks: dict[str, tuple[int, ...]] = {}
     try:
         index = DependencyIndex(root, cache_file)
         index.scan(test_files)
         changes = index.changes(stored_digests)
         if changes.files and last_passed is not None:
-            watch = last_passed()
+            for test_id, passed in last_passed().items():
+                streaks[test_id] = (passed,) if isinstance(passed, int) else tuple(passed)
+                watch[test_id] = streaks[test_id][0]
         found = index.impacts(changes, test_ids) if changes.files else {}
-        reverted = _reverted(index, found, watch, changes)
+        reverted = _reverted(index, found, watch, changes, streaks)
         if reverted:  # code back to a known-good version is no change to rank tests by
             fresh = _without_restored(index, changes, {watch[t] for t in reverted})
             if fresh != changes:
@@ -122,6 +126,7 @@ def _reverted(
     found: Mapping[str, Impact],
     last_passed: Mapping[str, int],
     current: ChangeSet,
+    streaks: Mapping[str, tuple[int, ...]] | None = None,
 ) -> frozenset[str]:
     """The known failures (``last_passed``: test id -> the episode it last passed in) this
     change (``current``) reaches by name, whose breaking change is undone: either no file
@@ -142,7 +147,11 @@ def _reverted(
         reverted.update(test_id for test_id in test_ids if test_id not in then)
         still = [test_id for test_id in test_ids if test_id in then]
         if still:
-            reverted.update(_cause_undone(index, episode, since, current, still))
+            # the episodes all of them passed in (their streaks' common part, before this one)
+            earlier = set.intersection(
+                *(set((streaks or {}).get(test_id, ())[1:]) for test_id in still)
+            )
+            reverted.update(_cause_undone(index, episode, since, current, still, earlier))
     return frozenset(reverted)
 
 
@@ -157,6 +166,7 @@ def _cause_undone(
     since: ChangeSet,
     current: ChangeSet,
     test_ids: list[str],
+    earlier: Collection[int] = (),
 ) -> set[str]:
     """Of ``test_ids`` — failing since the run after episode ``passed``, with code that
     still differs from then (``since``) — those whose failure's cause is undone although
@@ -179,12 +189,17 @@ def _cause_undone(
     ]
     if not onset or len(onset) > MAX_CAUSE_DEFINITIONS:
         return set()
+    known_good = [index.changes_since(episode) for episode in sorted(earlier, reverse=True)]
     for path, differing in since.definitions.items():
         changed_now = current.definitions.get(path) if path in current.files else frozenset()
-        if differing is None or changed_now is None or not differing <= changed_now:
-            return set()  # changed while they were failing, or unknown
-        if not differing.isdisjoint(cause.definitions.get(path) or ()):
-            return set()  # a definition they started failing with still differs
+        if differing is None or changed_now is None:
+            return set()  # unknown
+        # changed while they were failing, or a definition they started failing with that
+        # still differs — harmless only where it is back at a version they passed with
+        # earlier (the commit that broke them also repaired it: more-itertools commit 13)
+        doubtful = (differing - changed_now) | (differing & (cause.definitions.get(path) or set()))
+        if doubtful and not all(_passed_with(path, qual, known_good) for qual in doubtful):
+            return set()
     named = index.impacts(cause, test_ids)
     return {test_id for test_id in test_ids if _named(named.get(test_id))}
 
@@ -213,6 +228,18 @@ def _without_restored(index: DependencyIndex, current: ChangeSet, episodes: set[
         if kept:
             definitions[path] = frozenset(kept)
     return ChangeSet(frozenset(definitions), definitions)
+
+
+def _passed_with(path: str, qual: str, then: Iterable[ChangeSet]) -> bool:
+    """Whether definition ``qual`` of ``path`` is now as it was in one of the episodes whose
+    differences from today are ``then`` (each ``changes_since`` an episode they passed in)."""
+    for before in then:
+        if path not in before.files:
+            return True
+        differing = before.definitions.get(path)
+        if differing is not None and qual not in differing:
+            return True
+    return False
 
 
 def refine_with_coverage(

@@ -90,6 +90,21 @@ class TestHistory(NamedTuple):
             return None
         return self.last_run_episode - (len(verdicts) - 1 - index)
 
+    def passing_streak(self) -> tuple[int, ...]:
+        """The episodes it passed in, newest first, from :meth:`last_passed_episode` back to
+        the failure before (skipped runs in between neither end nor join it); empty when
+        that is None. Counted back one episode per verdict, like it."""
+        if self.last_passed_episode() is None:
+            return ()
+        verdicts, last = self.verdicts, self.last_run_episode
+        episodes = []
+        for index in range(verdicts.rfind(PASSED), -1, -1):
+            if verdicts[index] == FAILED:
+                break
+            if verdicts[index] == PASSED:
+                episodes.append(last - (len(verdicts) - 1 - index))
+        return tuple(episodes)
+
     def last_verdicts(self, k: int) -> str:
         """The last ``k`` pass/fail verdicts, padded on the left with ``-`` for unknown."""
         if k <= 0:
