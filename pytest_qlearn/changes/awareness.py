@@ -177,8 +177,10 @@ def _cause_undone(
     its own), not while they were failing, where it could have added a second fault.
     Every definition, not only those a test names: a fault its names miss may have come
     with the same commit (toolz commit 21 of the fault history: two failures from a fault
-    in an unnamed definition, whose named companions were fixed, ran at 137). Unknown
-    versions answer nothing."""
+    in an unnamed definition, whose named companions were fixed, ran at 137). A definition
+    that fails either test is still harmless where it is back at its version in one of the
+    ``earlier`` episodes they passed in (their passing streak before ``passed``): the commit
+    that broke them also repaired it. Unknown versions answer nothing."""
     cause = index.changes_between(passed, passed + 1)
     if cause is None:
         return set()
@@ -189,7 +191,7 @@ def _cause_undone(
     ]
     if not onset or len(onset) > MAX_CAUSE_DEFINITIONS:
         return set()
-    known_good = [index.changes_since(episode) for episode in sorted(earlier, reverse=True)]
+    known_good: list[ChangeSet] = []  # changes_since each earlier passing episode, if needed
     for path, differing in since.definitions.items():
         changed_now = current.definitions.get(path) if path in current.files else frozenset()
         if differing is None or changed_now is None:
@@ -198,7 +200,11 @@ def _cause_undone(
         # still differs — harmless only where it is back at a version they passed with
         # earlier (the commit that broke them also repaired it: more-itertools commit 13)
         doubtful = (differing - changed_now) | (differing & (cause.definitions.get(path) or set()))
-        if doubtful and not all(_passed_with(path, qual, known_good) for qual in doubtful):
+        if not doubtful:
+            continue
+        if not known_good and earlier:
+            known_good = [index.changes_since(e) for e in sorted(earlier, reverse=True)]
+        if not all(_passed_with(path, qual, known_good) for qual in doubtful):
             return set()
     named = index.impacts(cause, test_ids)
     return {test_id for test_id in test_ids if _named(named.get(test_id))}
