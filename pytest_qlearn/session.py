@@ -1003,7 +1003,7 @@ class LearningSession:
             ),
             reruns=sorted(reruns, key=lambda r: r.test_id),
             rerun_rewards=rerun_rewards,
-            why=self._why(run_order, histories),
+            why=self._why(run_order),
             suspects=suspect_notes,
         )
         for note in suspect_notes:
@@ -1181,28 +1181,15 @@ class LearningSession:
         ]
         return [deltas[t] for t in sorted(deltas)], notes
 
-    def _why(
-        self, run_order: Sequence[TestResult], histories: Mapping[str, TestHistory]
-    ) -> dict[str, str]:
-        """The reasons of the first :data:`WHY_ROWS` tests that ran and of every failure."""
+    def _why(self, run_order: Sequence[TestResult]) -> dict[str, str]:
+        """The reasons of the first :data:`WHY_ROWS` tests that ran and of every failure
+        (on a pytest-xdist controller, the reasons the workers gave)."""
         shown = [*run_order[:WHY_ROWS], *(r for r in run_order[WHY_ROWS:] if r.verdict == FAILED)]
-        why = {
-            r.test_id: self.worker_reasons[r.test_id]
-            for r in shown
-            if r.test_id in self.worker_reasons
-        }
-        why.update(
-            (
-                r.test_id,
-                prio.reason(
-                    self._decisions[r.test_id],
-                    histories.get(r.test_id),
-                    self.change_reasons.get(r.test_id),
-                ),
-            )
-            for r in shown
-            if r.test_id in self._decisions
-        )
+        why = {}
+        for result in shown:
+            reason = self.reason(result.test_id) or self.worker_reasons.get(result.test_id)
+            if reason is not None:
+                why[result.test_id] = reason
         return why
 
     def reason(self, test_id: str) -> str | None:
